@@ -1,0 +1,214 @@
+"""Where trials run: a local pool of spawned worker processes (and, in ``_dask``, a Dask cluster).
+
+A backend runs trials in slots and reports :class:`Event` objects to the
+runner: a trial that finished (``done``), a trial that reached a pruning rung
+and waits for a decision (``report``), or a slot whose worker died with a
+trial (``died``). The runner answers ``report`` events with :meth:`answer`.
+
+This module does not import torch: each worker is a fresh interpreter
+(:mod:`._worker`) that pins itself to its device (``CUDA_VISIBLE_DEVICES``)
+and sets its thread count *before* it imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+logger = logging.getLogger("scanpy_autotune")
+
+
+@dataclass
+class Event:
+    """Something a backend tells the runner.
+
+    Attributes
+    ----------
+    kind
+        ``"done"``, ``"report"`` or ``"died"``.
+    trial_id
+        The trial concerned.
+    record, model
+        For ``done``: the trial's record and its model blob (``None`` unless ok).
+    n_epochs, value
+        For ``report``: epochs trained and the best validation ELBO so far.
+    error
+        For ``died``: what happened to the worker.
+    device
+        Where the trial ran.
+    """
+
+    kind: str
+    trial_id: int
+    record: dict | None = None
+    model: dict | None = None
+    n_epochs: int = 0
+    value: float = float("nan")
+    error: str = ""
+    device: str = ""
+
+
+def cpu_devices(n_workers: int) -> list[str]:
+    return ["cpu"] * n_workers
+
+
+def gpu_devices(gpus: str | int | list[int], trials_per_gpu: int) -> list[str]:
+    """One device string per slot: every chosen GPU ``trials_per_gpu`` times."""
+    import torch  # only to count devices; the driver does not train
+
+    available = torch.cuda.device_count()
+    if gpus in ("all", None):
+        chosen = list(range(available))
+    elif isinstance(gpus, int):
+        chosen = list(range(gpus))
+    else:
+        chosen = [int(g) for g in gpus]
+    missing = [g for g in chosen if g >= available or g < 0]
+    if missing:
+        raise ValueError(f"gpus={gpus!r}: GPU(s) {missing} not available ({available} visible).")
+    return [f"cuda:{g}" for g in chosen for _ in range(trials_per_gpu)]
+
+
+class _Slot:
+    """One worker process and the socket to it."""
+
+    def __init__(self, device: str, threads: int, payload: bytes) -> None:
+        self.device = device
+        parent, child = socket.socketpair()
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "scanpy_autotune._search._worker", str(child.fileno()), device, str(threads)],
+            pass_fds=(child.fileno(),),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in a terminal reaches the driver only
+        )
+        child.close()
+        self.conn = Connection(parent.detach())
+        self.conn.send_bytes(payload)
+        self.trial_id: int | None = None
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, kill: bool = False) -> None:
+        if self.alive() and not kill:
+            try:
+                self.conn.send(("stop",))
+                self.process.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        if self.alive():
+            self.process.kill()
+            self.process.wait(timeout=5)
+        self.conn.close()
+
+
+class LocalPool:
+    """Spawned worker processes on this machine, one per slot.
+
+    Parameters
+    ----------
+    devices
+        One device per slot (``"cpu"`` or ``"cuda:N"``).
+    threads_per_worker
+        Torch threads of each CPU worker.
+    """
+
+    name = "local"
+
+    def __init__(self, devices: list[str], threads_per_worker: int = 1) -> None:
+        if not devices:
+            raise ValueError("The pool needs at least one worker.")
+        self.devices = list(devices)
+        self.threads = threads_per_worker
+        self._slots: list[_Slot] = []
+        self._payload = b""
+
+    @property
+    def n_slots(self) -> int:
+        return len(self.devices)
+
+    def start(self, context: Any) -> None:
+        """Start the workers and send each the trial context once."""
+        self._payload = pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL)
+        self._slots = [_Slot(d, self.threads, self._payload) for d in self.devices]
+
+    def free_slots(self) -> int:
+        return sum(slot.trial_id is None for slot in self._slots)
+
+    def submit(self, trial_id: int, params: dict, rungs: list[int]) -> str:
+        """Start a trial on a free slot; returns the slot's device."""
+        index = next(i for i, s in enumerate(self._slots) if s.trial_id is None)
+        if not self._slots[index].alive():  # died while idle: replace it quietly
+            self._slots[index].stop(kill=True)
+            self._slots[index] = _Slot(self.devices[index], self.threads, self._payload)
+        slot = self._slots[index]
+        slot.trial_id = trial_id
+        slot.conn.send(("trial", trial_id, params, list(rungs)))
+        return slot.device
+
+    def answer(self, trial_id: int, stop: bool) -> None:
+        """Tell the trial waiting at a rung whether to stop."""
+        for slot in self._slots:
+            if slot.trial_id == trial_id:
+                slot.conn.send(bool(stop))
+                return
+
+    def poll(self, timeout: float) -> list[Event]:
+        """Wait up to ``timeout`` seconds for events from the running trials."""
+        busy = [s for s in self._slots if s.trial_id is not None]
+        if not busy:
+            return []
+        ready = set(wait([s.conn for s in busy], timeout=timeout))
+        events = []
+        for index, slot in enumerate(self._slots):
+            if slot.trial_id is None or slot.conn not in ready:
+                continue
+            try:
+                while slot.conn.poll():
+                    message = slot.conn.recv()
+                    events.append(self._event(slot, message))
+                    if message[0] == "done":
+                        slot.trial_id = None
+                        break
+            except (EOFError, OSError):  # the socket closed: the worker is gone
+                events.append(self._replace(index))
+        return events
+
+    def _event(self, slot: _Slot, message: tuple) -> Event:
+        if message[0] == "report":
+            _, trial_id, n_epochs, value = message
+            return Event("report", trial_id, n_epochs=n_epochs, value=value, device=slot.device)
+        _, trial_id, record, model = message
+        return Event("done", trial_id, record=record, model=model, device=slot.device)
+
+    def _replace(self, index: int) -> Event:
+        slot = self._slots[index]
+        try:
+            code = slot.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        error = (
+            f"WorkerDied: the worker process on {slot.device} died during the trial ({how}); "
+            "it was killed from outside or ran out of memory"
+        )
+        logger.warning("trial %d: %s; starting a fresh worker", slot.trial_id, error)
+        event = Event("died", slot.trial_id, error=error, device=slot.device)
+        slot.stop(kill=True)
+        self._slots[index] = _Slot(slot.device, self.threads, self._payload)
+        return event
+
+    def shutdown(self, kill: bool = False) -> None:
+        """Stop every worker (``kill``: at once, abandoning running trials)."""
+        for slot in self._slots:
+            slot.stop(kill=kill or slot.trial_id is not None)
+        self._slots = []

@@ -1,0 +1,180 @@
+"""One trial in a worker: data -> fit -> metrics -> record.
+
+The worker holds a :class:`TrialContext` (the counts, the split and the
+search's settings), received once, and turns ``(trial_id, params)`` into a
+record (a JSON-able dict, the journal's line) and, for finished trials, the
+trained model as a blob for the driver to keep if it is the best.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._vae import Model, resolve_hyperparameters
+from .._vae._data import CountData, DeviceCounts, Split
+
+logger = logging.getLogger("scanpy_autotune")
+
+# Called by the trial at each epoch with (epoch, train_elbo, validation_elbo); True stops it.
+Reporter = Callable[[int, float, float], bool]
+
+
+@dataclass
+class TrialContext:
+    """Everything a worker needs to evaluate trials, sent to it once.
+
+    Attributes
+    ----------
+    data, split
+        Validated counts and the search's split.
+    max_epochs, n_mc, seed
+        Epoch cap, importance samples of the loss, and the search's seed.
+    objective
+        Optional ``objective(model, adata_heldout) -> float`` replacing the
+        held-out negative marginal log-likelihood (serialized with cloudpickle).
+    layer, batch_key
+        Recorded on the models.
+    """
+
+    data: CountData
+    split: Split
+    max_epochs: int
+    n_mc: int = 100
+    seed: int = 0
+    objective: bytes | None = None
+    layer: str | None = None
+    batch_key: str | None = None
+    _counts: dict = field(default_factory=dict, repr=False)
+
+    def counts(self, device: str) -> DeviceCounts:
+        """The counts on ``device``, built on first use and kept for later trials."""
+        if device not in self._counts:
+            self._counts[device] = DeviceCounts(self.data, device)
+        return self._counts[device]
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_counts"] = {}
+        return state
+
+
+def empty_record(trial_id: int, params: dict[str, Any], device: str = "") -> dict[str, Any]:
+    """A record with every field present and the numbers missing."""
+    return {
+        "trial_id": int(trial_id),
+        "status": "fail",
+        "loss": math.nan,
+        "elbo_train": math.nan,
+        "elbo_heldout": math.nan,
+        "n_epochs": 0,
+        "best_epoch": -1,
+        "n_params": 0,
+        "duration_s": 0.0,
+        "device": device,
+        "error": "",
+        "params": dict(params),
+        "history": {"train_elbo": [], "validation_elbo": []},
+        "pruned_at": -1,
+    }
+
+
+def _heldout_adata(data: CountData, cells: np.ndarray, batch_key: str | None):
+    import pandas as pd
+    from anndata import AnnData
+
+    obs = pd.DataFrame(index=data.obs_names[cells])
+    if batch_key is not None:
+        obs[batch_key] = pd.Categorical(
+            np.asarray(data.batch_categories)[data.batch[cells]], categories=data.batch_categories
+        )
+    return AnnData(X=data.X[cells], obs=obs, var=pd.DataFrame(index=data.var_names))
+
+
+def _loss(model: Model, context: TrialContext, counts: DeviceCounts) -> float:
+    if context.objective is None:
+        from .._vae._metrics import marginal_nll
+
+        return float(np.mean(marginal_nll(model.module, counts, context.split.heldout, n_mc=context.n_mc)))
+    from joblib.externals import cloudpickle
+
+    objective = cloudpickle.loads(context.objective)
+    heldout = _heldout_adata(context.data, context.split.heldout, context.batch_key)
+    return float(objective(model, heldout))
+
+
+def evaluate_trial(
+    context: TrialContext,
+    trial_id: int,
+    params: dict[str, Any],
+    device: str = "cpu",
+    reporter: Reporter | None = None,
+) -> tuple[dict[str, Any], dict | None]:
+    """Train and score one configuration; never raises for a failing trial.
+
+    Returns
+    -------
+    record, model
+        The trial's record (``status`` ``ok``, ``fail`` or ``pruned``) and, unless
+        it failed, the model as :meth:`Model.to_dict` for the driver.
+    """
+    from .._vae._metrics import evaluate_elbo
+
+    start = time.perf_counter()
+    record = empty_record(trial_id, params, device)
+    pruned = {"at": -1}
+
+    def callback(epoch: int, train_elbo: float, validation_elbo: float) -> bool:
+        if reporter is not None and reporter(epoch, train_elbo, validation_elbo):
+            pruned["at"] = epoch
+            return True
+        return False
+
+    try:
+        config = resolve_hyperparameters(params)
+        counts = context.counts(device)
+        model = Model.fit_prepared(
+            context.data,
+            counts,
+            context.split,
+            config,
+            seed=context.seed + int(trial_id),
+            max_epochs=context.max_epochs,
+            callback=callback,
+            layer=context.layer,
+            batch_key=context.batch_key,
+        )
+        result = model.train_result
+        record.update(
+            n_epochs=result.n_epochs,
+            best_epoch=result.best_epoch,
+            n_params=model.n_params,
+            history={"train_elbo": result.train_elbo, "validation_elbo": result.validation_elbo},
+        )
+        if pruned["at"] >= 0:
+            record.update(status="pruned", pruned_at=pruned["at"])
+            record["duration_s"] = time.perf_counter() - start
+            return record, None
+        if result.stopped_by == "diverged" and result.best_epoch < 0:
+            raise FloatingPointError("training diverged (non-finite ELBO) before its first epoch ended")
+        loss = _loss(model, context, counts)
+        record["elbo_train"] = float(np.mean(evaluate_elbo(model.module, counts, context.split.train)))
+        record["elbo_heldout"] = float(np.mean(evaluate_elbo(model.module, counts, context.split.heldout)))
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"the loss is not finite ({loss})")
+        record.update(status="ok", loss=loss)
+        record["duration_s"] = time.perf_counter() - start
+        return record, model.to_dict()
+    except Exception as error:  # a failing trial is a result, not a crash
+        record.update(status="fail", loss=math.nan)
+        record["error"] = f"{type(error).__name__}: {error}"
+        logger.debug("trial %d failed:\n%s", trial_id, traceback.format_exc())
+        record["duration_s"] = time.perf_counter() - start
+        return record, None

@@ -1,0 +1,631 @@
+"""Pruning: stop a running trial early when it is clearly worse than its peers.
+
+The runner (driver process) owns one pruner. A trial reports at every *rung*
+(an epoch count given by :meth:`Pruner.rungs`) its best validation ELBO so far
+(higher is better) and waits; :meth:`Pruner.report` records the value in the
+rung table and answers whether the trial stops. Workers never see the table,
+so the same pruner serves the local pool and the Dask backend. After a resume,
+:meth:`Pruner.restore` rebuilds the tables from the journal's finished records.
+
+Two rules are offered (:func:`make_pruner`):
+
+``"asha"``
+    Asynchronous successive halving (Li et al. 2020, "A System for Massively
+    Parallel Hyperparameter Tuning", in its stopping form as in Optuna's
+    ``SuccessiveHalvingPruner``): rungs at ``min_epochs * eta**k``; a trial
+    continues at a rung only if it is among the top ``floor(n / eta)`` of the
+    ``n`` trials that have reached that rung so far. See :class:`ASHAPruner`.
+``"median"``
+    Stop a trial that is below the median of the other trials at the same
+    epoch (Optuna's ``MedianPruner``, Google Vizier's median stopping rule).
+    See :class:`MedianPruner`.
+
+What TPE learns from a pruned trial
+-----------------------------------
+A pruned trial has no loss: the loss of the search is the held-out negative
+marginal log-likelihood of a *trained* model, and a pruned trial was never
+trained to the end. Its validation ELBO at the rung is not a substitute: it is
+measured at an early epoch, on other cells, with one posterior sample instead
+of importance sampling, and (during KL warm-up) on a model trained under a
+different objective, so it is not on the scale of the final losses; telling
+it as a loss would put a pruned trial, ranked by an unrelated number, among
+the finished ones.
+
+The project's decision is therefore that a pruned trial is told to TPE like a
+failure (``loss = NaN``, status ``"pruned"``): hyperopt's ``tpe.suggest``
+gives such a trial an infinite loss, which places it in the *bad* group. This
+is what the rung predicted. hyperopt's TPE uses the losses only through their
+ranks, to split the trials at the ``gamma`` quantile into a good group (the
+best ``ceil(gamma * sqrt(n))`` trials, 3 of 100 with the default
+``gamma = 0.25``) and a bad group, and fits one density to each. A trial the
+rung placed below at least ``1 - 1/eta`` of its peers is, barring a slow
+start, not among the best few trials of the search, so it belongs to the bad
+group, and an infinite loss puts it there without pretending to know how bad
+it is. TPE thus learns "this region produced a trial that was stopped", which
+steers suggestions away from it as much as a finished poor trial would, and
+the good group, which drives the proposals, is made of finished trials only.
+The cost of a wrong prune (a slow starter that would have ended well) is one
+configuration mislabelled as bad, the same error ASHA accepts when it stops
+the trial.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = [
+    "ASHAPruner",
+    "MedianPruner",
+    "PRUNERS",
+    "Pruner",
+    "default_min_epochs",
+    "make_pruner",
+    "rung_value",
+]
+
+logger = logging.getLogger("scanpy_autotune")
+
+#: Largest default first rung of :class:`ASHAPruner`, in epochs.
+MAX_DEFAULT_MIN_EPOCHS = 25
+
+
+@runtime_checkable
+class Pruner(Protocol):
+    """What the runner needs from a pruner."""
+
+    name: str
+
+    def rungs(self) -> list[int]:
+        """Epoch counts (1-based) at which a running trial reports and waits; sorted, all < max_epochs."""
+        ...
+
+    def report(self, trial_id: int, n_epochs: int, value: float) -> bool:
+        """Record ``value`` (best validation ELBO so far) at rung ``n_epochs``; True means stop the trial."""
+        ...
+
+    def restore(self, records: list[dict]) -> None:
+        """Rebuild the rung tables from finished trial records after a resume."""
+        ...
+
+    def describe(self) -> dict:
+        """JSON-able settings for ``adata.uns`` and the journal header."""
+        ...
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+
+def rung_value(validation_elbo: Sequence[float], n_epochs: int) -> float:
+    """The value a trial reports at rung ``n_epochs``: its best validation ELBO so far.
+
+    Parameters
+    ----------
+    validation_elbo
+        Per-epoch validation ELBO of the trial (higher is better), epoch 0 first.
+    n_epochs
+        The rung: how many epochs have been trained.
+
+    Returns
+    -------
+    float
+        ``max(validation_elbo[:n_epochs])`` ignoring NaN; NaN when there is no
+        non-NaN value (the pruner then stops the trial).
+    """
+    values = np.asarray(list(validation_elbo)[: int(n_epochs)], dtype=float)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return math.nan
+    return float(values.max())
+
+
+def default_min_epochs(max_epochs: int) -> int:
+    """The default first rung of :class:`ASHAPruner`: ``min(25, max(1, max_epochs // 10))``.
+
+    Parameters
+    ----------
+    max_epochs
+        The epoch cap of every trial.
+
+    Returns
+    -------
+    int
+        25 epochs for ``max_epochs >= 250`` (the scVI default of 400 gives rungs
+        25, 75, 225 with ``eta = 3``), a tenth of the budget below that.
+    """
+    return min(MAX_DEFAULT_MIN_EPOCHS, max(1, int(max_epochs) // 10))
+
+
+def _as_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name}={value!r} must be an integer.")
+    if not math.isfinite(float(value)) or float(value) != int(value):
+        raise ValueError(f"{name}={value!r} must be an integer.")
+    return int(value)
+
+
+def _history_length(record: Mapping[str, Any], values: np.ndarray) -> int:
+    """How many epochs of ``record`` were reported to the pruner (a callback was made)."""
+    length = len(values)
+    n_epochs = record.get("n_epochs")
+    if isinstance(n_epochs, (int, float, np.integer, np.floating)) and not isinstance(n_epochs, bool):
+        if math.isfinite(float(n_epochs)) and n_epochs >= 0:
+            # Histories padded with NaN (as in adata.uns) are cut to the epochs trained.
+            length = min(length, int(n_epochs))
+    else:
+        # Without n_epochs, NaN padding at the end is dropped (a NaN last epoch would
+        # have been a diverged one, which never reports; see below).
+        while length > 0 and math.isnan(values[length - 1]):
+            length -= 1
+    if length == 0:
+        return 0
+    # The trainer stops on a non-finite epoch ("diverged") before calling back:
+    # that last epoch never reached the pruner.
+    train = (record.get("history") or {}).get("train_elbo")
+    train_diverged = False
+    if train is not None and len(train) >= length:
+        last_train = train[length - 1]
+        train_diverged = last_train is None or not math.isfinite(float(last_train))
+    has_validation = bool(np.any(~np.isnan(values[:length])))
+    validation_diverged = has_validation and not math.isfinite(values[length - 1])
+    if train_diverged or validation_diverged:
+        length -= 1
+    return length
+
+
+# ---------------------------------------------------------------------------
+# shared rung-table machinery
+# ---------------------------------------------------------------------------
+
+
+class _RungTablePruner:
+    """Rung tables (rung -> trial id -> value), with a sorted copy of each rung's values."""
+
+    name = "base"
+
+    def __init__(self, max_epochs: int) -> None:
+        self.max_epochs = _as_int("max_epochs", max_epochs)
+        if self.max_epochs < 1:
+            raise ValueError(f"max_epochs={max_epochs!r} must be at least 1.")
+        self._rungs: list[int] = []
+        self._values: dict[int, dict[int, float]] = {}
+        self._sorted: dict[int, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _set_rungs(self, rungs: Iterable[int]) -> None:
+        self._rungs = sorted({int(r) for r in rungs if 1 <= int(r) < self.max_epochs})
+        self._values = {r: {} for r in self._rungs}
+        self._sorted = {r: [] for r in self._rungs}
+
+    # -- public -------------------------------------------------------------------
+
+    def rungs(self) -> list[int]:
+        """Epoch counts at which a running trial reports and waits for a decision.
+
+        Returns
+        -------
+        list of int
+            Sorted, 1-based ("after this many epochs"), all below ``max_epochs``.
+        """
+        return list(self._rungs)
+
+    def rung_table(self) -> dict[int, dict[int, float]]:
+        """A copy of the recorded values: ``{rung: {trial_id: value}}``.
+
+        Returns
+        -------
+        dict
+            Non-finite reports are stored as ``-inf``.
+        """
+        with self._lock:
+            return {r: dict(table) for r, table in self._values.items()}
+
+    def report(self, trial_id: int, n_epochs: int, value: float) -> bool:
+        """Record a trial's value at a rung and decide whether it stops.
+
+        Parameters
+        ----------
+        trial_id
+            The reporting trial. A second report of the same trial at the same
+            rung replaces the first.
+        n_epochs
+            The rung reached (one of :meth:`rungs`).
+        value
+            The trial's best validation ELBO so far (:func:`rung_value`),
+            higher is better. NaN or infinite (a diverging trial) is recorded as
+            ``-inf`` and always stops the trial.
+
+        Returns
+        -------
+        bool
+            ``True`` to stop (prune) the trial, ``False`` to let it continue.
+
+        Raises
+        ------
+        ValueError
+            If ``n_epochs`` is not a rung.
+        """
+        rung = int(n_epochs)
+        if rung not in self._values:
+            raise ValueError(
+                f"{self.name} pruner: trial {trial_id} reported at epoch {n_epochs}, "
+                f"which is not a rung {self._rungs}."
+            )
+        value = float(value)
+        finite = math.isfinite(value)
+        with self._lock:
+            self._record(rung, int(trial_id), value if finite else -math.inf)
+            if not finite:
+                logger.debug(
+                    "%s pruner: trial %d pruned at epoch %d: value %r is not finite.",
+                    self.name, trial_id, rung, value,
+                )
+                return True
+            return self._decide(rung, int(trial_id), value)
+
+    def restore(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Rebuild the rung tables from finished trial records (after a resume).
+
+        Parameters
+        ----------
+        records
+            Records with ``trial_id``, ``status`` and ``history``
+            (``{"validation_elbo": [per-epoch floats]}``), and optionally
+            ``n_epochs``. A trial reached every rung up to the number of epochs
+            it reported (its history, cut to ``n_epochs`` and without a final
+            diverged epoch, which the trainer never reports); its value there
+            is :func:`rung_value` of its history. Records without a history
+            (failed before training) contribute nothing. The previous tables are
+            discarded.
+
+        Notes
+        -----
+        Only finished trials are in a journal: values reported live by trials
+        that were still running when the search stopped, or whose worker died
+        (their record has no history), are not restored. With the same finished
+        records the restored tables equal the live ones, so later reports get
+        the same answers.
+        """
+        with self._lock:
+            self._values = {r: {} for r in self._rungs}
+            self._sorted = {r: [] for r in self._rungs}
+            n_restored = 0
+            for record in records:
+                history = record.get("history") or {}
+                raw = history.get("validation_elbo")
+                if raw is None or len(raw) == 0:
+                    continue
+                values = np.array([math.nan if v is None else v for v in raw], dtype=float)
+                length = _history_length(record, values)
+                trial_id = int(record["trial_id"])
+                for rung in self._rungs:
+                    if rung > length:
+                        break
+                    value = rung_value(values, rung)
+                    self._record(rung, trial_id, value if math.isfinite(value) else -math.inf)
+                    n_restored += 1
+        logger.debug("%s pruner: restored %d rung value(s).", self.name, n_restored)
+
+    # -- internals ----------------------------------------------------------------
+
+    def _record(self, rung: int, trial_id: int, value: float) -> None:
+        table, ordered = self._values[rung], self._sorted[rung]
+        old = table.get(trial_id)
+        if old is not None:
+            del ordered[bisect.bisect_left(ordered, old)]
+        table[trial_id] = value
+        bisect.insort(ordered, value)
+
+    def _decide(self, rung: int, trial_id: int, value: float) -> bool:  # pragma: no cover
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{k}={v!r}" for k, v in self.describe().items() if k != "name")
+        return f"{type(self).__name__}({settings})"
+
+    def describe(self) -> dict:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------
+# ASHA
+# ---------------------------------------------------------------------------
+
+
+class ASHAPruner(_RungTablePruner):
+    """Asynchronous successive halving, stopping form.
+
+    Rungs lie at ``min_epochs * eta**k`` epochs (``k = 0, 1, ...``), strictly
+    below ``max_epochs``. When a trial reaches a rung, its value joins the
+    ``n`` values recorded there so far (its own included) and the trial
+    continues iff it is among the top ``floor(n / eta)`` of them (ties
+    continue); if that quota is zero, iff it is the best so far (Optuna's
+    rule). Until ``min_trials_per_rung`` trials have reached a rung, every
+    trial with a finite value continues there. A NaN or infinite value stops
+    the trial. Each report costs ``O(n)`` (a sorted insertion) and is
+    deterministic: the same reports in the same order give the same answers.
+
+    Parameters
+    ----------
+    max_epochs
+        The epoch cap of every trial.
+    min_epochs
+        The first rung. Default :func:`default_min_epochs`:
+        ``min(25, max(1, max_epochs // 10))``, i.e. 25 epochs (rungs 25, 75,
+        225 for 400 epochs and ``eta = 3``). Why: a VAE's validation ELBO in
+        its first epochs mostly reflects the initialisation and the learning
+        rate (fast learners look best), and with KL warm-up (400 epochs by
+        default) the KL weight is still small, so an earlier rung prunes good
+        configurations that start slowly. Much later than 25 epochs saves
+        little: with the default early-stopping patience of 45 even a hopeless
+        trial trains at least 46 epochs, so a rung at 25 still saves over half
+        of the cheapest bad trial and about 94% of a full 400-epoch one. For
+        short searches the first rung is a tenth of the budget.
+    eta
+        Reduction factor (at least 2): about ``1/eta`` of the trials pass each rung.
+    min_trials_per_rung
+        Grace: the ``n``-th trial to reach a rung is judged only when
+        ``n >= min_trials_per_rung``. Default ``eta``. Why: below ``eta``
+        values the top-``1/eta`` quota is zero and the only rule left is "best
+        so far", which with one or two earlier values is a coin toss against
+        the noise of whichever trials happened to arrive first (the second
+        trial of a search would be stopped half the time). With the default
+        the first ``eta - 1`` trials at a rung are not judged; the first judged
+        one must be the best of ``eta`` (the quota rule proper), so a
+        deliberately bad configuration that reaches the first rung after at
+        least ``eta - 1`` others is pruned there. ``1`` gives Optuna's
+        behaviour.
+
+    Notes
+    -----
+    What TPE learns from a pruned trial: it is told as a failure-like trial
+    (no loss, status ``"pruned"``), which hyperopt's TPE puts in its *bad*
+    group. TPE splits trials into good and bad only by rank (good = the best
+    ``ceil(gamma * sqrt(n))``), and a trial that the rung placed below
+    ``1 - 1/eta`` of its peers belongs with the bad ones; its early validation
+    ELBO is not on the scale of the final loss (held-out marginal NLL), so it
+    is not told as a loss. See the module docstring for the full reasoning.
+
+    Hyperband brackets are not implemented: one bracket (rungs from
+    ``min_epochs``) is used for every trial.
+    """
+
+    name = "asha"
+
+    def __init__(
+        self,
+        max_epochs: int,
+        min_epochs: int | None = None,
+        eta: int = 3,
+        min_trials_per_rung: int | None = None,
+    ) -> None:
+        super().__init__(max_epochs)
+        self.eta = _as_int("eta", eta)
+        if self.eta < 2:
+            raise ValueError(f"eta={eta!r} must be at least 2.")
+        if min_epochs is None:
+            self.min_epochs = default_min_epochs(self.max_epochs)
+        else:
+            self.min_epochs = _as_int("min_epochs", min_epochs)
+            if self.min_epochs < 1:
+                raise ValueError(f"min_epochs={min_epochs!r} must be at least 1.")
+            if self.min_epochs >= self.max_epochs:
+                raise ValueError(
+                    f"min_epochs={min_epochs!r} must be below max_epochs={self.max_epochs} "
+                    "(no rung would be left)."
+                )
+        if min_trials_per_rung is None:
+            self.min_trials_per_rung = self.eta
+        else:
+            self.min_trials_per_rung = _as_int("min_trials_per_rung", min_trials_per_rung)
+            if self.min_trials_per_rung < 1:
+                raise ValueError(
+                    f"min_trials_per_rung={min_trials_per_rung!r} must be at least 1."
+                )
+        rungs = []
+        rung = self.min_epochs
+        while rung < self.max_epochs:
+            rungs.append(rung)
+            rung *= self.eta
+        self._set_rungs(rungs)
+        if not self._rungs:
+            logger.warning(
+                "asha pruner: no rung below max_epochs=%d; no trial will be pruned.",
+                self.max_epochs,
+            )
+
+    def _decide(self, rung: int, trial_id: int, value: float) -> bool:
+        ordered = self._sorted[rung]
+        n = len(ordered)
+        if n < self.min_trials_per_rung:
+            return False
+        keep = max(n // self.eta, 1)
+        n_better = n - bisect.bisect_right(ordered, value)  # strictly better values
+        stop = n_better >= keep
+        if stop:
+            logger.debug(
+                "asha pruner: trial %d pruned at epoch %d: value %.4g has %d better of %d "
+                "(top %d continue).",
+                trial_id, rung, value, n_better, n, keep,
+            )
+        return stop
+
+    def describe(self) -> dict:
+        """The settings, JSON-able.
+
+        Returns
+        -------
+        dict
+            ``name``, ``max_epochs``, ``min_epochs``, ``eta``,
+            ``min_trials_per_rung`` and ``rungs``; all but ``name``,
+            ``max_epochs`` and ``rungs`` are :func:`make_pruner` keyword arguments.
+        """
+        return {
+            "name": self.name,
+            "max_epochs": self.max_epochs,
+            "min_epochs": self.min_epochs,
+            "eta": self.eta,
+            "min_trials_per_rung": self.min_trials_per_rung,
+            "rungs": self.rungs(),
+        }
+
+
+# ---------------------------------------------------------------------------
+# median
+# ---------------------------------------------------------------------------
+
+
+class MedianPruner(_RungTablePruner):
+    """Stop a trial whose value is below the median of the other trials at the same rung.
+
+    Rungs lie every ``interval`` epochs from ``n_warmup_epochs`` on (an
+    epoch count of 0 is skipped), strictly below ``max_epochs``. A trial at a
+    rung is compared with the values that the *other* trials (running,
+    finished or pruned) recorded at that rung; once there are at least
+    ``n_startup_trials`` of them it stops iff its value is below their median
+    (ties continue). A NaN or infinite value stops the trial.
+
+    Parameters
+    ----------
+    max_epochs
+        The epoch cap of every trial.
+    n_startup_trials
+        Other trials needed at a rung before anyone is pruned there (default 5).
+    n_warmup_epochs
+        The first rung (default 20, or ``max_epochs // 2`` when that is
+        smaller): no trial is judged before this many epochs.
+    interval
+        Epochs between rungs (default 10).
+    """
+
+    name = "median"
+
+    def __init__(
+        self,
+        max_epochs: int,
+        n_startup_trials: int = 5,
+        n_warmup_epochs: int | None = None,
+        interval: int = 10,
+    ) -> None:
+        super().__init__(max_epochs)
+        self.n_startup_trials = _as_int("n_startup_trials", n_startup_trials)
+        if self.n_startup_trials < 0:
+            raise ValueError(f"n_startup_trials={n_startup_trials!r} must be at least 0.")
+        self.interval = _as_int("interval", interval)
+        if self.interval < 1:
+            raise ValueError(f"interval={interval!r} must be at least 1.")
+        if n_warmup_epochs is None:
+            self.n_warmup_epochs = min(20, self.max_epochs // 2)
+        else:
+            self.n_warmup_epochs = _as_int("n_warmup_epochs", n_warmup_epochs)
+            if self.n_warmup_epochs < 0:
+                raise ValueError(f"n_warmup_epochs={n_warmup_epochs!r} must be at least 0.")
+            if self.n_warmup_epochs >= self.max_epochs:
+                raise ValueError(
+                    f"n_warmup_epochs={n_warmup_epochs!r} must be below "
+                    f"max_epochs={self.max_epochs} (no rung would be left)."
+                )
+        self._set_rungs(range(self.n_warmup_epochs, self.max_epochs, self.interval))
+        if not self._rungs:
+            logger.warning(
+                "median pruner: no rung below max_epochs=%d; no trial will be pruned.",
+                self.max_epochs,
+            )
+
+    def _decide(self, rung: int, trial_id: int, value: float) -> bool:
+        others = list(self._sorted[rung])
+        del others[bisect.bisect_left(others, value)]  # this trial's own value
+        if len(others) < max(self.n_startup_trials, 1):
+            return False
+        median = float(np.median(others))
+        stop = value < median
+        if stop:
+            logger.debug(
+                "median pruner: trial %d pruned at epoch %d: value %.4g below the median "
+                "%.4g of %d other trial(s).",
+                trial_id, rung, value, median, len(others),
+            )
+        return stop
+
+    def describe(self) -> dict:
+        """The settings, JSON-able.
+
+        Returns
+        -------
+        dict
+            ``name``, ``max_epochs``, ``n_startup_trials``, ``n_warmup_epochs``,
+            ``interval`` and ``rungs``; all but ``name``, ``max_epochs`` and
+            ``rungs`` are :func:`make_pruner` keyword arguments.
+        """
+        return {
+            "name": self.name,
+            "max_epochs": self.max_epochs,
+            "n_startup_trials": self.n_startup_trials,
+            "n_warmup_epochs": self.n_warmup_epochs,
+            "interval": self.interval,
+            "rungs": self.rungs(),
+        }
+
+
+# ---------------------------------------------------------------------------
+# factory
+# ---------------------------------------------------------------------------
+
+#: Pruner names accepted by :func:`make_pruner`, with their keyword arguments.
+PRUNERS: dict[str, tuple[type[_RungTablePruner], tuple[str, ...]]] = {
+    "asha": (ASHAPruner, ("min_epochs", "eta", "min_trials_per_rung")),
+    "median": (MedianPruner, ("n_startup_trials", "n_warmup_epochs", "interval")),
+}
+
+
+def make_pruner(name: str | None, max_epochs: int, **kwargs: Any) -> Pruner | None:
+    """Build the pruner named ``name`` for trials of at most ``max_epochs`` epochs.
+
+    Parameters
+    ----------
+    name
+        ``"asha"`` (:class:`ASHAPruner`), ``"median"`` (:class:`MedianPruner`)
+        or ``None`` (no pruning). Case-insensitive.
+    max_epochs
+        The epoch cap of every trial; every rung lies below it.
+    **kwargs
+        The pruner's settings (``pruner_kwargs``): for ``"asha"``
+        ``min_epochs``, ``eta``, ``min_trials_per_rung``; for ``"median"``
+        ``n_startup_trials``, ``n_warmup_epochs``, ``interval``.
+
+    Returns
+    -------
+    Pruner or None
+        ``None`` when ``name`` is ``None``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name or keyword (the message lists the valid ones), or
+        a bad value (the message names the parameter).
+    """
+    if name is None:
+        if kwargs:
+            raise ValueError(
+                f"pruner_kwargs {sorted(kwargs)} were given without a pruner; "
+                f"choose one of {sorted(PRUNERS)}."
+            )
+        return None
+    key = name.lower() if isinstance(name, str) else name
+    if key not in PRUNERS:
+        raise ValueError(f"Unknown pruner {name!r}; valid are {sorted(PRUNERS)} or None.")
+    cls, valid = PRUNERS[key]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"Unknown argument(s) {unknown} for the {key!r} pruner; valid are {list(valid)}."
+        )
+    return cls(max_epochs, **kwargs)

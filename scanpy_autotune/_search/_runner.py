@@ -1,0 +1,234 @@
+"""The search loop: budget, submit, collect, prune, journal, progress.
+
+The runner asks TPE for configurations while a slot is free, hands them to a
+backend, and turns the backend's events into records. A record counts only
+once it is in the journal. It knows nothing of torch: trials are evaluated by
+the backend's workers (:mod:`._objective`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._backends import Event
+from ._journal import Journal
+from ._objective import empty_record
+from ._tpe import AskTellTPE
+
+logger = logging.getLogger("scanpy_autotune")
+
+POLL_SECONDS = 0.5
+
+
+@dataclass
+class SearchOutcome:
+    """What a search produced.
+
+    Attributes
+    ----------
+    records
+        Every finished trial (resumed ones included), by trial id.
+    best_model
+        Blob of the best trial's model among the trials run in this call
+        (``None`` when the best came from the journal or none succeeded).
+    best_model_trial
+        Trial id of ``best_model``.
+    interrupted
+        The ``KeyboardInterrupt`` that stopped the search, to re-raise after
+        the results are written.
+    timed_out
+        Whether ``timeout`` stopped the search.
+    """
+
+    records: dict[int, dict] = field(default_factory=dict)
+    best_model: dict | None = None
+    best_model_trial: int = -1
+    interrupted: KeyboardInterrupt | None = None
+    timed_out: bool = False
+
+    def best_record(self) -> dict | None:
+        ok = [r for r in self.records.values() if r["status"] == "ok" and math.isfinite(r["loss"])]
+        return min(ok, key=lambda r: (r["loss"], r["trial_id"])) if ok else None
+
+
+class _Progress:
+    """A ``tqdm.auto`` bar of finished trials with failed/running counts and the best loss."""
+
+    def __init__(self, enabled: bool, total: int, initial: int) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="autotune", unit="trial")
+
+    def update(self, n: int, outcome: SearchOutcome, running: int) -> None:
+        if self.bar is None:
+            return
+        records = outcome.records.values()
+        best = outcome.best_record()
+        self.bar.set_postfix(
+            failed=sum(r["status"] == "fail" for r in records),
+            pruned=sum(r["status"] == "pruned" for r in records),
+            running=running,
+            best="-" if best is None else f"{best['loss']:.2f}",
+            refresh=False,
+        )
+        self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_search(
+    backend: Any,
+    tuner: AskTellTPE,
+    context: Any,
+    *,
+    max_evals: int,
+    resumed: list[dict] | None = None,
+    journal: Journal | None = None,
+    default_params: dict | None = None,
+    pruner: Any = None,
+    timeout: float | None = None,
+    progress: bool = True,
+    prepare_params: Callable[[dict], dict] = dict,
+) -> SearchOutcome:
+    """Run trials until ``max_evals`` records exist (resumed ones included).
+
+    Parameters
+    ----------
+    backend
+        A started-on-demand backend (:class:`._backends.LocalPool` or the Dask one).
+    tuner
+        Asks configurations; told every finished trial.
+    context
+        The workers' :class:`._objective.TrialContext`.
+    max_evals
+        Total number of trials, resumed ones included.
+    resumed
+        Records read from the journal; they are told to TPE and never re-run.
+    journal
+        Where each finished record is appended before it counts.
+    default_params
+        Configuration run first as trial 0 (the scVI default), unless resumed.
+    pruner
+        Decides at rungs whether a trial stops (``None``: no pruning).
+    timeout
+        Seconds after which no trial is started and running ones are abandoned.
+    progress
+        Show a ``tqdm`` bar.
+    prepare_params
+        Turns a configuration from TPE into the full one a worker trains.
+    """
+    outcome = SearchOutcome()
+    for record in resumed or []:
+        outcome.records[record["trial_id"]] = record
+        tuner.tell_known(record["trial_id"], record["params"], _tpe_loss(record), record["status"])
+    if pruner is not None:
+        pruner.restore(list(outcome.records.values()))
+    rungs = pruner.rungs() if pruner is not None else []
+    run_default = default_params is not None and not any(
+        r.get("is_default") for r in outcome.records.values()
+    ) and 0 not in outcome.records
+    running: dict[int, dict] = {}
+    started = time.monotonic()
+    bar = _Progress(progress, max_evals, min(len(outcome.records), max_evals))
+    if len(outcome.records) >= max_evals:
+        logger.info("the journal already holds %d trials; nothing to run", len(outcome.records))
+        bar.close()
+        return outcome
+
+    def finish(record: dict, model: dict | None) -> None:
+        record["completion_order"] = len(outcome.records)
+        record["is_default"] = bool(running.get(record["trial_id"], {}).get("is_default", False))
+        if journal is not None:
+            journal.append(record)
+        outcome.records[record["trial_id"]] = record
+        running.pop(record["trial_id"], None)
+        tuner.tell(record["trial_id"], _tpe_loss(record), record["status"])
+        best = outcome.best_record()
+        if model is not None and best is not None and best["trial_id"] == record["trial_id"]:
+            outcome.best_model, outcome.best_model_trial = model, record["trial_id"]
+        _log_record(record)
+        bar.update(1, outcome, len(running))
+
+    try:
+        backend.start(context)
+        while len(outcome.records) < max_evals:
+            timed_out = timeout is not None and time.monotonic() - started > timeout
+            while (
+                not timed_out
+                and backend.free_slots() > 0
+                and len(outcome.records) + len(running) < max_evals
+            ):
+                if run_default:
+                    trial_id = tuner.ask_known(default_params, trial_id=0)
+                    params, is_default, run_default = dict(default_params), True, False
+                else:
+                    trial_id, params = tuner.ask()
+                    is_default = False
+                params = prepare_params(params)
+                device = backend.submit(trial_id, params, rungs)
+                running[trial_id] = {"params": params, "device": device, "is_default": is_default}
+                logger.debug("trial %d started on %s: %s", trial_id, device, params)
+            if timed_out:
+                outcome.timed_out = True
+                logger.warning(
+                    "timeout of %.0f s reached: %d trial(s) abandoned, %d finished",
+                    timeout, len(running), len(outcome.records),
+                )
+                break
+            for event in backend.poll(POLL_SECONDS):
+                _handle(event, running, pruner, backend, finish)
+    except KeyboardInterrupt as interrupt:
+        logger.warning(
+            "interrupted: stopping %d running trial(s); %d finished trial(s) are kept",
+            len(running), len(outcome.records),
+        )
+        outcome.interrupted = interrupt
+    finally:
+        backend.shutdown(kill=bool(running))
+        bar.close()
+    return outcome
+
+
+def _handle(event: Event, running: dict, pruner: Any, backend: Any, finish) -> None:
+    if event.trial_id not in running:
+        return
+    if event.kind == "report":
+        stop = pruner is not None and pruner.report(event.trial_id, event.n_epochs, event.value)
+        backend.answer(event.trial_id, stop)
+        if stop:
+            logger.info("trial %d pruned after %d epochs", event.trial_id, event.n_epochs)
+    elif event.kind == "done":
+        finish(event.record, event.model)
+    elif event.kind == "died":
+        info = running[event.trial_id]
+        record = empty_record(event.trial_id, info["params"], info["device"])
+        record["error"] = event.error
+        finish(record, None)
+
+
+def _tpe_loss(record: dict) -> float | None:
+    """The loss TPE learns: the trial's loss when ok; nothing (the 'bad' group) otherwise."""
+    if record["status"] == "ok" and math.isfinite(record["loss"]):
+        return record["loss"]
+    return None
+
+
+def _log_record(record: dict) -> None:
+    if record["status"] == "ok":
+        logger.info(
+            "trial %d: loss %.3f after %d epochs (%.1f s)",
+            record["trial_id"], record["loss"], record["n_epochs"], record["duration_s"],
+        )
+    elif record["status"] == "pruned":
+        logger.info("trial %d: pruned at epoch %d", record["trial_id"], record["pruned_at"])
+    else:
+        logger.warning("trial %d failed: %s", record["trial_id"], record["error"])

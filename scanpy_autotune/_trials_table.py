@@ -1,0 +1,78 @@
+"""``sat.tl.trials_table``: the best and worst trials, as in the 2019 scVI autotune study."""
+
+from __future__ import annotations
+
+import logging
+import operator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._results import DEFAULT_KEY, read_results
+
+logger = logging.getLogger("scanpy_autotune")
+
+
+def _count(name: str, value: Any) -> int:
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name}={value!r} must be a non-negative integer.") from None
+    if n < 0:
+        raise ValueError(f"{name}={value!r} must be a non-negative integer.")
+    return n
+
+
+def trials_table(
+    adata: Any, top: int = 10, bottom: int = 10, *, key: str = DEFAULT_KEY
+) -> pd.DataFrame:
+    """The ``top`` best and ``bottom`` worst successful trials, ranked by held-out loss.
+
+    Only trials with status ``"ok"`` and a finite loss are ranked (lowest loss
+    first, ties by trial id). When ``top + bottom`` exceeds their number, every
+    trial appears once, in the ``"top"`` group first.
+
+    Parameters
+    ----------
+    adata
+        An :class:`~anndata.AnnData` after :func:`scanpy_autotune.tl.autotune`.
+    top
+        How many of the best trials to list.
+    bottom
+        How many of the worst trials to list.
+    key
+        Where the results are stored in ``adata.uns``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``loss``, the searched hyperparameters (every hyperparameter when
+        none were recorded as searched), ``n_epochs``, ``n_params``, ``trial_id``,
+        ``rank`` (1 = lowest loss among the ranked trials) and ``group``
+        (``"top"`` or ``"bottom"``); rows sorted by loss, with a fresh
+        ``RangeIndex``.
+
+    Raises
+    ------
+    KeyError
+        When ``adata.uns[key]`` is absent.
+    ValueError
+        When ``top`` or ``bottom`` is not a non-negative integer.
+    """
+    top, bottom = _count("top", top), _count("bottom", bottom)
+    res = read_results(adata, key)
+    trials = res.trials
+    ok = trials[(trials["status"] == "ok") & np.isfinite(trials["loss"].to_numpy(dtype=float))]
+    if ok.empty:
+        logger.warning("No successful trial in adata.uns[%r]; the table is empty.", key)
+    ranked = ok.sort_values(["loss", "trial_id"], kind="stable").reset_index(drop=True)
+    ranked["rank"] = np.arange(1, len(ranked) + 1, dtype=np.int64)
+    n_top = min(top, len(ranked))
+    n_bottom = min(bottom, len(ranked) - n_top)
+    keep = list(range(n_top)) + list(range(len(ranked) - n_bottom, len(ranked)))
+    table = ranked.iloc[keep].copy()
+    table["group"] = np.asarray(["top"] * n_top + ["bottom"] * n_bottom, dtype=object)
+    params = list(res.param_kinds())
+    columns = ["loss", *params, "n_epochs", "n_params", "trial_id", "rank", "group"]
+    return table[columns].reset_index(drop=True)

@@ -1,0 +1,303 @@
+"""Counts to tensors: input validation, splits, and minibatches on the device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+
+MIN_CELLS = 10
+MIN_GENES = 2
+# Keep a dense copy of the counts (and of log1p counts) on the device up to this size.
+DENSE_LIMIT_BYTES = 1 << 30
+
+SPLIT_NAMES = ("train", "validation", "heldout", "test")
+
+
+@dataclass
+class CountData:
+    """Validated counts of one AnnData, on the host.
+
+    Attributes
+    ----------
+    X
+        Counts as CSR ``float32``.
+    batch
+        Integer batch code per cell (zeros without ``batch_key``).
+    batch_categories
+        Names of the batches.
+    obs_names, var_names
+        Cell and gene names.
+    """
+
+    X: sp.csr_matrix
+    batch: np.ndarray
+    batch_categories: list[str]
+    obs_names: pd.Index
+    var_names: pd.Index
+
+    @property
+    def n_obs(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def n_vars(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def n_batch(self) -> int:
+        return len(self.batch_categories)
+
+    def fingerprint(self) -> str:
+        """A short hash of the counts and names, to check that a journal belongs to this data."""
+        import hashlib
+
+        h = hashlib.sha1()
+        h.update(np.asarray(self.X.shape, dtype=np.int64).tobytes())
+        h.update(self.X.indptr.astype(np.int64).tobytes())
+        h.update(self.X.indices.astype(np.int64).tobytes())
+        h.update(self.X.data.astype(np.float32).tobytes())
+        h.update(self.batch.astype(np.int64).tobytes())
+        h.update("\0".join(map(str, self.obs_names)).encode())
+        return h.hexdigest()[:16]
+
+
+def _matrix(adata: AnnData, layer: str | None):
+    if layer is None:
+        return adata.X
+    if layer not in adata.layers:
+        raise ValueError(
+            f"layer={layer!r} is not in adata.layers (available: {list(adata.layers)}); "
+            "pass the layer that holds raw counts, or layer=None to use adata.X."
+        )
+    return adata.layers[layer]
+
+
+def _check_values(values: np.ndarray, where: str) -> None:
+    if not np.all(np.isfinite(values)):
+        n = int(np.sum(~np.isfinite(values)))
+        raise ValueError(f"{where} has {n} NaN or infinite value(s); raw counts must be finite.")
+    if np.any(values < 0):
+        n = int(np.sum(values < 0))
+        raise ValueError(
+            f"{where} has {n} negative value(s); scanpy-autotune needs raw counts "
+            "(store them in a layer, e.g. adata.layers['counts'] = adata.X.copy() before "
+            "normalizing, and pass layer='counts')."
+        )
+    if np.any(values != np.round(values)):
+        raise ValueError(
+            f"{where} has non-integer values; it looks normalized or log-transformed. "
+            "Pass raw integer counts (layer='counts' if you kept them in a layer)."
+        )
+
+
+def extract_counts(
+    adata: AnnData, layer: str | None = None, batch_key: str | None = None
+) -> CountData:
+    """Validate ``adata`` and return its counts as :class:`CountData`.
+
+    Raises
+    ------
+    ValueError
+        For a missing layer or batch key, non-finite, negative or non-integer
+        values, too few cells or genes, or cells with zero counts.
+    """
+    if not isinstance(adata, AnnData):
+        raise ValueError(f"Expected an AnnData object, got {type(adata).__name__}.")
+    matrix = _matrix(adata, layer)
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    if batch_key is not None and batch_key not in adata.obs:
+        raise ValueError(
+            f"batch_key={batch_key!r} is not a column of adata.obs "
+            f"(columns: {list(adata.obs.columns)})."
+        )
+    n_obs, n_vars = adata.shape
+    if n_obs < MIN_CELLS or n_vars < MIN_GENES:
+        raise ValueError(
+            f"adata has {n_obs} cells x {n_vars} genes; at least {MIN_CELLS} cells and "
+            f"{MIN_GENES} genes are needed."
+        )
+    if sp.issparse(matrix):
+        X = sp.csr_matrix(matrix, dtype=np.float64)
+        X.sum_duplicates()
+        _check_values(X.data, where)
+        X.eliminate_zeros()
+        X = X.astype(np.float32)
+    else:
+        dense = np.asarray(matrix, dtype=np.float64)
+        _check_values(dense, where)
+        X = sp.csr_matrix(dense.astype(np.float32))
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    n_empty = int(np.sum(totals == 0))
+    if n_empty:
+        raise ValueError(
+            f"{n_empty} cell(s) have zero counts in {where}; remove them first, e.g. "
+            "sc.pp.filter_cells(adata, min_counts=1)."
+        )
+    if batch_key is None:
+        batch = np.zeros(n_obs, dtype=np.int64)
+        categories = ["0"]
+    else:
+        column = adata.obs[batch_key]
+        if column.isna().any():
+            raise ValueError(f"adata.obs[{batch_key!r}] has missing values.")
+        cat = pd.Categorical(column.astype(str))
+        batch = cat.codes.astype(np.int64)
+        categories = [str(c) for c in cat.categories]
+    return CountData(
+        X=X,
+        batch=batch,
+        batch_categories=categories,
+        obs_names=pd.Index(adata.obs_names.astype(str)),
+        var_names=pd.Index(adata.var_names.astype(str)),
+    )
+
+
+@dataclass
+class Split:
+    """Cell indices of each part of a split (positions into the data)."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    heldout: np.ndarray
+    test: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def labels(self, n_obs: int) -> pd.Categorical:
+        """One label per cell: ``train``, ``validation``, ``heldout`` or ``test``."""
+        labels = np.empty(n_obs, dtype=object)
+        for name in SPLIT_NAMES:
+            labels[getattr(self, name)] = name
+        return pd.Categorical(labels, categories=list(SPLIT_NAMES))
+
+    def to_names(self, obs_names: pd.Index) -> dict[str, list[str]]:
+        return {name: list(obs_names[getattr(self, name)]) for name in SPLIT_NAMES}
+
+    @classmethod
+    def from_names(cls, names: dict[str, list[str]], obs_names: pd.Index) -> Split:
+        position = pd.Series(np.arange(len(obs_names)), index=obs_names)
+        parts = {}
+        for name in SPLIT_NAMES:
+            wanted = names.get(name, [])
+            missing = [n for n in wanted if n not in position.index]
+            if missing:
+                raise ValueError(f"{len(missing)} {name} cell(s) of the split are not in adata.")
+            parts[name] = position.loc[wanted].to_numpy(dtype=np.int64)
+        return cls(**parts)
+
+
+def make_split(
+    n_obs: int,
+    *,
+    train_size: float = 0.75,
+    test_size: float = 0.0,
+    validation_size: float = 0.1,
+    seed: int = 0,
+) -> Split:
+    """Split cells into training, validation (carved from training), held-out and test cells.
+
+    Parameters
+    ----------
+    n_obs
+        Number of cells.
+    train_size
+        Fraction of cells used for training (validation included).
+    test_size
+        Fraction kept untouched for a final test.
+    validation_size
+        Fraction of the *training* cells set aside for early stopping and pruning.
+    seed
+        Seed of the permutation.
+    """
+    if not 0 < train_size < 1:
+        raise ValueError(f"train_size={train_size} must lie strictly between 0 and 1.")
+    if not 0 <= test_size < 1 or train_size + test_size >= 1:
+        raise ValueError(
+            f"test_size={test_size} must be >= 0 and leave held-out cells "
+            f"(train_size + test_size < 1, got {train_size + test_size})."
+        )
+    if not 0 <= validation_size < 1:
+        raise ValueError(f"validation_size={validation_size} must lie in [0, 1).")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_obs)
+    n_train = int(round(train_size * n_obs))
+    n_test = int(round(test_size * n_obs))
+    n_val = int(round(validation_size * n_train))
+    if n_train - n_val < 2 or n_obs - n_train - n_test < 1 or (validation_size > 0 and n_val < 1):
+        raise ValueError(
+            f"{n_obs} cells are too few for train_size={train_size}, test_size={test_size}, "
+            f"validation_size={validation_size}."
+        )
+    train_all = order[:n_train]
+    return Split(
+        train=np.sort(train_all[n_val:]),
+        validation=np.sort(train_all[:n_val]),
+        heldout=np.sort(order[n_train : n_obs - n_test]),
+        test=np.sort(order[n_obs - n_test :]),
+    )
+
+
+class DeviceCounts:
+    """Counts held on the training device, with per-cell constants precomputed.
+
+    Dense (counts and ``log1p`` counts) when the matrix fits in
+    :data:`DENSE_LIMIT_BYTES`, otherwise CSR tensors from which each minibatch
+    is densified.
+    """
+
+    def __init__(self, data: CountData, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        X = data.X
+        self.n_obs, self.n_vars = X.shape
+        self.dense = X.shape[0] * X.shape[1] * 4 <= DENSE_LIMIT_BYTES
+        if self.dense:
+            self.X = torch.from_numpy(X.toarray()).to(self.device)
+            self.X_log1p = torch.log1p(self.X)
+        else:
+            self.indptr = torch.from_numpy(X.indptr.astype(np.int64)).to(self.device)
+            self.indices = torch.from_numpy(X.indices.astype(np.int64)).to(self.device)
+            self.values = torch.from_numpy(X.data.astype(np.float32)).to(self.device)
+        self.batch = torch.from_numpy(data.batch).to(self.device)
+        self.n_batch = data.n_batch
+        lib = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
+        self.log_library = torch.from_numpy(np.log(lib).astype(np.float32)).to(self.device)
+        lgamma_sum = np.zeros(X.shape[0])
+        from scipy.special import gammaln
+
+        np.add.at(lgamma_sum, np.repeat(np.arange(X.shape[0]), np.diff(X.indptr)), gammaln(X.data + 1.0))
+        self.log_x_factorial = torch.from_numpy(lgamma_sum.astype(np.float32)).to(self.device)
+
+    def rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Counts and ``log1p`` counts of the cells ``idx`` as dense tensors."""
+        if self.dense:
+            return self.X.index_select(0, idx), self.X_log1p.index_select(0, idx)
+        starts = self.indptr.index_select(0, idx)
+        lengths = self.indptr.index_select(0, idx + 1) - starts
+        row_of_entry = torch.repeat_interleave(
+            torch.arange(idx.shape[0], device=self.device), lengths
+        )
+        offsets = torch.cumsum(lengths, 0) - lengths
+        entry = torch.arange(row_of_entry.shape[0], device=self.device) - offsets[row_of_entry]
+        entry = entry + starts[row_of_entry]
+        x = torch.zeros(idx.shape[0], self.n_vars, device=self.device)
+        x[row_of_entry, self.indices[entry]] = self.values[entry]
+        return x, torch.log1p(x)
+
+    def library_prior(self, train_idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of the log library size of the training cells, per batch."""
+        log_lib = self.log_library.cpu().numpy()[train_idx].astype(np.float64)
+        batch = self.batch.cpu().numpy()[train_idx]
+        means = np.zeros(self.n_batch)
+        variances = np.ones(self.n_batch)
+        for b in range(self.n_batch):
+            values = log_lib[batch == b]
+            if values.size:
+                means[b] = values.mean()
+                variances[b] = max(values.var(), 1e-4)
+        return (
+            torch.tensor(means, dtype=torch.float32, device=self.device),
+            torch.tensor(variances, dtype=torch.float32, device=self.device),
+        )

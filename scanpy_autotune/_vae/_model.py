@@ -1,0 +1,437 @@
+"""``sat.Model``: one trained configuration of the scVI model, with its split and metrics."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+from ._config import resolve_hyperparameters
+from ._data import SPLIT_NAMES, CountData, DeviceCounts, Split, extract_counts, make_split
+from ._metrics import (
+    corrupt,
+    evaluate_elbo,
+    imputation_errors,
+    imputed_mean,
+    latent_mean,
+    marginal_nll,
+    normalized_expression,
+)
+from ._module import VAE
+from ._train import EpochCallback, TrainResult, train
+
+logger = logging.getLogger("scanpy_autotune")
+
+_ARCHITECTURE = (
+    "n_hidden",
+    "n_latent",
+    "n_layers",
+    "dropout_rate",
+    "reconstruction_loss",
+    "dispersion",
+    "use_observed_lib_size",
+)
+_TRAINING = (
+    "lr",
+    "weight_decay",
+    "batch_size",
+    "n_epochs_kl_warmup",
+    "early_stopping",
+    "early_stopping_patience",
+    "reduce_lr_on_plateau",
+    "lr_patience",
+)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` or ``"auto"``: the first GPU when there is one, else the CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Model:
+    """A trained scVI-style VAE.
+
+    Create one with :meth:`Model.fit` or :meth:`Model.load`.
+
+    Attributes
+    ----------
+    hyperparameters
+        The full configuration it was trained with.
+    split
+        Obs names of the ``train``, ``validation``, ``heldout`` (and ``test``) cells.
+    history
+        Per-epoch ``train_elbo`` and ``validation_elbo`` (ELBO per cell, higher is better).
+    """
+
+    def __init__(
+        self,
+        module: VAE,
+        hyperparameters: dict[str, Any],
+        *,
+        var_names: Sequence[str],
+        batch_categories: Sequence[str],
+        layer: str | None,
+        batch_key: str | None,
+        split: dict[str, list[str]],
+        result: TrainResult,
+    ) -> None:
+        self.module = module
+        self.hyperparameters = dict(hyperparameters)
+        self.var_names = pd.Index(var_names)
+        self.batch_categories = list(batch_categories)
+        self.layer = layer
+        self.batch_key = batch_key
+        self.split = split
+        self.train_result = result
+
+    # -- construction ---------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        adata: AnnData,
+        *,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        train_size: float = 0.75,
+        validation_size: float = 0.1,
+        test_size: float = 0.0,
+        seed: int = 0,
+        max_epochs: int = 400,
+        device: str | torch.device | None = None,
+        callback: EpochCallback | None = None,
+        **hyperparameters: Any,
+    ) -> Model:
+        """Train one configuration on ``adata``.
+
+        Parameters
+        ----------
+        adata
+            Cells x genes with raw counts in ``X`` or in ``layers[layer]``; not modified.
+        layer
+            Layer holding the counts (``None``: ``adata.X``).
+        batch_key
+            Column of ``adata.obs`` with a batch covariate.
+        train_size
+            Fraction of cells for training (the rest is held out for the loss).
+        validation_size
+            Fraction of the training cells set aside for early stopping.
+            ``0`` trains on all training cells (then ``early_stopping`` has no effect).
+        test_size
+            Fraction of cells kept untouched.
+        seed
+            Seed of the split, the initial weights and the training noise.
+        max_epochs
+            Epoch cap.
+        device
+            ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default: a GPU when there is one.
+        callback
+            Called after every epoch with ``(epoch, train_elbo, validation_elbo)``;
+            returning ``True`` stops training.
+        **hyperparameters
+            ``n_hidden`` (128), ``n_latent`` (10), ``n_layers`` (1), ``dropout_rate`` (0.1),
+            ``reconstruction_loss`` (``"zinb"``, ``"nb"``, ``"poisson"``), ``dispersion``
+            (``"gene"``, ``"gene-batch"``), ``use_observed_lib_size`` (False), ``lr`` (1e-3),
+            ``weight_decay``, ``batch_size`` (128), ``n_epochs_kl_warmup`` (400),
+            ``early_stopping`` (True), ``early_stopping_patience`` (45),
+            ``reduce_lr_on_plateau`` (False), ``lr_patience``.
+
+        Returns
+        -------
+        Model
+            The trained model; ``model.split`` tells which cells played which part.
+        """
+        config = resolve_hyperparameters(hyperparameters)
+        if not isinstance(max_epochs, (int, np.integer)) or max_epochs < 1:
+            raise ValueError(f"max_epochs={max_epochs!r} must be a positive integer.")
+        data = extract_counts(adata, layer=layer, batch_key=batch_key)
+        split = make_split(
+            data.n_obs,
+            train_size=train_size,
+            test_size=test_size,
+            validation_size=validation_size,
+            seed=seed,
+        )
+        device = resolve_device(device)
+        counts = DeviceCounts(data, device)
+        return cls.fit_prepared(
+            data, counts, split, config, seed=seed, max_epochs=int(max_epochs),
+            callback=callback, layer=layer, batch_key=batch_key,
+        )
+
+    @classmethod
+    def fit_prepared(
+        cls,
+        data: CountData,
+        counts: DeviceCounts,
+        split: Split,
+        config: dict[str, Any],
+        *,
+        seed: int = 0,
+        max_epochs: int = 400,
+        callback: EpochCallback | None = None,
+        layer: str | None = None,
+        batch_key: str | None = None,
+    ) -> Model:
+        """Train on data already validated and on the device (the search's workers use this)."""
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        module = VAE(
+            data.n_vars,
+            data.n_batch,
+            **{name: config[name] for name in _ARCHITECTURE},
+            library_prior=counts.library_prior(split.train),
+        ).to(counts.device)
+        start = time.perf_counter()
+        result = train(
+            module,
+            counts,
+            split.train,
+            split.validation,
+            max_epochs=max_epochs,
+            callback=callback,
+            generator=generator,
+            **{name: config[name] for name in _TRAINING},
+        )
+        logger.debug(
+            "trained %d epochs in %.1f s (best epoch %d, stopped by %s)",
+            result.n_epochs, time.perf_counter() - start, result.best_epoch, result.stopped_by,
+        )
+        return cls(
+            module,
+            config,
+            var_names=data.var_names,
+            batch_categories=data.batch_categories,
+            layer=layer,
+            batch_key=batch_key,
+            split=split.to_names(data.obs_names),
+            result=result,
+        )
+
+    # -- properties -----------------------------------------------------------
+    @property
+    def history(self) -> pd.DataFrame:
+        """Per-epoch ``train_elbo`` and ``validation_elbo``."""
+        return pd.DataFrame(
+            {
+                "train_elbo": self.train_result.train_elbo,
+                "validation_elbo": self.train_result.validation_elbo,
+            },
+            index=pd.RangeIndex(self.train_result.n_epochs, name="epoch"),
+        )
+
+    @property
+    def n_params(self) -> int:
+        """Number of trained parameters."""
+        return sum(p.numel() for p in self.module.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return self.module.library_mean.device
+
+    # -- data access ----------------------------------------------------------
+    def _counts(self, adata: AnnData) -> tuple[CountData, DeviceCounts]:
+        data = extract_counts(adata, layer=self.layer, batch_key=self.batch_key)
+        if not data.var_names.equals(self.var_names):
+            raise ValueError(
+                "adata's genes differ from the genes the model was trained on "
+                f"({data.n_vars} vs {len(self.var_names)}); subset adata to model.var_names."
+            )
+        if self.batch_key is not None:
+            unknown = set(data.batch_categories) - set(self.batch_categories)
+            if unknown:
+                raise ValueError(f"Unknown batch(es) {sorted(unknown)} in adata.obs[{self.batch_key!r}].")
+            mapping = np.array([self.batch_categories.index(c) for c in data.batch_categories])
+            data.batch = mapping[data.batch]
+            data.batch_categories = self.batch_categories
+        return data, DeviceCounts(data, self.device)
+
+    def _cells(self, data: CountData, cells) -> np.ndarray:
+        if isinstance(cells, str):
+            if cells == "all":
+                return np.arange(data.n_obs)
+            if cells not in SPLIT_NAMES:
+                raise ValueError(f"cells={cells!r}: use 'all', one of {list(SPLIT_NAMES)}, or obs names.")
+            names = self.split.get(cells, [])
+            if not names:
+                raise ValueError(f"The model's split has no {cells!r} cells.")
+            try:
+                return Split.from_names({"train": names}, data.obs_names).train
+            except ValueError:
+                raise ValueError(
+                    f"adata does not contain the model's {cells!r} cells; pass cells='all'."
+                ) from None
+        cells = np.asarray(cells)
+        if cells.dtype == bool:
+            if cells.shape != (data.n_obs,):
+                raise ValueError("A boolean cells mask needs one entry per cell.")
+            return np.flatnonzero(cells)
+        return Split.from_names({"train": list(map(str, cells))}, data.obs_names).train
+
+    # -- metrics --------------------------------------------------------------
+    def marginal_nll(
+        self, adata: AnnData, n_mc: int = 100, *, cells="heldout", per_cell: bool = False
+    ) -> float | np.ndarray:
+        """Held-out negative marginal log-likelihood per cell, ``-log p(x)``, by importance sampling.
+
+        Parameters
+        ----------
+        adata
+            Data with the model's genes.
+        n_mc
+            Importance samples per cell.
+        cells
+            ``"heldout"`` (default), ``"train"``, ``"validation"``, ``"test"``, ``"all"``,
+            a boolean mask or obs names.
+        per_cell
+            Return one value per cell instead of the mean.
+        """
+        data, counts = self._counts(adata)
+        values = marginal_nll(self.module, counts, self._cells(data, cells), n_mc=n_mc)
+        return values if per_cell else float(np.mean(values))
+
+    def elbo(self, adata: AnnData, *, cells="heldout", per_cell: bool = False) -> float | np.ndarray:
+        """ELBO per cell (higher is better; one posterior sample), on ``cells`` as in :meth:`marginal_nll`."""
+        data, counts = self._counts(adata)
+        values = evaluate_elbo(self.module, counts, self._cells(data, cells))
+        return values if per_cell else float(np.mean(values))
+
+    def latent(self, adata: AnnData) -> np.ndarray:
+        """Posterior mean of the latent variable for every cell of ``adata`` (``cells x n_latent``)."""
+        data, counts = self._counts(adata)
+        return latent_mean(self.module, counts, np.arange(data.n_obs))
+
+    def normalized_expression(self, adata: AnnData, library_size: float = 1.0) -> pd.DataFrame:
+        """Denoised expression (decoded gene proportions x ``library_size``) for every cell."""
+        data, counts = self._counts(adata)
+        values = normalized_expression(self.module, counts, np.arange(data.n_obs), library_size)
+        return pd.DataFrame(values, index=data.obs_names, columns=data.var_names)
+
+    def imputation_score(
+        self, adata: AnnData, *, rate: float = 0.1, seed: int = 0, retrain: bool = True,
+        max_epochs: int = 400,
+    ) -> dict[str, float]:
+        """scVI imputation benchmark: corrupt ``rate`` of the non-zero counts and impute them.
+
+        With ``retrain`` a model of the same configuration is trained on the
+        corrupted training cells (the honest version); otherwise this model
+        imputes the corrupted input. The error of a cell is the median absolute
+        difference between the original counts and the imputed means over its
+        corrupted entries.
+
+        Returns
+        -------
+        dict
+            ``median`` and ``mean`` of the per-cell errors, and ``n_cells``.
+        """
+        data, _ = self._counts(adata)
+        corrupted, rows, cols = corrupt(data, rate=rate, seed=seed)
+        counts = DeviceCounts(corrupted, self.device)
+        model = self
+        if retrain:
+            split = Split.from_names(self.split, data.obs_names)
+            model = Model.fit_prepared(
+                corrupted, counts, split, self.hyperparameters, seed=seed, max_epochs=max_epochs
+            )
+        cells = np.arange(data.n_obs)
+        imputed = imputed_mean(model.module, counts, cells)
+        errors = imputation_errors(data.X, imputed, rows, cols, cells)
+        return {"median": float(np.median(errors)), "mean": float(np.mean(errors)), "n_cells": int(errors.size)}
+
+    # -- persistence ----------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The model as ``{"config": JSON-able dict, "weights": bytes}`` (a plain state dict)."""
+        from .. import __version__
+
+        config = {
+            "version": __version__,
+            "hyperparameters": self.hyperparameters,
+            "var_names": list(map(str, self.var_names)),
+            "batch_categories": self.batch_categories,
+            "layer": self.layer,
+            "batch_key": self.batch_key,
+            "split": self.split,
+            "history": {
+                "train_elbo": self.train_result.train_elbo,
+                "validation_elbo": self.train_result.validation_elbo,
+                "best_epoch": self.train_result.best_epoch,
+                "n_epochs": self.train_result.n_epochs,
+                "stopped_by": self.train_result.stopped_by,
+            },
+        }
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in self.module.state_dict().items()}, buffer)
+        return {"config": config, "weights": buffer.getvalue()}
+
+    @classmethod
+    def from_dict(cls, blob: dict[str, Any], device: str | torch.device | None = None) -> Model:
+        """Rebuild a model from :meth:`to_dict` (weights read with ``weights_only=True``)."""
+        config = blob["config"]
+        device = resolve_device(device)
+        state = torch.load(io.BytesIO(blob["weights"]), map_location=device, weights_only=True)
+        hp = config["hyperparameters"]
+        module = VAE(
+            len(config["var_names"]),
+            len(config["batch_categories"]),
+            **{name: hp[name] for name in _ARCHITECTURE},
+        ).to(device)
+        module.load_state_dict(state)
+        module.eval()
+        history = config["history"]
+        result = TrainResult(
+            train_elbo=list(history["train_elbo"]),
+            validation_elbo=list(history["validation_elbo"]),
+            best_epoch=history["best_epoch"],
+            n_epochs=history["n_epochs"],
+            stopped_by=history["stopped_by"],
+        )
+        return cls(
+            module,
+            hp,
+            var_names=config["var_names"],
+            batch_categories=config["batch_categories"],
+            layer=config["layer"],
+            batch_key=config["batch_key"],
+            split=config["split"],
+            result=result,
+        )
+
+    def save(self, directory: str | Path, overwrite: bool = False) -> None:
+        """Write ``config.json`` and ``weights.pt`` (a plain state dict) to ``directory``."""
+        directory = Path(directory)
+        if directory.exists() and any(directory.iterdir()) and not overwrite:
+            raise ValueError(f"{directory} is not empty; pass overwrite=True to replace it.")
+        directory.mkdir(parents=True, exist_ok=True)
+        blob = self.to_dict()
+        (directory / "config.json").write_text(json.dumps(blob["config"]))
+        (directory / "weights.pt").write_bytes(blob["weights"])
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device | None = None) -> Model:
+        """Load a model written by :meth:`save` (weights with ``weights_only=True``)."""
+        directory = Path(directory)
+        if not (directory / "config.json").exists() or not (directory / "weights.pt").exists():
+            raise ValueError(f"{directory} holds no saved model (config.json or weights.pt missing).")
+        blob = {
+            "config": json.loads((directory / "config.json").read_text()),
+            "weights": (directory / "weights.pt").read_bytes(),
+        }
+        return cls.from_dict(blob, device)
+
+    def __repr__(self) -> str:
+        hp = self.hyperparameters
+        return (
+            f"Model({len(self.var_names)} genes, n_latent={hp['n_latent']}, n_hidden={hp['n_hidden']}, "
+            f"n_layers={hp['n_layers']}, {hp['reconstruction_loss']}, "
+            f"{self.train_result.n_epochs} epochs, best epoch {self.train_result.best_epoch})"
+        )

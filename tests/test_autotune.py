@@ -1,0 +1,218 @@
+"""The search end to end, on real counts, with real worker processes."""
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import scanpy_autotune as sat
+
+SMALL = dict(max_epochs=4, n_mc=5, progress=False)
+
+
+def _subset(cortex: ad.AnnData, n: int = 400) -> ad.AnnData:
+    sub = cortex[np.random.default_rng(0).choice(cortex.n_obs, n, replace=False)].copy()
+    return sub
+
+
+@pytest.fixture
+def small(cortex):
+    return _subset(cortex)
+
+
+def test_default_trial_first_and_schema(search_result):
+    adata = search_result
+    uns = adata.uns["autotune"]
+    trials = uns["trials"]
+    assert list(trials["trial_id"]) == list(range(len(trials)))
+    first = trials.iloc[0]
+    assert bool(first["is_default"]) and first["status"] == "ok"
+    assert (first["n_hidden"], first["n_latent"], first["n_layers"]) == (128, 10, 1)
+    assert first["reconstruction_loss"] == "zinb" and math.isclose(first["lr"], 1e-3)
+    assert uns["default"]["trial_id"] == 0
+    ok = trials[trials["status"] == "ok"]
+    assert uns["best"]["loss"] == ok["loss"].min()
+    assert uns["best"]["trial_id"] == int(ok.loc[ok["loss"].idxmin(), "trial_id"])
+    assert adata.obsm["X_autotune"].shape == (adata.n_obs, uns["best"]["params"]["n_latent"])
+    split = adata.obs["autotune_split"].value_counts()
+    assert split["heldout"] == round(0.25 * adata.n_obs)
+    assert uns["history"]["validation_elbo"].shape[0] == len(trials)
+
+
+def test_results_survive_h5ad(search_result, tmp_path):
+    path = tmp_path / "result.h5ad"
+    search_result.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    pd.testing.assert_frame_equal(
+        back.uns["autotune"]["trials"].reset_index(drop=True),
+        search_result.uns["autotune"]["trials"].reset_index(drop=True),
+        check_dtype=False,
+        check_categorical=False,
+    )
+    np.testing.assert_array_equal(back.obsm["X_autotune"], search_result.obsm["X_autotune"])
+    assert back.uns["autotune"]["best"]["trial_id"] == search_result.uns["autotune"]["best"]["trial_id"]
+
+
+def test_shorthand_space_and_failing_trials(small):
+    """A space in shorthand; an objective that raises or returns NaN makes those trials fail."""
+
+    def objective(model, heldout):
+        if model.hyperparameters["n_hidden"] == 16:
+            raise RuntimeError("no 16 today")
+        if model.hyperparameters["n_hidden"] == 24:
+            return float("nan")
+        return model.marginal_nll(heldout, n_mc=3, cells="all")
+
+    space = {"n_hidden": [16, 24, 32], "n_latent": ("int", 2, 4), "dispersion": "gene"}
+    sat.tl.autotune(small, space=space, max_evals=6, n_workers=2, objective=objective,
+                    include_default=False, **SMALL)
+    trials = small.uns["autotune"]["trials"]
+    assert len(trials) == 6
+    assert set(trials["dispersion"]) == {"gene"}
+    assert trials["n_latent"].between(2, 4).all()
+    for _, row in trials.iterrows():
+        if row["n_hidden"] == 16:
+            assert row["status"] == "fail" and "no 16 today" in row["error"]
+        elif row["n_hidden"] == 24:
+            assert row["status"] == "fail" and "not finite" in row["error"]
+        else:
+            assert row["status"] == "ok" and np.isfinite(row["loss"])
+
+
+def test_worker_killed_mid_trial(small, tmp_path):
+    """A SIGKILLed worker costs its trial only; the search still ends with max_evals records."""
+    marker = tmp_path / "killed-once"
+
+    def objective(model, heldout):
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return model.marginal_nll(heldout, n_mc=3, cells="all")
+
+    sat.tl.autotune(small, max_evals=5, n_workers=2, objective=objective, **SMALL)
+    trials = small.uns["autotune"]["trials"]
+    assert len(trials) == 5 and sorted(trials["trial_id"]) == list(range(5))
+    died = trials[trials["error"].str.contains("WorkerDied")]
+    assert len(died) == 1 and died["status"].iloc[0] == "fail"
+    assert "signal 9" in died["error"].iloc[0]
+    assert (trials["status"] == "ok").sum() == 4
+
+
+def _interrupt_when(journal: Path, n_trials: int) -> threading.Thread:
+    def watch():
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if journal.exists() and journal.read_text().count('"kind": "trial"') >= n_trials:
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def _journal_trials(journal: Path) -> list[dict]:
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    return [line for line in lines if line["kind"] == "trial"]
+
+
+def test_ctrl_c_keeps_trials_and_resume_completes(small, tmp_path):
+    journal = tmp_path / "search.jsonl"
+    max_evals = 6
+    watcher = _interrupt_when(journal, 2)
+    with pytest.raises(KeyboardInterrupt):
+        sat.tl.autotune(small, max_evals=max_evals, n_workers=2, journal=journal, **SMALL)
+    watcher.join()
+    kept = _journal_trials(journal)
+    assert 2 <= len(kept) < max_evals
+    trials = small.uns["autotune"]["trials"]
+    assert sorted(trials["trial_id"]) == sorted(r["trial_id"] for r in kept)
+
+    sat.tl.autotune(small, max_evals=max_evals, n_workers=2, journal=journal, **SMALL)
+    final = _journal_trials(journal)
+    ids = [r["trial_id"] for r in final]
+    assert len(ids) == max_evals == len(set(ids))
+    assert final[: len(kept)] == kept  # resumed trials are kept as they were, not re-run
+    trials = small.uns["autotune"]["trials"]
+    assert len(trials) == max_evals
+    before = {r["trial_id"]: r["loss"] for r in kept}
+    for _, row in trials.iterrows():
+        if row["trial_id"] in before and np.isfinite(row["loss"]):
+            assert row["loss"] == pytest.approx(before[row["trial_id"]])
+
+
+def test_journal_of_other_settings_is_refused(small, tmp_path):
+    journal = tmp_path / "search.jsonl"
+    sat.tl.autotune(small, max_evals=1, n_workers=1, journal=journal, **SMALL)
+    with pytest.raises(ValueError, match="seed"):
+        sat.tl.autotune(small, max_evals=2, n_workers=1, journal=journal, seed=1, **SMALL)
+
+
+def test_seeded_sequential_search_is_reproducible(small):
+    a, b = small.copy(), small.copy()
+    for adata in (a, b):
+        sat.tl.autotune(adata, max_evals=4, n_workers=1, seed=3, **SMALL)
+    ta, tb = a.uns["autotune"]["trials"], b.uns["autotune"]["trials"]
+    names = ["n_hidden", "n_latent", "n_layers", "dropout_rate", "reconstruction_loss", "lr"]
+    pd.testing.assert_frame_equal(ta[names], tb[names])
+    np.testing.assert_allclose(ta["loss"], tb["loss"], rtol=1e-6)
+    np.testing.assert_allclose(a.obsm["X_autotune"], b.obsm["X_autotune"], rtol=1e-5, atol=1e-6)
+
+
+def test_copy_returns_new_object(small):
+    out = sat.tl.autotune(small, max_evals=1, n_workers=1, copy=True, **SMALL)
+    assert "autotune" not in small.uns and "autotune" in out.uns
+    assert "X_autotune" in out.obsm and "X_autotune" not in small.obsm
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(space={"n_hiden": [64, 128]}), "Unknown hyperparameter"),
+        (dict(space={}), "empty"),
+        (dict(space={"n_hidden": 64}), "empty"),
+        (dict(layer="counts"), "layer='counts'"),
+        (dict(batch_key="plate"), "batch_key='plate'"),
+        (dict(max_evals=0), "max_evals"),
+        (dict(max_epochs=0), "max_epochs"),
+        (dict(train_size=1.5), "train_size"),
+        (dict(test_size=0.5, train_size=0.6), "test_size"),
+        (dict(n_workers=0), "n_workers"),
+        (dict(trials_per_gpu=0), "trials_per_gpu"),
+        (dict(objective="nll"), "objective"),
+        (dict(pruner="hyperband2"), "pruner"),
+        (dict(backend="slurm"), "backend"),
+        (dict(space={"lr": ("log", 0.0, 1e-2)}), "lr"),
+    ],
+)
+def test_bad_arguments_fail_fast_and_leave_adata_untouched(small, kwargs, message):
+    before = small.copy()
+    with pytest.raises(ValueError, match=message):
+        sat.tl.autotune(small, max_evals=kwargs.pop("max_evals", 2), **{**SMALL, **kwargs})
+    assert set(small.uns) == set(before.uns) and set(small.obsm) == set(before.obsm)
+    assert list(small.obs.columns) == list(before.obs.columns)
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda X: X.multiply(-1), "negative"),
+        (lambda X: X * 0.5, "non-integer"),
+        (lambda X: X.toarray() * np.where(np.arange(X.shape[1]) == 0, np.nan, 1.0), "NaN"),
+    ],
+)
+def test_bad_counts_fail_fast(small, corrupt, message):
+    small.X = sp.csr_matrix(corrupt(small.X)) if not isinstance(corrupt(small.X), np.ndarray) else corrupt(small.X)
+    with pytest.raises(ValueError, match=message):
+        sat.tl.autotune(small, max_evals=2, **SMALL)
+    assert "autotune" not in small.uns

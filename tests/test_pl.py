@@ -1,0 +1,312 @@
+"""sat.pl: every plot on a search result, in memory and after an .h5ad round trip.
+
+``results_adata`` is the one fixture to swap for a real search (see test_results.py):
+it returns conftest's ``search_result`` when there is one. Expected values are
+read from the data, never from how the synthetic records were made.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import anndata as ad  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
+from test_results import KEY, SEARCHED, SETTINGS, make_records, make_results_adata  # noqa: E402
+
+from scanpy_autotune import pl  # noqa: E402
+from scanpy_autotune._results import Results, build_results, read_results, write_results  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PLOTS = ["trial_history", "sensitivity", "optimization_history", "param_importance"]
+
+
+@pytest.fixture(scope="module")
+def results_adata(request) -> ad.AnnData:
+    """A searched AnnData: the real ``search_result`` when defined, else synthetic records."""
+    try:
+        return request.getfixturevalue("search_result")
+    except pytest.FixtureLookupError:
+        return make_results_adata()
+
+
+@pytest.fixture(scope="module", params=["memory", "h5ad"])
+def adata(request, results_adata, tmp_path_factory) -> ad.AnnData:
+    """The result in memory, and read back from an .h5ad file (the plots must not modify it)."""
+    if request.param == "memory":
+        return results_adata
+    path = tmp_path_factory.mktemp("h5ad") / "results.h5ad"
+    results_adata.write_h5ad(path)
+    return ad.read_h5ad(path)
+
+
+@pytest.fixture
+def res(adata) -> Results:
+    return read_results(adata, KEY)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _gid(artist) -> str:
+    return artist.get_gid() or ""
+
+
+def _n_ok(res: Results) -> int:
+    t = res.trials
+    return int(((t["status"] == "ok") & np.isfinite(t["loss"])).sum())
+
+
+def _collections(ax, gid: str):
+    return [c for c in ax.collections if _gid(c) == gid]
+
+
+def _offsets(ax, gid: str) -> np.ndarray:
+    found = _collections(ax, gid)
+    assert len(found) <= 1, gid
+    return np.asarray(found[0].get_offsets()) if found else np.empty((0, 2))
+
+
+# ----------------------------------------------------------------------------- trial_history
+
+
+def test_trial_history_one_line_per_trial_with_history(adata, res):
+    ax = pl.trial_history(adata, show=False)
+    lines = {_gid(line): line for line in ax.get_lines() if _gid(line).startswith("trial-")}
+    curves = res.history["validation_elbo"]
+    has_history = np.isfinite(curves).any(axis=1)
+    trials = res.trials
+    assert set(lines) == {f"trial-{t}" for t in trials["trial_id"][has_history]}
+    style = {"ok": "-", "pruned": ":", "fail": "--"}
+    for tid, status, drawn in zip(trials["trial_id"], trials["status"], has_history, strict=True):
+        if not drawn:
+            continue  # failed before the first epoch: nothing to draw
+        line = lines[f"trial-{tid}"]
+        assert line.get_label() == f"trial {tid} ({status})"
+        assert line.get_linestyle() == style[status]
+        y = np.asarray(line.get_ydata(), dtype=float)
+        recorded = curves[trials.index[trials["trial_id"] == tid][0]]
+        np.testing.assert_allclose(np.abs(y), np.abs(recorded[: y.size]))
+    for status in ("ok", "pruned", "fail"):
+        n_drawn = sum(line.get_label().endswith(f"({status})") for line in lines.values())
+        assert n_drawn == int((has_history & (trials["status"] == status)).sum())
+    assert len(ax.figure.axes) == 2  # the plot and its colorbar
+    assert "validation ELBO (held out of training)" in ax.get_title()
+
+
+def test_trial_history_colors_run_red_to_green(adata, res):
+    ax = pl.trial_history(adata, show=False)
+    lines = sorted(
+        (line for line in ax.get_lines() if _gid(line).startswith("trial-")),
+        key=lambda line: int(_gid(line).split("-")[1]),
+    )
+    if len(lines) < 2:
+        pytest.skip("needs two trials with a history")
+    first, last = to_rgb(lines[0].get_color()), to_rgb(lines[-1].get_color())
+    assert first[0] > first[1], f"first trial is not red: {first}"
+    assert last[1] > last[0], f"last trial is not green: {last}"
+    ids = res.trials["trial_id"].to_numpy()
+    norm = plt.Normalize(ids.min(), ids.max())
+    for line in lines:
+        if line.get_label().endswith("(ok)"):
+            tid = int(_gid(line).split("-")[1])
+            np.testing.assert_allclose(to_rgb(line.get_color()), to_rgb(pl.TRIAL_CMAP(norm(tid))))
+
+
+def test_trial_history_robust_limits(adata, res):
+    robust = pl.trial_history(adata, show=False).get_ylim()
+    full = pl.trial_history(adata, show=False, robust=False).get_ylim()
+    assert robust[1] <= full[1]
+    curves = res.history["validation_elbo"]
+    finals = np.array([row[np.isfinite(row)][-1] for row in curves if np.isfinite(row).any()])
+    finals = np.abs(finals)
+    if finals.max() > 10 * np.median(finals):  # a diverging trial: it must not set the scale
+        assert robust[1] < finals.max()
+        assert robust[1] < 3 * np.median(finals)
+
+
+def test_trial_history_train_log_and_ax(adata):
+    fig, given = plt.subplots()
+    ax = pl.trial_history(adata, which="train", log=True, ax=given, show=False)
+    assert ax is given
+    assert ax.get_yscale() == "log"
+    assert ax.get_title().startswith("training ELBO")
+    with pytest.raises(ValueError, match="which="):
+        pl.trial_history(adata, which="test", show=False)
+
+
+# ----------------------------------------------------------------------------- sensitivity
+
+
+def test_sensitivity_points_best_and_axes(adata, res):
+    fig = pl.sensitivity(adata, show=False)
+    kinds = res.param_kinds()
+    panels = [ax for ax in fig.axes if _gid(ax).startswith("param-")]
+    assert [_gid(ax) for ax in panels] == [f"param-{name}" for name in kinds]
+    trials = res.trials
+    loss = trials["loss"].to_numpy(dtype=float)
+    best_row = trials.index[trials["trial_id"] == res.best["trial_id"]]
+    for ax in panels:
+        name = _gid(ax).removeprefix("param-")
+        kind = kinds[name]
+        if kind == "categorical":
+            x_ok = trials[name].notna().to_numpy()
+            cats = sorted({str(v) for v in trials[name].dropna()})
+            assert sorted(t.get_text() for t in ax.get_xticklabels()) == cats
+        else:
+            x = trials[name].to_numpy(dtype=float)
+            x_ok = np.isfinite(x) & ((x > 0) if kind == "log" else True)
+            assert ax.get_xscale() == ("log" if kind == "log" else "linear")
+        shown = np.isfinite(loss) & x_ok
+        for status in ("ok", "pruned", "fail"):
+            expected = int((shown & (trials["status"] == status).to_numpy()).sum())
+            pts = _offsets(ax, f"points-{status}")
+            assert len(pts) == expected, (name, status)
+            np.testing.assert_allclose(
+                np.sort(pts[:, 1]), np.sort(loss[shown & (trials["status"] == status).to_numpy()])
+            )
+        star = _offsets(ax, "best")
+        if res.best["trial_id"] >= 0 and shown[best_row].all():
+            assert star.shape == (1, 2)
+            assert star[0, 1] == pytest.approx(res.best["loss"])
+            if kind != "categorical":
+                assert star[0, 0] == pytest.approx(float(trials.loc[best_row[0], name]))
+        else:
+            assert star.size == 0
+    n_fail = int((trials["status"] == "fail").sum())
+    title = fig._suptitle.get_text()
+    assert (f"{n_fail} failed" in title) if n_fail else ("none failed" in title)
+    assert f"{int(np.isfinite(loss).sum())} trials shown" in title
+
+
+def test_sensitivity_subset_and_unknown(adata, res):
+    name = next(iter(res.param_kinds()))
+    fig = pl.sensitivity(adata, params=name, show=False)
+    assert [_gid(ax) for ax in fig.axes if _gid(ax).startswith("param-")] == [f"param-{name}"]
+    with pytest.raises(
+        ValueError, match=r"Unknown hyperparameter\(s\) \['nope'\]; valid names are"
+    ):
+        pl.sensitivity(adata, params=["nope"], show=False)
+
+
+# ----------------------------------------------------------------------------- optimization_history
+
+
+def test_optimization_history(adata, res):
+    ax = pl.optimization_history(adata, show=False)
+    t = res.trials.sort_values("completion_order")
+    finite = np.isfinite(t["loss"]).to_numpy()
+    status = t["status"].to_numpy()
+    x = t["completion_order"].to_numpy() + 1
+    ok = finite & (status == "ok")
+    pts = _offsets(ax, "points-ok")
+    np.testing.assert_allclose(pts, np.column_stack([x[ok], t["loss"].to_numpy()[ok]]))
+    assert len(_offsets(ax, "points-pruned")) == int((finite & (status == "pruned")).sum())
+    assert len(_offsets(ax, "points-fail")) == int((status == "fail").sum())
+    assert len(_offsets(ax, "points-pruned-noloss")) == int((~finite & (status == "pruned")).sum())
+    running = [line for line in ax.get_lines() if _gid(line) == "running-best"]
+    best = _offsets(ax, "best")
+    if not ok.any():
+        assert not running and best.size == 0
+    else:
+        cummin = np.minimum.accumulate(t["loss"].to_numpy()[ok])
+        np.testing.assert_allclose(running[0].get_ydata()[:-1], cummin)
+        row = t[t["trial_id"] == res.best["trial_id"]]
+        np.testing.assert_allclose(best, [[row["completion_order"].iloc[0] + 1, res.best["loss"]]])
+        assert best[0, 1] == pytest.approx(cummin.min())
+    default = [line for line in ax.get_lines() if _gid(line) == "default"]
+    if res.default is not None and np.isfinite(res.default["loss"]):
+        assert default[0].get_ydata()[0] == pytest.approx(res.default["loss"])
+    else:
+        assert not default
+
+
+# ----------------------------------------------------------------------------- param_importance
+
+
+def test_param_importance(adata, res):
+    if _n_ok(res) < pl.MIN_TRIALS_IMPORTANCE:
+        pytest.skip("too few successful trials")
+    fast = {"n_estimators": 25}  # the default (100) is slower and no different in kind
+    ax = pl.param_importance(adata, show=False, **fast)
+    table = pl.importances(adata, **fast)
+    pd.testing.assert_frame_equal(table, pl.importances(adata, **fast))  # deterministic
+    assert set(table.index) == set(res.param_kinds())
+    bars = sorted(ax.patches, key=lambda p: -p.get_y())  # top bar first
+    assert [p.get_width() for p in bars] == pytest.approx(list(table["importance"]))
+    ticks = sorted(zip(ax.get_yticks(), ax.get_yticklabels(), strict=True), key=lambda t: -t[0])
+    assert [label.get_text() for _, label in ticks] == list(table.index)
+    assert table["importance"].is_monotonic_decreasing
+    assert "permutation importance" in ax.get_title()
+    assert (
+        "impurity" in pl.param_importance(adata, method="impurity", show=False, **fast).get_title()
+    )
+
+
+def test_param_importance_needs_trials():
+    records = [r for r in make_records() if r["status"] == "ok"][:3]
+    adata = ad.AnnData(np.zeros((2, 2), dtype=np.float32))
+    write_results(adata, KEY, build_results(records, settings=SETTINGS, searched=SEARCHED))
+    with pytest.raises(ValueError, match="at least 5 successful trials"):
+        pl.param_importance(adata, show=False)
+    with pytest.raises(ValueError, match="method="):
+        pl.importances(adata, method="shap")
+
+
+# ----------------------------------------------------------------------------- common behaviour
+
+
+@pytest.mark.parametrize("plot", PLOTS)
+def test_save_writes_png(adata, res, plot, tmp_path):
+    if plot == "param_importance" and _n_ok(res) < pl.MIN_TRIALS_IMPORTANCE:
+        pytest.skip("too few successful trials")
+    path = tmp_path / "out" / f"{plot}.png"
+    small = {  # keep it quick: two panels, a small forest
+        "sensitivity": {"params": list(res.param_kinds())[:2]},
+        "param_importance": {"n_estimators": 10},
+    }
+    out = getattr(pl, plot)(adata, show=False, save=str(path), **small.get(plot, {}))
+    assert out is not None
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_save_suffix_true_and_show(adata, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert pl.optimization_history(adata, save="_sfx") is None  # show=None: shown, not returned
+    assert (tmp_path / "figures" / "optimization_history_sfx.png").read_bytes()[:8] == PNG_MAGIC
+    pl.optimization_history(adata, show=False, save=True)
+    assert (tmp_path / "figures" / "optimization_history.png").exists()
+
+
+@pytest.mark.parametrize("plot", PLOTS)
+def test_missing_key(adata, plot):
+    with pytest.raises(KeyError, match=r"adata.uns\['elsewhere'\] not found; run sat.tl.autotune"):
+        getattr(pl, plot)(adata, key="elsewhere", show=False)
+
+
+def test_pl_reads_only_uns():
+    """pl and _results import neither torch, nor the model, nor the search."""
+    root = Path(pl.__file__).parent
+    for name in ("pl.py", "_results.py", "_trials_table.py"):
+        tree = ast.parse((root / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                mods = [("." * node.level) + (node.module or "")]
+            elif isinstance(node, ast.Import):
+                mods = [alias.name for alias in node.names]
+            else:
+                continue
+            for mod in mods:
+                assert not mod.startswith("torch"), (name, mod)
+                assert "_vae" not in mod and "_search" not in mod, (name, mod)
