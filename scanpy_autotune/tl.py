@@ -252,7 +252,7 @@ def autotune(
     # -- search ---------------------------------------------------------------
     objective_blob = None
     if objective is not None:
-        from joblib.externals import cloudpickle
+        import cloudpickle
 
         objective_blob = cloudpickle.dumps(objective)
     context = TrialContext(

@@ -111,7 +111,7 @@ def _interrupt_when(journal: Path, n_trials: int) -> threading.Thread:
     def watch():
         deadline = time.time() + 300
         while time.time() < deadline:
-            if journal.exists() and journal.read_text().count('"kind": "trial"') >= n_trials:
+            if journal.exists() and journal.read_text().count('"kind":"trial"') >= n_trials:
                 os.kill(os.getpid(), signal.SIGINT)
                 return
             time.sleep(0.05)

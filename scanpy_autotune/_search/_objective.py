@@ -103,7 +103,7 @@ def _loss(model: Model, context: TrialContext, counts: DeviceCounts) -> float:
         from .._vae._metrics import marginal_nll
 
         return float(np.mean(marginal_nll(model.module, counts, context.split.heldout, n_mc=context.n_mc)))
-    from joblib.externals import cloudpickle
+    import cloudpickle
 
     objective = cloudpickle.loads(context.objective)
     heldout = _heldout_adata(context.data, context.split.heldout, context.batch_key)

@@ -156,7 +156,9 @@ def _history_length(record: Mapping[str, Any], values: np.ndarray) -> int:
     """How many epochs of ``record`` were reported to the pruner (a callback was made)."""
     length = len(values)
     n_epochs = record.get("n_epochs")
-    if isinstance(n_epochs, (int, float, np.integer, np.floating)) and not isinstance(n_epochs, bool):
+    if isinstance(n_epochs, (int, float, np.integer, np.floating)) and not isinstance(
+        n_epochs, bool
+    ):
         if math.isfinite(float(n_epochs)) and n_epochs >= 0:
             # Histories padded with NaN (as in adata.uns) are cut to the epochs trained.
             length = min(length, int(n_epochs))
@@ -266,7 +268,10 @@ class _RungTablePruner:
             if not finite:
                 logger.debug(
                     "%s pruner: trial %d pruned at epoch %d: value %r is not finite.",
-                    self.name, trial_id, rung, value,
+                    self.name,
+                    trial_id,
+                    rung,
+                    value,
                 )
                 return True
             return self._decide(rung, int(trial_id), value)
@@ -427,9 +432,7 @@ class ASHAPruner(_RungTablePruner):
         else:
             self.min_trials_per_rung = _as_int("min_trials_per_rung", min_trials_per_rung)
             if self.min_trials_per_rung < 1:
-                raise ValueError(
-                    f"min_trials_per_rung={min_trials_per_rung!r} must be at least 1."
-                )
+                raise ValueError(f"min_trials_per_rung={min_trials_per_rung!r} must be at least 1.")
         rungs = []
         rung = self.min_epochs
         while rung < self.max_epochs:
@@ -454,7 +457,12 @@ class ASHAPruner(_RungTablePruner):
             logger.debug(
                 "asha pruner: trial %d pruned at epoch %d: value %.4g has %d better of %d "
                 "(top %d continue).",
-                trial_id, rung, value, n_better, n, keep,
+                trial_id,
+                rung,
+                value,
+                n_better,
+                n,
+                keep,
             )
         return stop
 
@@ -551,7 +559,11 @@ class MedianPruner(_RungTablePruner):
             logger.debug(
                 "median pruner: trial %d pruned at epoch %d: value %.4g below the median "
                 "%.4g of %d other trial(s).",
-                trial_id, rung, value, median, len(others),
+                trial_id,
+                rung,
+                value,
+                median,
+                len(others),
             )
         return stop
 

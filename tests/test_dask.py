@@ -1,0 +1,207 @@
+"""The search on a real Dask cluster (``distributed.LocalCluster`` of 2 worker processes)."""
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+
+import scanpy_autotune as sat
+
+distributed = pytest.importorskip("distributed")
+
+SMALL = dict(max_epochs=4, n_mc=5, progress=False)
+
+
+def _subset(cortex: ad.AnnData, n: int = 400) -> ad.AnnData:
+    return cortex[np.random.default_rng(0).choice(cortex.n_obs, n, replace=False)].copy()
+
+
+@pytest.fixture
+def small(cortex):
+    return _subset(cortex)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """Two single-threaded worker processes (each trial gets a process of its own)."""
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)  # worker restarts are expected
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    )
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def _wait_for_two_workers(client) -> None:
+    """Tests that kill workers leave the cluster whole for the next test."""
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_dask_search_has_the_local_schema(small, client):
+    dask_run = small.copy()
+    sat.tl.autotune(dask_run, backend="dask", client=client, max_evals=4, **SMALL)
+    local_run = small.copy()
+    sat.tl.autotune(local_run, max_evals=2, n_workers=1, **SMALL)
+
+    ours, theirs = dask_run.uns["autotune"], local_run.uns["autotune"]
+    assert set(ours) == set(theirs)
+    assert list(ours["trials"].columns) == list(theirs["trials"].columns)
+    assert set(ours["history"]) == set(theirs["history"])
+    assert set(ours["params"]) == set(theirs["params"])
+    assert ours["params"]["backend"] == "dask" and ours["params"]["n_workers"] == 2
+
+    trials = ours["trials"]
+    assert list(trials["trial_id"]) == [0, 1, 2, 3]
+    assert (trials["status"] == "ok").all() and np.isfinite(trials["loss"]).all()
+    assert set(trials["device"]) == {"cpu"}
+    assert bool(trials.iloc[0]["is_default"]) and ours["default"]["trial_id"] == 0
+    assert ours["best"]["loss"] == trials["loss"].min()
+    assert dask_run.obsm["X_autotune"].shape == (small.n_obs, ours["best"]["params"]["n_latent"])
+    assert client.scheduler_info(n_workers=-1)["workers"]  # the user's client stays open
+
+
+def test_worker_killed_mid_search(small, client, tmp_path):
+    """A worker SIGKILLed during a trial: the trial is retried once; still max_evals records."""
+    marker = tmp_path / "killed-once"
+
+    def objective(model, heldout):
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return model.marginal_nll(heldout, n_mc=3, cells="all")
+
+    sat.tl.autotune(
+        small, backend="dask", client=client, max_evals=5, objective=objective, **SMALL
+    )
+    assert marker.exists()
+    trials = small.uns["autotune"]["trials"]
+    assert len(trials) == 5 and sorted(trials["trial_id"]) == list(range(5))
+    others = trials[~trials["error"].str.contains("WorkerDied")]
+    assert len(others) >= 4 and (others["status"] == "ok").all()
+    died = trials[trials["error"].str.contains("WorkerDied")]
+    assert len(died) <= 1 and (died["status"] == "fail").all()
+    _wait_for_two_workers(client)
+
+
+def test_trial_that_kills_its_worker_twice_fails(small, client):
+    """The default trial (n_hidden=128) kills every worker it runs on: retried once, then failed."""
+
+    def objective(model, heldout):
+        if model.hyperparameters["n_hidden"] == 128:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return model.marginal_nll(heldout, n_mc=3, cells="all")
+
+    sat.tl.autotune(
+        small, backend="dask", client=client, max_evals=3, objective=objective,
+        space={"n_hidden": [16, 32]}, **SMALL,
+    )
+    trials = small.uns["autotune"]["trials"].set_index("trial_id")
+    assert sorted(trials.index) == [0, 1, 2]
+    assert trials.loc[0, "status"] == "fail" and trials.loc[0, "error"].startswith("WorkerDied")
+    assert (trials.loc[[1, 2], "status"] == "ok").all()
+    _wait_for_two_workers(client)
+
+
+def _interrupt_when(journal: Path, n_trials: int) -> threading.Thread:
+    def watch():
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if journal.exists() and journal.read_text().count('"kind": "trial"') >= n_trials:
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def _journal_trials(journal: Path) -> list[dict]:
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    return [line for line in lines if line["kind"] == "trial"]
+
+
+def test_ctrl_c_of_the_driver_then_resume(small, client, tmp_path):
+    journal = tmp_path / "search.jsonl"
+    max_evals = 6
+    watcher = _interrupt_when(journal, 2)
+    with pytest.raises(KeyboardInterrupt):
+        sat.tl.autotune(small, backend="dask", client=client, max_evals=max_evals,
+                        journal=journal, **SMALL)
+    watcher.join()
+    kept = _journal_trials(journal)
+    assert 2 <= len(kept) < max_evals
+    assert sorted(small.uns["autotune"]["trials"]["trial_id"]) == sorted(r["trial_id"] for r in kept)
+
+    sat.tl.autotune(small, backend="dask", client=client, max_evals=max_evals,
+                    journal=journal, **SMALL)
+    final = _journal_trials(journal)
+    ids = [r["trial_id"] for r in final]
+    assert len(ids) == max_evals == len(set(ids))
+    assert final[: len(kept)] == kept  # resumed trials are kept as they were, not re-run
+    assert len(small.uns["autotune"]["trials"]) == max_evals
+
+
+def test_workers_read_data_path(small, client, tmp_path):
+    path = tmp_path / "small.h5ad"
+    small.write_h5ad(path)
+    sat.tl.autotune(small, backend="dask", client=client, data_path=path, max_evals=2,
+                    include_default=False, **SMALL)
+    trials = small.uns["autotune"]["trials"]
+    assert len(trials) == 2 and (trials["status"] == "ok").all()
+
+    other = small[:300].copy()
+    other.write_h5ad(path)
+    with pytest.raises(ValueError, match="does not hold the counts"):
+        sat.tl.autotune(small, backend="dask", client=client, data_path=path, max_evals=2, **SMALL)
+
+
+def test_gpu_resources_are_the_slots():
+    from scanpy_autotune._search._dask import DaskBackend
+
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=2, processes=False, resources={"GPU": 1},
+        dashboard_address=None,
+    ) as cluster, distributed.Client(cluster) as gpu_client:
+        backend = DaskBackend.create(client=gpu_client)
+        assert backend.n_slots == 2 and backend.resources == {"GPU": 1}
+        assert DaskBackend.create(client=gpu_client, n_workers=1).n_slots == 1
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=3, processes=False, dashboard_address=None,
+    ) as cluster, distributed.Client(cluster) as cpu_client:
+        backend = DaskBackend.create(client=cpu_client)
+        assert backend.n_slots == 3 and backend.resources is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(), ValueError, "client="),
+        (dict(client="tcp://127.0.0.1:1"), ValueError, "distributed.Client"),
+        (dict(scheduler="tcp://127.0.0.1:8786", client=object()), ValueError, "not both"),
+        (dict(scheduler="tcp://127.0.0.1:8786", data_path="/nonexistent/x.h5ad"), ValueError,
+         "data_path"),
+    ],
+)
+def test_bad_dask_arguments_fail_fast(small, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        sat.tl.autotune(small, backend="dask", max_evals=2, **SMALL, **kwargs)
+    assert "autotune" not in small.uns
+
+
+def test_without_distributed_the_error_names_the_extra(small, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    with pytest.raises(ImportError, match=r"pip install scanpy-autotune\[dask\]"):
+        sat.tl.autotune(small, backend="dask", scheduler="tcp://127.0.0.1:8786", max_evals=2,
+                        **SMALL)
+    assert "autotune" not in small.uns

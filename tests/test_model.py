@@ -1,0 +1,223 @@
+"""sat.Model: training, metrics, persistence and input validation on real counts."""
+
+import copy
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+import scanpy_autotune as sat
+from scanpy_autotune._vae import _data
+from scanpy_autotune._vae._data import DeviceCounts, extract_counts, make_split
+from scanpy_autotune._vae._module import VAE
+from scanpy_autotune._vae._train import train
+
+FAST = dict(max_epochs=3, n_hidden=32, n_latent=4)
+
+
+@pytest.fixture
+def small(cortex):
+    return cortex[np.random.default_rng(0).choice(cortex.n_obs, 300, replace=False)].copy()
+
+
+@pytest.fixture(scope="module")
+def trained(cortex_path):
+    adata = ad.read_h5ad(cortex_path)
+    adata = adata[np.random.default_rng(2).choice(adata.n_obs, 600, replace=False)].copy()
+    model = sat.Model.fit(adata, max_epochs=25, seed=0, device="cpu")
+    return adata, model
+
+
+def test_marginal_likelihood_is_at_least_the_elbo(trained):
+    adata, model = trained
+    nll = model.marginal_nll(adata, n_mc=100, per_cell=True)
+    elbo = model.elbo(adata, per_cell=True)
+    assert nll.shape == elbo.shape == (len(model.split["heldout"]),)
+    # log p(x) >= ELBO, cell by cell up to Monte Carlo noise, and clearly on average
+    assert np.mean(-nll) > np.mean(elbo)
+    assert np.mean(-nll >= elbo - 1.0) > 0.95
+
+
+def test_split_is_disjoint_and_covers_cells(trained):
+    adata, model = trained
+    parts = [set(model.split[k]) for k in ("train", "validation", "heldout")]
+    assert sum(map(len, parts)) == adata.n_obs
+    assert set.union(*parts) == set(adata.obs_names)
+    assert len(model.split["heldout"]) == round(0.25 * adata.n_obs)
+    assert len(model.split["validation"]) == round(0.1 * round(0.75 * adata.n_obs))
+
+
+def test_history_and_best_epoch(trained):
+    _, model = trained
+    history = model.history
+    assert list(history.columns) == ["train_elbo", "validation_elbo"]
+    assert len(history) == model.train_result.n_epochs
+    assert model.train_result.best_epoch == int(np.argmax(history["validation_elbo"]))
+    # training improves the ELBO
+    assert history["train_elbo"].iloc[-1] > history["train_elbo"].iloc[0]
+
+
+def test_seeded_training_is_reproducible(small):
+    a = sat.Model.fit(small, seed=5, device="cpu", **FAST)
+    b = sat.Model.fit(small, seed=5, device="cpu", **FAST)
+    c = sat.Model.fit(small, seed=6, device="cpu", **FAST)
+    pd.testing.assert_frame_equal(a.history, b.history)
+    np.testing.assert_array_equal(a.latent(small), b.latent(small))
+    assert not np.allclose(a.latent(small), c.latent(small))
+
+
+def test_best_weights_are_restored_as_a_copy(small):
+    data = extract_counts(small)
+    counts = DeviceCounts(data)
+    split = make_split(data.n_obs, seed=0)
+    torch.manual_seed(0)
+    module = VAE(data.n_vars, 1, n_hidden=16, n_latent=3, library_prior=counts.library_prior(split.train))
+    snapshots = []
+
+    def snapshot(epoch, train_elbo, validation_elbo):
+        snapshots.append(copy.deepcopy(module.state_dict()))
+        return False
+
+    result = train(module, counts, split.train, split.validation, max_epochs=12, lr=3e-2,
+                   early_stopping=False, callback=snapshot)
+    best = result.best_epoch
+    assert best == int(np.argmax(result.validation_elbo))
+    restored = module.state_dict()
+    for name, value in snapshots[best].items():
+        torch.testing.assert_close(restored[name], value, rtol=0, atol=0)
+    if best != len(snapshots) - 1:
+        last = snapshots[-1]
+        assert any(not torch.equal(restored[n], last[n]) for n in last)
+
+
+def test_early_stopping_stops_after_patience(small):
+    model = sat.Model.fit(small, seed=0, device="cpu", max_epochs=200, lr=5e-2,
+                          early_stopping_patience=3, n_hidden=16, n_latent=3)
+    result = model.train_result
+    assert result.stopped_by == "early_stopping"
+    assert result.n_epochs - 1 - result.best_epoch == 3
+
+
+def test_callback_can_stop_training(small):
+    model = sat.Model.fit(small, device="cpu", callback=lambda e, t, v: e == 1, **{**FAST, "max_epochs": 50})
+    assert model.train_result.n_epochs == 2 and model.train_result.stopped_by == "callback"
+
+
+def test_save_load_gives_identical_latents(trained, tmp_path):
+    adata, model = trained
+    model.save(tmp_path / "model")
+    loaded = sat.Model.load(tmp_path / "model")
+    np.testing.assert_array_equal(model.latent(adata), loaded.latent(adata))
+    assert loaded.hyperparameters == model.hyperparameters
+    assert loaded.split == model.split
+    pd.testing.assert_frame_equal(loaded.history, model.history)
+    state = torch.load(tmp_path / "model" / "weights.pt", weights_only=True)
+    assert set(state) == set(model.module.state_dict())
+    with pytest.raises(ValueError, match="not empty"):
+        model.save(tmp_path / "model")
+
+
+def test_outputs_have_expected_shapes(trained):
+    adata, model = trained
+    expr = model.normalized_expression(adata)
+    assert expr.shape == adata.shape
+    np.testing.assert_allclose(expr.sum(axis=1), 1.0, rtol=1e-4)
+    assert model.latent(adata).shape == (adata.n_obs, 10)
+
+
+def test_imputation_score(trained):
+    adata, model = trained
+    score = model.imputation_score(adata, rate=0.1, retrain=False)
+    assert score["n_cells"] > 0.9 * adata.n_obs
+    assert 0 <= score["median"] <= score["mean"] * 10
+    # a model that knows the data imputes better than predicting zero for every corrupted entry
+    X = adata.X.tocoo()
+    assert score["median"] < np.median(X.data)
+
+
+@pytest.mark.parametrize("kind", ["nb", "poisson"])
+def test_other_likelihoods_and_observed_library(small, kind):
+    model = sat.Model.fit(small, device="cpu", reconstruction_loss=kind, use_observed_lib_size=True, **FAST)
+    assert np.isfinite(model.marginal_nll(small, n_mc=5))
+
+
+def test_batch_covariate(cortex):
+    adata = cortex[:400].copy()
+    adata.obs["plate"] = np.where(np.arange(adata.n_obs) % 2, "a", "b")
+    model = sat.Model.fit(adata, batch_key="plate", device="cpu", dispersion="gene-batch", **FAST)
+    assert model.module.log_theta.shape == (2, adata.n_vars)
+    assert np.isfinite(model.marginal_nll(adata, n_mc=5))
+
+
+def test_dense_csr_csc_agree_and_adata_untouched(small):
+    dense = small.copy()
+    dense.X = small.X.toarray()
+    csc = small.copy()
+    csc.X = sp.csc_matrix(small.X)
+    before = small.X.copy()
+    runs = [sat.Model.fit(a, seed=1, device="cpu", **FAST) for a in (small, dense, csc)]
+    for other in runs[1:]:
+        pd.testing.assert_frame_equal(runs[0].history, other.history)
+    assert (small.X != before).nnz == 0 and not small.obsm and not small.uns.get("autotune")
+
+
+def test_sparse_minibatches_equal_dense(small, monkeypatch):
+    data = extract_counts(small)
+    dense = DeviceCounts(data)
+    monkeypatch.setattr(_data, "DENSE_LIMIT_BYTES", 0)
+    sparse = DeviceCounts(data)
+    assert dense.dense and not sparse.dense
+    rows = torch.tensor([5, 0, 17, 17, 299])
+    for a, b in zip(dense.rows(rows), sparse.rows(rows)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_unknown_and_out_of_range_hyperparameters(small):
+    with pytest.raises(ValueError, match="Unknown hyperparameter.*n_hidden"):
+        sat.Model.fit(small, n_hiden=64)
+    with pytest.raises(ValueError, match="dropout_rate"):
+        sat.Model.fit(small, dropout_rate=1.5)
+    with pytest.raises(ValueError, match="reconstruction_loss"):
+        sat.Model.fit(small, reconstruction_loss="gaussian")
+    with pytest.raises(ValueError, match="max_epochs"):
+        sat.Model.fit(small, max_epochs=0)
+
+
+def _with_x(adata, X):
+    out = adata.copy()
+    out.X = X
+    return out
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda a: _with_x(a, -a.X), "negative"),
+        (lambda a: _with_x(a, a.X * 0.5), "non-integer"),
+        (lambda a: _with_x(a, np.where(np.eye(*a.shape) > 0, np.nan, a.X.toarray())), "NaN or infinite"),
+        (lambda a: _with_x(a, np.where(np.eye(*a.shape) > 0, np.inf, a.X.toarray())), "NaN or infinite"),
+        (lambda a: a[:5].copy(), "at least 10 cells"),
+        (lambda a: a[:, :1].copy(), "2 genes"),
+        (lambda a: _with_x(a, sp.csr_matrix(a.X.multiply(np.arange(a.n_obs)[:, None] >= 3))), "3 cell\\(s\\) have zero counts.*filter_cells"),
+    ],
+)
+def test_bad_counts(small, make, message):
+    with pytest.raises(ValueError, match=message):
+        sat.Model.fit(make(small), **FAST)
+
+
+def test_missing_layer_and_batch_key(small):
+    with pytest.raises(ValueError, match="layer='counts'"):
+        sat.Model.fit(small, layer="counts")
+    with pytest.raises(ValueError, match="batch_key='plate'"):
+        sat.Model.fit(small, batch_key="plate")
+
+
+def test_integer_valued_floats_and_layers_accepted(small):
+    small.layers["counts"] = small.X.astype(np.float64)
+    small.X = sp.csr_matrix(np.log1p(small.X.toarray()))
+    model = sat.Model.fit(small, layer="counts", device="cpu", **FAST)
+    assert np.isfinite(model.marginal_nll(small, n_mc=3))
