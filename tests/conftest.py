@@ -37,12 +37,24 @@ def pbmc68k_path() -> Path:
 
 @pytest.fixture(scope="session")
 def search_result(cortex_path) -> ad.AnnData:
-    """A real small search (2 CPU workers) on 500 Cortex cells, shared by tests that read results."""
+    """A real small search on 500 Cortex cells with every trial status, shared by result readers.
+
+    Two CPU workers, ASHA pruning (rungs at 2 and 4 epochs), and an objective
+    that refuses 4-layer networks, so the result holds ok, pruned and failed trials.
+    """
     import numpy as np
 
     import scanpy_autotune as sat
 
+    def objective(model, heldout):
+        if model.hyperparameters["n_layers"] == 4:
+            raise RuntimeError("4-layer networks are refused by this test objective")
+        return model.marginal_nll(heldout, n_mc=5, cells="all")
+
     cortex = ad.read_h5ad(cortex_path)
     adata = cortex[np.random.default_rng(1).choice(cortex.n_obs, 500, replace=False)].copy()
-    sat.tl.autotune(adata, max_evals=8, max_epochs=6, n_mc=5, n_workers=2, progress=False, seed=0)
+    sat.tl.autotune(
+        adata, max_evals=12, max_epochs=8, n_workers=2, progress=False, seed=0,
+        objective=objective, pruner="asha", pruner_kwargs={"min_epochs": 2, "eta": 2},
+    )
     return adata

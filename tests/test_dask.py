@@ -116,7 +116,7 @@ def _interrupt_when(journal: Path, n_trials: int) -> threading.Thread:
     def watch():
         deadline = time.time() + 300
         while time.time() < deadline:
-            if journal.exists() and journal.read_text().count('"kind": "trial"') >= n_trials:
+            if journal.exists() and len(_journal_trials(journal)) >= n_trials:
                 os.kill(os.getpid(), signal.SIGINT)
                 return
             time.sleep(0.05)
@@ -127,8 +127,13 @@ def _interrupt_when(journal: Path, n_trials: int) -> threading.Thread:
 
 
 def _journal_trials(journal: Path) -> list[dict]:
-    lines = [json.loads(line) for line in journal.read_text().splitlines()]
-    return [line for line in lines if line["kind"] == "trial"]
+    lines = []
+    for line in journal.read_text().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:  # a line being written
+            pass
+    return [line for line in lines if line.get("kind") == "trial"]
 
 
 def test_ctrl_c_of_the_driver_then_resume(small, client, tmp_path):

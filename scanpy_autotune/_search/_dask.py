@@ -478,6 +478,8 @@ class DaskBackend:
                 wait(futures, timeout=min(QUEUE_POLL_S * 2, remaining), return_when="FIRST_COMPLETED")
             except TimeoutError:
                 pass
+            except Exception:  # a cancelled future (its data was lost): _finished() sees it
+                time.sleep(QUEUE_POLL_S)
 
     def shutdown(self, kill: bool = False) -> None:
         """Cancel running trials, forget the search's data; close the client if created here."""
@@ -587,7 +589,10 @@ class DaskBackend:
                     )
                 return self._died(trial_id, f"Cancelled: trial {trial_id} was cancelled on its worker")
         elif future.status == "cancelled":
-            error = RuntimeError("the task was cancelled (the scheduler or a worker went away)")
+            error = RuntimeError(
+                "the task was cancelled by the scheduler (its worker died and took the search's "
+                "data with it)"
+            )
         else:
             error = future.exception()
         started = self._attempts_started(running)
@@ -600,10 +605,10 @@ class DaskBackend:
             running.reply = None
             running.future = self._submit_task(trial_id, running)
             return None
-        if isinstance(error, KilledWorker):
+        if isinstance(error, KilledWorker) or future.status == "cancelled":
             message = (
                 f"WorkerDied: the Dask worker running trial {trial_id} died during the trial "
-                f"and its retry ({error})"
+                f"and its retry (killed from outside or out of memory; {error})"
             )
         else:
             message = f"{type(error).__name__} in the Dask task (retried once): {error}"

@@ -1,0 +1,72 @@
+"""Shared by the benchmark scripts: where the data is, what machine this is, how results are written."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SAT_DATA", ROOT.parent / "shared" / "data"))
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def machine() -> str:
+    """CPU model, cores and GPU of this machine, in one line."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = "no GPU"
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10,
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            gpu = ", ".join(out.stdout.strip().splitlines())
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    import torch
+
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; python {platform.python_version()}"
+    )
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A Markdown table (no extra dependency); floats with 4 significant digits."""
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * table.shape[1]]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def write(name: str, table: pd.DataFrame, command: str, notes: str = "") -> Path:
+    """Write ``results/{name}.csv`` and ``results/{name}.md`` (table, machine, command, date)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    table.to_csv(RESULTS / f"{name}.csv", index=False)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = (
+        f"# {name}\n\n{markdown_table(table)}\n\n"
+        f"- machine: {machine()}\n- command: `{command}`\n- date: {stamp}\n"
+    )
+    if notes:
+        text += f"\n{notes.strip()}\n"
+    path = RESULTS / f"{name}.md"
+    path.write_text(text)
+    return path

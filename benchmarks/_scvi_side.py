@@ -1,0 +1,43 @@
+"""The scvi-tools half of peer_scvi.py; runs in scvi-tools' own virtual environment.
+
+    python _scvi_side.py DATA.h5ad SPLIT.json EPOCHS N_MC   -> one JSON line on stdout
+"""
+
+import json
+import sys
+import time
+
+import anndata as ad
+import numpy as np
+import scvi
+import torch
+
+
+def main() -> None:
+    path, split_file, epochs, n_mc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    torch.set_num_threads(2)
+    scvi.settings.seed = 0
+    scvi.settings.dl_num_workers = 0
+    split = json.loads(open(split_file).read())
+    adata = ad.read_h5ad(path)
+    train = adata[split["train"]].copy()
+    heldout = adata[split["heldout"]].copy()
+    scvi.model.SCVI.setup_anndata(train)
+    model = scvi.model.SCVI(train)  # defaults: 128 hidden, 10 latent, 1 layer, zinb, observed library
+    start = time.perf_counter()
+    model.train(
+        max_epochs=epochs, train_size=1.0, batch_size=128, early_stopping=False,
+        accelerator="cpu", enable_progress_bar=False,
+    )
+    seconds = time.perf_counter() - start
+    scvi.model.SCVI.setup_anndata(heldout)
+    log_lik = model.get_marginal_ll(heldout, n_mc_samples=n_mc, return_mean=False)
+    print(json.dumps({
+        "nll": float(-np.mean(np.asarray(log_lik))),
+        "s_per_epoch": seconds / epochs,
+        "version": scvi.__version__,
+    }))
+
+
+if __name__ == "__main__":
+    main()
