@@ -1,0 +1,541 @@
+"""The ``scanpy-autotune`` console command.
+
+``scanpy-autotune tune IN.h5ad -o OUT.h5ad [options]`` runs
+:func:`scanpy_autotune.tl.autotune` on a file and writes the result (with
+``uns["autotune"]`` and ``obsm["X_autotune"]``) and, with ``--plots DIR``,
+every :mod:`scanpy_autotune.pl` figure as PNG. ``scanpy-autotune demo`` runs a
+short real search on the 700 PBMC cells that ship with Scanpy and prints the
+best configuration and its gain over the default one.
+
+Bad input ends the command with one line on stderr
+(``scanpy-autotune: error: ...``) and exit code 2; ``--verbose`` adds the
+traceback. Ctrl-C ends it with exit code 130, after writing the trials that
+finished. Unlike the library, this module prints (the results, to stdout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+logger = logging.getLogger("scanpy_autotune")
+
+PROG = "scanpy-autotune"
+KEY = "autotune"
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+PLOTS = ("trial_history", "sensitivity", "optimization_history", "param_importance")
+_SHORTHAND_TUPLES = ("log", "int", "uniform")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{PROG}: error: {message} (see {self.prog} --help)\n")
+
+
+# ---------------------------------------------------------------------------
+# Arguments
+# ---------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def parse_gpus(text: str) -> str | int | list[int] | None:
+    """``--gpus``: ``all``, ``none``, a count (``2``) or indices (``0,2``).
+
+    Parameters
+    ----------
+    text
+        The option's value.
+
+    Returns
+    -------
+    The ``gpus`` argument of :func:`scanpy_autotune.tl.autotune`.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        For anything else.
+    """
+    value = text.strip().lower()
+    if value == "all":
+        return "all"
+    if value in ("none", "0", "cpu"):
+        return None
+    try:
+        if "," in value:
+            indices = [int(part) for part in value.split(",") if part.strip()]
+            if not indices or min(indices) < 0:
+                raise ValueError
+            return indices
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use 'all', 'none', a number of GPUs or indices like '0,2'"
+        ) from None
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return count
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``tune`` and ``demo``."""
+    parser.add_argument(
+        "--max-evals", type=_positive_int, metavar="N",
+        help="number of trials in total, those resumed from --journal included "
+        "(default: 100 for tune, 12 for demo)",
+    )
+    parser.add_argument(
+        "--max-epochs", type=_positive_int, metavar="N",
+        help="epoch cap per trial (trials stop early when the validation ELBO stalls); "
+        "default: min(400, 400 * 20000 / cells) for tune, 60 for demo",
+    )
+    parser.add_argument(
+        "--workers", type=_positive_int, metavar="N",
+        help="trials run at once; default one per GPU slot, or one per CPU core "
+        "(with --scheduler: the cluster's GPU resources or threads)",
+    )
+    parser.add_argument(
+        "--gpus", type=parse_gpus, default="all", metavar="WHICH",
+        help="GPUs to use: 'all' visible (default), 'none' for the CPU only, a number, "
+        "or indices such as '0,2'",
+    )
+    parser.add_argument(
+        "--trials-per-gpu", type=_positive_int, default=1, metavar="N",
+        help="trials sharing each GPU (default 1)",
+    )
+    parser.add_argument(
+        "--scheduler", metavar="ADDRESS",
+        help="run the trials on a Dask cluster (pip install scanpy-autotune[dask]) through "
+        "its scheduler, e.g. tcp://10.0.0.1:8786; GPU workers are those started with "
+        "--resources GPU=1",
+    )
+    parser.add_argument(
+        "--seed", type=_non_negative_int, default=0, metavar="N",
+        help="seed of the cell split, of TPE and of each trial's training (default 0)",
+    )
+    parser.add_argument(
+        "--pruner", choices=("none", "asha", "median"), default="none",
+        help="stop unpromising trials early at rungs of their validation ELBO (default none)",
+    )
+    parser.add_argument(
+        "--timeout", type=_positive_float, metavar="SECONDS",
+        help="start no trial after this many seconds and abandon the running ones",
+    )
+    parser.add_argument(
+        "--n-mc", type=_positive_int, default=100, metavar="N",
+        help="importance samples per cell for the held-out -log p(x) loss (default 100)",
+    )
+    parser.add_argument(
+        "--plots", type=Path, metavar="DIR",
+        help="write every sat.pl figure (trial_history, sensitivity, optimization_history, "
+        "param_importance) as PNG into DIR",
+    )
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "-q", "--quiet", action="store_true",
+        help="no progress bar, errors only in the log",
+    )
+    verbosity.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="log every trial, and show tracebacks of errors",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``scanpy-autotune`` argument parser (``tune`` and ``demo``)."""
+    parser = _Parser(
+        prog=PROG,
+        description="Hyperparameter search (asynchronous TPE) for scVI-style variational "
+        "autoencoders on AnnData files.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    tune = commands.add_parser(
+        "tune",
+        help="search hyperparameters on an .h5ad file and write the result",
+        description="Search hyperparameters of the scVI model on the counts of IN.h5ad; write "
+        "IN with uns['autotune'] (every trial, the best one, the histories) and "
+        "obsm['X_autotune'] (latent of the best model) to OUT.h5ad. The loss is the "
+        "held-out -log p(x) per cell (lower is better).",
+    )
+    tune.add_argument("input", type=Path, metavar="IN.h5ad", help="cells x genes with raw counts")
+    tune.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="OUT.h5ad",
+        help="where to write the result (IN with the search's results)",
+    )
+    tune.add_argument("--layer", help="layer with the raw counts (default: X)")
+    tune.add_argument("--batch-key", metavar="COLUMN", help="column of obs with a batch covariate")
+    tune.add_argument(
+        "--journal", type=Path, metavar="PATH",
+        help="JSON-lines log of finished trials; running again with the same journal resumes",
+    )
+    tune.add_argument(
+        "--space", type=Path, metavar="SPACE.json",
+        help='search space as JSON in the shorthand of sat.tl.autotune, e.g. '
+        '{"n_hidden": [64, 128], "lr": ["log", 1e-4, 1e-2], "n_layers": ["int", 1, 3], '
+        '"dispersion": "gene"}: a list is a choice, ["log"|"int"|"uniform", low, high] a '
+        'range, ["choice", [...]] a choice, a bare value fixed (default: the scVI space)',
+    )
+    tune.add_argument(
+        "--shared-input", action="store_true",
+        help="with --scheduler: the Dask workers read IN.h5ad themselves (it must be on "
+        "storage they share) instead of receiving the counts from this process",
+    )
+    _add_common(tune)
+    tune.set_defaults(handler=_tune, max_evals=100)
+
+    demo = commands.add_parser(
+        "demo",
+        help="a short real search on 700 PBMC cells (Scanpy's pbmc68k_reduced counts)",
+        description="Run a short real search on the counts behind scanpy's pbmc68k_reduced "
+        "(700 cells x 765 genes, offline) and print the best configuration and its gain "
+        "over the default configuration.",
+    )
+    demo.add_argument(
+        "-o", "--output", type=Path, metavar="OUT.h5ad", help="also write the result there",
+    )
+    _add_common(demo)
+    demo.set_defaults(handler=_demo, max_evals=12, max_epochs=60)
+    return parser
+
+
+# ---------------------------------------------------------------------------
+# Input
+# ---------------------------------------------------------------------------
+
+
+def space_from_json(spec: Any) -> dict[str, Any]:
+    """Turn a space read from JSON into the shorthand of :func:`~scanpy_autotune.tl.autotune`.
+
+    JSON has no tuples: ``["log", 1e-4, 1e-2]`` (also ``"int"``, ``"uniform"``)
+    and ``["choice", [...]]`` become tuples, other lists stay choices.
+
+    Parameters
+    ----------
+    spec
+        The parsed JSON.
+
+    Returns
+    -------
+    dict
+        The space.
+
+    Raises
+    ------
+    ValueError
+        When ``spec`` is not an object.
+    """
+    if not isinstance(spec, dict):
+        raise ValueError(f"the space must be a JSON object of hyperparameters, got {type(spec).__name__}")
+    space: dict[str, Any] = {}
+    for name, value in spec.items():
+        if isinstance(value, list) and len(value) == 3 and value[0] in _SHORTHAND_TUPLES:
+            value = tuple(value)
+        elif (
+            isinstance(value, list) and len(value) == 2 and value[0] == "choice"
+            and isinstance(value[1], list)
+        ):
+            value = ("choice", value[1])
+        space[name] = value
+    return space
+
+
+def _read_space(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"--space {path}: no such file")
+    try:
+        spec = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"--space {path}: not valid JSON ({err})") from None
+    return space_from_json(spec)
+
+
+def _read_h5ad(path: Path):
+    import anndata as ad
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not an .h5ad file")
+    try:
+        return ad.read_h5ad(path)
+    except Exception as err:  # h5py and anndata raise many kinds for a file that is not .h5ad
+        raise ValueError(f"cannot read {path} as an .h5ad file: {err}") from None
+
+
+def _check_output(path: Path, what: str) -> Path:
+    if path.exists() and path.is_dir():
+        raise ValueError(f"{what} {path} is a directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------
+
+
+def write_plots(adata: Any, directory: str | Path, key: str = KEY) -> list[Path]:
+    """Write every :mod:`scanpy_autotune.pl` figure of ``adata.uns[key]`` as PNG.
+
+    A figure that cannot be drawn (``param_importance`` needs at least five
+    successful trials) is skipped with a warning.
+
+    Parameters
+    ----------
+    adata
+        An AnnData after :func:`scanpy_autotune.tl.autotune`.
+    directory
+        Created if needed.
+    key
+        The results' key in ``adata.uns``.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import pl
+
+    folder = Path(directory).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in PLOTS:
+        path = folder / f"{name}.png"
+        try:
+            getattr(pl, name)(adata, key=key, show=False, save=str(path))
+        except (ValueError, ImportError) as err:
+            logger.warning("skipped the %s plot: %s", name, err)
+            continue
+        finally:
+            plt.close("all")
+        written.append(path)
+    return written
+
+
+def _summary(adata: Any, key: str = KEY) -> str:
+    """The best configuration and its gain over the default, as text."""
+    uns = adata.uns[key]
+    trials = uns["trials"]
+    best, default = uns["best"], uns.get("default")
+    counts = trials["status"].value_counts()
+    lines = [
+        f"{len(trials)} trials: " + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("ok", "pruned", "fail"))
+    ]
+    if int(best["trial_id"]) < 0:
+        lines.append("no trial succeeded; see uns['autotune']['trials']['error']")
+        return "\n".join(lines)
+    lines.append(f"best configuration (trial {int(best['trial_id'])}):")
+    params = dict(best["params"])
+    width = max(len(name) for name in params) if params else 0
+    lines += [f"  {name:<{width}}  {_format_value(value)}" for name, value in sorted(params.items())]
+    loss = float(best["loss"])
+    if default is not None and math.isfinite(float(default["loss"])):
+        reference = float(default["loss"])
+        gain = 100.0 * (reference - loss) / abs(reference)
+        lines.append(
+            f"held-out -log p(x) per cell: {loss:.3f} (default configuration {reference:.3f}); "
+            f"gain over the default: {gain:.2f}%"
+        )
+    else:
+        lines.append(f"held-out -log p(x) per cell: {loss:.3f} (the default configuration was not evaluated)")
+    return "\n".join(lines)
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+# ---------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------
+
+
+def _search_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs: dict[str, Any] = dict(
+        max_evals=args.max_evals,
+        max_epochs=args.max_epochs,
+        n_workers=args.workers,
+        gpus=args.gpus,
+        trials_per_gpu=args.trials_per_gpu,
+        seed=args.seed,
+        timeout=args.timeout,
+        n_mc=args.n_mc,
+        pruner=None if args.pruner == "none" else args.pruner,
+        progress=not args.quiet,
+    )
+    if args.scheduler:
+        kwargs.update(backend="dask", scheduler=args.scheduler)
+    return kwargs
+
+
+def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> int:
+    """Search, then write the output and the plots; on Ctrl-C write what finished."""
+    from . import tl
+
+    try:
+        tl.autotune(adata, **kwargs)
+    except KeyboardInterrupt:
+        trials = adata.uns.get(KEY, {}).get("trials")
+        if output is not None and trials is not None and len(trials):
+            adata.write_h5ad(output)
+            print(f"{PROG}: interrupted; wrote {len(trials)} finished trial(s) to {output}", file=sys.stderr)
+        else:
+            print(f"{PROG}: interrupted before any trial finished", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if output is not None:
+        adata.write_h5ad(output)
+    print(_summary(adata))
+    if output is not None:
+        print(f"wrote {output}")
+    if plots is not None:
+        written = write_plots(adata, plots)
+        print(f"wrote {len(written)} plot(s) to {plots}")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    space = _read_space(args.space) if args.space is not None else None
+    if args.shared_input and not args.scheduler:
+        raise ValueError("--shared-input needs --scheduler")
+    output = _check_output(args.output, "-o")
+    if args.plots is not None and args.plots.exists() and not args.plots.is_dir():
+        raise ValueError(f"--plots {args.plots} is a file, not a directory")
+    adata = _read_h5ad(args.input)
+    kwargs = _search_kwargs(args)
+    if args.shared_input:
+        kwargs["data_path"] = args.input
+    if args.journal is not None:
+        kwargs["journal"] = _check_output(args.journal, "--journal")
+    return _run(
+        adata, output, args.plots, layer=args.layer, batch_key=args.batch_key, space=space, **kwargs
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from . import datasets
+
+    output = _check_output(args.output, "-o") if args.output is not None else None
+    adata = datasets.pbmc68k_counts()
+    print(
+        f"{PROG} demo: {args.max_evals} trials on pbmc68k_counts ({adata.n_obs} cells x "
+        f"{adata.n_vars} genes), at most {args.max_epochs} epochs each",
+        flush=True,
+    )
+    return _run(adata, output, args.plots, **_search_kwargs(args))
+
+
+def _configure_logging(args: argparse.Namespace) -> Any:
+    """Log the package to stderr at the level of ``--quiet``/``--verbose``; returns an undo."""
+    level = logging.ERROR if args.quiet else logging.INFO if args.verbose else logging.WARNING
+    package = logging.getLogger("scanpy_autotune")
+    warnings_logger = logging.getLogger("py.warnings")
+    saved = (package.level, package.propagate, warnings_logger.propagate)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
+    package.addHandler(handler)
+    package.setLevel(level)
+    package.propagate = False
+    logging.captureWarnings(True)
+    quiet_warnings = logging.NullHandler()
+    if not args.verbose:  # library warnings (anndata, torch) would break the one-line errors
+        warnings_logger.addHandler(quiet_warnings)
+        warnings_logger.propagate = False
+
+    def undo() -> None:
+        package.removeHandler(handler)
+        warnings_logger.removeHandler(quiet_warnings)
+        package.level, package.propagate, warnings_logger.propagate = saved
+        logging.captureWarnings(False)
+
+    return undo
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``scanpy-autotune`` with ``argv`` (default: the command line).
+
+    Parameters
+    ----------
+    argv
+        Arguments after the program name.
+
+    Returns
+    -------
+    int
+        The exit code: 0, 2 for bad input, 130 after Ctrl-C.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, usage errors
+        return int(done.code or 0)
+    undo_logging = _configure_logging(args)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, OSError, ImportError) as error:  # FileNotFoundError is an OSError
+        if args.verbose:
+            traceback.print_exc()
+        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        undo_logging()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
