@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> None:
     uns = adata.uns["autotune"]
     trials = uns["trials"]
     trials.to_csv(SEARCHES / f"{tag}_trials.csv", index=False)
+    # The search's adata.uns alone, for benchmarks/render_plots.py (plots read only uns).
+    ad.AnnData(uns={"autotune": uns}).write_h5ad(SEARCHES / f"{tag}_uns.h5ad")
     row = {
         "dataset": args.dataset,
         "workers": args.workers,

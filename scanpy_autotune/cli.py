@@ -125,7 +125,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-epochs", type=_positive_int, metavar="N",
         help="epoch cap per trial (trials stop early when the validation ELBO stalls); "
-        "default: min(400, 400 * 20000 / cells) for tune, 60 for demo",
+        "default: min(400, 400 * 20000 / cells) for tune, 40 for demo",
     )
     parser.add_argument(
         "--workers", type=_positive_int, metavar="N",
@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", type=Path, metavar="OUT.h5ad", help="also write the result there",
     )
     _add_common(demo)
-    demo.set_defaults(handler=_demo, max_evals=12, max_epochs=60)
+    demo.set_defaults(handler=_demo, max_evals=12, max_epochs=40)
     return parser
 
 
