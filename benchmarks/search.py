@@ -32,13 +32,15 @@ SEARCHES = RESULTS / "searches"
 def run(args: argparse.Namespace) -> None:
     adata = ad.read_h5ad(DATA / f"{args.dataset}.h5ad")
     tag = f"{args.dataset}_w{args.workers}_{args.pruner}_n{args.max_evals}_s{args.seed}"
+    if args.max_epochs is not None:
+        tag += f"_e{args.max_epochs}"
     SEARCHES.mkdir(parents=True, exist_ok=True)
     journal = SEARCHES / f"{tag}.jsonl"
     if journal.exists() and not args.resume:
         journal.unlink()
     start = time.perf_counter()
     sat.tl.autotune(
-        adata, max_evals=args.max_evals, n_workers=args.workers, gpus=None, seed=args.seed,
+        adata, max_evals=args.max_evals, max_epochs=args.max_epochs, n_workers=args.workers, gpus=None, seed=args.seed,
         pruner=None if args.pruner == "none" else args.pruner, journal=journal, progress=False,
     )
     wall = time.perf_counter() - start
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> None:
 
 def report(_: argparse.Namespace) -> None:
     runs = pd.read_csv(RUNS).drop_duplicates(
-        ["dataset", "workers", "pruner", "max_evals", "seed"], keep="last"
+        ["dataset", "workers", "pruner", "max_evals", "max_epochs", "seed"], keep="last"
     )
     columns = ["dataset", "workers", "pruner", "max_evals", "max_epochs", "wall_s", "trials_per_hour",
                "mean_epochs", "ok", "pruned", "failed", "default_loss", "best_loss", "gain_%"]
@@ -126,6 +128,7 @@ def main() -> None:
     r.add_argument("--pruner", default="none", choices=["none", "asha", "median"])
     r.add_argument("--max-evals", type=int, default=100)
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--max-epochs", type=int, default=None, help="default: sat.tl.default_max_epochs")
     r.add_argument("--resume", action="store_true", help="keep an existing journal and resume it")
     sub.add_parser("report")
     args = parser.parse_args()
