@@ -121,6 +121,21 @@ def _interrupt_when(journal: Path, n_trials: int) -> threading.Thread:
     return thread
 
 
+def _worker_children() -> list[int]:
+    """Worker processes of this test process that are still running."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == os.getpid() and "_search._worker" in cmdline and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
 def _journal_trials(journal: Path) -> list[dict]:
     lines = [json.loads(line) for line in journal.read_text().splitlines()]
     return [line for line in lines if line["kind"] == "trial"]
@@ -133,6 +148,7 @@ def test_ctrl_c_keeps_trials_and_resume_completes(small, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         sat.tl.autotune(small, max_evals=max_evals, n_workers=2, journal=journal, **SMALL)
     watcher.join()
+    assert _worker_children() == []  # Ctrl-C stopped the workers
     kept = _journal_trials(journal)
     assert 2 <= len(kept) < max_evals
     trials = small.uns["autotune"]["trials"]

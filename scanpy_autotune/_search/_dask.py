@@ -9,11 +9,16 @@ next ask.
 
 Data
     The :class:`._objective.TrialContext` is scattered to every worker once
-    (``broadcast=True``). With ``data_path=`` the workers read the ``.h5ad``
-    themselves from shared storage (checked against the driver's fingerprint)
-    and only a light context (split and settings) is scattered. Each worker
-    process keeps the context and its device tensors in a module-level cache,
-    so a worker that runs many trials reads and converts the data once.
+    (``broadcast=True``) and published under a per-search name. With
+    ``data_path=`` the workers read the ``.h5ad`` themselves from shared
+    storage (checked against the driver's fingerprint) and only a light
+    context (split and settings) is scattered. A task carries only a small
+    reference: each worker process fetches the payload on its first trial and
+    keeps the context and its device tensors in a module-level cache, so the
+    data reaches a worker once however many trials it runs (the tasks do not
+    depend on the scattered key, which Dask's active memory manager would
+    otherwise reduce to one replica and ship again per trial). If every
+    worker holding the payload dies, the driver scatters it again.
 Slots
     Workers that declare a ``GPU`` resource (``dask worker ... --resources
     GPU=1``) run one trial per unit of it, on ``"cuda"``; otherwise every
@@ -36,6 +41,7 @@ raises an :class:`ImportError` naming ``pip install scanpy-autotune[dask]``.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import threading
 import time
@@ -58,6 +64,9 @@ WAIT_FOR_WORKERS_S = 30.0
 QUEUE_POLL_S = 0.1
 # Contexts (searches) a worker process keeps in memory.
 _KEEP_CONTEXTS = 2
+# How long a worker tries to fetch the search's data (the driver re-sends it after a loss).
+FETCH_TIMEOUT_S = 120.0
+FETCH_TRY_S = 5.0
 
 
 def import_distributed() -> Any:
@@ -85,34 +94,84 @@ def import_distributed() -> Any:
 
 @dataclass
 class _Payload:
-    """What is scattered to the workers once per search."""
+    """What each worker process needs once per search (sent by Dask's ``scatter``)."""
 
     context_id: str
     context: TrialContext  # without data when the workers read ``data_path``
     data_path: str | None
     fingerprint: str
+
+
+@dataclass(frozen=True)
+class _PayloadRef:
+    """What each task carries instead of the payload: where to get it the first time."""
+
+    context_id: str
+    dataset: str  # name under which the driver published the scattered payload
     prefix: str  # of the search's queue names
 
 
 _CONTEXTS: OrderedDict[str, TrialContext] = OrderedDict()
 _LOCK = threading.Lock()
 _THREADS_SET = {"done": False}
+_FETCHES = {"n": 0}  # payloads this worker process fetched (see fetch_count)
 
 
-def _worker_context(payload: _Payload) -> TrialContext:
-    """The search's context in this worker process: built on first use, then cached."""
+def _worker_context(ref: _PayloadRef, key: str | None = None) -> TrialContext:
+    """The search's context in this worker process: fetched on first use, then cached.
+
+    The tasks do not take the scattered payload as a dependency: Dask's active
+    memory manager drops the replicas of a broadcast that no queued task needs,
+    so the payload would travel again to a worker for a later trial. Here each
+    worker process fetches it once and keeps it for every trial of the search.
+    """
     with _LOCK:
-        context = _CONTEXTS.get(payload.context_id)
+        context = _CONTEXTS.get(ref.context_id)
         if context is None:
+            payload = _fetch_payload(ref, key)
             context = payload.context
             if payload.data_path is not None:
                 context = replace(context, data=_read_counts(payload), _counts={})
-            _CONTEXTS[payload.context_id] = context
+            _CONTEXTS[ref.context_id] = context
             while len(_CONTEXTS) > _KEEP_CONTEXTS:
                 _CONTEXTS.popitem(last=False)
         else:
-            _CONTEXTS.move_to_end(payload.context_id)
+            _CONTEXTS.move_to_end(ref.context_id)
         return context
+
+
+def _fetch_payload(ref: _PayloadRef, key: str | None = None) -> _Payload:
+    """Get the published payload; waits while the driver sends it again after a loss.
+
+    Gives up at once when the search has ended (the name is no longer
+    published) or the task ``key`` was cancelled.
+    """
+    from distributed import get_client
+
+    client = get_client()
+    _FETCHES["n"] += 1
+    deadline = time.monotonic() + FETCH_TIMEOUT_S
+    while True:
+        try:
+            published = client.get_dataset(ref.dataset)
+        except KeyError as err:
+            raise RuntimeError(f"the search {ref.context_id} has ended on the driver") from err
+        try:
+            return published.result(timeout=FETCH_TRY_S)
+        except Exception as err:  # lost with its worker (a timeout): the driver sends it again
+            if time.monotonic() > deadline or (key is not None and _task_cancelled(key)):
+                raise RuntimeError(
+                    f"could not fetch the search's data from the cluster: {type(err).__name__}: {err}"
+                ) from err
+            time.sleep(QUEUE_POLL_S)
+
+
+def _task_cancelled(key: str) -> bool:
+    """Whether the scheduler released the task ``key`` running in this worker (cancelled)."""
+    from distributed import get_worker
+
+    task = get_worker().state.tasks.get(key)
+    return task is None or task.state in ("cancelled", "released", "forgotten")
 
 
 def _read_counts(payload: _Payload):
@@ -133,17 +192,22 @@ def _read_counts(payload: _Payload):
     return data
 
 
+def fetch_count() -> int:
+    """How many times this worker process fetched a search's data (``client.run(fetch_count)``)."""
+    return _FETCHES["n"]
+
+
 def _forget_context(context_id: str) -> None:
     """Drop a finished search's context from this worker process (run by ``client.run``)."""
     with _LOCK:
         _CONTEXTS.pop(context_id, None)
 
 
-def _prepare_worker(payload: _Payload) -> str:
-    """Load the data of ``payload`` into this worker's cache; returns the worker's address."""
+def _prepare_worker(ref: _PayloadRef) -> str:
+    """Load the search's data into this worker's cache; returns the worker's address."""
     from distributed import get_worker
 
-    _worker_context(payload)
+    _worker_context(ref)
     return get_worker().address
 
 
@@ -201,10 +265,7 @@ class _QueueLink:
     def is_cancelled(self) -> bool:
         """Whether the scheduler released this task (cancelled by the driver)."""
         if not self.cancelled:
-            from distributed import get_worker
-
-            task = get_worker().state.tasks.get(self.key)
-            self.cancelled = task is None or task.state in ("cancelled", "released", "forgotten")
+            self.cancelled = _task_cancelled(self.key)
         return self.cancelled
 
     def close(self) -> None:
@@ -228,7 +289,7 @@ def _count_attempt(prefix: str, trial_id: int) -> int:
         attempts.close()
 
 
-def _run_trial(payload: _Payload, trial_id: int, params: dict, rungs: list[int], key: str) -> tuple:
+def _run_trial(ref: _PayloadRef, trial_id: int, params: dict, rungs: list[int], key: str) -> tuple:
     """One trial as a Dask task.
 
     Returns
@@ -242,14 +303,14 @@ def _run_trial(payload: _Payload, trial_id: int, params: dict, rungs: list[int],
     from ._objective import evaluate_trial
     from ._worker import RungReporter
 
-    attempt = _count_attempt(payload.prefix, trial_id)
+    attempt = _count_attempt(ref.prefix, trial_id)
     if attempt > MAX_ATTEMPTS:
         return ("exhausted", trial_id, attempt)
     device = _worker_device()
-    context = _worker_context(payload)
+    context = _worker_context(ref, key)
     with _LOCK:  # threads of one worker build the device tensors once
         context.counts(device)
-    link = _QueueLink(payload.prefix, trial_id, attempt, key)
+    link = _QueueLink(ref.prefix, trial_id, attempt, key)
     rung_reporter = RungReporter(link, trial_id, rungs)
 
     def reporter(epoch: int, train_elbo: float, validation_elbo: float) -> bool:
@@ -269,6 +330,15 @@ def _run_trial(payload: _Payload, trial_id: int, params: dict, rungs: list[int],
 # ---------------------------------------------------------------------------
 # The driver side
 # ---------------------------------------------------------------------------
+
+
+def _workers_info(client: Any) -> dict:
+    """Address -> info (``nthreads``, ``resources``) of every worker of the cluster."""
+    try:
+        info = client.scheduler_info(n_workers=-1)  # newer distributed lists 5 by default
+    except TypeError:  # older distributed lists all of them and has no n_workers
+        info = client.scheduler_info()
+    return info["workers"]
 
 
 @dataclass
@@ -314,7 +384,7 @@ class DaskBackend:
         self.client = client
         self.own_client = own_client
         self.data_path = data_path
-        workers = client.scheduler_info(n_workers=-1)["workers"]
+        workers = _workers_info(client)
         gpus = sum(float(w.get("resources", {}).get("GPU", 0)) for w in workers.values())
         threads = sum(int(w.get("nthreads", 0)) for w in workers.values())
         self.resources = {"GPU": 1} if gpus > 0 else None
@@ -330,6 +400,7 @@ class DaskBackend:
         self._ended: set[int] = set()
         self._payload: _Payload | None = None
         self._payload_future: Any = None
+        self._ref: _PayloadRef | None = None
         self._reports: Any = None
         self._prefix = ""
 
@@ -370,6 +441,7 @@ class DaskBackend:
             Without a client or a scheduler, with both, with a bad argument,
             when the scheduler cannot be reached or the cluster has no workers.
         """
+        distributed = import_distributed()
         if client is None and scheduler is None:
             raise ValueError(
                 "backend='dask' needs a cluster: pass client=distributed.Client(...) or "
@@ -378,7 +450,8 @@ class DaskBackend:
         if client is not None and scheduler is not None:
             raise ValueError("backend='dask': pass either client= or scheduler=, not both.")
         if n_workers is not None and (
-            isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1
+            isinstance(n_workers, bool) or not isinstance(n_workers, numbers.Integral)
+            or n_workers < 1
         ):
             raise ValueError(f"n_workers={n_workers!r} must be an integer >= 1.")
         if data_path is not None:
@@ -388,7 +461,6 @@ class DaskBackend:
                     f"data_path={data_path!r} is not a file; it must be an .h5ad on storage "
                     "that the driver and the workers share."
                 )
-        distributed = import_distributed()
         own = False
         if client is None:
             if not isinstance(scheduler, str) or not scheduler:
@@ -403,7 +475,7 @@ class DaskBackend:
         if client.asynchronous:
             raise ValueError("backend='dask' needs a synchronous distributed.Client.")
         try:
-            if not client.scheduler_info(n_workers=-1)["workers"]:
+            if not _workers_info(client):
                 client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS_S)
             return cls(client, own_client=own, data_path=data_path, n_workers=n_workers)
         except (OSError, TimeoutError) as err:
@@ -427,11 +499,12 @@ class DaskBackend:
         self._prefix = f"scanpy-autotune-{search_id}"
         fingerprint = context.data.fingerprint()
         scattered = context if self.data_path is None else replace(context, data=None, _counts={})
-        self._payload = _Payload(search_id, scattered, self.data_path, fingerprint, self._prefix)
+        self._payload = _Payload(search_id, scattered, self.data_path, fingerprint)
+        self._ref = _PayloadRef(search_id, f"{self._prefix}-payload", self._prefix)
+        self._reports = Queue(f"{self._prefix}-reports", client=self.client)
+        self._send_payload()
         if self.data_path is not None:
             self._prepare_workers()
-        self._reports = Queue(f"{self._prefix}-reports", client=self.client)
-        self._payload_future = self.client.scatter(self._payload, broadcast=True, hash=False)
         logger.debug("dask: search %s sent to %d worker(s)", search_id, len(self._workers()))
 
     def free_slots(self) -> int:
@@ -467,6 +540,7 @@ class DaskBackend:
 
         if not self._running:
             return []
+        self._check_payload()
         deadline = time.monotonic() + timeout
         while True:
             events = self._rung_reports() + self._finished()
@@ -478,7 +552,7 @@ class DaskBackend:
                 wait(futures, timeout=min(QUEUE_POLL_S * 2, remaining), return_when="FIRST_COMPLETED")
             except TimeoutError:
                 pass
-            except Exception:  # a cancelled future (its data was lost): _finished() sees it
+            except Exception:  # a cancelled future: _finished() sees it
                 time.sleep(QUEUE_POLL_S)
 
     def shutdown(self, kill: bool = False) -> None:
@@ -493,8 +567,9 @@ class DaskBackend:
             if self._reports is not None:
                 self._reports.close()
             if self._payload_future is not None:
+                self.client.unpublish_dataset(self._ref.dataset)
                 self._payload_future.release()
-                self.client.run(_forget_context, self._payload.context_id)
+                self.client.run(_forget_context, self._ref.context_id)
         except Exception as err:  # best effort; the cluster may be gone
             logger.debug("dask: cleanup after the search failed: %s", err)
         finally:
@@ -507,13 +582,13 @@ class DaskBackend:
     # -- helpers ---------------------------------------------------------------------
 
     def _workers(self) -> dict:
-        return self.client.scheduler_info(n_workers=-1)["workers"]
+        return _workers_info(self.client)
 
     def _prepare_workers(self) -> None:
         """Have every worker read ``data_path`` now, so a wrong file fails before any trial."""
         futures = [
             self.client.submit(
-                _prepare_worker, self._payload, key=f"{self._prefix}-prepare-{i}",
+                _prepare_worker, self._ref, key=f"{self._prefix}-prepare-{i}",
                 workers=[address], allow_other_workers=False, pure=False,
             )
             for i, address in enumerate(self._workers())
@@ -526,13 +601,22 @@ class DaskBackend:
                 f"{type(err).__name__}: {err}"
             ) from err
 
+    def _send_payload(self) -> None:
+        """Scatter the payload to every worker and publish it for workers that start later."""
+        self._payload_future = self.client.scatter(self._payload, broadcast=True, hash=False)
+        self.client.publish_dataset(self._payload_future, name=self._ref.dataset, override=True)
+
+    def _check_payload(self) -> None:
+        """Send the payload again when every worker that held it died."""
+        if self._payload_future is not None and self._payload_future.status != "finished":
+            logger.warning("dask: the search's data was lost with its workers; sending it again")
+            self._send_payload()
+
     def _submit_task(self, trial_id: int, running: _Running) -> Any:
-        if self._payload_future.status != "finished":  # every copy was lost with its worker
-            logger.warning("dask: the search's data was lost on the workers; sending it again")
-            self._payload_future = self.client.scatter(self._payload, broadcast=True, hash=False)
+        self._check_payload()
         key = f"{self._prefix}-trial-{trial_id}-{running.submissions}"
         return self.client.submit(
-            _run_trial, self._payload_future, trial_id, running.params, running.rungs, key,
+            _run_trial, self._ref, trial_id, running.params, running.rungs, key,
             key=key, pure=False, retries=0, resources=self.resources,
         )
 
@@ -589,13 +673,14 @@ class DaskBackend:
                     )
                 return self._died(trial_id, f"Cancelled: trial {trial_id} was cancelled on its worker")
         elif future.status == "cancelled":
-            error = RuntimeError(
-                "the task was cancelled by the scheduler (its worker died and took the search's "
-                "data with it)"
-            )
+            error = RuntimeError("the task was cancelled on the cluster")
         else:
             error = future.exception()
         started = self._attempts_started(running)
+        logger.debug(
+            "dask: trial %d ended with %s after %d submission(s), %d start(s)",
+            trial_id, future.status, running.submissions, started,
+        )
         if running.submissions < MAX_ATTEMPTS and started < MAX_ATTEMPTS:
             logger.warning(
                 "trial %d: its Dask task failed (%s: %s); retrying it once",
@@ -605,7 +690,7 @@ class DaskBackend:
             running.reply = None
             running.future = self._submit_task(trial_id, running)
             return None
-        if isinstance(error, KilledWorker) or future.status == "cancelled":
+        if isinstance(error, KilledWorker):
             message = (
                 f"WorkerDied: the Dask worker running trial {trial_id} died during the trial "
                 f"and its retry (killed from outside or out of memory; {error})"

@@ -1,0 +1,201 @@
+"""The ``scanpy-autotune`` command, end to end on a real ``.h5ad``."""
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import scanpy_autotune as sat
+from scanpy_autotune import cli
+from scanpy_autotune._results import read_results
+
+PBMC = "pbmc68k_counts_700x765.h5ad"
+SPACE = {"n_hidden": [32, 64], "lr": ["log", 1e-3, 1e-2], "n_layers": ["int", 1, 2],
+         "dispersion": "gene"}
+
+
+@pytest.fixture(scope="module")
+def tuned(shared_data_dir, tmp_path_factory):
+    """One real ``tune`` run (in-process) with most options, shared by the tests that read it."""
+    source = shared_data_dir / PBMC
+    if not source.exists():
+        pytest.skip(f"{source} not found")
+    folder = tmp_path_factory.mktemp("cli")
+    space = folder / "space.json"
+    space.write_text(json.dumps(SPACE))
+    out, plots, journal = folder / "out" / "tuned.h5ad", folder / "plots", folder / "search.jsonl"
+    argv = [
+        "tune", str(source), "-o", str(out), "--max-evals", "5", "--max-epochs", "3",
+        "--n-mc", "5", "--workers", "2", "--gpus", "none", "--seed", "1",
+        "--space", str(space), "--journal", str(journal), "--plots", str(plots), "--quiet",
+    ]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = cli.main(argv)
+    return dict(code=code, out=out, plots=plots, journal=journal, stdout=stdout.getvalue(),
+                source=source)
+
+
+def test_tune_writes_the_schema_and_the_plots(tuned):
+    assert tuned["code"] == 0
+    adata = ad.read_h5ad(tuned["out"])
+    source = ad.read_h5ad(tuned["source"])
+    assert adata.shape == source.shape and list(adata.obs_names) == list(source.obs_names)
+    uns = adata.uns["autotune"]
+    assert {"trials", "history", "best", "default", "params"} <= set(uns)
+    results = read_results(adata)  # validates the schema
+    trials = results.trials
+    assert sorted(trials["trial_id"]) == list(range(5))
+    assert {"trial_id", "status", "loss", "elbo_train", "elbo_heldout", "n_epochs", "best_epoch",
+            "n_params", "duration_s", "device", "error", "n_hidden", "lr", "n_layers"} <= set(trials)
+    assert set(trials["n_hidden"]) <= {32, 64, 128}  # 128: the default trial
+    searched = trials[~trials["is_default"].astype(bool)]
+    assert searched["lr"].between(1e-3, 1e-2).all() and searched["n_layers"].isin([1, 2]).all()
+    assert (trials["dispersion"] == "gene").all()
+    best = uns["best"]
+    assert adata.obsm["X_autotune"].shape == (adata.n_obs, int(best["params"].get("n_latent", 10)))  # 10: not searched
+    assert np.isfinite(adata.obsm["X_autotune"]).all()
+    assert uns["params"]["max_evals"] == 5 and uns["params"]["seed"] == 1
+    pngs = sorted(p.name for p in tuned["plots"].iterdir())
+    expected = {f"{name}.png" for name in cli.PLOTS}
+    ok = int((trials["status"] == "ok").sum())
+    if ok < 5:  # param_importance needs five successful trials; it is skipped with a warning
+        expected.discard("param_importance.png")
+    assert set(pngs) == expected
+    for png in pngs:
+        assert (tuned["plots"] / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "best configuration" in tuned["stdout"] and "gain over the default" in tuned["stdout"]
+    journal = [json.loads(line) for line in tuned["journal"].read_text().splitlines()]
+    assert sum(line["kind"] == "trial" for line in journal) == 5
+
+
+def test_tune_again_on_the_journal_resumes(tuned, capsys):
+    """All trials are in the journal: nothing is re-run, the output is written again."""
+    out = tuned["out"].with_name("again.h5ad")
+    argv = [
+        "tune", str(tuned["source"]), "-o", str(out), "--max-evals", "5", "--max-epochs", "3",
+        "--n-mc", "5", "--workers", "1", "--gpus", "none", "--seed", "1",
+        "--space", str(tuned["out"].parent.parent / "space.json"),
+        "--journal", str(tuned["journal"]), "--quiet",
+    ]
+    assert cli.main(argv) == 0
+    first = ad.read_h5ad(tuned["out"]).uns["autotune"]["trials"]
+    again = ad.read_h5ad(out).uns["autotune"]["trials"]
+    np.testing.assert_allclose(first["loss"], again["loss"])
+
+
+def test_bad_input_file_is_one_line_and_exit_2(tmp_path):
+    """In a real subprocess: no traceback, one line on stderr, exit code 2."""
+    bad = tmp_path / "notes.h5ad"
+    bad.write_text("this is not an h5ad file\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "scanpy_autotune.cli", "tune", str(bad), "-o", str(tmp_path / "o.h5ad")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in run.stderr
+    assert lines[0].startswith("scanpy-autotune: error: ") and "notes.h5ad" in lines[0]
+    assert not (tmp_path / "o.h5ad").exists()
+
+
+def _negative_counts(path, cortex):
+    sub = cortex[:50].copy()
+    sub.X = sp.csr_matrix(sub.X.multiply(-1))
+    sub.write_h5ad(path)
+
+
+@pytest.mark.parametrize(
+    "make, extra, message",
+    [
+        ("negative", [], "negative"),
+        ("missing", [], "no such file"),
+        ("ok", ["--layer", "counts"], "layer='counts'"),
+        ("ok", ["--space", "SPACE"], "Unknown hyperparameter"),
+        ("ok", ["--space", "NOTJSON"], "not valid JSON"),
+        ("ok", ["--max-evals", "0"], "--max-evals"),
+        ("ok", ["--gpus", "lots"], "--gpus"),
+        ("ok", ["--shared-input"], "--shared-input needs --scheduler"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(cortex, tmp_path, capsys, make, extra, message):
+    path = tmp_path / "in.h5ad"
+    if make == "negative":
+        _negative_counts(path, cortex)
+    elif make == "ok":
+        cortex[:50].copy().write_h5ad(path)
+    (tmp_path / "space.json").write_text(json.dumps({"n_hiden": [1, 2]}))
+    (tmp_path / "bad.json").write_text("{n_hidden: [1, 2]")
+    extra = [
+        str(tmp_path / "space.json") if a == "SPACE" else str(tmp_path / "bad.json") if a == "NOTJSON" else a
+        for a in extra
+    ]
+    code = cli.main(["tune", str(path), "-o", str(tmp_path / "out.h5ad"), "--quiet", *extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err and message in lines[0]
+    assert lines[0].startswith("scanpy-autotune: error:")
+    assert not (tmp_path / "out.h5ad").exists()
+
+
+def test_help_explains_every_option(capsys):
+    assert cli.main(["tune", "--help"]) == 0
+    text = capsys.readouterr().out
+    for option in ["IN.h5ad", "-o", "--layer", "--batch-key", "--max-evals", "--max-epochs",
+                   "--workers", "--gpus", "--trials-per-gpu", "--scheduler", "--journal", "--seed",
+                   "--space", "--plots", "--quiet", "--verbose", "--pruner", "--timeout", "--n-mc"]:
+        assert option in text, option
+    assert cli.main(["demo", "--help"]) == 0
+    assert "--max-evals" in capsys.readouterr().out
+    assert cli.main([]) == 2
+
+
+def test_space_json_shorthand():
+    space = cli.space_from_json({
+        "n_hidden": [64, 128], "lr": ["log", 1e-4, 1e-2], "n_layers": ["int", 1, 3],
+        "dropout_rate": ["uniform", 0.1, 0.5], "reconstruction_loss": ["choice", ["zinb", "nb"]],
+        "dispersion": "gene",
+    })
+    assert space["n_hidden"] == [64, 128] and space["dispersion"] == "gene"
+    assert space["lr"] == ("log", 1e-4, 1e-2) and space["n_layers"] == ("int", 1, 3)
+    assert space["dropout_rate"] == ("uniform", 0.1, 0.5)
+    assert space["reconstruction_loss"] == ("choice", ["zinb", "nb"])
+    with pytest.raises(ValueError, match="JSON object"):
+        cli.space_from_json([1, 2])
+
+
+def test_parse_gpus():
+    assert cli.parse_gpus("all") == "all" and cli.parse_gpus("none") is None
+    assert cli.parse_gpus("2") == 2 and cli.parse_gpus("0,2") == [0, 2]
+
+
+def test_ctrl_c_writes_the_finished_trials_and_exits_130(tuned, tmp_path, monkeypatch, capsys):
+    finished = ad.read_h5ad(tuned["out"]).uns["autotune"]
+
+    def interrupted(adata, **kwargs):
+        adata.uns["autotune"] = finished  # what autotune writes before re-raising Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sat.tl, "autotune", interrupted)
+    out = tmp_path / "partial.h5ad"
+    code = cli.main(["tune", str(tuned["source"]), "-o", str(out), "--quiet"])
+    assert code == 130
+    assert len(ad.read_h5ad(out).uns["autotune"]["trials"]) == 5
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_demo_prints_the_best_configuration_and_its_gain(capsys):
+    code = cli.main(["demo", "--max-evals", "2", "--max-epochs", "1", "--n-mc", "2",
+                     "--workers", "2", "--gpus", "none", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "pbmc68k_counts (700 cells x 765 genes)" in out
+    assert "best configuration (trial" in out
+    assert "gain over the default" in out and "%" in out
