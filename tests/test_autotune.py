@@ -232,3 +232,30 @@ def test_bad_counts_fail_fast(small, corrupt, message):
     with pytest.raises(ValueError, match=message):
         sat.tl.autotune(small, max_evals=2, **SMALL)
     assert "autotune" not in small.uns
+
+
+def test_test_split_refit_and_save_dir(small, tmp_path):
+    """test_size scores the best model once on untouched cells; refit and save_dir give a loadable model."""
+    sat.tl.autotune(small, max_evals=2, n_workers=2, test_size=0.2, refit=True,
+                    save_dir=tmp_path / "best", **SMALL)
+    uns = small.uns["autotune"]
+    split = small.obs["autotune_split"].value_counts()
+    assert split["test"] == round(0.2 * small.n_obs)
+    assert np.isfinite(uns["best"]["test_loss"])
+    model = sat.Model.load(tmp_path / "best")
+    best_params = uns["best"]["params"]
+    assert model.hyperparameters["n_latent"] == best_params["n_latent"]
+    # the refit saw every cell and trained for the best trial's epoch count
+    assert len(model.split["train"]) == small.n_obs
+    best_row = uns["trials"].set_index("trial_id").loc[uns["best"]["trial_id"]]
+    assert model.train_result.n_epochs == best_row["best_epoch"] + 1
+    np.testing.assert_allclose(small.obsm["X_autotune"], model.latent(small), rtol=1e-5, atol=1e-6)
+
+
+def test_timeout_stops_the_search_and_keeps_finished_trials(small, caplog):
+    with caplog.at_level("WARNING", logger="scanpy_autotune"):
+        sat.tl.autotune(small, max_evals=200, n_workers=2, timeout=12, **{**SMALL, "max_epochs": 40})
+    trials = small.uns["autotune"]["trials"]
+    assert 1 <= len(trials) < 200
+    assert (trials["status"] != "fail").all()  # abandoned trials are not recorded as failures
+    assert "timeout of 12 s reached" in caplog.text
