@@ -1,11 +1,8 @@
 """The search end to end, on real counts, with real worker processes."""
 
-import json
 import math
 import os
 import signal
-import threading
-import time
 from pathlib import Path
 
 import anndata as ad
@@ -13,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from _helpers import interrupt_when, journal_trials
 
 import scanpy_autotune as sat
 
@@ -107,18 +105,6 @@ def test_worker_killed_mid_trial(small, tmp_path):
     assert (trials["status"] == "ok").sum() == 4
 
 
-def _interrupt_when(journal: Path, n_trials: int) -> threading.Thread:
-    def watch():
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if journal.exists() and journal.read_text().count('"kind":"trial"') >= n_trials:
-                os.kill(os.getpid(), signal.SIGINT)
-                return
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
 
 
 def _worker_children() -> list[int]:
@@ -136,26 +122,23 @@ def _worker_children() -> list[int]:
     return found
 
 
-def _journal_trials(journal: Path) -> list[dict]:
-    lines = [json.loads(line) for line in journal.read_text().splitlines()]
-    return [line for line in lines if line["kind"] == "trial"]
 
 
 def test_ctrl_c_keeps_trials_and_resume_completes(small, tmp_path):
     journal = tmp_path / "search.jsonl"
     max_evals = 6
-    watcher = _interrupt_when(journal, 2)
+    watcher = interrupt_when(journal, 2)
     with pytest.raises(KeyboardInterrupt):
         sat.tl.autotune(small, max_evals=max_evals, n_workers=2, journal=journal, **SMALL)
     watcher.join()
     assert _worker_children() == []  # Ctrl-C stopped the workers
-    kept = _journal_trials(journal)
+    kept = journal_trials(journal)
     assert 2 <= len(kept) < max_evals
     trials = small.uns["autotune"]["trials"]
     assert sorted(trials["trial_id"]) == sorted(r["trial_id"] for r in kept)
 
     sat.tl.autotune(small, max_evals=max_evals, n_workers=2, journal=journal, **SMALL)
-    final = _journal_trials(journal)
+    final = journal_trials(journal)
     ids = [r["trial_id"] for r in final]
     assert len(ids) == max_evals == len(set(ids))
     assert final[: len(kept)] == kept  # resumed trials are kept as they were, not re-run

@@ -1,17 +1,14 @@
 """The search on a real Dask cluster (``distributed.LocalCluster`` of 2 worker processes)."""
 
-import json
 import logging
 import os
 import signal
 import sys
-import threading
-import time
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pytest
+from _helpers import interrupt_when, journal_trials
 
 import scanpy_autotune as sat
 
@@ -161,45 +158,25 @@ def test_rung_reports_reach_the_pruner(small, client, monkeypatch):
         assert row["n_epochs"] < SMALL["max_epochs"]
 
 
-def _interrupt_when(journal: Path, n_trials: int) -> threading.Thread:
-    def watch():
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if journal.exists() and len(_journal_trials(journal)) >= n_trials:
-                os.kill(os.getpid(), signal.SIGINT)
-                return
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
 
 
-def _journal_trials(journal: Path) -> list[dict]:
-    lines = []
-    for line in journal.read_text().splitlines():
-        try:
-            lines.append(json.loads(line))
-        except ValueError:  # a line being written
-            pass
-    return [line for line in lines if line.get("kind") == "trial"]
 
 
 def test_ctrl_c_of_the_driver_then_resume(small, client, tmp_path):
     journal = tmp_path / "search.jsonl"
     max_evals = 6
-    watcher = _interrupt_when(journal, 2)
+    watcher = interrupt_when(journal, 2)
     with pytest.raises(KeyboardInterrupt):
         sat.tl.autotune(small, backend="dask", client=client, max_evals=max_evals,
                         journal=journal, **SMALL)
     watcher.join()
-    kept = _journal_trials(journal)
+    kept = journal_trials(journal)
     assert 2 <= len(kept) < max_evals
     assert sorted(small.uns["autotune"]["trials"]["trial_id"]) == sorted(r["trial_id"] for r in kept)
 
     sat.tl.autotune(small, backend="dask", client=client, max_evals=max_evals,
                     journal=journal, **SMALL)
-    final = _journal_trials(journal)
+    final = journal_trials(journal)
     ids = [r["trial_id"] for r in final]
     assert len(ids) == max_evals == len(set(ids))
     assert final[: len(kept)] == kept  # resumed trials are kept as they were, not re-run

@@ -1,0 +1,37 @@
+"""Helpers shared by the search tests (local pool and Dask)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+
+def journal_trials(journal: Path) -> list[dict]:
+    """The trial lines of a journal (a line still being written is skipped)."""
+    lines = []
+    for line in journal.read_text().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            pass
+    return [line for line in lines if line.get("kind") == "trial"]
+
+
+def interrupt_when(journal: Path, n_trials: int) -> threading.Thread:
+    """Send this process SIGINT (Ctrl-C) once the journal holds ``n_trials`` trials."""
+
+    def watch():
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if journal.exists() and len(journal_trials(journal)) >= n_trials:
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
