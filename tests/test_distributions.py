@@ -6,7 +6,7 @@ from scipy import stats
 from scanpy_autotune._vae._distributions import log_nb, log_poisson, log_zinb
 from scanpy_autotune._vae._likelihood import NonZeros, count_nll
 
-torch.set_default_dtype(torch.float64)
+F64 = torch.float64  # float64 throughout, without touching torch's global default
 
 
 @pytest.fixture
@@ -66,10 +66,10 @@ def test_fused_likelihood_matches_autograd(params, kind, theta_per_cell):
     n, g = x.shape
 
     def leaves():
-        h = torch.randn(n, g, generator=gen)
-        lib = torch.randn(n, 1, generator=gen) + 3
-        lt = torch.randn(n, g, generator=gen) if theta_per_cell else torch.randn(g, generator=gen)
-        pi = torch.randn(n, g, generator=gen)
+        h = torch.randn(n, g, generator=gen, dtype=F64)
+        lib = torch.randn(n, 1, generator=gen, dtype=F64) + 3
+        lt = torch.randn(n, g, generator=gen, dtype=F64) if theta_per_cell else torch.randn(g, generator=gen, dtype=F64)
+        pi = torch.randn(n, g, generator=gen, dtype=F64)
         return [t.requires_grad_() for t in (h, lib, lt, pi)]
 
     a = leaves()
@@ -81,7 +81,7 @@ def test_fused_likelihood_matches_autograd(params, kind, theta_per_cell):
     fused = count_nll(x, NonZeros(x), kind, a[0], a[1], lt_a, pi_a)
     ref = _reference(kind, x, b[0], b[1], lt_b, pi_b)
     np.testing.assert_allclose(fused.detach().numpy(), ref.detach().numpy(), rtol=1e-9)
-    weights = torch.linspace(0.5, 1.5, n)
+    weights = torch.linspace(0.5, 1.5, n, dtype=F64)
     (fused * weights).sum().backward()
     (ref * weights).sum().backward()
     for ta, tb in zip(a, b):

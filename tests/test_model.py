@@ -221,3 +221,15 @@ def test_integer_valued_floats_and_layers_accepted(small):
     small.X = sp.csr_matrix(np.log1p(small.X.toarray()))
     model = sat.Model.fit(small, layer="counts", device="cpu", **FAST)
     assert np.isfinite(model.marginal_nll(small, n_mc=3))
+
+
+def test_global_float64_default_is_followed(small):
+    """A user who set torch's default dtype to float64 still gets a working model."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        model = sat.Model.fit(small, device="cpu", **FAST)
+        assert next(model.module.parameters()).dtype == torch.float64
+        assert np.isfinite(model.marginal_nll(small, n_mc=3))
+    finally:
+        torch.set_default_dtype(previous)

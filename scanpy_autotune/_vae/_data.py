@@ -250,25 +250,27 @@ class DeviceCounts:
 
     def __init__(self, data: CountData, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
+        # The model's parameters are created in torch's default dtype; the counts follow it.
+        self.dtype = torch.get_default_dtype()
         X = data.X
         self.n_obs, self.n_vars = X.shape
         self.dense = X.shape[0] * X.shape[1] * 4 <= DENSE_LIMIT_BYTES
         if self.dense:
-            self.X = torch.from_numpy(X.toarray()).to(self.device)
+            self.X = torch.from_numpy(X.toarray()).to(self.device, self.dtype)
             self.X_log1p = torch.log1p(self.X)
         else:
             self.indptr = torch.from_numpy(X.indptr.astype(np.int64)).to(self.device)
             self.indices = torch.from_numpy(X.indices.astype(np.int64)).to(self.device)
-            self.values = torch.from_numpy(X.data.astype(np.float32)).to(self.device)
+            self.values = torch.from_numpy(X.data).to(self.device, self.dtype)
         self.batch = torch.from_numpy(data.batch).to(self.device)
         self.n_batch = data.n_batch
         lib = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
-        self.log_library = torch.from_numpy(np.log(lib).astype(np.float32)).to(self.device)
+        self.log_library = torch.from_numpy(np.log(lib)).to(self.device, self.dtype)
         lgamma_sum = np.zeros(X.shape[0])
         from scipy.special import gammaln
 
         np.add.at(lgamma_sum, np.repeat(np.arange(X.shape[0]), np.diff(X.indptr)), gammaln(X.data + 1.0))
-        self.log_x_factorial = torch.from_numpy(lgamma_sum.astype(np.float32)).to(self.device)
+        self.log_x_factorial = torch.from_numpy(lgamma_sum).to(self.device, self.dtype)
 
     def rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Counts and ``log1p`` counts of the cells ``idx`` as dense tensors."""
@@ -298,6 +300,6 @@ class DeviceCounts:
                 means[b] = values.mean()
                 variances[b] = max(values.var(), 1e-4)
         return (
-            torch.tensor(means, dtype=torch.float32, device=self.device),
-            torch.tensor(variances, dtype=torch.float32, device=self.device),
+            torch.tensor(means, dtype=self.dtype, device=self.device),
+            torch.tensor(variances, dtype=self.dtype, device=self.device),
         )

@@ -122,7 +122,7 @@ class VAE(nn.Module):
     def batch_onehot(self, batch: torch.Tensor) -> torch.Tensor | None:
         if self.n_batch <= 1:
             return None
-        return F.one_hot(batch, self.n_batch).to(torch.float32)
+        return F.one_hot(batch, self.n_batch).to(self.library_mean.dtype)
 
     def encode(self, x_log1p, onehot):
         """Parameters of q(z|x) and, for a latent library, q(l|x)."""
