@@ -175,7 +175,8 @@ def autotune(
     timeout
         Seconds after which no new trial starts and running ones are abandoned.
     refit
-        Refit the best configuration on all cells (for its best epoch count) for ``obsm``.
+        Refit the best configuration on all cells but the test cells, for its best
+        epoch count, and use that model for ``obsm`` and ``save_dir``.
     save_dir
         Save the best model there (``sat.Model.load``).
     key_added
@@ -289,15 +290,15 @@ def autotune(
     best_record = outcome.best_record()
     if best_record is not None and outcome.interrupted is None:
         model = _best_model(outcome, best_record, context, journal)
-        if refit:
-            model = _refit(model, data, best_record, seed)
-        adata.obsm[f"X_{key_added}"] = model.latent(adata)
-        if test_size > 0:
+        if test_size > 0:  # scored once, by the model the search chose, before any refit
             uns["best"]["test_loss"] = float(model.marginal_nll(adata, n_mc=n_mc, cells="test"))
-        if save_dir is not None:
-            model.save(save_dir, overwrite=True)
         if journal is not None:
             _keep_best(model, best_record["trial_id"], journal)
+        if refit:
+            model = _refit(model, data, split, best_record, seed)
+        adata.obsm[f"X_{key_added}"] = model.latent(adata)
+        if save_dir is not None:
+            model.save(save_dir, overwrite=True)
     write_results(adata, key_added, uns)
     _log_summary(uns)
     if outcome.interrupted is not None:
@@ -339,12 +340,14 @@ def _best_model(outcome, best_record: dict, context: TrialContext, journal) -> M
     )
 
 
-def _refit(model: Model, data, best_record: dict, seed: int) -> Model:
-    """The best configuration retrained on every cell for its best epoch count."""
+def _refit(model: Model, data, split: Split, best_record: dict, seed: int) -> Model:
+    """The best configuration retrained for its best epoch count on every cell but the test cells."""
     config = dict(model.hyperparameters, early_stopping=False)
     everything = Split(
-        train=np.arange(data.n_obs), validation=np.zeros(0, dtype=np.int64),
+        train=np.sort(np.concatenate([split.train, split.validation, split.heldout])),
+        validation=np.zeros(0, dtype=np.int64),
         heldout=np.zeros(0, dtype=np.int64),
+        test=split.test,
     )
     counts = DeviceCounts(data, model.device)
     return Model.fit_prepared(

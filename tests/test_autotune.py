@@ -228,8 +228,9 @@ def test_test_split_refit_and_save_dir(small, tmp_path):
     model = sat.Model.load(tmp_path / "best")
     best_params = uns["best"]["params"]
     assert model.hyperparameters["n_latent"] == best_params["n_latent"]
-    # the refit saw every cell and trained for the best trial's epoch count
-    assert len(model.split["train"]) == small.n_obs
+    # the refit saw every cell but the test cells and trained for the best trial's epoch count
+    assert len(model.split["train"]) == small.n_obs - split["test"]
+    assert not set(model.split["train"]) & set(small.obs_names[small.obs["autotune_split"] == "test"])
     best_row = uns["trials"].set_index("trial_id").loc[uns["best"]["trial_id"]]
     assert model.train_result.n_epochs == best_row["best_epoch"] + 1
     np.testing.assert_allclose(small.obsm["X_autotune"], model.latent(small), rtol=1e-5, atol=1e-6)

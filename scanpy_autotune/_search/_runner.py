@@ -203,6 +203,9 @@ def _handle(event: Event, running: dict, pruner: Any, backend: Any, finish) -> N
         return
     if event.kind == "report":
         stop = pruner is not None and pruner.report(event.trial_id, event.n_epochs, event.value)
+        # The default configuration is the reference every result is compared with:
+        # its values join the rung table, but it is never stopped.
+        stop = stop and not running[event.trial_id]["is_default"]
         backend.answer(event.trial_id, stop)
         if stop:
             logger.info("trial %d pruned after %d epochs", event.trial_id, event.n_epochs)
