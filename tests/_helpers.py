@@ -22,7 +22,13 @@ def journal_trials(journal: Path) -> list[dict]:
 
 
 def interrupt_when(journal: Path, n_trials: int) -> threading.Thread:
-    """Send this process SIGINT (Ctrl-C) once the journal holds ``n_trials`` trials."""
+    """Send this process SIGINT (Ctrl-C) once the journal holds ``n_trials`` trials.
+
+    Call it from the main thread. It installs Python's own Ctrl-C handler first:
+    a process started in the background by a non-interactive shell inherits
+    SIGINT ignored, and then a Ctrl-C would never become a KeyboardInterrupt.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def watch():
         deadline = time.time() + 300
