@@ -126,7 +126,7 @@ def train(
 
     result = TrainResult()
     best_value = -math.inf
-    plateau_best, plateau_epoch = -math.inf, 0
+    plateau_epoch = 0  # last epoch that improved or reduced the learning rate
     best_state = None
     for epoch in range(max_epochs):
         module.train()
@@ -160,8 +160,8 @@ def train(
             result.best_epoch = epoch
             if has_validation:
                 best_state = copy.deepcopy(module.state_dict())
-        if monitored > plateau_best:
-            plateau_best, plateau_epoch = monitored, epoch
+        if result.best_epoch == epoch:
+            plateau_epoch = epoch
         elif reduce_lr_on_plateau and epoch - plateau_epoch >= lr_patience:
             optimizer.lr *= lr_factor
             plateau_epoch = epoch
