@@ -113,7 +113,7 @@ class _PayloadRef:
 
 _CONTEXTS: OrderedDict[str, TrialContext] = OrderedDict()
 _LOCK = threading.Lock()
-_THREADS_SET = {"done": False}
+_PROCESS_SET = {"done": False}  # threads and allocator set up
 _FETCHES = {"n": 0}  # payloads this worker process fetched (see fetch_count)
 
 
@@ -215,18 +215,22 @@ def _worker_device() -> str:
     """``"cuda"`` on a worker with a ``GPU`` resource and a visible GPU, else ``"cpu"``.
 
     On first use it also sets torch's threads to the worker's threads divided by
-    the trials it runs at once (its ``GPU`` units, or one per thread on the CPU).
+    the trials it runs at once (its ``GPU`` units, or one per thread on the CPU),
+    and undoes the malloc thresholds that Dask's nanny sets (see :mod:`._allocator`).
     """
     import torch
     from distributed import get_worker
 
+    from ._allocator import restore_dynamic_thresholds
+
     state = get_worker().state
     gpus = float(state.total_resources.get("GPU", 0))
     with _LOCK:
-        if not _THREADS_SET["done"]:
+        if not _PROCESS_SET["done"]:
             concurrent = int(gpus) if gpus >= 1 else state.nthreads
             torch.set_num_threads(max(1, state.nthreads // max(1, concurrent)))
-            _THREADS_SET["done"] = True
+            restore_dynamic_thresholds()
+            _PROCESS_SET["done"] = True
     return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
 
 

@@ -63,7 +63,10 @@ def main(argv: list[str]) -> None:
         local_device = "cpu"
     import torch
 
+    from ._allocator import restore_dynamic_thresholds
+
     torch.set_num_threads(max(1, threads))
+    restore_dynamic_thresholds()
     conn = Connection(fd)
     try:
         serve(conn, local_device)
