@@ -15,6 +15,9 @@ MIN_GENES = 2
 # Keep a dense copy of the counts (and of log1p counts) on the device up to this size.
 DENSE_LIMIT_BYTES = 1 << 30
 
+# Entries converted at a time when hashing the counts.
+_HASH_BLOCK = 1 << 22
+
 SPLIT_NAMES = ("train", "validation", "heldout", "test")
 
 
@@ -58,9 +61,10 @@ class CountData:
 
         h = hashlib.sha1()
         h.update(np.asarray(self.X.shape, dtype=np.int64).tobytes())
-        h.update(self.X.indptr.astype(np.int64).tobytes())
-        h.update(self.X.indices.astype(np.int64).tobytes())
-        h.update(self.X.data.astype(np.float32).tobytes())
+        # Streamed in blocks (the same digest as whole arrays) so a large matrix is not copied.
+        for array, dtype in ((self.X.indptr, np.int64), (self.X.indices, np.int64), (self.X.data, np.float32)):
+            for start in range(0, len(array), _HASH_BLOCK):
+                h.update(array[start : start + _HASH_BLOCK].astype(dtype).tobytes())
         h.update(self.batch.astype(np.int64).tobytes())
         h.update("\0".join(map(str, self.obs_names)).encode())
         return h.hexdigest()[:16]
@@ -77,22 +81,53 @@ def _matrix(adata: AnnData, layer: str | None):
     return adata.layers[layer]
 
 
-def _check_values(values: np.ndarray, where: str) -> None:
-    if not np.all(np.isfinite(values)):
-        n = int(np.sum(~np.isfinite(values)))
-        raise ValueError(f"{where} has {n} NaN or infinite value(s); raw counts must be finite.")
-    if np.any(values < 0):
-        n = int(np.sum(values < 0))
-        raise ValueError(
-            f"{where} has {n} negative value(s); scanpy-autotune needs raw counts "
-            "(store them in a layer, e.g. adata.layers['counts'] = adata.X.copy() before "
-            "normalizing, and pass layer='counts')."
-        )
-    if np.any(values != np.round(values)):
-        raise ValueError(
-            f"{where} has non-integer values; it looks normalized or log-transformed. "
-            "Pass raw integer counts (layer='counts' if you kept them in a layer)."
-        )
+# What raw counts must not contain: a test per value and the error that names it.
+_VALUE_CHECKS = (
+    (
+        lambda v: ~np.isfinite(v),
+        "{where} has {n} NaN or infinite value(s); raw counts must be finite.",
+    ),
+    (
+        lambda v: v < 0,
+        "{where} has {n} negative value(s); scanpy-autotune needs raw counts "
+        "(store them in a layer, e.g. adata.layers['counts'] = adata.X.copy() before "
+        "normalizing, and pass layer='counts').",
+    ),
+    (
+        lambda v: v != np.round(v),
+        "{where} has {n} non-integer value(s); it looks normalized or log-transformed. "
+        "Pass raw integer counts (layer='counts' if you kept them in a layer).",
+    ),
+)
+
+
+def _check_values(values: np.ndarray, where: str, block: int = 1 << 24) -> None:
+    """Refuse non-finite, negative or non-integer counts, a block at a time (no full-size temporaries)."""
+    flat = values.reshape(-1)
+    for is_bad, message in _VALUE_CHECKS:
+        n = sum(int(np.count_nonzero(is_bad(flat[i : i + block]))) for i in range(0, flat.size, block))
+        if n:
+            raise ValueError(message.format(where=where, n=n))
+
+
+def _lean_csr(matrix, where: str) -> sp.csr_matrix:
+    """Sparse counts as canonical ``float32`` CSR, copying only what must change.
+
+    A CSR ``float32`` matrix without duplicates or stored zeros (what
+    ``read_h5ad`` gives) is used as it is, so a million cells are not held
+    twice; ``adata`` itself is never modified.
+    """
+    X = sp.csr_matrix(matrix)  # shares the arrays of a CSR input
+    if not X.has_canonical_format:
+        X = sp.csr_matrix(X, dtype=np.float64, copy=True)
+        X.sum_duplicates()
+    _check_values(X.data, where)
+    if X.data.dtype != np.float32:
+        X = X.astype(np.float32)
+    if not X.data.all():
+        X = X.copy()
+        X.eliminate_zeros()
+    return X
 
 
 def extract_counts(
@@ -122,11 +157,7 @@ def extract_counts(
             f"{MIN_GENES} genes are needed."
         )
     if sp.issparse(matrix):
-        X = sp.csr_matrix(matrix, dtype=np.float64)
-        X.sum_duplicates()
-        _check_values(X.data, where)
-        X.eliminate_zeros()
-        X = X.astype(np.float32)
+        X = _lean_csr(matrix, where)
     else:
         dense = np.asarray(matrix, dtype=np.float64)
         _check_values(dense, where)
@@ -240,6 +271,18 @@ def make_split(
     )
 
 
+def _row_lgamma_sums(X: sp.csr_matrix, chunk: int = 1 << 16) -> np.ndarray:
+    """``sum_g lgamma(x_cg + 1)`` per cell, a block of rows at a time (no nnz-sized float64 copy)."""
+    from scipy.special import gammaln
+
+    sums = np.zeros(X.shape[0])
+    for start in range(0, X.shape[0], chunk):
+        block = X[start : start + chunk]
+        block = sp.csr_matrix((gammaln(block.data.astype(np.float64) + 1.0), block.indices, block.indptr), shape=block.shape)
+        sums[start : start + block.shape[0]] = np.asarray(block.sum(axis=1)).ravel()
+    return sums
+
+
 class DeviceCounts:
     """Counts held on the training device, with per-cell constants precomputed.
 
@@ -259,18 +302,15 @@ class DeviceCounts:
             self.X = torch.from_numpy(X.toarray()).to(self.device, self.dtype)
             self.X_log1p = torch.log1p(self.X)
         else:
+            # On the CPU these share the CSR arrays (32-bit column indices, no copy).
             self.indptr = torch.from_numpy(X.indptr.astype(np.int64)).to(self.device)
-            self.indices = torch.from_numpy(X.indices.astype(np.int64)).to(self.device)
+            self.indices = torch.from_numpy(X.indices).to(self.device)
             self.values = torch.from_numpy(X.data).to(self.device, self.dtype)
         self.batch = torch.from_numpy(data.batch).to(self.device)
         self.n_batch = data.n_batch
         lib = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
         self.log_library = torch.from_numpy(np.log(lib)).to(self.device, self.dtype)
-        lgamma_sum = np.zeros(X.shape[0])
-        from scipy.special import gammaln
-
-        np.add.at(lgamma_sum, np.repeat(np.arange(X.shape[0]), np.diff(X.indptr)), gammaln(X.data + 1.0))
-        self.log_x_factorial = torch.from_numpy(lgamma_sum).to(self.device, self.dtype)
+        self.log_x_factorial = torch.from_numpy(_row_lgamma_sums(X)).to(self.device, self.dtype)
 
     def rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Counts and ``log1p`` counts of the cells ``idx`` as dense tensors."""
@@ -285,7 +325,7 @@ class DeviceCounts:
         entry = torch.arange(row_of_entry.shape[0], device=self.device) - offsets[row_of_entry]
         entry = entry + starts[row_of_entry]
         x = torch.zeros(idx.shape[0], self.n_vars, device=self.device)
-        x[row_of_entry, self.indices[entry]] = self.values[entry]
+        x[row_of_entry, self.indices[entry].long()] = self.values[entry]
         return x, torch.log1p(x)
 
     def library_prior(self, train_idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

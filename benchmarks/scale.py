@@ -1,0 +1,148 @@
+"""One trial on synthetic negative-binomial counts of growing size: seconds per epoch and peak memory.
+
+    python benchmarks/scale.py [--cells 10000 100000 1000000] [--genes 720] [--epochs 3]
+
+The counts have the Brain Large shape (720 genes) and are generated a block
+of cells at a time straight into CSR ``float32`` (never dense) and written to
+a temporary ``.h5ad``; a fresh process (``--one PATH``) reads it and trains
+them, so its peak memory is that of one trial. They are trained with the default configuration on the CPU with 2 torch threads, as
+one trial of a search would be (75% training cells, a tenth of them for
+validation, validation ELBO after every epoch).
+
+Reported per size: the CSR matrix's bytes (data, indices, indptr), seconds
+per epoch (mean time between the ends of consecutive epochs, validation
+included), the first epoch with the set-up before it (validation, device
+tensors), and peak memory: the process's peak resident set minus its
+resident set after the imports, in absolute terms and as a multiple of the
+CSR matrix. Writes ``results/scale.md`` and ``.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write  # noqa: E402
+
+BLOCK = 20_000
+
+
+def synthetic_counts(n_cells: int, n_genes: int, seed: int = 0) -> sp.csr_matrix:
+    """Negative-binomial counts (gamma-Poisson) with log-normal gene means and library factors."""
+    rng = np.random.default_rng(seed)
+    gene_mean = rng.lognormal(mean=-1.6, sigma=1.4, size=n_genes)
+    gene_theta = rng.lognormal(mean=0.0, sigma=0.5, size=n_genes)
+    blocks = []
+    for start in range(0, n_cells, BLOCK):
+        n = min(BLOCK, n_cells - start)
+        size_factor = rng.lognormal(mean=0.0, sigma=0.3, size=(n, 1))
+        mean = size_factor * gene_mean
+        counts = rng.poisson(rng.gamma(gene_theta, mean / gene_theta)).astype(np.float32)
+        empty = counts.sum(axis=1) == 0
+        counts[empty, rng.integers(0, n_genes, size=int(empty.sum()))] = 1  # no empty cells
+        blocks.append(sp.csr_matrix(counts))
+    X = sp.vstack(blocks, format="csr")
+    X.indices = X.indices.astype(np.int32)
+    X.indptr = X.indptr.astype(np.int64)
+    return X
+
+
+def _rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def one(path: Path, epochs: int) -> dict:
+    """Read the counts, train one default trial and measure; runs in its own process."""
+    import anndata as ad
+    import torch
+
+    import scanpy_autotune as sat
+    from scanpy_autotune._vae._data import DENSE_LIMIT_BYTES
+
+    torch.set_num_threads(2)
+    baseline = _rss_bytes()
+    adata = ad.read_h5ad(path)
+    X = adata.X
+    n_cells, n_genes = X.shape
+    csr_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+    ends: list[float] = []
+
+    def on_epoch(epoch: int, train_elbo: float, validation_elbo: float) -> bool:
+        ends.append(time.perf_counter())
+        return False
+
+    start = time.perf_counter()
+    model = sat.Model.fit(adata, max_epochs=epochs, seed=0, device="cpu", early_stopping=False, callback=on_epoch)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    steady = float(np.mean(np.diff(ends))) if len(ends) > 1 else float("nan")
+    return {
+        "cells": n_cells,
+        "genes": n_genes,
+        "nnz": int(X.nnz),
+        "density": X.nnz / (n_cells * n_genes),
+        "csr_MB": csr_bytes / 1e6,
+        "dense_on_device": n_cells * n_genes * 4 <= DENSE_LIMIT_BYTES,
+        "epochs": len(ends),
+        "s_per_epoch": steady,
+        "first_epoch_with_setup_s": ends[0] - start,
+        "s_per_epoch_per_100k_cells": steady / n_cells * 1e5,
+        "peak_MB": (peak - baseline) / 1e6,
+        "peak_over_csr": (peak - baseline) / csr_bytes,
+        "final_train_elbo": float(model.history["train_elbo"].iloc[-1]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cells", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--genes", type=int, default=720)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one is not None:
+        print(json.dumps(one(args.one, args.epochs)))
+        return
+    import anndata as ad
+
+    rows = []
+    for n_cells in args.cells:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "counts.h5ad"
+            ad.AnnData(synthetic_counts(n_cells, args.genes)).write_h5ad(path)
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", str(path), "--epochs", str(args.epochs)],
+                capture_output=True, text=True, check=True,
+            )
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+    table = pd.DataFrame(rows)
+    cells = " ".join(map(str, args.cells))
+    write(
+        "scale", table,
+        f"python benchmarks/scale.py --cells {cells} --genes {args.genes} --epochs {args.epochs}",
+        notes=(
+            "Default configuration (ZINB, 128 hidden, 10 latent, 1 layer, latent library), batch 128, "
+            "2 torch threads, CPU. peak_MB: peak resident set of the trial's process minus its resident "
+            "set after the imports (reading the .h5ad included). Targets (issue 8): 1M cells one epoch <= 60 s; peak <= 3x the CSR matrix; cost "
+            "linear in cells (constant s_per_epoch_per_100k_cells)."
+        ),
+    )
+    print(table.to_string())
+
+
+if __name__ == "__main__":
+    main()
