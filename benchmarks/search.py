@@ -6,7 +6,8 @@
 ``run`` appends one row to ``results/search_runs.csv`` and keeps the search's
 journal and trials table under ``results/searches/``; ``report`` turns the rows
 into ``results/search_scaling.md`` (issue: 2 workers against 1) and
-``results/pruning.md`` (ASHA against no pruning).
+``results/pruning.md`` (ASHA against no pruning) and ``results/top_bottom.md``
+(the best and worst 10 finished trials of each 100-trial search).
 """
 
 from __future__ import annotations
@@ -115,8 +116,34 @@ def report(_: argparse.Namespace) -> None:
         "# Asynchronous successive halving (ASHA) against no pruning\n\n" + header + "\n"
         + markdown_table(runs[runs["workers"] == 2][columns]) + "\n\n" + "\n".join(pruning) + "\n"
     )
+    (RESULTS / "top_bottom.md").write_text(
+        "# Top-10 and bottom-10 trials of each 100-trial search (the 2019 study's Tables 2-4)\n\n"
+        + header + "\n" + top_bottom(runs[runs["max_evals"] >= 100]) + "\n"
+    )
     print((RESULTS / "search_scaling.md").read_text())
     print((RESULTS / "pruning.md").read_text())
+
+
+TRIAL_COLUMNS = ["trial_id", "status", "loss", "n_latent", "n_hidden", "n_layers", "dropout_rate",
+                 "reconstruction_loss", "lr", "n_epochs", "duration_s"]
+
+
+def top_bottom(runs: pd.DataFrame, n: int = 10) -> str:
+    """Markdown sections: the ``n`` best and ``n`` worst finished trials of each run (pruned ones excluded)."""
+    parts = []
+    for _, run in runs.iterrows():
+        tag = f"{run['dataset']}_w{run['workers']}_{run['pruner']}_n{run['max_evals']}_s{run['seed']}"
+        path = SEARCHES / f"{tag}_trials.csv"
+        if not path.exists():
+            continue
+        trials = pd.read_csv(path)
+        ok = trials[trials["status"] == "ok"].sort_values("loss")
+        ok = ok[[c for c in TRIAL_COLUMNS if c in ok.columns]].assign(loss=ok["loss"].map("{:.2f}".format))
+        title = f"## {run['dataset']}, {run['workers']} worker(s), pruner {run['pruner']}"
+        note = f"{len(ok)} finished trials of {len(trials)}; loss: held-out marginal NLL per cell."
+        parts += [title, note, "### Top 10", markdown_table(ok.head(n)),
+                  "### Bottom 10", markdown_table(ok.tail(n).iloc[::-1]), ""]
+    return "\n\n".join(parts)
 
 
 def main() -> None:
