@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> None:
     tag = f"{args.dataset}_w{args.workers}_{args.pruner}_n{args.max_evals}_s{args.seed}"
     if args.max_epochs is not None:
         tag += f"_e{args.max_epochs}"
+    if args.test_size > 0:
+        tag += f"_t{args.test_size:g}"
     SEARCHES.mkdir(parents=True, exist_ok=True)
     journal = SEARCHES / f"{tag}.jsonl"
     if journal.exists() and not args.resume:
@@ -43,6 +45,7 @@ def run(args: argparse.Namespace) -> None:
     sat.tl.autotune(
         adata, max_evals=args.max_evals, max_epochs=args.max_epochs, n_workers=args.workers, gpus=None, seed=args.seed,
         pruner=None if args.pruner == "none" else args.pruner, journal=journal, progress=False,
+        test_size=args.test_size,
     )
     wall = time.perf_counter() - start
     uns = adata.uns["autotune"]
@@ -57,6 +60,8 @@ def run(args: argparse.Namespace) -> None:
         "max_evals": args.max_evals,
         "seed": args.seed,
         "max_epochs": int(uns["params"]["max_epochs"]),
+        "test_size": args.test_size,
+        "test_loss": float(uns["best"].get("test_loss", float("nan"))),
         "wall_s": wall,
         "trials_per_hour": len(trials) / wall * 3600,
         "mean_epochs": float(trials["n_epochs"].mean()),
@@ -76,8 +81,12 @@ def run(args: argparse.Namespace) -> None:
 
 
 def report(_: argparse.Namespace) -> None:
-    runs = pd.read_csv(RUNS).drop_duplicates(
-        ["dataset", "workers", "pruner", "max_evals", "max_epochs", "seed"], keep="last"
+    runs = pd.read_csv(RUNS)
+    if "test_size" not in runs:
+        runs["test_size"] = 0.0
+    runs["test_size"] = runs["test_size"].fillna(0.0)
+    runs = runs.drop_duplicates(
+        ["dataset", "workers", "pruner", "max_evals", "max_epochs", "seed", "test_size"], keep="last"
     )
     columns = ["dataset", "workers", "pruner", "max_evals", "max_epochs", "wall_s", "trials_per_hour",
                "mean_epochs", "ok", "pruned", "failed", "default_loss", "best_loss", "gain_%"]
@@ -133,6 +142,9 @@ def top_bottom(runs: pd.DataFrame, n: int = 10) -> str:
     parts = []
     for _, run in runs.iterrows():
         tag = f"{run['dataset']}_w{run['workers']}_{run['pruner']}_n{run['max_evals']}_s{run['seed']}"
+        test_size = run.get("test_size", 0.0)
+        if test_size == test_size and test_size > 0:  # not NaN (older rows have no column)
+            tag += f"_t{test_size:g}"
         path = SEARCHES / f"{tag}_trials.csv"
         if not path.exists():
             continue
@@ -156,6 +168,7 @@ def main() -> None:
     r.add_argument("--max-evals", type=int, default=100)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--max-epochs", type=int, default=None, help="default: sat.tl.default_max_epochs")
+    r.add_argument("--test-size", type=float, default=0.0, help="fraction of cells kept untouched for a test loss")
     r.add_argument("--resume", action="store_true", help="keep an existing journal and resume it")
     sub.add_parser("report")
     args = parser.parse_args()
