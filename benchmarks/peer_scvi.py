@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--scvi-python", required=True, help="python of a venv with scvi-tools 1.4")
     parser.add_argument("--epochs", type=int, default=400)
     parser.add_argument("--n-mc", type=int, default=100)
+    parser.add_argument("--out", default="peer_scvi", help="name of the results files (results/OUT.md, .csv)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     rows = []
@@ -79,8 +80,9 @@ def main() -> None:
         })
         print(rows[-1], flush=True)
     write(
-        "peer_scvi", pd.DataFrame(rows),
-        f"python benchmarks/peer_scvi.py --scvi-python {args.scvi_python} --epochs {args.epochs}",
+        args.out, pd.DataFrame(rows),
+        f"python benchmarks/peer_scvi.py --scvi-python {args.scvi_python} --epochs {args.epochs} "
+        f"--n-mc {args.n_mc} --out {args.out}",
         notes="Both: default configuration (n_hidden 128, n_latent 10, 1 layer, dropout 0.1, ZINB, "
         "lr 1e-3), observed library size, no early stopping, batch 128, KL warm-up 400 epochs, "
         "2 torch threads; the same training and held-out cells (seed 0 split, 75/25).",
