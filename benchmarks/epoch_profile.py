@@ -9,7 +9,7 @@ matrix products (``mm``, ``addmm``: the same dense products any scVI
 implementation must compute), the likelihood node (its own kernels), the
 optimizer step, and everything else. The last columns compare the matrix
 products alone with a fifth of scvi-tools' seconds per epoch from
-``results/peer_scvi.csv``: what a 5x speed-up would leave for the rest.
+``results/peer_scvi_quiet.csv`` (``--peer``): what a 5x speed-up would leave for the rest.
 Writes ``results/epoch_profile.md`` and ``.csv``.
 """
 
@@ -74,11 +74,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--peer", default="peer_scvi_quiet", help="results/PEER.csv with scvi-tools' s/epoch")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = [profile_dataset(name, args.epochs) for name in DATASETS]
     table = pd.DataFrame(rows)
-    peer_file = RESULTS / "peer_scvi.csv"
+    peer_file = RESULTS / f"{args.peer}.csv"
     if peer_file.exists():
         peer = pd.read_csv(peer_file).set_index("dataset")["s/epoch scvi-tools"]
         table["scvi_s_per_epoch"] = table["dataset"].map(peer)
@@ -86,7 +87,7 @@ def main() -> None:
         table["matmul_share_of_5x_budget_%"] = 100 * table["matmul_s_per_epoch"] / table["5x_budget_s"]
     write(
         "epoch_profile", table,
-        f"python benchmarks/epoch_profile.py --epochs {args.epochs} --threads {args.threads}",
+        f"python benchmarks/epoch_profile.py --epochs {args.epochs} --threads {args.threads} --peer {args.peer}",
         notes=(
             "Self CPU time under torch.profiler (the profiler adds some overhead to every operation). "
             "matmul: dense matrix products (encoder input layer, decoder output heads and their "
