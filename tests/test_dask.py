@@ -73,6 +73,27 @@ def test_dask_search_has_the_local_schema(small, client):
     assert client.scheduler_info(n_workers=-1)["workers"]  # the user's client stays open
 
 
+def _callbacks_running(dask_worker) -> dict:
+    from scanpy_autotune._search._dask import PAUSED_CALLBACKS
+
+    return {n: dask_worker.periodic_callbacks[n].is_running() for n in PAUSED_CALLBACKS if n in dask_worker.periodic_callbacks}
+
+
+def test_worker_profilers_are_paused_during_the_search_only(small, client):
+    """The 10-20 ms callbacks (profiler, tick) that take the GIL from training are off while trials run."""
+    from distributed import get_worker
+
+    before = client.run(_callbacks_running)
+    assert before and all(all(running.values()) and running for running in before.values())
+
+    def objective(model, heldout):  # runs in the worker, right after training
+        return 1.0 if not any(_callbacks_running(get_worker()).values()) else 2.0
+
+    sat.tl.autotune(small, backend="dask", client=client, max_evals=3, objective=objective, **SMALL)
+    assert list(small.uns["autotune"]["trials"]["loss"]) == [1.0, 1.0, 1.0]
+    assert client.run(_callbacks_running) == before
+
+
 def _set_allowed_failures(client, n: int) -> int:
     """Worker deaths the scheduler absorbs by rescheduling a task before it raises KilledWorker."""
 

@@ -62,6 +62,11 @@ MAX_ATTEMPTS = 2
 WAIT_FOR_WORKERS_S = 30.0
 # Seconds between two looks at the queues (rung decisions; they are rare).
 QUEUE_POLL_S = 0.1
+# Periodic callbacks of a Dask worker that wake its event loop every 10-20 ms: the
+# statistical profiler and the event-loop tick monitor. Each wake-up takes the GIL
+# from the thread that trains, whose small tensor operations release and retake it
+# constantly; they are paused on the workers while a search runs, then resumed.
+PAUSED_CALLBACKS = ("profile", "profile-cycle", "tick")
 # Contexts (searches) a worker process keeps in memory.
 _KEEP_CONTEXTS = 2
 # How long a worker tries to fetch the search's data (the driver re-sends it after a loss).
@@ -195,6 +200,25 @@ def _read_counts(payload: _Payload):
 def fetch_count() -> int:
     """How many times this worker process fetched a search's data (``client.run(fetch_count)``)."""
     return _FETCHES["n"]
+
+
+def _pause_callbacks(dask_worker: Any) -> list[str]:
+    """Stop this worker's :data:`PAUSED_CALLBACKS` that are running; returns their names (``client.run``)."""
+    paused = []
+    for name in PAUSED_CALLBACKS:
+        callback = dask_worker.periodic_callbacks.get(name)
+        if callback is not None and callback.is_running():
+            callback.stop()
+            paused.append(name)
+    return paused
+
+
+def _resume_callbacks(names: list[str], dask_worker: Any) -> None:
+    """Start again the callbacks :func:`_pause_callbacks` stopped (``client.run``)."""
+    for name in names:
+        callback = dask_worker.periodic_callbacks.get(name)
+        if callback is not None and not callback.is_running():
+            callback.start()
 
 
 def _forget_context(context_id: str) -> None:
@@ -407,6 +431,7 @@ class DaskBackend:
         self._ref: _PayloadRef | None = None
         self._reports: Any = None
         self._prefix = ""
+        self._paused: dict[str, list[str]] = {}  # worker address -> callbacks paused there
 
     # -- construction ------------------------------------------------------------
 
@@ -509,6 +534,7 @@ class DaskBackend:
         self._send_payload()
         if self.data_path is not None:
             self._prepare_workers()
+        self._pause_workers()
         logger.debug("dask: search %s sent to %d worker(s)", search_id, len(self._workers()))
 
     def free_slots(self) -> int:
@@ -577,6 +603,10 @@ class DaskBackend:
         except Exception as err:  # best effort; the cluster may be gone
             logger.debug("dask: cleanup after the search failed: %s", err)
         finally:
+            try:
+                self._resume_workers()
+            except Exception as err:
+                logger.debug("dask: could not resume the workers' profilers: %s", err)
             self._running.clear()
             self._payload_future = None
             self._reports = None
@@ -587,6 +617,23 @@ class DaskBackend:
 
     def _workers(self) -> dict:
         return _workers_info(self.client)
+
+    def _pause_workers(self) -> None:
+        """Pause the workers' :data:`PAUSED_CALLBACKS` for the search (best effort)."""
+        try:
+            self._paused = {a: names for a, names in self.client.run(_pause_callbacks).items() if names}
+        except Exception as err:  # a worker without them, or one that left meanwhile
+            logger.debug("dask: could not pause the workers' profilers: %s", err)
+        if self._paused:
+            logger.debug("dask: paused %s on %d worker(s)", ", ".join(PAUSED_CALLBACKS), len(self._paused))
+
+    def _resume_workers(self) -> None:
+        """Restart the callbacks :meth:`_pause_workers` paused, on the workers still there."""
+        alive = set(self._workers())
+        for address, names in self._paused.items():
+            if address in alive:
+                self.client.run(_resume_callbacks, names, workers=[address])
+        self._paused = {}
 
     def _prepare_workers(self) -> None:
         """Have every worker read ``data_path`` now, so a wrong file fails before any trial."""
