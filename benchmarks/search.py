@@ -92,12 +92,12 @@ def report(_: argparse.Namespace) -> None:
                "mean_epochs", "ok", "pruned", "failed", "default_loss", "best_loss", "gain_%"]
     sections = []
     plain = runs[runs["pruner"] == "none"]
-    for dataset, group in plain.groupby("dataset"):
-        by_workers = group.set_index("workers")
+    for (dataset, max_evals, max_epochs), group in plain.groupby(["dataset", "max_evals", "max_epochs"]):
+        by_workers = group.drop_duplicates("workers", keep="last").set_index("workers")
         if {1, 2} <= set(by_workers.index):
             one, two = by_workers.loc[1], by_workers.loc[2]
             sections.append(
-                f"- {dataset}: wall-time ratio 1 worker / 2 workers = "
+                f"- {dataset}, {max_evals} trials, max_epochs {max_epochs}: wall-time ratio 1 worker / 2 workers = "
                 f"{one['wall_s'] / two['wall_s']:.2f} (target >= 1.8); best loss 1 worker "
                 f"{one['best_loss']:.2f} vs 2 workers {two['best_loss']:.2f} "
                 f"({100 * (one['best_loss'] - two['best_loss']) / two['best_loss']:+.2f}%, target within 0.5%)"
