@@ -106,11 +106,12 @@ def report(_: argparse.Namespace) -> None:
     pruning = []
     for _, row in asha.iterrows():
         base = plain[(plain["dataset"] == row["dataset"]) & (plain["workers"] == row["workers"])
-                     & (plain["max_evals"] == row["max_evals"]) & (plain["seed"] == row["seed"])]
+                     & (plain["max_evals"] == row["max_evals"]) & (plain["seed"] == row["seed"])
+                     & (plain["max_epochs"] == row["max_epochs"])]
         if len(base):
             b = base.iloc[-1]
             pruning.append(
-                f"- {row['dataset']}: ASHA {b['wall_s'] / row['wall_s']:.2f}x faster "
+                f"- {row['dataset']}, {row['max_evals']} trials, max_epochs {row['max_epochs']}: ASHA {b['wall_s'] / row['wall_s']:.2f}x faster "
                 f"(target >= 3x); best loss {row['best_loss']:.2f} vs {b['best_loss']:.2f} without "
                 f"pruning ({100 * (row['best_loss'] - b['best_loss']) / b['best_loss']:+.2f}%, target within 0.5%)"
             )
