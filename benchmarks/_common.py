@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,3 +73,18 @@ def write(name: str, table: pd.DataFrame, command: str, notes: str = "") -> Path
     path = RESULTS / f"{name}.md"
     path.write_text(text)
     return path
+
+
+class EpochClock:
+    """A ``callback`` for ``sat.Model.fit`` that records when each epoch ends (and never stops training)."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def __call__(self, epoch: int, train_elbo: float, validation_elbo: float) -> bool:
+        self.ends.append(time.perf_counter())
+        return False
+
+    def seconds_per_epoch(self, statistic: Callable[[np.ndarray], float] = np.median) -> float:
+        """``statistic`` of the times between consecutive epoch ends (set-up and first-call costs excluded)."""
+        return float(statistic(np.diff(self.ends))) if len(self.ends) > 1 else float("nan")

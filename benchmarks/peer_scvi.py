@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, write  # noqa: E402
+from _common import DATA, EpochClock, write  # noqa: E402
 
 import scanpy_autotune as sat  # noqa: E402
 
@@ -33,16 +33,11 @@ DATASETS = ["cortex_zeisel_3005x200.h5ad", "pbmc4k_10x_4271x2000.h5ad"]
 
 def ours(path: Path, epochs: int, n_mc: int) -> tuple[dict, dict]:
     adata = ad.read_h5ad(path)
-    ends: list[float] = []
-
-    def on_epoch(epoch: int, train_elbo: float, validation_elbo: float) -> bool:
-        ends.append(time.perf_counter())
-        return False
-
+    clock = EpochClock()
     start = time.perf_counter()
     model = sat.Model.fit(
         adata, seed=0, max_epochs=epochs, validation_size=0.0, early_stopping=False,
-        use_observed_lib_size=True, device="cpu", callback=on_epoch,
+        use_observed_lib_size=True, device="cpu", callback=clock,
     )
     seconds = time.perf_counter() - start
     nll = model.marginal_nll(adata, n_mc=n_mc, cells="heldout")
@@ -50,13 +45,9 @@ def ours(path: Path, epochs: int, n_mc: int) -> tuple[dict, dict]:
     return {
         "nll": nll,
         "s_per_epoch": seconds / model.train_result.n_epochs,
-        "steady_s_per_epoch": steady_seconds_per_epoch(ends),
+        "steady_s_per_epoch": clock.seconds_per_epoch(np.median),
     }, split
 
-
-def steady_seconds_per_epoch(ends: list[float]) -> float:
-    """Median time between the ends of consecutive epochs (set-up and first-call costs excluded)."""
-    return float(np.median(np.diff(ends))) if len(ends) > 1 else float("nan")
 
 
 def theirs(python: str, path: Path, split: dict, epochs: int, n_mc: int) -> dict:

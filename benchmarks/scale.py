@@ -33,7 +33,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write  # noqa: E402
+from _common import EpochClock, write  # noqa: E402
 
 BLOCK = 20_000
 
@@ -79,16 +79,11 @@ def one(path: Path, epochs: int) -> dict:
     X = adata.X
     n_cells, n_genes = X.shape
     csr_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
-    ends: list[float] = []
-
-    def on_epoch(epoch: int, train_elbo: float, validation_elbo: float) -> bool:
-        ends.append(time.perf_counter())
-        return False
-
+    clock = EpochClock()
     start = time.perf_counter()
-    model = sat.Model.fit(adata, max_epochs=epochs, seed=0, device="cpu", early_stopping=False, callback=on_epoch)
+    model = sat.Model.fit(adata, max_epochs=epochs, seed=0, device="cpu", early_stopping=False, callback=clock)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    steady = float(np.mean(np.diff(ends))) if len(ends) > 1 else float("nan")
+    steady = clock.seconds_per_epoch(np.mean)
     return {
         "cells": n_cells,
         "genes": n_genes,
@@ -96,9 +91,9 @@ def one(path: Path, epochs: int) -> dict:
         "density": X.nnz / (n_cells * n_genes),
         "csr_MB": csr_bytes / 1e6,
         "dense_on_device": n_cells * n_genes * 4 <= DENSE_LIMIT_BYTES,
-        "epochs": len(ends),
+        "epochs": len(clock.ends),
         "s_per_epoch": steady,
-        "first_epoch_with_setup_s": ends[0] - start,
+        "first_epoch_with_setup_s": clock.ends[0] - start,
         "s_per_epoch_per_100k_cells": steady / n_cells * 1e5,
         "peak_MB": (peak - baseline) / 1e6,
         "peak_over_csr": (peak - baseline) / csr_bytes,

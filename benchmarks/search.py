@@ -30,13 +30,20 @@ RUNS = RESULTS / "search_runs.csv"
 SEARCHES = RESULTS / "searches"
 
 
+def run_tag(dataset: str, workers: int, pruner: str, max_evals: int, seed: int,
+            max_epochs: int | None = None, test_size: float = 0.0) -> str:
+    """The name of a run's files under ``results/searches/``."""
+    tag = f"{dataset}_w{workers}_{pruner}_n{max_evals}_s{seed}"
+    if max_epochs is not None:
+        tag += f"_e{max_epochs}"
+    if test_size > 0:
+        tag += f"_t{test_size:g}"
+    return tag
+
+
 def run(args: argparse.Namespace) -> None:
     adata = ad.read_h5ad(DATA / f"{args.dataset}.h5ad")
-    tag = f"{args.dataset}_w{args.workers}_{args.pruner}_n{args.max_evals}_s{args.seed}"
-    if args.max_epochs is not None:
-        tag += f"_e{args.max_epochs}"
-    if args.test_size > 0:
-        tag += f"_t{args.test_size:g}"
+    tag = run_tag(args.dataset, args.workers, args.pruner, args.max_evals, args.seed, args.max_epochs, args.test_size)
     SEARCHES.mkdir(parents=True, exist_ok=True)
     journal = SEARCHES / f"{tag}.jsonl"
     if journal.exists() and not args.resume:
@@ -142,10 +149,9 @@ def top_bottom(runs: pd.DataFrame, n: int = 10) -> str:
     """Markdown sections: the ``n`` best and ``n`` worst finished trials of each run (pruned ones excluded)."""
     parts = []
     for _, run in runs.iterrows():
-        tag = f"{run['dataset']}_w{run['workers']}_{run['pruner']}_n{run['max_evals']}_s{run['seed']}"
-        test_size = run.get("test_size", 0.0)
-        if test_size == test_size and test_size > 0:  # not NaN (older rows have no column)
-            tag += f"_t{test_size:g}"
+        # Runs at the default epoch cap (the row cannot tell an explicit one from it).
+        tag = run_tag(run["dataset"], run["workers"], run["pruner"], run["max_evals"], run["seed"],
+                      None, run["test_size"])
         path = SEARCHES / f"{tag}_trials.csv"
         if not path.exists():
             continue

@@ -32,7 +32,6 @@ from scanpy_autotune._vae import resolve_hyperparameters  # noqa: E402
 from scanpy_autotune._vae._data import DeviceCounts, extract_counts, make_split  # noqa: E402
 
 SEARCHES = RESULTS / "searches"
-VALIDATION_SIZE = 0.1  # the search's validation fraction of the training cells
 
 
 def score(
@@ -59,7 +58,7 @@ def compare(tag: str, seeds: int, retrain: bool) -> list[dict]:
     data = extract_counts(adata)
     split = make_split(
         data.n_obs, train_size=float(params["train_size"]), test_size=float(params["test_size"]),
-        validation_size=float(params.get("validation_size", VALIDATION_SIZE)), seed=int(params["seed"]),
+        validation_size=float(params["validation_size"]), seed=int(params["seed"]),
     )
     counts = DeviceCounts(data, "cpu")
     max_epochs, n_mc, seed = int(params["max_epochs"]), int(params["n_mc"]), int(params["seed"])

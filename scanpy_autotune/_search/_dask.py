@@ -213,9 +213,9 @@ def _pause_callbacks(dask_worker: Any) -> list[str]:
     return paused
 
 
-def _resume_callbacks(names: list[str], dask_worker: Any) -> None:
-    """Start again the callbacks :func:`_pause_callbacks` stopped (``client.run``)."""
-    for name in names:
+def _resume_callbacks(paused: dict[str, list[str]], dask_worker: Any) -> None:
+    """Start again the callbacks :func:`_pause_callbacks` stopped on this worker (``client.run``)."""
+    for name in paused.get(dask_worker.address, []):
         callback = dask_worker.periodic_callbacks.get(name)
         if callback is not None and not callback.is_running():
             callback.start()
@@ -630,9 +630,9 @@ class DaskBackend:
     def _resume_workers(self) -> None:
         """Restart the callbacks :meth:`_pause_workers` paused, on the workers still there."""
         alive = set(self._workers())
-        for address, names in self._paused.items():
-            if address in alive:
-                self.client.run(_resume_callbacks, names, workers=[address])
+        workers = [address for address in self._paused if address in alive]
+        if workers:
+            self.client.run(_resume_callbacks, self._paused, workers=workers)
         self._paused = {}
 
     def _prepare_workers(self) -> None:

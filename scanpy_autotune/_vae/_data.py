@@ -118,14 +118,18 @@ def _lean_csr(matrix, where: str) -> sp.csr_matrix:
     twice; ``adata`` itself is never modified.
     """
     X = sp.csr_matrix(matrix)  # shares the arrays of a CSR input
+    owned = False  # whether X is a copy that may be changed in place
     if not X.has_canonical_format:
         X = sp.csr_matrix(X, dtype=np.float64, copy=True)
         X.sum_duplicates()
+        owned = True
     _check_values(X.data, where)
     if X.data.dtype != np.float32:
         X = X.astype(np.float32)
+        owned = True
     if not X.data.all():
-        X = X.copy()
+        if not owned:
+            X = X.copy()
         X.eliminate_zeros()
     return X
 
