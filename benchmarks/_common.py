@@ -15,7 +15,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SAT_DATA", ROOT.parent / "shared" / "data"))
-RESULTS = ROOT / "benchmarks" / "results"
+# SAT_RESULTS: write elsewhere (a device machine writes where its files come back from).
+RESULTS = Path(os.environ.get("SAT_RESULTS", ROOT / "benchmarks" / "results"))
 
 
 def machine() -> str:

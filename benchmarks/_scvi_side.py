@@ -1,6 +1,6 @@
 """The scvi-tools half of peer_scvi.py; runs in scvi-tools' own virtual environment.
 
-    python _scvi_side.py DATA.h5ad SPLIT.json EPOCHS N_MC   -> one JSON line on stdout
+    python _scvi_side.py DATA.h5ad SPLIT.json EPOCHS N_MC [cpu|gpu]   -> one JSON line on stdout
 """
 
 import json
@@ -26,6 +26,7 @@ class EpochEnds(Callback):
 
 def main() -> None:
     path, split_file, epochs, n_mc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    accelerator = sys.argv[5] if len(sys.argv) > 5 else "cpu"
     torch.set_num_threads(2)
     scvi.settings.seed = 0
     scvi.settings.dl_num_workers = 0
@@ -39,7 +40,7 @@ def main() -> None:
     start = time.perf_counter()
     model.train(
         max_epochs=epochs, train_size=1.0, batch_size=128, early_stopping=False,
-        accelerator="cpu", enable_progress_bar=False, callbacks=[ends],
+        accelerator=accelerator, devices=1, enable_progress_bar=False, callbacks=[ends],
     )
     seconds = time.perf_counter() - start
     scvi.model.SCVI.setup_anndata(heldout)

@@ -5,7 +5,10 @@ cells for training (split with seed 0), observed library size (SCVI's
 default), 100 importance samples on the same 25% held-out cells. scvi-tools
 runs in its own virtual environment (``--scvi-python``), never imported here.
 
-    python benchmarks/peer_scvi.py --scvi-python /path/to/scvi-venv/bin/python
+    python benchmarks/peer_scvi.py --scvi-python /path/to/scvi-venv/bin/python [--device cuda]
+
+With ``--device cuda`` both train on the first GPU (scvi-tools through
+Lightning's ``accelerator="gpu"``).
 """
 
 from __future__ import annotations
@@ -31,13 +34,13 @@ import scanpy_autotune as sat  # noqa: E402
 DATASETS = ["cortex_zeisel_3005x200.h5ad", "pbmc4k_10x_4271x2000.h5ad"]
 
 
-def ours(path: Path, epochs: int, n_mc: int) -> tuple[dict, dict]:
+def ours(path: Path, epochs: int, n_mc: int, device: str) -> tuple[dict, dict]:
     adata = ad.read_h5ad(path)
     clock = EpochClock()
     start = time.perf_counter()
     model = sat.Model.fit(
         adata, seed=0, max_epochs=epochs, validation_size=0.0, early_stopping=False,
-        use_observed_lib_size=True, device="cpu", callback=clock,
+        use_observed_lib_size=True, device=device, callback=clock,
     )
     seconds = time.perf_counter() - start
     nll = model.marginal_nll(adata, n_mc=n_mc, cells="heldout")
@@ -50,15 +53,17 @@ def ours(path: Path, epochs: int, n_mc: int) -> tuple[dict, dict]:
 
 
 
-def theirs(python: str, path: Path, split: dict, epochs: int, n_mc: int) -> dict:
+def theirs(python: str, path: Path, split: dict, epochs: int, n_mc: int, device: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         split_file = Path(tmp) / "split.json"
         split_file.write_text(json.dumps(split))
         out = subprocess.run(
             [python, str(Path(__file__).with_name("_scvi_side.py")), str(path), str(split_file),
-             str(epochs), str(n_mc)],
-            capture_output=True, text=True, check=True,
+             str(epochs), str(n_mc), "gpu" if device.startswith("cuda") else "cpu"],
+            capture_output=True, text=True,
         )
+    if out.returncode != 0:
+        raise RuntimeError(f"scvi-tools side failed (exit {out.returncode}):\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -68,14 +73,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=400)
     parser.add_argument("--n-mc", type=int, default=100)
     parser.add_argument("--out", default="peer_scvi", help="name of the results files (results/OUT.md, .csv)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where both packages train")
+    parser.add_argument("--datasets", nargs="+", default=DATASETS, help="file names under the data folder")
     args = parser.parse_args()
     torch.set_num_threads(2)
     rows = []
-    for name in DATASETS:
-        ours_result, split = ours(DATA / name, args.epochs, args.n_mc)
-        peer = theirs(args.scvi_python, DATA / name, split, args.epochs, args.n_mc)
+    for name in args.datasets:
+        ours_result, split = ours(DATA / name, args.epochs, args.n_mc, args.device)
+        peer = theirs(args.scvi_python, DATA / name, split, args.epochs, args.n_mc, args.device)
         rows.append({
             "dataset": name.removesuffix(".h5ad"),
+            "device": args.device,
             "epochs": args.epochs,
             "NLL ours": ours_result["nll"],
             "NLL scvi-tools": peer["nll"],
@@ -92,10 +100,10 @@ def main() -> None:
     write(
         args.out, pd.DataFrame(rows),
         f"python benchmarks/peer_scvi.py --scvi-python {args.scvi_python} --epochs {args.epochs} "
-        f"--n-mc {args.n_mc} --out {args.out}",
+        f"--n-mc {args.n_mc} --out {args.out} --device {args.device} --datasets {' '.join(args.datasets)}",
         notes="Both: default configuration (n_hidden 128, n_latent 10, 1 layer, dropout 0.1, ZINB, "
         "lr 1e-3), observed library size, no early stopping, batch 128, KL warm-up 400 epochs, "
-        "2 torch threads; the same training and held-out cells (seed 0 split, 75/25). "
+        "2 torch threads (CPU); the same training and held-out cells (seed 0 split, 75/25). "
         "s/epoch: the whole training call (ours: Model.fit with its set-up; scvi-tools: model.train) "
         "divided by the epochs; steady s/epoch: median time between consecutive epoch ends.",
     )

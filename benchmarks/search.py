@@ -1,11 +1,13 @@
 """Whole searches: wall time, trials per hour, best loss against the default configuration.
 
     python benchmarks/search.py run --dataset cortex_zeisel_3005x200 --workers 2 [--pruner asha]
+    python benchmarks/search.py run --dataset cortex_zeisel_3005x200 --gpus 1 --trials-per-gpu 4 --max-evals 20
     python benchmarks/search.py report
 
 ``run`` appends one row to ``results/search_runs.csv`` and keeps the search's
 journal and trials table under ``results/searches/``; ``report`` turns the rows
-into ``results/search_scaling.md`` (issue: 2 workers against 1) and
+into ``results/runtime.md`` (the 2019 study's Table 1, CPU and GPU runs),
+``results/search_scaling.md`` (issue: 2 workers against 1) and
 ``results/pruning.md`` (ASHA against no pruning) and ``results/top_bottom.md``
 (the best and worst 10 finished trials of each 100-trial search).
 """
@@ -31,28 +33,34 @@ SEARCHES = RESULTS / "searches"
 
 
 def run_tag(dataset: str, workers: int, pruner: str, max_evals: int, seed: int,
-            max_epochs: int | None = None, test_size: float = 0.0) -> str:
-    """The name of a run's files under ``results/searches/``."""
+            max_epochs: int | None = None, test_size: float = 0.0, gpu: bool = False) -> str:
+    """The name of a run's files under ``results/searches/`` (``workers``: parallel trials)."""
     tag = f"{dataset}_w{workers}_{pruner}_n{max_evals}_s{seed}"
     if max_epochs is not None:
         tag += f"_e{max_epochs}"
     if test_size > 0:
         tag += f"_t{test_size:g}"
+    if gpu:
+        tag += "_gpu"
     return tag
 
 
 def run(args: argparse.Namespace) -> None:
     adata = ad.read_h5ad(DATA / f"{args.dataset}.h5ad")
-    tag = run_tag(args.dataset, args.workers, args.pruner, args.max_evals, args.seed, args.max_epochs, args.test_size)
+    on_gpu = args.gpus > 0
+    workers = args.gpus * args.trials_per_gpu if on_gpu else args.workers
+    tag = run_tag(args.dataset, workers, args.pruner, args.max_evals, args.seed, args.max_epochs, args.test_size,
+                  gpu=on_gpu)
     SEARCHES.mkdir(parents=True, exist_ok=True)
     journal = SEARCHES / f"{tag}.jsonl"
     if journal.exists() and not args.resume:
         journal.unlink()
     start = time.perf_counter()
     sat.tl.autotune(
-        adata, max_evals=args.max_evals, max_epochs=args.max_epochs, n_workers=args.workers, gpus=None, seed=args.seed,
+        adata, max_evals=args.max_evals, max_epochs=args.max_epochs, n_workers=None if on_gpu else args.workers,
+        gpus=args.gpus if on_gpu else None, trials_per_gpu=args.trials_per_gpu, seed=args.seed,
         pruner=None if args.pruner == "none" else args.pruner, journal=journal, progress=False,
-        test_size=args.test_size,
+        test_size=args.test_size, timeout=args.timeout,
     )
     wall = time.perf_counter() - start
     uns = adata.uns["autotune"]
@@ -62,7 +70,8 @@ def run(args: argparse.Namespace) -> None:
     ad.AnnData(uns={"autotune": uns}).write_h5ad(SEARCHES / f"{tag}_uns.h5ad")
     row = {
         "dataset": args.dataset,
-        "workers": args.workers,
+        "workers": workers,
+        "device": f"{args.gpus} GPU x {args.trials_per_gpu} trials" if on_gpu else "cpu",
         "pruner": args.pruner,
         "max_evals": args.max_evals,
         "seed": args.seed,
@@ -72,6 +81,9 @@ def run(args: argparse.Namespace) -> None:
         "wall_s": wall,
         "trials_per_hour": len(trials) / wall * 3600,
         "mean_epochs": float(trials["n_epochs"].mean()),
+        # Trial time (set-up and scoring included) per epoch trained, over all trials.
+        "s_per_epoch": float(trials["duration_s"].sum() / max(trials["n_epochs"].sum(), 1)),
+        "trials": len(trials),
         "ok": int((trials["status"] == "ok").sum()),
         "pruned": int((trials["status"] == "pruned").sum()),
         "failed": int((trials["status"] == "fail").sum()),
@@ -92,9 +104,12 @@ def report(_: argparse.Namespace) -> None:
     if "test_size" not in runs:
         runs["test_size"] = 0.0
     runs["test_size"] = runs["test_size"].fillna(0.0)
+    runs["device"] = runs["device"].fillna("cpu") if "device" in runs else "cpu"
     runs = runs.drop_duplicates(
-        ["dataset", "workers", "pruner", "max_evals", "max_epochs", "seed", "test_size"], keep="last"
+        ["dataset", "device", "workers", "pruner", "max_evals", "max_epochs", "seed", "test_size"], keep="last"
     )
+    (RESULTS / "runtime.md").write_text(runtime(runs))
+    runs = runs[runs["device"] == "cpu"]
     columns = ["dataset", "workers", "pruner", "max_evals", "max_epochs", "wall_s", "trials_per_hour",
                "mean_epochs", "ok", "pruned", "failed", "default_loss", "best_loss", "gain_%"]
     sections = []
@@ -141,6 +156,34 @@ def report(_: argparse.Namespace) -> None:
     print((RESULTS / "pruning.md").read_text())
 
 
+def runtime(runs: pd.DataFrame) -> str:
+    """The 2019 study's Table 1: wall time, trials per hour and seconds per epoch of each search."""
+    runs = runs.copy()
+    for column in ("trials", "s_per_epoch"):
+        if column not in runs:
+            runs[column] = float("nan")
+    for index, run in runs.iterrows():  # rows written before these columns: read them off the trials table
+        # The row cannot tell an explicit epoch cap from the default one: look for both names.
+        names = [run_tag(run["dataset"], run["workers"], run["pruner"], run["max_evals"], run["seed"],
+                         cap, run["test_size"], gpu=run["device"] != "cpu") for cap in (None, run["max_epochs"])]
+        path = next((p for p in (SEARCHES / f"{n}_trials.csv" for n in names) if p.exists()), None)
+        if pd.isna(run["s_per_epoch"]) and path is not None:
+            trials = pd.read_csv(path)
+            runs.loc[index, "trials"] = len(trials)
+            runs.loc[index, "s_per_epoch"] = trials["duration_s"].sum() / max(trials["n_epochs"].sum(), 1)
+    columns = ["dataset", "device", "workers", "pruner", "max_epochs", "trials", "wall_s", "trials_per_hour",
+               "mean_epochs", "s_per_epoch", "default_loss", "best_loss", "gain_%", "machine"]
+    return (
+        "# Search runtime (the 2019 study's Table 1)\n\n"
+        "Command: `python benchmarks/search.py run ...` then `python benchmarks/search.py report`\n\n"
+        + markdown_table(runs[columns].sort_values(["dataset", "device", "pruner", "workers"]))
+        + "\n\nworkers: trials run at once (CPU worker processes, or GPU slots); s_per_epoch: trial time "
+        "(set-up and scoring included) per epoch trained, summed over trials; a GPU search may have been cut "
+        "by a timeout, so trials can be fewer than planned. The 2019 study: 100 trials on Cortex in 9 hours "
+        "on one GPU.\n"
+    )
+
+
 TRIAL_COLUMNS = ["trial_id", "status", "loss", "n_latent", "n_hidden", "n_layers", "dropout_rate",
                  "reconstruction_loss", "lr", "n_epochs", "duration_s"]
 
@@ -177,6 +220,9 @@ def main() -> None:
     r.add_argument("--max-epochs", type=int, default=None, help="default: sat.tl.default_max_epochs")
     r.add_argument("--test-size", type=float, default=0.0, help="fraction of cells kept untouched for a test loss")
     r.add_argument("--resume", action="store_true", help="keep an existing journal and resume it")
+    r.add_argument("--gpus", type=int, default=0, help="GPUs to use (0: CPU workers, --workers of them)")
+    r.add_argument("--trials-per-gpu", type=int, default=1)
+    r.add_argument("--timeout", type=float, default=None, help="seconds; the search stops with what it finished")
     sub.add_parser("report")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

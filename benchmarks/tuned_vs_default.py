@@ -1,6 +1,6 @@
 """The tuned configuration against the default (the 2019 study's Table 5), from a finished search.
 
-    python benchmarks/tuned_vs_default.py TAG [TAG ...] [--seeds 3] [--no-retrain]
+    python benchmarks/tuned_vs_default.py TAG [TAG ...] [--seeds 3] [--no-retrain] [--device cuda] [--out NAME]
 
 ``TAG`` names a run of ``search.py`` (``results/searches/TAG_uns.h5ad``; the
 dataset is the part before ``_w``). On the search's own split, the best
@@ -10,7 +10,7 @@ them, and each is scored: held-out marginal NLL, train and held-out ELBO, and
 the scVI imputation score (10% of non-zero counts corrupted; retrained on the
 corrupted counts unless ``--no-retrain``). When the search kept a test split
 (``search.py run --test-size``), the loss on those untouched cells is reported
-too. Writes ``results/tuned_vs_default.md`` and ``.csv``.
+too. Writes ``results/OUT.md`` and ``.csv`` (default OUT: tuned_vs_default).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def score(
     }
 
 
-def compare(tag: str, seeds: int, retrain: bool) -> list[dict]:
+def compare(tag: str, seeds: int, retrain: bool, device: str) -> list[dict]:
     dataset = tag.split("_w")[0]
     uns = ad.read_h5ad(SEARCHES / f"{tag}_uns.h5ad").uns["autotune"]
     params, best = uns["params"], uns["best"]
@@ -60,7 +60,7 @@ def compare(tag: str, seeds: int, retrain: bool) -> list[dict]:
         data.n_obs, train_size=float(params["train_size"]), test_size=float(params["test_size"]),
         validation_size=float(params["validation_size"]), seed=int(params["seed"]),
     )
-    counts = DeviceCounts(data, "cpu")
+    counts = DeviceCounts(data, device)
     max_epochs, n_mc, seed = int(params["max_epochs"]), int(params["n_mc"]), int(params["seed"])
     has_test = float(params["test_size"]) > 0
     runs = [("tuned", dict(best["params"]), seed + int(best["trial_id"]), float(best["loss"]))]
@@ -100,14 +100,16 @@ def main() -> None:
     parser.add_argument("tags", nargs="+")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--no-retrain", action="store_true", help="impute with the trained models")
+    parser.add_argument("--device", default="cpu", help="where the models train (cpu, cuda)")
+    parser.add_argument("--out", default="tuned_vs_default", help="name of the results files")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    rows = [row for tag in args.tags for row in compare(tag, args.seeds, not args.no_retrain)]
+    rows = [row for tag in args.tags for row in compare(tag, args.seeds, not args.no_retrain, args.device)]
     table = pd.DataFrame(rows)
     write(
-        "tuned_vs_default", table,
+        args.out, table,
         "python benchmarks/tuned_vs_default.py " + " ".join(args.tags) + f" --seeds {args.seeds}"
-        + (" --no-retrain" if args.no_retrain else ""),
+        + (" --no-retrain" if args.no_retrain else "") + f" --device {args.device} --out {args.out}",
         notes=summary(table) + "\n\nheldout_nll / test_nll: marginal NLL per cell (100 importance samples, "
         "lower is better); ELBO per cell (higher is better); imputation: per-cell median absolute error "
         "on 10% corrupted non-zero counts, median and mean over cells (lower is better). "
