@@ -206,6 +206,8 @@ def autotune(
         For bad input or arguments, before any training.
     KeyboardInterrupt
         After Ctrl-C, once the finished trials are written into ``adata``.
+    TimeoutError
+        When ``timeout`` passed before any trial finished (``adata`` unchanged).
     """
     # -- validate everything before any work ---------------------------------
     data = extract_counts(adata, layer=layer, batch_key=batch_key)
@@ -276,6 +278,13 @@ def autotune(
     )
 
     # -- results ---------------------------------------------------------------
+    if not outcome.records:  # nothing finished: adata stays as it was
+        if outcome.interrupted is not None:
+            raise outcome.interrupted
+        raise TimeoutError(
+            f"timeout={timeout} s passed before any trial finished, so there is nothing to store and adata is "
+            "unchanged; allow more time or a smaller max_epochs."
+        )
     params = dict(settings)
     params.update(
         max_evals=int(max_evals), backend=pool.name, n_workers=int(pool.n_slots),

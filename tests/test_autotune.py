@@ -3,14 +3,15 @@
 import math
 import os
 import signal
-from pathlib import Path
+import threading
+import time
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from _helpers import interrupt_when, journal_trials
+from _helpers import interrupt_when, journal_trials, worker_processes
 
 import scanpy_autotune as sat
 
@@ -105,25 +106,6 @@ def test_worker_killed_mid_trial(small, tmp_path):
     assert (trials["status"] == "ok").sum() == 4
 
 
-
-
-def _worker_children() -> list[int]:
-    """Worker processes of this test process that are still running."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            stat = (proc / "stat").read_text()
-            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-        except (OSError, ValueError):
-            continue
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == os.getpid() and "_search._worker" in cmdline and state != "Z":
-            found.append(int(proc.name))
-    return found
-
-
-
-
 def test_ctrl_c_keeps_trials_and_resume_completes(small, tmp_path):
     journal = tmp_path / "search.jsonl"
     max_evals = 6
@@ -131,7 +113,7 @@ def test_ctrl_c_keeps_trials_and_resume_completes(small, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         sat.tl.autotune(small, max_evals=max_evals, n_workers=2, journal=journal, **SMALL)
     watcher.join()
-    assert _worker_children() == []  # Ctrl-C stopped the workers
+    assert worker_processes(os.getpid()) == []  # Ctrl-C stopped the workers
     kept = journal_trials(journal)
     assert 2 <= len(kept) < max_evals
     trials = small.uns["autotune"]["trials"]
@@ -243,3 +225,29 @@ def test_timeout_stops_the_search_and_keeps_finished_trials(small, caplog):
     assert 1 <= len(trials) < 200
     assert (trials["status"] != "fail").all()  # abandoned trials are not recorded as failures
     assert "timeout of 12 s reached" in caplog.text
+
+
+def test_timeout_before_any_trial_finishes_raises_and_leaves_adata_untouched(small):
+    before = (set(small.uns), set(small.obs), set(small.obsm))
+    with pytest.raises(TimeoutError, match=r"timeout=1 s passed before any trial finished"):
+        sat.tl.autotune(small, max_evals=2, n_workers=1, timeout=1, **{**SMALL, "max_epochs": 10**6})
+    assert (set(small.uns), set(small.obs), set(small.obsm)) == before
+
+
+def test_ctrl_c_before_any_trial_finishes_is_a_keyboard_interrupt(small, tmp_path):
+    """Nothing to store: the interrupt itself propagates (not an error about empty results)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def interrupt_once_training():
+        deadline = time.monotonic() + 120
+        while not worker_processes(os.getpid()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_training, daemon=True).start()
+    journal = tmp_path / "search.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        sat.tl.autotune(small, max_evals=2, n_workers=1, journal=journal, **{**SMALL, "max_epochs": 10**6})
+    assert "autotune" not in small.uns and journal_trials(journal) == []
+    assert worker_processes(os.getpid()) == []

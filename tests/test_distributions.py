@@ -58,8 +58,12 @@ def _reference(kind, x, h, log_lib, log_theta, pi_logits):
 
 @pytest.mark.parametrize("kind", ["zinb", "nb", "poisson"])
 @pytest.mark.parametrize("theta_per_cell", [False, True])
-def test_fused_likelihood_matches_autograd(params, kind, theta_per_cell):
-    """The fused node equals the exact likelihood (minus lgamma(x+1)), values and gradients."""
+@pytest.mark.parametrize("dense", [False, True], ids=["coordinates", "mask"])
+def test_fused_likelihood_matches_autograd(params, kind, theta_per_cell, dense):
+    """The fused node equals the exact likelihood (minus lgamma(x+1)), values and gradients.
+
+    ``mask`` is the GPU's way to the non-zero terms (no ``torch.nonzero``), checked here on the CPU.
+    """
     x, _, _, _ = params
     x = torch.tensor(x)
     gen = torch.Generator().manual_seed(1)
@@ -78,7 +82,9 @@ def test_fused_likelihood_matches_autograd(params, kind, theta_per_cell):
     lt_b = None if kind == "poisson" else b[2]
     pi_a = a[3] if kind == "zinb" else None
     pi_b = b[3] if kind == "zinb" else None
-    fused = count_nll(x, NonZeros(x), kind, a[0], a[1], lt_a, pi_a)
+    nz = NonZeros(x, dense=dense)
+    assert (nz.mask is not None) == dense
+    fused = count_nll(x, nz, kind, a[0], a[1], lt_a, pi_a)
     ref = _reference(kind, x, b[0], b[1], lt_b, pi_b)
     np.testing.assert_allclose(fused.detach().numpy(), ref.detach().numpy(), rtol=1e-9)
     weights = torch.linspace(0.5, 1.5, n, dtype=F64)
@@ -89,3 +95,11 @@ def test_fused_likelihood_matches_autograd(params, kind, theta_per_cell):
             assert ta.grad is None or torch.all(ta.grad == 0)
             continue
         np.testing.assert_allclose(ta.grad.numpy(), tb.grad.numpy(), rtol=1e-7, atol=1e-9)
+
+
+def test_non_zeros_use_coordinates_on_the_cpu():
+    x = torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, 3.0]])
+    nz = NonZeros(x)
+    assert nz.mask is None
+    assert nz.rows.tolist() == [0, 1, 1] and nz.cols.tolist() == [1, 0, 2] and nz.values.tolist() == [2.0, 1.0, 3.0]
+    assert NonZeros(x, dense=True).mask.tolist() == [[False, True, False], [True, False, True]]

@@ -6,8 +6,8 @@ and waits for a decision (``report``), or a slot whose worker died with a
 trial (``died``). The runner answers ``report`` events with :meth:`answer`.
 
 This module does not import torch: each worker is a fresh interpreter
-(:mod:`._worker`) that pins itself to its device (``CUDA_VISIBLE_DEVICES``)
-and sets its thread count *before* it imports torch.
+(:mod:`._worker`) started with its GPU (``CUDA_VISIBLE_DEVICES``) and thread
+count in its environment, so both hold before anything in it imports torch.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pickle
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -76,24 +77,54 @@ def gpu_devices(gpus: str | int | list[int], trials_per_gpu: int) -> list[str]:
     return [f"cuda:{g}" for g in chosen for _ in range(trials_per_gpu)]
 
 
-class _Slot:
-    """One worker process and the socket to it."""
+def worker_environment(device: str, threads: int, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a worker on ``device``: its thread count, and on a GPU that GPU alone.
 
-    def __init__(self, device: str, threads: int, payload: bytes) -> None:
+    ``"cuda:N"`` is the N-th GPU this process sees, so under ``CUDA_VISIBLE_DEVICES=2,3``
+    ``"cuda:1"`` is the GPU named ``3``.
+    """
+    env = dict(environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    if device.startswith("cuda"):
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        visible = [v.strip() for v in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+        if "CUDA_VISIBLE_DEVICES" in environ and index >= len(visible):
+            raise ValueError(f"{device} is not among CUDA_VISIBLE_DEVICES={environ['CUDA_VISIBLE_DEVICES']!r}")
+        env["CUDA_VISIBLE_DEVICES"] = visible[index] if visible else str(index)
+    return env
+
+
+class _Slot:
+    """One worker process and the socket to it.
+
+    The process starts at once; ``send_context`` then blocks until the worker
+    has imported torch and reads the trial context, so a pool starts all its
+    processes before it sends anything (imports run side by side).
+    """
+
+    def __init__(self, device: str, threads: int) -> None:
         self.device = device
         parent, child = socket.socketpair()
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "scanpy_autotune._search._worker", str(child.fileno()), device, str(threads)],
+            [sys.executable, "-m", "scanpy_autotune._search._worker", str(child.fileno()), device, str(threads),
+             str(os.getpid())],
             pass_fds=(child.fileno(),),
-            env=env,
+            env=worker_environment(device, threads, os.environ),
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in a terminal reaches the driver only
         )
         child.close()
         self.conn = Connection(parent.detach())
-        self.conn.send_bytes(payload)
         self.trial_id: int | None = None
+
+    def send_context(self, payload: bytes) -> None:
+        self.conn.send_bytes(payload)
+
+    @classmethod
+    def started(cls, device: str, threads: int, payload: bytes) -> _Slot:
+        """A slot whose worker has its context."""
+        slot = cls(device, threads)
+        slot.send_context(payload)
+        return slot
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -139,7 +170,9 @@ class LocalPool:
     def start(self, context: Any) -> None:
         """Start the workers and send each the trial context once."""
         self._payload = pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL)
-        self._slots = [_Slot(d, self.threads, self._payload) for d in self.devices]
+        self._slots = [_Slot(d, self.threads) for d in self.devices]
+        for slot in self._slots:
+            slot.send_context(self._payload)
 
     def free_slots(self) -> int:
         return sum(slot.trial_id is None for slot in self._slots)
@@ -149,7 +182,7 @@ class LocalPool:
         index = next(i for i, s in enumerate(self._slots) if s.trial_id is None)
         if not self._slots[index].alive():  # died while idle: replace it quietly
             self._slots[index].stop(kill=True)
-            self._slots[index] = _Slot(self.devices[index], self.threads, self._payload)
+            self._slots[index] = _Slot.started(self.devices[index], self.threads, self._payload)
         slot = self._slots[index]
         slot.trial_id = trial_id
         slot.conn.send(("trial", trial_id, params, list(rungs)))
@@ -204,7 +237,7 @@ class LocalPool:
         logger.warning("trial %d: %s; starting a fresh worker", slot.trial_id, error)
         event = Event("died", slot.trial_id, error=error, device=slot.device)
         slot.stop(kill=True)
-        self._slots[index] = _Slot(slot.device, self.threads, self._payload)
+        self._slots[index] = _Slot.started(slot.device, self.threads, self._payload)
         return event
 
     def shutdown(self, kill: bool = False) -> None:

@@ -1,9 +1,11 @@
-"""A worker process of the local pool: ``python -m scanpy_autotune._search._worker FD DEVICE THREADS``.
+"""A worker process of the local pool: ``python -m scanpy_autotune._search._worker FD DEVICE THREADS PARENT``.
 
 Started as a fresh interpreter (not ``multiprocessing``'s spawn), so it never
-re-imports the user's ``__main__`` script. It pins itself to its device and
-thread count before torch is imported, receives the trial context once over
-the socket ``FD``, then evaluates trials until told to stop.
+re-imports the user's ``__main__`` script. The pool pins it to its GPU and
+thread count through its environment, before anything imports torch. It
+receives the trial context once over the socket ``FD``, then evaluates trials
+until told to stop, or until the driver (process ``PARENT``) is gone: a killed
+notebook kernel must not leave trials burning cores.
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ import os
 import pickle
 import signal
 import sys
+import threading
+import time
 from multiprocessing.connection import Connection
+
+ORPHAN_CHECK_SECONDS = 1.0
 
 
 class RungReporter:
@@ -53,14 +59,29 @@ def serve(conn: Connection, device: str) -> None:
         conn.send(("done", trial_id, record, model))
 
 
+def exit_when_orphaned(parent: int, interval: float = ORPHAN_CHECK_SECONDS) -> threading.Thread:
+    """Watch, from a daemon thread, for the driver ``parent`` to die, and then end this process.
+
+    A worker in the middle of a trial only notices a closed socket when the trial
+    ends, which can be many minutes after a driver was killed (SIGKILL, out of memory).
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="orphan-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str]) -> None:
-    fd, device, threads = int(argv[0]), argv[1], int(argv[2])
+    fd, device, threads, parent = int(argv[0]), argv[1], int(argv[2]), int(argv[3])
+    # Importing the package (torch with it) took this long already: the driver may be gone by now.
+    exit_when_orphaned(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C stops
-    if device.startswith("cuda"):
-        os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
-        local_device = "cuda:0"
-    else:
-        local_device = "cpu"
+    local_device = "cuda:0" if device.startswith("cuda") else "cpu"  # its one visible GPU
     import torch
 
     from ._allocator import restore_dynamic_thresholds

@@ -287,6 +287,11 @@ def _row_lgamma_sums(X: sp.csr_matrix, chunk: int = 1 << 16) -> np.ndarray:
     return sums
 
 
+def index_tensor(idx: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """Cell positions as a ``long`` tensor on ``device``, copied: split arrays are read-only and stay so."""
+    return torch.tensor(np.asarray(idx), dtype=torch.long, device=device)
+
+
 class DeviceCounts:
     """Counts held on the training device, with per-cell constants precomputed.
 

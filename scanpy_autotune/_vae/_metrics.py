@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ._data import CountData, DeviceCounts
+from ._data import CountData, DeviceCounts, index_tensor
 from ._module import VAE
 from ._train import EVAL_BATCH_SIZE, evaluate_elbo
 
@@ -16,7 +16,7 @@ __all__ = ["evaluate_elbo", "marginal_nll", "latent_mean", "normalized_expressio
 
 
 def _batches(data: DeviceCounts, idx: np.ndarray, batch_size: int):
-    index = torch.as_tensor(idx, dtype=torch.long, device=data.device)
+    index = index_tensor(idx, data.device)
     for start in range(0, len(index), batch_size):
         rows = index[start : start + batch_size]
         x, x_log1p = data.rows(rows)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ._data import DeviceCounts
+from ._data import DeviceCounts, index_tensor
 from ._module import VAE
 from ._optim import FlatAdam
 
@@ -54,7 +54,7 @@ def evaluate_elbo(module: VAE, data: DeviceCounts, idx: np.ndarray) -> np.ndarra
     """Per-cell ELBO (one posterior sample, constants included) of the cells ``idx``."""
     module.eval()
     out = []
-    index = torch.as_tensor(idx, dtype=torch.long, device=data.device)
+    index = index_tensor(idx, data.device)
     for start in range(0, len(index), EVAL_BATCH_SIZE):
         rows = index[start : start + EVAL_BATCH_SIZE]
         x, x_log1p = data.rows(rows)
@@ -117,7 +117,7 @@ def train(
     """
     device = data.device
     optimizer = FlatAdam(module, lr=lr, eps=0.01, weight_decay=weight_decay)
-    train_index = torch.as_tensor(train_idx, dtype=torch.long, device=device)
+    train_index = index_tensor(train_idx, device)
     n_train = len(train_index)
     # scVI drops a last minibatch of fewer than 3 cells (BatchNorm needs several).
     remainder = n_train % batch_size

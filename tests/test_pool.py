@@ -1,0 +1,95 @@
+"""The local pool of worker processes."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from _helpers import process_running, worker_processes
+
+from scanpy_autotune._search import _backends
+
+
+def test_pool_starts_every_worker_before_it_waits_on_one(monkeypatch):
+    """Sending the context blocks until a worker has imported torch: all processes must exist by then.
+
+    Started one after the other, 8 GPU workers took over a minute to start on a
+    machine where one takes 8 s.
+    """
+    created: list[_backends._Slot] = []
+    alive_at_first_send: list[int] = []
+    original_init, original_send = _backends._Slot.__init__, _backends._Slot.send_context
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        created.append(self)
+
+    def send(self, payload):
+        if not alive_at_first_send:
+            alive_at_first_send.append(sum(slot.alive() for slot in created))
+        original_send(self, payload)
+
+    monkeypatch.setattr(_backends._Slot, "__init__", init)
+    monkeypatch.setattr(_backends._Slot, "send_context", send)
+    pool = _backends.LocalPool(["cpu"] * 3)
+    pool.start({"any": "context"})
+    try:
+        assert alive_at_first_send == [3]
+        assert pool.free_slots() == 3
+    finally:
+        pool.shutdown()
+    assert all(slot.process.returncode is not None for slot in created)
+
+
+DRIVER = """
+import sys
+import anndata as ad
+import numpy as np
+import scanpy_autotune as sat
+
+cortex = ad.read_h5ad(sys.argv[1])
+adata = cortex[np.random.default_rng(0).choice(cortex.n_obs, 300, replace=False)].copy()
+# One trial that would train for hours: the driver is killed long before it ends.
+sat.tl.autotune(adata, max_evals=1, max_epochs=10**6, n_workers=1, gpus=None, progress=False)
+"""
+
+
+def test_workers_end_when_the_driver_is_killed(cortex_path, tmp_path):
+    """SIGKILL the driver mid-trial: its worker stops within seconds instead of training on."""
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    driver = subprocess.Popen([sys.executable, str(script), str(cortex_path)])
+    try:
+        workers = _wait_for(lambda: worker_processes(driver.pid), timeout=120)
+        assert len(workers) == 1, "the driver never started its worker"
+        time.sleep(2)  # into the trial
+        assert process_running(workers[0])
+    finally:
+        driver.kill()
+        driver.wait()
+    gone = _wait_for(lambda: not process_running(workers[0]), timeout=30)
+    if not gone:
+        os.kill(workers[0], signal.SIGKILL)
+    assert gone, "the worker kept training after its driver was killed"
+
+
+def _wait_for(condition, timeout: float, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    return condition()
+
+
+def test_worker_environment_pins_one_gpu_and_the_threads():
+    env = _backends.worker_environment("cuda:1", 4, {"PATH": "/bin"})
+    assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["OMP_NUM_THREADS"] == "4" and env["PATH"] == "/bin"
+    # cuda:N counts among the GPUs this process sees, as torch does.
+    assert _backends.worker_environment("cuda:1", 2, {"CUDA_VISIBLE_DEVICES": "2,3"})["CUDA_VISIBLE_DEVICES"] == "3"
+    assert "CUDA_VISIBLE_DEVICES" not in _backends.worker_environment("cpu", 1, {})
+    with pytest.raises(ValueError, match="cuda:2 is not among CUDA_VISIBLE_DEVICES='0,1'"):
+        _backends.worker_environment("cuda:2", 1, {"CUDA_VISIBLE_DEVICES": "0,1"})
