@@ -45,6 +45,11 @@ def run_tag(dataset: str, workers: int, pruner: str, max_evals: int, seed: int,
     return tag
 
 
+def seconds_per_epoch(trials: pd.DataFrame) -> float:
+    """Trial time (set-up and scoring included) per epoch trained, over all trials."""
+    return float(trials["duration_s"].sum() / max(trials["n_epochs"].sum(), 1))
+
+
 def run(args: argparse.Namespace) -> None:
     adata = ad.read_h5ad(DATA / f"{args.dataset}.h5ad")
     on_gpu = args.gpus > 0
@@ -81,8 +86,7 @@ def run(args: argparse.Namespace) -> None:
         "wall_s": wall,
         "trials_per_hour": len(trials) / wall * 3600,
         "mean_epochs": float(trials["n_epochs"].mean()),
-        # Trial time (set-up and scoring included) per epoch trained, over all trials.
-        "s_per_epoch": float(trials["duration_s"].sum() / max(trials["n_epochs"].sum(), 1)),
+        "s_per_epoch": seconds_per_epoch(trials),
         "trials": len(trials),
         "ok": int((trials["status"] == "ok").sum()),
         "pruned": int((trials["status"] == "pruned").sum()),
@@ -170,7 +174,7 @@ def runtime(runs: pd.DataFrame) -> str:
         if pd.isna(run["s_per_epoch"]) and path is not None:
             trials = pd.read_csv(path)
             runs.loc[index, "trials"] = len(trials)
-            runs.loc[index, "s_per_epoch"] = trials["duration_s"].sum() / max(trials["n_epochs"].sum(), 1)
+            runs.loc[index, "s_per_epoch"] = seconds_per_epoch(trials)
     columns = ["dataset", "device", "workers", "pruner", "max_epochs", "trials", "wall_s", "trials_per_hour",
                "mean_epochs", "s_per_epoch", "default_loss", "best_loss", "gain_%", "machine"]
     return (
