@@ -5,7 +5,13 @@
     python benchmarks/search.py report
 
 ``run`` appends one row to ``results/search_runs.csv`` and keeps the search's
-journal and trials table under ``results/searches/``; ``report`` turns the rows
+journal and trials table under ``results/searches/``. A search longer than one
+sitting runs in segments: ``--stop-at N`` ends a segment once N trials are in
+the journal (every started trial finishes, so no work is thrown away), and the
+next call with ``--resume`` goes on; the row is written when all ``--max-evals``
+trials exist, with the segments' wall times summed and the time a worker sat
+idle at each segment's end (while the last trial finished) reported beside it.
+ ``report`` turns the rows
 into ``results/runtime.md`` (the 2019 study's Table 1, CPU and GPU runs),
 ``results/search_scaling.md`` (issue: 2 workers against 1) and
 ``results/pruning.md`` (ASHA against no pruning) and ``results/top_bottom.md``
@@ -15,6 +21,7 @@ into ``results/runtime.md`` (the 2019 study's Table 1, CPU and GPU runs),
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -50,6 +57,25 @@ def seconds_per_epoch(trials: pd.DataFrame) -> float:
     return float(trials["duration_s"].sum() / max(trials["n_epochs"].sum(), 1))
 
 
+class FinishTimes(logging.Handler):
+    """Collects when each trial of this process's search finished (from the search's own log lines)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.times: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.msg, str) and record.msg.startswith("trial %d") and ":" in record.msg:
+            if "started" not in record.msg:
+                self.times.append(time.perf_counter())
+
+
+def tail_idle_s(finish_times: list[float], end: float, workers: int) -> float:
+    """Worker-seconds spent idle at a segment's end: after each of the last ``workers - 1`` finishes."""
+    last = sorted(finish_times)[-(workers - 1):] if workers > 1 else []
+    return float(sum(end - t for t in last))
+
+
 def run(args: argparse.Namespace) -> None:
     adata = ad.read_h5ad(DATA / f"{args.dataset}.h5ad")
     on_gpu = args.gpus > 0
@@ -58,18 +84,36 @@ def run(args: argparse.Namespace) -> None:
                   gpu=on_gpu)
     SEARCHES.mkdir(parents=True, exist_ok=True)
     journal = SEARCHES / f"{tag}.jsonl"
-    if journal.exists() and not args.resume:
-        journal.unlink()
+    segments_file = SEARCHES / f"{tag}.segments.jsonl"
+    if not args.resume:
+        journal.unlink(missing_ok=True)
+        segments_file.unlink(missing_ok=True)
+    if args.stop_at is not None and not 0 < args.stop_at < args.max_evals:
+        raise SystemExit(f"--stop-at {args.stop_at} must lie between 0 and --max-evals {args.max_evals}.")
+    finishes = FinishTimes()
+    logging.getLogger("scanpy_autotune").addHandler(finishes)
     start = time.perf_counter()
     sat.tl.autotune(
-        adata, max_evals=args.max_evals, max_epochs=args.max_epochs, n_workers=None if on_gpu else args.workers,
+        adata, max_evals=args.stop_at or args.max_evals, max_epochs=args.max_epochs,
+        n_workers=None if on_gpu else args.workers,
         gpus=args.gpus if on_gpu else None, trials_per_gpu=args.trials_per_gpu, seed=args.seed,
         pruner=None if args.pruner == "none" else args.pruner, journal=journal, progress=False,
         test_size=args.test_size, timeout=args.timeout,
     )
-    wall = time.perf_counter() - start
+    end = time.perf_counter()
+    wall = end - start
     uns = adata.uns["autotune"]
     trials = uns["trials"]
+    segment = {"date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": wall,
+               "trials_before": len(trials) - len(finishes.times), "trials_after": len(trials),
+               "tail_idle_s": tail_idle_s(finishes.times, end, workers)}
+    with segments_file.open("a") as out:
+        out.write(json.dumps(segment) + "\n")
+    if args.stop_at is not None:
+        print(f"segment done: {segment}; go on with --resume", flush=True)
+        return
+    segments = [json.loads(line) for line in segments_file.read_text().splitlines() if line.strip()]
+    wall = sum(s["wall_s"] for s in segments)
     trials.to_csv(SEARCHES / f"{tag}_trials.csv", index=False)
     # The search's adata.uns alone, for benchmarks/render_plots.py (plots read only uns).
     ad.AnnData(uns={"autotune": uns}).write_h5ad(SEARCHES / f"{tag}_uns.h5ad")
@@ -84,6 +128,9 @@ def run(args: argparse.Namespace) -> None:
         "test_size": args.test_size,
         "test_loss": float(uns["best"].get("test_loss", float("nan"))),
         "wall_s": wall,
+        "segments": len(segments),
+        # Idle worker-seconds at the ends of all but the last segment: what splitting the run added.
+        "segment_idle_s": sum(s["tail_idle_s"] for s in segments[:-1]),
         "trials_per_hour": len(trials) / wall * 3600,
         "mean_epochs": float(trials["n_epochs"].mean()),
         "s_per_epoch": seconds_per_epoch(trials),
@@ -114,8 +161,11 @@ def report(_: argparse.Namespace) -> None:
     )
     (RESULTS / "runtime.md").write_text(runtime(runs))
     runs = runs[runs["device"] == "cpu"]
-    columns = ["dataset", "workers", "pruner", "max_evals", "max_epochs", "wall_s", "trials_per_hour",
-               "mean_epochs", "ok", "pruned", "failed", "default_loss", "best_loss", "gain_%"]
+    if "segments" not in runs:
+        runs["segments"] = 1
+    runs["segments"] = runs["segments"].fillna(1).astype(int)
+    columns = ["dataset", "workers", "pruner", "max_evals", "max_epochs", "test_size", "segments", "wall_s",
+               "trials_per_hour", "mean_epochs", "ok", "pruned", "failed", "default_loss", "best_loss", "gain_%"]
     sections = []
     plain = runs[runs["pruner"] == "none"]
     for (dataset, max_evals, max_epochs), group in plain.groupby(["dataset", "max_evals", "max_epochs"]):
@@ -131,15 +181,18 @@ def report(_: argparse.Namespace) -> None:
     asha = runs[runs["pruner"] == "asha"]
     pruning = []
     for _, row in asha.iterrows():
+        # Same cells trained and scored: the test split must match too.
         base = plain[(plain["dataset"] == row["dataset"]) & (plain["workers"] == row["workers"])
                      & (plain["max_evals"] == row["max_evals"]) & (plain["seed"] == row["seed"])
-                     & (plain["max_epochs"] == row["max_epochs"])]
+                     & (plain["max_epochs"] == row["max_epochs"]) & (plain["test_size"] == row["test_size"])]
         if len(base):
             b = base.iloc[-1]
             pruning.append(
-                f"- {row['dataset']}, {row['max_evals']} trials, max_epochs {row['max_epochs']}: ASHA {b['wall_s'] / row['wall_s']:.2f}x faster "
-                f"(target >= 3x); best loss {row['best_loss']:.2f} vs {b['best_loss']:.2f} without "
-                f"pruning ({100 * (row['best_loss'] - b['best_loss']) / b['best_loss']:+.2f}%, target within 0.5%)"
+                f"- {row['dataset']}, {row['max_evals']} trials, max_epochs {row['max_epochs']}, test split "
+                f"{row['test_size']:g}: ASHA {b['wall_s'] / row['wall_s']:.2f}x faster "
+                f"(target >= 3x){segment_note(b, row)}; best loss {row['best_loss']:.2f} vs {b['best_loss']:.2f} "
+                f"without pruning ({100 * (row['best_loss'] - b['best_loss']) / b['best_loss']:+.2f}%, "
+                "target within 0.5%)"
             )
     header = f"Machine: {machine()}\n\nCommand: `python benchmarks/search.py run ...` then `python benchmarks/search.py report`\n"
     (RESULTS / "search_scaling.md").write_text(
@@ -158,6 +211,18 @@ def report(_: argparse.Namespace) -> None:
     )
     print((RESULTS / "search_scaling.md").read_text())
     print((RESULTS / "pruning.md").read_text())
+
+
+def segment_note(base: pd.Series, row: pd.Series) -> str:
+    """How a ratio reads once the idle time that splitting a run into segments added is taken out."""
+    def net(run: pd.Series) -> float:
+        idle = run.get("segment_idle_s", 0.0)
+        return run["wall_s"] - (0.0 if pd.isna(idle) else idle / run["workers"])
+
+    if net(base) == base["wall_s"] and net(row) == row["wall_s"]:
+        return ""
+    split = [f"{int(r['segments'])} segments" for r in (base, row) if r.get("segments", 1) > 1]
+    return f" ({', '.join(split)}; {net(base) / net(row):.2f}x without their ends' idle workers)"
 
 
 def runtime(runs: pd.DataFrame) -> str:
@@ -227,6 +292,8 @@ def main() -> None:
     r.add_argument("--gpus", type=int, default=0, help="GPUs to use (0: CPU workers, --workers of them)")
     r.add_argument("--trials-per-gpu", type=int, default=1)
     r.add_argument("--timeout", type=float, default=None, help="seconds; the search stops with what it finished")
+    r.add_argument("--stop-at", type=int, default=None,
+                   help="end this segment once this many trials exist; go on later with --resume")
     sub.add_parser("report")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
