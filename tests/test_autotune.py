@@ -219,12 +219,14 @@ def test_test_split_refit_and_save_dir(small, tmp_path):
 
 
 def test_timeout_stops_the_search_and_keeps_finished_trials(small, caplog):
+    # Trials of a few epochs finish within seconds even on a loaded machine, while
+    # 1000 of them cannot all finish in 30 s: the timeout, not max_evals, ends it.
     with caplog.at_level("WARNING", logger="scanpy_autotune"):
-        sat.tl.autotune(small, max_evals=200, n_workers=2, timeout=12, **{**SMALL, "max_epochs": 40})
+        sat.tl.autotune(small, max_evals=1000, n_workers=2, timeout=30, **SMALL)
     trials = small.uns["autotune"]["trials"]
-    assert 1 <= len(trials) < 200
+    assert 1 <= len(trials) < 1000
     assert (trials["status"] != "fail").all()  # abandoned trials are not recorded as failures
-    assert "timeout of 12 s reached" in caplog.text
+    assert "timeout of 30 s reached" in caplog.text
 
 
 def test_timeout_before_any_trial_finishes_raises_and_leaves_adata_untouched(small):
