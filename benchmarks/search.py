@@ -195,22 +195,32 @@ def report(_: argparse.Namespace) -> None:
                 "target within 0.5%)"
             )
     header = f"Machine: {machine()}\n\nCommand: `python benchmarks/search.py run ...` then `python benchmarks/search.py report`\n"
-    (RESULTS / "search_scaling.md").write_text(
+    write_keeping_notes(RESULTS / "search_scaling.md",
         "# Search wall time, 2 workers against 1\n\n" + header + "\n"
         + markdown_table(plain[columns]) + "\n\n" + "\n".join(sections) + "\n"
         "\nThe 2019 scVI autotune study: Cortex 1256.03 -> 1218.52 (-3.0%) in 9 hours on a GPU "
         "(its Cortex had 558 genes; these files have 200, so the losses are not comparable in value).\n"
     )
-    (RESULTS / "pruning.md").write_text(
+    write_keeping_notes(RESULTS / "pruning.md",
         "# Asynchronous successive halving (ASHA) against no pruning\n\n" + header + "\n"
         + markdown_table(runs[runs["workers"] == 2][columns]) + "\n\n" + "\n".join(pruning) + "\n"
     )
-    (RESULTS / "top_bottom.md").write_text(
+    write_keeping_notes(RESULTS / "top_bottom.md",
         "# Top-10 and bottom-10 trials of each 100-trial search (the 2019 study's Tables 2-4)\n\n"
         + header + "\n" + top_bottom(runs[runs["max_evals"] >= 100]) + "\n"
     )
     print((RESULTS / "search_scaling.md").read_text())
     print((RESULTS / "pruning.md").read_text())
+
+
+def write_keeping_notes(path: Path, text: str) -> None:
+    """Write a generated report, keeping the hand-written notes (from the first "Notes (" line) of the old one."""
+    notes = ""
+    if path.exists():
+        old = path.read_text()
+        start = old.find("\nNotes (")
+        notes = old[start:] if start >= 0 else ""
+    path.write_text(text + notes)
 
 
 def segment_note(base: pd.Series, row: pd.Series) -> str:
@@ -271,6 +281,8 @@ def top_bottom(runs: pd.DataFrame, n: int = 10) -> str:
         ok = trials[trials["status"] == "ok"].sort_values("loss")
         ok = ok[[c for c in TRIAL_COLUMNS if c in ok.columns]].assign(loss=ok["loss"].map("{:.2f}".format))
         title = f"## {run['dataset']}, {run['workers']} worker(s), pruner {run['pruner']}"
+        if run["test_size"] > 0:
+            title += f", {run['test_size']:g} of cells kept as a test split"
         note = f"{len(ok)} finished trials of {len(trials)}; loss: held-out marginal NLL per cell."
         parts += [title, note, "### Top 10", markdown_table(ok.head(n)),
                   "### Bottom 10", markdown_table(ok.tail(n).iloc[::-1]), ""]
