@@ -70,9 +70,18 @@ class FinishTimes(logging.Handler):
                 self.times.append(time.perf_counter())
 
 
-def tail_idle_s(finish_times: list[float], end: float, workers: int) -> float:
-    """Worker-seconds spent idle at a segment's end: after each of the last ``workers - 1`` finishes."""
-    last = sorted(finish_times)[-(workers - 1):] if workers > 1 else []
+def tail_idle_s(finish_times: list[float], start: float, end: float, workers: int, interrupted: bool = False) -> float:
+    """Worker-seconds a segment's end wasted.
+
+    A segment that ran to its ``--stop-at`` count leaves a worker idle after each
+    of the last ``workers - 1`` finishes. One cut by Ctrl-C throws away the
+    trials running then, each begun at one of the last ``workers`` finishes (or
+    at the segment's start).
+    """
+    slots = workers if interrupted else workers - 1
+    if slots <= 0:
+        return 0.0
+    last = ([start] * slots + sorted(finish_times))[-slots:]
     return float(sum(end - t for t in last))
 
 
@@ -93,23 +102,27 @@ def run(args: argparse.Namespace) -> None:
     finishes = FinishTimes()
     logging.getLogger("scanpy_autotune").addHandler(finishes)
     start = time.perf_counter()
-    sat.tl.autotune(
-        adata, max_evals=args.stop_at or args.max_evals, max_epochs=args.max_epochs,
-        n_workers=None if on_gpu else args.workers,
-        gpus=args.gpus if on_gpu else None, trials_per_gpu=args.trials_per_gpu, seed=args.seed,
-        pruner=None if args.pruner == "none" else args.pruner, journal=journal, progress=False,
-        test_size=args.test_size, timeout=args.timeout,
-    )
+    interrupted = False
+    try:
+        sat.tl.autotune(
+            adata, max_evals=args.stop_at or args.max_evals, max_epochs=args.max_epochs,
+            n_workers=None if on_gpu else args.workers,
+            gpus=args.gpus if on_gpu else None, trials_per_gpu=args.trials_per_gpu, seed=args.seed,
+            pruner=None if args.pruner == "none" else args.pruner, journal=journal, progress=False,
+            test_size=args.test_size, timeout=args.timeout,
+        )
+    except KeyboardInterrupt:  # the finished trials are in the journal (and in adata.uns, when any finished)
+        interrupted = True
     end = time.perf_counter()
     wall = end - start
-    uns = adata.uns["autotune"]
-    trials = uns["trials"]
-    segment = {"date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": wall,
+    uns = adata.uns.get("autotune")
+    trials = uns["trials"] if uns is not None else pd.DataFrame()
+    segment = {"date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": wall, "interrupted": interrupted,
                "trials_before": len(trials) - len(finishes.times), "trials_after": len(trials),
-               "tail_idle_s": tail_idle_s(finishes.times, end, workers)}
+               "tail_idle_s": tail_idle_s(finishes.times, start, end, workers, interrupted)}
     with segments_file.open("a") as out:
         out.write(json.dumps(segment) + "\n")
-    if args.stop_at is not None:
+    if interrupted or args.stop_at is not None:
         print(f"segment done: {segment}; go on with --resume", flush=True)
         return
     segments = [json.loads(line) for line in segments_file.read_text().splitlines() if line.strip()]
