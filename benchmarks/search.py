@@ -70,18 +70,14 @@ class FinishTimes(logging.Handler):
                 self.times.append(time.perf_counter())
 
 
-def tail_idle_s(finish_times: list[float], start: float, end: float, workers: int, interrupted: bool = False) -> float:
-    """Worker-seconds a segment's end wasted.
+def tail_idle_s(finish_times: list[float], start: float, end: float, workers: int) -> float:
+    """Worker-seconds a segment's end wasted, against one unbroken run.
 
-    A segment that ran to its ``--stop-at`` count leaves a worker idle after each
-    of the last ``workers - 1`` finishes. One cut by Ctrl-C throws away the
-    trials running then, each begun at one of the last ``workers`` finishes (or
-    at the segment's start).
+    Each worker's last piece of work in the segment ended at one of the last
+    ``workers`` finishes (or the segment's start): a worker that ran out of
+    trials sat idle from then on, and a trial cut by Ctrl-C is thrown away.
     """
-    slots = workers if interrupted else workers - 1
-    if slots <= 0:
-        return 0.0
-    last = ([start] * slots + sorted(finish_times))[-slots:]
+    last = ([start] * workers + sorted(finish_times))[-workers:]
     return float(sum(end - t for t in last))
 
 
@@ -119,7 +115,7 @@ def run(args: argparse.Namespace) -> None:
     trials = uns["trials"] if uns is not None else pd.DataFrame()
     segment = {"date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": wall, "interrupted": interrupted,
                "trials_before": len(trials) - len(finishes.times), "trials_after": len(trials),
-               "tail_idle_s": tail_idle_s(finishes.times, start, end, workers, interrupted)}
+               "tail_idle_s": tail_idle_s(finishes.times, start, end, workers)}
     with segments_file.open("a") as out:
         out.write(json.dumps(segment) + "\n")
     if interrupted or args.stop_at is not None:
