@@ -8,11 +8,11 @@
 journal and trials table under ``results/searches/``. A search longer than one
 sitting runs in segments: ``--stop-at N`` ends a segment once N trials are in
 the journal (every started trial finishes, so no work is thrown away), and the
-next call with ``--resume`` goes on; the row is written when all ``--max-evals``
-trials exist, with the segments' wall times summed and the time a worker sat
-idle at each segment's end (while the last trial finished) reported beside it.
- ``report`` turns the rows
-into ``results/runtime.md`` (the 2019 study's Table 1, CPU and GPU runs),
+next call with ``--resume`` goes on (Ctrl-C also ends a segment, throwing away
+the trials running then); the row is written when all ``--max-evals`` trials
+exist, with the segments' wall times summed and the worker-seconds each
+segment's end wasted reported beside it. ``report`` turns the rows into
+``results/runtime.md`` (the 2019 study's Table 1, CPU and GPU runs),
 ``results/search_scaling.md`` (issue: 2 workers against 1) and
 ``results/pruning.md`` (ASHA against no pruning) and ``results/top_bottom.md``
 (the best and worst 10 finished trials of each 100-trial search).
@@ -234,14 +234,15 @@ def write_keeping_notes(path: Path, text: str) -> None:
 
 def segment_note(base: pd.Series, row: pd.Series) -> str:
     """How a ratio reads once the idle time that splitting a run into segments added is taken out."""
-    def net(run: pd.Series) -> float:
-        idle = run.get("segment_idle_s", 0.0)
-        return run["wall_s"] - (0.0 if pd.isna(idle) else idle / run["workers"])
-
-    if net(base) == base["wall_s"] and net(row) == row["wall_s"]:
+    split = [run for run in (base, row) if run["segments"] > 1]
+    if not split:
         return ""
-    split = [f"{int(r['segments'])} segments" for r in (base, row) if r.get("segments", 1) > 1]
-    return f" ({', '.join(split)}; {net(base) / net(row):.2f}x without their ends' idle workers)"
+
+    def net(run: pd.Series) -> float:
+        return run["wall_s"] - (run["segment_idle_s"] / run["workers"] if run["segments"] > 1 else 0.0)
+
+    counts = ", ".join(f"{int(run['segments'])} segments" for run in split)
+    return f" ({counts}; {net(base) / net(row):.2f}x without their ends' idle workers)"
 
 
 def runtime(runs: pd.DataFrame) -> str:
