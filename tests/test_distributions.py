@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from scipy import stats
 
@@ -58,11 +59,12 @@ def _reference(kind, x, h, log_lib, log_theta, pi_logits):
 
 @pytest.mark.parametrize("kind", ["zinb", "nb", "poisson"])
 @pytest.mark.parametrize("theta_per_cell", [False, True])
-@pytest.mark.parametrize("dense", [False, True], ids=["coordinates", "mask"])
-def test_fused_likelihood_matches_autograd(params, kind, theta_per_cell, dense):
+@pytest.mark.parametrize("found", ["coordinates", "mask", "csr"])
+def test_fused_likelihood_matches_autograd(params, kind, theta_per_cell, found):
     """The fused node equals the exact likelihood (minus lgamma(x+1)), values and gradients.
 
-    ``mask`` is the GPU's way to the non-zero terms (no ``torch.nonzero``), checked here on the CPU.
+    ``mask`` is the GPU's way to the non-zero terms (no ``torch.nonzero``), checked here on the CPU;
+    ``csr``: coordinates known from the CSR rows the minibatch was densified from.
     """
     x, _, _, _ = params
     x = torch.tensor(x)
@@ -82,8 +84,13 @@ def test_fused_likelihood_matches_autograd(params, kind, theta_per_cell, dense):
     lt_b = None if kind == "poisson" else b[2]
     pi_a = a[3] if kind == "zinb" else None
     pi_b = b[3] if kind == "zinb" else None
-    nz = NonZeros(x, dense=dense)
-    assert (nz.mask is not None) == dense
+    if found == "csr":
+        csr = sp.csr_matrix(x.numpy())
+        rows = torch.from_numpy(np.repeat(np.arange(n), np.diff(csr.indptr)))
+        nz = NonZeros.from_coordinates(rows, torch.from_numpy(csr.indices).long(), torch.from_numpy(csr.data), g)
+    else:
+        nz = NonZeros(x, dense=found == "mask")
+    assert (nz.mask is not None) == (found == "mask")
     fused = count_nll(x, nz, kind, a[0], a[1], lt_a, pi_a)
     ref = _reference(kind, x, b[0], b[1], lt_b, pi_b)
     np.testing.assert_allclose(fused.detach().numpy(), ref.detach().numpy(), rtol=1e-9)

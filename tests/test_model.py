@@ -12,6 +12,7 @@ import torch
 import scanpy_autotune as sat
 from scanpy_autotune._vae import _data
 from scanpy_autotune._vae._data import DeviceCounts, extract_counts, make_split
+from scanpy_autotune._vae._likelihood import NonZeros
 from scanpy_autotune._vae._module import VAE
 from scanpy_autotune._vae._train import train
 
@@ -173,6 +174,20 @@ def test_sparse_minibatches_equal_dense(small, monkeypatch):
     rows = torch.tensor([5, 0, 17, 17, 299])
     for a, b in zip(dense.rows(rows), sparse.rows(rows)):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # Densifying CSR rows finds the non-zeros that torch.nonzero would, in the same order.
+    x, _, nz = sparse.rows_and_nonzeros(rows)
+    assert dense.rows_and_nonzeros(rows)[2] is None
+    found = NonZeros(x)
+    for name in ("rows", "cols", "flat", "values"):
+        torch.testing.assert_close(getattr(nz, name), getattr(found, name), rtol=0, atol=0)
+
+
+def test_sparse_counts_train_like_dense(small, monkeypatch):
+    """A model trained from CSR minibatches (non-zeros from the CSR rows) follows the dense one."""
+    dense = sat.Model.fit(small, seed=3, device="cpu", **FAST)
+    monkeypatch.setattr(_data, "DENSE_LIMIT_BYTES", 0)
+    sparse = sat.Model.fit(small, seed=3, device="cpu", **FAST)
+    pd.testing.assert_frame_equal(dense.history, sparse.history, rtol=1e-5)
 
 
 def test_unknown_and_out_of_range_hyperparameters(small):

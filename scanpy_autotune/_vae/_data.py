@@ -10,6 +10,8 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
+from ._likelihood import NonZeros
+
 MIN_CELLS = 10
 MIN_GENES = 2
 # Keep a dense copy of the counts (and of log1p counts) on the device up to this size.
@@ -323,8 +325,17 @@ class DeviceCounts:
 
     def rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Counts and ``log1p`` counts of the cells ``idx`` as dense tensors."""
+        x, x_log1p, _ = self.rows_and_nonzeros(idx)
+        return x, x_log1p
+
+    def rows_and_nonzeros(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, NonZeros | None]:
+        """:meth:`rows`, and the minibatch's non-zeros when densifying CSR rows on the CPU found them.
+
+        The third item is ``None`` where the model should find them itself
+        (dense counts, or a GPU, where :class:`NonZeros` uses a mask).
+        """
         if self.dense:
-            return self.X.index_select(0, idx), self.X_log1p.index_select(0, idx)
+            return self.X.index_select(0, idx), self.X_log1p.index_select(0, idx), None
         starts = self.indptr.index_select(0, idx)
         lengths = self.indptr.index_select(0, idx + 1) - starts
         row_of_entry = torch.repeat_interleave(
@@ -333,9 +344,14 @@ class DeviceCounts:
         offsets = torch.cumsum(lengths, 0) - lengths
         entry = torch.arange(row_of_entry.shape[0], device=self.device) - offsets[row_of_entry]
         entry = entry + starts[row_of_entry]
+        cols = self.indices[entry].long()
+        values = self.values[entry]
         x = torch.zeros(idx.shape[0], self.n_vars, device=self.device)
-        x[row_of_entry, self.indices[entry].long()] = self.values[entry]
-        return x, torch.log1p(x)
+        x[row_of_entry, cols] = values
+        nz = None
+        if self.device.type == "cpu":
+            nz = NonZeros.from_coordinates(row_of_entry, cols, values, self.n_vars)
+        return x, torch.log1p(x), nz
 
     def library_prior(self, train_idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of the log library size of the training cells, per batch."""

@@ -57,12 +57,34 @@ class NonZeros:
         self.cols = self.flat - self.rows * x.shape[1]
         self.values = flat[self.flat]
 
+    @classmethod
+    def from_coordinates(
+        cls, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n_vars: int
+    ) -> NonZeros:
+        """The non-zeros of a minibatch densified from CSR rows, whose coordinates are already known.
 
-def _gene_theta_at(log_theta: torch.Tensor, nz: NonZeros) -> torch.Tensor:
-    """``theta`` at the non-zero entries, for gene-wise (1-D) or per-cell (2-D) ``log_theta``."""
-    if log_theta.dim() == 1:
-        return log_theta.exp()[nz.cols]
-    return log_theta.exp().reshape(-1)[nz.flat]
+        Saves the pass of ``torch.nonzero`` over the dense block. ``rows`` and
+        ``cols`` are ``long``; entries must be distinct (a canonical CSR
+        matrix's are). A stored zero among them adds nothing to the likelihood.
+        """
+        nz = cls.__new__(cls)
+        nz.mask = None
+        nz.rows, nz.cols, nz.values = rows, cols, values
+        nz.flat = rows * n_vars + cols
+        return nz
+
+
+def _theta_term_at(theta: torch.Tensor, cols: torch.Tensor, flat: torch.Tensor, fn=None) -> torch.Tensor:
+    """``fn(theta)`` at the non-zero entries, for gene-wise (1-D) or per-cell (2-D) ``theta``.
+
+    Gene-wise, ``fn`` runs once per gene and is gathered at the entries'
+    columns: far fewer evaluations of ``lgamma`` or ``digamma`` than one per
+    non-zero.
+    """
+    if theta.dim() == 1:
+        return (theta if fn is None else fn(theta))[cols]
+    at = theta.reshape(-1)[flat]
+    return at if fn is None else fn(at)
 
 
 class CountNLL(torch.autograd.Function):
@@ -99,8 +121,9 @@ class CountNLL(torch.autograd.Function):
             return -(dense + torch.where(nz.mask, lgamma_terms, 0.0)).sum(-1)
         ctx.mask = None
         per_cell = dense.sum(-1)
-        theta_nz = _gene_theta_at(log_theta, nz)
-        per_cell = per_cell.index_add(0, nz.rows, torch.lgamma(nz.values + theta_nz) - torch.lgamma(theta_nz))
+        theta_nz = _theta_term_at(theta, nz.cols, nz.flat)
+        lgamma_terms = torch.lgamma(nz.values + theta_nz) - _theta_term_at(theta, nz.cols, nz.flat, torch.lgamma)
+        per_cell = per_cell.index_add(0, nz.rows, lgamma_terms)
         return -per_cell
 
     @staticmethod
@@ -128,9 +151,9 @@ class CountNLL(torch.autograd.Function):
             g_lgamma = -theta * (torch.digamma(x + theta) - torch.digamma(theta)) * go
             g_log_theta = g_theta_elem + torch.where(ctx.mask, g_lgamma, 0.0)
             return None, None, None, g_h, g_lib, g_log_theta.sum(0) if one_d else g_log_theta, g_pi
-        theta_flat = theta.reshape(-1)
-        theta_nz = theta_flat[cols] if one_d else theta_flat[flat]
-        g_nz = -theta_nz * (torch.digamma(values + theta_nz) - torch.digamma(theta_nz)) * grad_cell[rows]
+        theta_nz = _theta_term_at(theta, cols, flat)
+        digamma_terms = torch.digamma(values + theta_nz) - _theta_term_at(theta, cols, flat, torch.digamma)
+        g_nz = -theta_nz * digamma_terms * grad_cell[rows]
         if one_d:
             g_log_theta = g_theta_elem.sum(0).index_add(0, cols, g_nz)
         else:

@@ -158,8 +158,11 @@ class VAE(nn.Module):
         return log_poisson(x, log_mu).sum(-1)
 
     # -- the ELBO ---------------------------------------------------------------
-    def forward(self, x, x_log1p, log_library, batch):
-        """Per-cell reconstruction NLL (without constant), KL of z and KL of l (one sample)."""
+    def forward(self, x, x_log1p, log_library, batch, nz: NonZeros | None = None):
+        """Per-cell reconstruction NLL (without constant), KL of z and KL of l (one sample).
+
+        ``nz``: the non-zeros of ``x`` where the caller knows them already.
+        """
         onehot = self.batch_onehot(batch)
         z_mean, z_var, l_mean, l_var = self.encode(x_log1p, onehot)
         z = z_mean + z_var.sqrt() * torch.randn_like(z_mean)
@@ -173,7 +176,7 @@ class VAE(nn.Module):
             prior_var = self.library_var[batch].unsqueeze(-1)
             kl_l = _normal_kl(l_mean, l_var, prior_mean, prior_var)
         h, log_theta, pi_logits = self.decode(z, onehot, batch)
-        recon = self.reconstruction_nll(x, NonZeros(x), h, log_lib, log_theta, pi_logits)
+        recon = self.reconstruction_nll(x, NonZeros(x) if nz is None else nz, h, log_lib, log_theta, pi_logits)
         return recon, kl_z, kl_l
 
     @torch.no_grad()

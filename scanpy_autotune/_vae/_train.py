@@ -57,8 +57,8 @@ def evaluate_elbo(module: VAE, data: DeviceCounts, idx: np.ndarray) -> np.ndarra
     index = index_tensor(idx, data.device)
     for start in range(0, len(index), EVAL_BATCH_SIZE):
         rows = index[start : start + EVAL_BATCH_SIZE]
-        x, x_log1p = data.rows(rows)
-        recon, kl_z, kl_l = module(x, x_log1p, data.log_library[rows], data.batch[rows])
+        x, x_log1p, nz = data.rows_and_nonzeros(rows)
+        recon, kl_z, kl_l = module(x, x_log1p, data.log_library[rows], data.batch[rows], nz)
         out.append(-(recon + kl_z + kl_l + data.log_x_factorial[rows]))
     if not out:
         return np.zeros(0)
@@ -135,8 +135,8 @@ def train(
         total = torch.zeros((), device=device)
         for start in range(0, n_full, batch_size):
             rows = order[start : start + batch_size]
-            x, x_log1p = data.rows(rows)
-            recon, kl_z, kl_l = module(x, x_log1p, data.log_library[rows], data.batch[rows])
+            x, x_log1p, nz = data.rows_and_nonzeros(rows)
+            recon, kl_z, kl_l = module(x, x_log1p, data.log_library[rows], data.batch[rows], nz)
             loss = (recon + kl_weight * kl_z + kl_l).mean()
             optimizer.zero_grad()
             loss.backward()
