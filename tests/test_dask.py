@@ -156,6 +156,48 @@ def test_trial_that_kills_its_worker_twice_fails(small, client):
     _wait_for_two_workers(client)
 
 
+def _lost(x):
+    raise RuntimeError("the workers holding the data died")
+
+
+def test_lost_data_is_sent_again_when_a_send_drops(client, monkeypatch):
+    """Re-sending the search's data survives a scatter whose connection drops (a worker restarting
+    under it), and gives up with a clear error when the cluster never takes it."""
+    from distributed.comm.core import CommClosedError
+
+    from scanpy_autotune._search import _dask
+
+    backend = _dask.DaskBackend.create(client=client)
+    backend._payload = np.arange(10)  # scattered whole, as the real payload (one object)
+    backend._ref = _dask._PayloadRef("resend-test", "resend-test-payload", "resend-test")
+    lost = client.submit(_lost, 0, pure=False)  # a future whose data no worker holds
+    distributed.wait([lost])
+    backend._payload_future = lost
+    scatter = client.scatter
+    drops = []
+
+    def dropping(*args, **kwargs):
+        if len(drops) < 2:
+            drops.append(1)
+            raise CommClosedError("in <TCP (closed) ConnectionPool.scatter>: Stream is closed")
+        return scatter(*args, **kwargs)
+
+    monkeypatch.setattr(client, "scatter", dropping)
+    backend._check_payload()
+    assert len(drops) == 2 and backend._payload_future.status == "finished"
+    assert client.get_dataset("resend-test-payload").result().tolist() == list(range(10))
+
+    def never(*args, **kwargs):
+        raise CommClosedError("in <TCP (closed) ConnectionPool.scatter>: Stream is closed")
+
+    backend._payload_future = lost
+    monkeypatch.setattr(client, "scatter", never)
+    monkeypatch.setattr(_dask, "RESEND_PAYLOAD_S", 1.5)
+    with pytest.raises(RuntimeError, match="lost the search's data.*within 2 s.*CommClosedError"):
+        backend._check_payload()
+    client.unpublish_dataset("resend-test-payload")
+
+
 def test_rung_reports_reach_the_pruner(small, client, monkeypatch):
     """Trials report at the rungs through Dask queues and stop when the driver says so."""
     from scanpy_autotune._search._dask import DaskBackend

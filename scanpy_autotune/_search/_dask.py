@@ -72,6 +72,8 @@ _KEEP_CONTEXTS = 2
 # How long a worker tries to fetch the search's data (the driver re-sends it after a loss).
 FETCH_TIMEOUT_S = 120.0
 FETCH_TRY_S = 5.0
+# How long the driver keeps trying to send the search's data again after its workers died.
+RESEND_PAYLOAD_S = 60.0
 
 
 def import_distributed() -> Any:
@@ -658,10 +660,30 @@ class DaskBackend:
         self.client.publish_dataset(self._payload_future, name=self._ref.dataset, override=True)
 
     def _check_payload(self) -> None:
-        """Send the payload again when every worker that held it died."""
-        if self._payload_future is not None and self._payload_future.status != "finished":
-            logger.warning("dask: the search's data was lost with its workers; sending it again")
-            self._send_payload()
+        """Send the payload again when every worker that held it died.
+
+        The workers may still be restarting then, and the scheduler can drop
+        the connection of a scatter to a worker that dies or restarts under
+        it; the data is sent again until it lands or :data:`RESEND_PAYLOAD_S` pass.
+        """
+        if self._payload_future is None or self._payload_future.status == "finished":
+            return
+        logger.warning("dask: the search's data was lost with its workers; sending it again")
+        deadline = time.monotonic() + RESEND_PAYLOAD_S
+        while True:
+            try:
+                self.client.wait_for_workers(1, timeout=max(1.0, deadline - time.monotonic()))
+                self._send_payload()
+                return
+            except (OSError, TimeoutError) as err:  # CommClosedError is an OSError
+                if time.monotonic() >= deadline:
+                    raise RuntimeError(
+                        f"the Dask cluster lost the search's data with its workers and could not "
+                        f"take it again within {RESEND_PAYLOAD_S:.0f} s ({type(err).__name__}: {err}); "
+                        "the finished trials are kept (in the journal, when one is set)."
+                    ) from err
+                logger.warning("dask: sending the search's data failed (%s: %s); trying again", type(err).__name__, err)
+                time.sleep(1.0)
 
     def _submit_task(self, trial_id: int, running: _Running) -> Any:
         self._check_payload()
