@@ -74,17 +74,17 @@ class NonZeros:
         return nz
 
 
-def _theta_term_at(theta: torch.Tensor, cols: torch.Tensor, flat: torch.Tensor, fn=None) -> torch.Tensor:
-    """``fn(theta)`` at the non-zero entries, for gene-wise (1-D) or per-cell (2-D) ``theta``.
+def _theta_at(theta: torch.Tensor, cols: torch.Tensor, flat: torch.Tensor, fn) -> tuple[torch.Tensor, torch.Tensor]:
+    """``theta`` and ``fn(theta)`` at the non-zero entries, for gene-wise (1-D) or per-cell (2-D) ``theta``.
 
     Gene-wise, ``fn`` runs once per gene and is gathered at the entries'
     columns: far fewer evaluations of ``lgamma`` or ``digamma`` than one per
     non-zero.
     """
     if theta.dim() == 1:
-        return (theta if fn is None else fn(theta))[cols]
+        return theta[cols], fn(theta)[cols]
     at = theta.reshape(-1)[flat]
-    return at if fn is None else fn(at)
+    return at, fn(at)
 
 
 class CountNLL(torch.autograd.Function):
@@ -121,8 +121,8 @@ class CountNLL(torch.autograd.Function):
             return -(dense + torch.where(nz.mask, lgamma_terms, 0.0)).sum(-1)
         ctx.mask = None
         per_cell = dense.sum(-1)
-        theta_nz = _theta_term_at(theta, nz.cols, nz.flat)
-        lgamma_terms = torch.lgamma(nz.values + theta_nz) - _theta_term_at(theta, nz.cols, nz.flat, torch.lgamma)
+        theta_nz, lgamma_theta_nz = _theta_at(theta, nz.cols, nz.flat, torch.lgamma)
+        lgamma_terms = torch.lgamma(nz.values + theta_nz) - lgamma_theta_nz
         per_cell = per_cell.index_add(0, nz.rows, lgamma_terms)
         return -per_cell
 
@@ -151,8 +151,8 @@ class CountNLL(torch.autograd.Function):
             g_lgamma = -theta * (torch.digamma(x + theta) - torch.digamma(theta)) * go
             g_log_theta = g_theta_elem + torch.where(ctx.mask, g_lgamma, 0.0)
             return None, None, None, g_h, g_lib, g_log_theta.sum(0) if one_d else g_log_theta, g_pi
-        theta_nz = _theta_term_at(theta, cols, flat)
-        digamma_terms = torch.digamma(values + theta_nz) - _theta_term_at(theta, cols, flat, torch.digamma)
+        theta_nz, digamma_theta_nz = _theta_at(theta, cols, flat, torch.digamma)
+        digamma_terms = torch.digamma(values + theta_nz) - digamma_theta_nz
         g_nz = -theta_nz * digamma_terms * grad_cell[rows]
         if one_d:
             g_log_theta = g_theta_elem.sum(0).index_add(0, cols, g_nz)
