@@ -132,6 +132,26 @@ def test_ctrl_c_keeps_trials_and_resume_completes(small, tmp_path):
             assert row["loss"] == pytest.approx(before[row["trial_id"]])
 
 
+def test_ctrl_c_while_a_trial_is_recorded_keeps_it_everywhere(small, tmp_path, monkeypatch):
+    """A Ctrl-C right after a trial reached the journal still puts it in adata.uns."""
+    from scanpy_autotune._search._journal import Journal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    append = Journal.append
+
+    def append_then_ctrl_c(self, record):
+        append(self, record)
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(Journal, "append", append_then_ctrl_c)
+    journal = tmp_path / "search.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        sat.tl.autotune(small, max_evals=3, n_workers=1, journal=journal, **SMALL)
+    kept = journal_trials(journal)
+    assert [r["trial_id"] for r in kept] == [0]
+    assert small.uns["autotune"]["trials"]["trial_id"].tolist() == [0]
+
+
 def test_journal_of_other_settings_is_refused(small, tmp_path):
     journal = tmp_path / "search.jsonl"
     sat.tl.autotune(small, max_evals=1, n_workers=1, journal=journal, **SMALL)

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +57,28 @@ class SearchOutcome:
     def best_record(self) -> dict | None:
         ok = [r for r in self.records.values() if r["status"] == "ok" and math.isfinite(r["loss"])]
         return min(ok, key=lambda r: (r["loss"], r["trial_id"])) if ok else None
+
+
+@contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block ends.
+
+    A finished trial goes to the journal and to the search's records in one
+    step: a Ctrl-C between the two would leave it in one and not the other.
+    The signal is delivered again, to the handler in place before, on leaving.
+    Outside the main thread (where Python delivers signals) it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            signal.raise_signal(signal.SIGINT)
 
 
 class _Progress:
@@ -147,14 +172,15 @@ def run_search(
     def finish(record: dict, model: dict | None) -> None:
         record["completion_order"] = len(outcome.records)
         record["is_default"] = bool(running.get(record["trial_id"], {}).get("is_default", False))
-        if journal is not None:
-            journal.append(record)
-        outcome.records[record["trial_id"]] = record
-        running.pop(record["trial_id"], None)
-        tuner.tell(record["trial_id"], _tpe_loss(record), record["status"])
-        best = outcome.best_record()
-        if model is not None and best is not None and best["trial_id"] == record["trial_id"]:
-            outcome.best_model, outcome.best_model_trial = model, record["trial_id"]
+        with _ctrl_c_held():
+            if journal is not None:
+                journal.append(record)
+            outcome.records[record["trial_id"]] = record
+            running.pop(record["trial_id"], None)
+            tuner.tell(record["trial_id"], _tpe_loss(record), record["status"])
+            best = outcome.best_record()
+            if model is not None and best is not None and best["trial_id"] == record["trial_id"]:
+                outcome.best_model, outcome.best_model_trial = model, record["trial_id"]
         _log_record(record)
         bar.update(1, outcome, len(running))
 
