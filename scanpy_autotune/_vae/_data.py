@@ -336,22 +336,25 @@ class DeviceCounts:
         """
         if self.dense:
             return self.X.index_select(0, idx), self.X_log1p.index_select(0, idx), None
+        # index_select and flat scatters: on the CPU several times faster than
+        # advanced indexing for the ~20,000 entries of a minibatch.
         starts = self.indptr.index_select(0, idx)
         lengths = self.indptr.index_select(0, idx + 1) - starts
-        row_of_entry = torch.repeat_interleave(
-            torch.arange(idx.shape[0], device=self.device), lengths
-        )
-        offsets = torch.cumsum(lengths, 0) - lengths
-        entry = torch.arange(row_of_entry.shape[0], device=self.device) - offsets[row_of_entry]
-        entry = entry + starts[row_of_entry]
-        cols = self.indices[entry].long()
-        values = self.values[entry]
-        x = torch.zeros(idx.shape[0], self.n_vars, device=self.device)
-        x[row_of_entry, cols] = values
+        row_of_entry = torch.repeat_interleave(lengths)
+        first_entry = torch.cumsum(lengths, 0) - lengths  # position of each row's first entry
+        entry = torch.arange(row_of_entry.shape[0], device=self.device)
+        entry += (starts - first_entry).index_select(0, row_of_entry)
+        cols = self.indices.index_select(0, entry).long()
+        values = self.values.index_select(0, entry)
+        flat = row_of_entry * self.n_vars + cols
+        shape = (idx.shape[0], self.n_vars)
+        x = torch.zeros(shape, device=self.device).view(-1).scatter_(0, flat, values).view(shape)
+        # log1p(0) = 0: only the stored entries need it.
+        x_log1p = torch.zeros(shape, device=self.device).view(-1).scatter_(0, flat, torch.log1p(values)).view(shape)
         nz = None
         if self.device.type == "cpu":
-            nz = NonZeros.from_coordinates(row_of_entry, cols, values, self.n_vars)
-        return x, torch.log1p(x), nz
+            nz = NonZeros.from_coordinates(row_of_entry, cols, values, self.n_vars, flat=flat)
+        return x, x_log1p, nz
 
     def library_prior(self, train_idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of the log library size of the training cells, per batch."""

@@ -55,22 +55,28 @@ class NonZeros:
         self.flat = torch.nonzero(flat, as_tuple=True)[0]
         self.rows = torch.div(self.flat, x.shape[1], rounding_mode="floor")
         self.cols = self.flat - self.rows * x.shape[1]
-        self.values = flat[self.flat]
+        self.values = flat.index_select(0, self.flat)
 
     @classmethod
     def from_coordinates(
-        cls, rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n_vars: int
+        cls,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        values: torch.Tensor,
+        n_vars: int,
+        flat: torch.Tensor | None = None,
     ) -> NonZeros:
         """The non-zeros of a minibatch densified from CSR rows, whose coordinates are already known.
 
         Saves the pass of ``torch.nonzero`` over the dense block. ``rows`` and
         ``cols`` are ``long``; entries must be distinct (a canonical CSR
         matrix's are). A stored zero among them adds nothing to the likelihood.
+        ``flat`` (``rows * n_vars + cols``) where the caller has it already.
         """
         nz = cls.__new__(cls)
         nz.mask = None
         nz.rows, nz.cols, nz.values = rows, cols, values
-        nz.flat = rows * n_vars + cols
+        nz.flat = rows * n_vars + cols if flat is None else flat
         return nz
 
 
@@ -82,8 +88,8 @@ def _theta_at(theta: torch.Tensor, cols: torch.Tensor, flat: torch.Tensor, fn) -
     non-zero.
     """
     if theta.dim() == 1:
-        return theta[cols], fn(theta)[cols]
-    at = theta.reshape(-1)[flat]
+        return theta.index_select(0, cols), fn(theta).index_select(0, cols)
+    at = theta.reshape(-1).index_select(0, flat)
     return at, fn(at)
 
 
@@ -153,7 +159,7 @@ class CountNLL(torch.autograd.Function):
             return None, None, None, g_h, g_lib, g_log_theta.sum(0) if one_d else g_log_theta, g_pi
         theta_nz, digamma_theta_nz = _theta_at(theta, cols, flat, torch.digamma)
         digamma_terms = torch.digamma(values + theta_nz) - digamma_theta_nz
-        g_nz = -theta_nz * digamma_terms * grad_cell[rows]
+        g_nz = -theta_nz * digamma_terms * grad_cell.index_select(0, rows)
         if one_d:
             g_log_theta = g_theta_elem.sum(0).index_add(0, cols, g_nz)
         else:
