@@ -138,7 +138,9 @@ def autotune(
     Parameters
     ----------
     adata
-        Cells x genes with raw counts.
+        Cells x genes with raw counts. A backed AnnData (``read_h5ad(path,
+        backed="r")``) has its counts read from the file once; results go to
+        the object in memory, as with any scanpy tool (``adata.write()`` keeps them).
     layer
         Layer with the counts (``None``: ``adata.X``).
     batch_key
@@ -182,7 +184,8 @@ def autotune(
     key_added
         Key in ``adata.uns``; also ``obsm[f"X_{key_added}"]`` and ``obs[f"{key_added}_split"]``.
     copy
-        Return a modified copy instead of writing into ``adata``.
+        Return a modified copy instead of writing into ``adata`` (in memory,
+        also for a backed ``adata``).
     progress
         Show a progress bar (a widget in Jupyter).
     n_mc
@@ -250,7 +253,8 @@ def autotune(
         if resumed:
             logger.info("resuming from %s: %d trial(s) already finished", journal, len(resumed))
     if copy:
-        adata = adata.copy()
+        # A backed AnnData copies only to a file; the copy of one is read into memory.
+        adata = adata.to_memory() if adata.isbacked else adata.copy()
 
     # -- search ---------------------------------------------------------------
     objective_blob = None

@@ -176,6 +176,19 @@ def test_copy_returns_new_object(small):
     assert "X_autotune" in out.obsm and "X_autotune" not in small.obsm
 
 
+def test_backed_anndata_is_searched_and_its_copy_is_in_memory(small, tmp_path):
+    path = tmp_path / "small.h5ad"
+    small.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    out = sat.tl.autotune(backed, max_evals=1, n_workers=1, copy=True, **SMALL)
+    assert not out.isbacked and "autotune" in out.uns and "autotune" not in backed.uns
+    assert (out.X != small.X).nnz == 0
+    sat.tl.autotune(backed, max_evals=1, n_workers=1, **SMALL)
+    # Same data, same seed: the backed object's search equals the in-memory one's.
+    assert backed.uns["autotune"]["best"]["loss"] == out.uns["autotune"]["best"]["loss"]
+    np.testing.assert_array_equal(backed.obsm["X_autotune"], out.obsm["X_autotune"])
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

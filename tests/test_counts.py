@@ -94,3 +94,18 @@ def test_bad_values_are_counted_across_blocks():
     values[[1, 9, 17]] = 0.5
     with pytest.raises(ValueError, match="has 3 non-integer value"):
         _data._check_values(values, "adata.X", block=4)
+
+
+@pytest.mark.parametrize("form", ["csr", "csc", "dense"])
+def test_backed_anndata_is_read_from_its_file(tmp_path, form):
+    """``read_h5ad(..., backed="r")`` gives on-disk datasets for X; their counts and fingerprint equal the in-memory ones."""
+    X = _counts()
+    stored = {"csr": X, "csc": sp.csc_matrix(X), "dense": X.toarray()}[form]
+    path = tmp_path / "counts.h5ad"
+    ad.AnnData(stored).write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    assert backed.isbacked and not isinstance(backed.X, (np.ndarray, sp.spmatrix))
+    from_file = extract_counts(backed)
+    in_memory = extract_counts(ad.read_h5ad(path))
+    assert (from_file.X != in_memory.X).nnz == 0
+    assert from_file.fingerprint() == in_memory.fingerprint()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -74,13 +75,25 @@ class CountData:
 
 def _matrix(adata: AnnData, layer: str | None):
     if layer is None:
-        return adata.X
+        return _in_memory(adata.X)
     if layer not in adata.layers:
         raise ValueError(
             f"layer={layer!r} is not in adata.layers (available: {list(adata.layers)}); "
             "pass the layer that holds raw counts, or layer=None to use adata.X."
         )
-    return adata.layers[layer]
+    return _in_memory(adata.layers[layer])
+
+
+def _in_memory(matrix):
+    """The counts of a backed AnnData (``read_h5ad(..., backed="r")``) read from disk; others as they are.
+
+    Training holds the counts in memory in any case; the file's matrix is read once.
+    """
+    if hasattr(matrix, "to_memory"):  # anndata's on-disk CSR and CSC datasets
+        return matrix.to_memory()
+    if isinstance(matrix, h5py.Dataset):  # a backed dense X
+        return matrix[()]
+    return matrix
 
 
 # What raw counts must not contain: a test per value and the error that names it.
