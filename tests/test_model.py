@@ -207,6 +207,12 @@ def _with_x(adata, X):
     return out
 
 
+def _renamed(adata, names):
+    out = adata.copy()
+    out.obs_names = names
+    return out
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
@@ -217,6 +223,7 @@ def _with_x(adata, X):
         (lambda a: a[:5].copy(), "at least 10 cells"),
         (lambda a: a[:, :1].copy(), "2 genes"),
         (lambda a: _with_x(a, sp.csr_matrix(a.X.multiply(np.arange(a.n_obs)[:, None] >= 3))), "3 cell\\(s\\) have zero counts.*filter_cells"),
+        (lambda a: _renamed(a, ["c"] * 3 + list(a.obs_names[3:])), "2 duplicate\\(s\\), e.g. 'c'.*obs_names_make_unique"),
     ],
 )
 def test_bad_counts(small, make, message):

@@ -157,8 +157,9 @@ def extract_counts(
     Raises
     ------
     ValueError
-        For a missing layer or batch key, non-finite, negative or non-integer
-        values, too few cells or genes, or cells with zero counts.
+        For a missing layer or batch key, duplicate cell names, non-finite,
+        negative or non-integer values, too few cells or genes, or cells with
+        zero counts.
     """
     if not isinstance(adata, AnnData):
         raise ValueError(f"Expected an AnnData object, got {type(adata).__name__}.")
@@ -170,6 +171,12 @@ def extract_counts(
             f"(columns: {list(adata.obs.columns)})."
         )
     n_obs, n_vars = adata.shape
+    if not adata.obs_names.is_unique:
+        duplicated = adata.obs_names[adata.obs_names.duplicated()]
+        raise ValueError(
+            f"adata.obs_names has {len(duplicated)} duplicate(s), e.g. {duplicated[0]!r}; splits and "
+            "results are kept by cell name. Call adata.obs_names_make_unique() first."
+        )
     if n_obs < MIN_CELLS or n_vars < MIN_GENES:
         raise ValueError(
             f"adata has {n_obs} cells x {n_vars} genes; at least {MIN_CELLS} cells and "
