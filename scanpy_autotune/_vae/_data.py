@@ -75,19 +75,20 @@ class CountData:
 
 def _matrix(adata: AnnData, layer: str | None):
     if layer is None:
-        return _in_memory(adata.X)
+        return adata.X
     if layer not in adata.layers:
         raise ValueError(
             f"layer={layer!r} is not in adata.layers (available: {list(adata.layers)}); "
             "pass the layer that holds raw counts, or layer=None to use adata.X."
         )
-    return _in_memory(adata.layers[layer])
+    return adata.layers[layer]
 
 
 def _in_memory(matrix):
     """The counts of a backed AnnData (``read_h5ad(..., backed="r")``) read from disk; others as they are.
 
-    Training holds the counts in memory in any case; the file's matrix is read once.
+    Training holds the counts in memory in any case; the file's matrix is read
+    once, after the checks that need no counts.
     """
     if hasattr(matrix, "to_memory"):  # anndata's on-disk CSR and CSC datasets
         return matrix.to_memory()
@@ -182,6 +183,7 @@ def extract_counts(
             f"adata has {n_obs} cells x {n_vars} genes; at least {MIN_CELLS} cells and "
             f"{MIN_GENES} genes are needed."
         )
+    matrix = _in_memory(matrix)
     if sp.issparse(matrix):
         X = _lean_csr(matrix, where)
     else:
