@@ -260,6 +260,49 @@ def test_workers_read_data_path(small, client, tmp_path):
         sat.tl.autotune(small, backend="dask", client=client, data_path=path, max_evals=2, **SMALL)
 
 
+
+def _leave_a_stale_gather(client) -> bool:
+    """Cancel gathers at successive points until one leaves the client's shared gather stale.
+
+    This is the state Ctrl-C during ``future.result()`` can leave behind
+    (dask/distributed#8514); returns False where this ``distributed`` never does.
+    """
+    import asyncio
+
+    done = client.submit(int, 7, pure=False)
+    assert done.result() == 7
+
+    async def cancel_after(n_steps: int) -> bool:
+        task = asyncio.ensure_future(client._gather([done]))
+        for _ in range(n_steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        try:
+            await task
+        except BaseException:
+            pass
+        return client._gather_future is not None
+
+    return any(client.sync(cancel_after, n) for n in range(30))
+
+
+def test_a_gather_left_stale_by_ctrl_c_does_not_break_the_next_search(small, client):
+    from scanpy_autotune._search._dask import clear_stale_gather
+
+    if not _leave_a_stale_gather(client):
+        pytest.skip("this distributed leaves no stale gather after a cancelled one")
+    assert client._gather_future.done()
+    sat.tl.autotune(small, backend="dask", client=client, max_evals=2, include_default=False,
+                    **SMALL)
+    trials = small.uns["autotune"]["trials"]
+    assert len(trials) == 2 and (trials["status"] == "ok").all()
+
+    assert _leave_a_stale_gather(client)
+    clear_stale_gather(client)
+    assert client._gather_future is None
+    assert client.gather(client.submit(int, 3, pure=False)) == 3
+
+
 def test_gpu_resources_are_the_slots(small):
     """Workers with ``--resources GPU=1``: one trial per GPU unit, on CUDA when torch sees one."""
     import torch

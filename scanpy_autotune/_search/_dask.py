@@ -147,6 +147,22 @@ def _worker_context(ref: _PayloadRef, key: str | None = None) -> TrialContext:
         return context
 
 
+def clear_stale_gather(client: Any) -> None:
+    """Undo the state a cancelled gather can leave in a ``distributed.Client``.
+
+    A gather cancelled in a narrow window (Ctrl-C during ``future.result()``,
+    or the timeout of ``result(timeout=...)``) leaves the client's shared
+    ``_gather_future`` set to a cancelled future. Every later gather of that
+    client awaits it and fails with ``UnboundLocalError: cannot access local
+    variable 'result'`` (dask/distributed#8514). A done future left there is
+    always stale (a live gather clears it as it starts), so it is dropped.
+    """
+    pending = getattr(client, "_gather_future", None)
+    if pending is not None and pending.done():
+        logger.debug("dask: dropping the client's stale gather (dask/distributed#8514)")
+        client._gather_future = None
+
+
 def _fetch_payload(ref: _PayloadRef, key: str | None = None) -> _Payload:
     """Get the published payload; waits while the driver sends it again after a loss.
 
@@ -164,6 +180,7 @@ def _fetch_payload(ref: _PayloadRef, key: str | None = None) -> _Payload:
         except KeyError as err:
             raise RuntimeError(f"the search {ref.context_id} has ended on the driver") from err
         try:
+            clear_stale_gather(client)
             return published.result(timeout=FETCH_TRY_S)
         except Exception as err:  # lost with its worker (a timeout): the driver sends it again
             if time.monotonic() > deadline or (key is not None and _task_cancelled(key)):
@@ -526,6 +543,7 @@ class DaskBackend:
         """Send the trial context to every worker once (or have them read ``data_path``)."""
         from distributed import Queue
 
+        clear_stale_gather(self.client)  # an earlier search may have been stopped by Ctrl-C
         search_id = uuid.uuid4().hex[:12]
         self._prefix = f"scanpy-autotune-{search_id}"
         fingerprint = context.data.fingerprint()
@@ -647,6 +665,7 @@ class DaskBackend:
             for i, address in enumerate(self._workers())
         ]
         try:
+            clear_stale_gather(self.client)
             self.client.gather(futures)
         except Exception as err:
             raise ValueError(
@@ -731,6 +750,7 @@ class DaskBackend:
         error: BaseException | None = None
         if future.status == "finished":
             try:
+                clear_stale_gather(self.client)
                 result = future.result()
             except Exception as err:  # the result could not be fetched
                 error = err
