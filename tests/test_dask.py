@@ -303,6 +303,52 @@ def test_a_gather_left_stale_by_ctrl_c_does_not_break_the_next_search(small, cli
     assert client.gather(client.submit(int, 3, pure=False)) == 3
 
 
+
+def _hold_the_lock_and_use_the_loop(ref, dataset: str):
+    """A task that fetches as ``_worker_context`` does: under the cache lock, through the event loop.
+
+    Then asks for the search's context again, as a task restarted after the
+    search ended would.
+    """
+    import time
+
+    from distributed import Event, get_client
+
+    from scanpy_autotune._search import _dask
+
+    with _dask._LOCK:
+        Event("holding-the-lock").set()
+        time.sleep(1.0)  # the driver's client.run(_forget_context) reaches the loop meanwhile
+        fetched = get_client().get_dataset(dataset).result()
+    try:
+        _dask._worker_context(ref)
+    except RuntimeError as err:
+        return fetched, str(err), ref.context_id in _dask._CONTEXTS
+    return fetched, "", ref.context_id in _dask._CONTEXTS
+
+
+def test_forgetting_a_search_while_a_task_fetches_does_not_deadlock():
+    import threading
+
+    from scanpy_autotune._search import _dask
+
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+    ) as cluster, distributed.Client(cluster) as own:
+        payload = own.scatter(41, broadcast=True)
+        own.publish_dataset(payload, name="forget-test-payload")
+        ref = _dask._PayloadRef("forget-test", "forget-test-payload", "forget-test")
+        task = own.submit(_hold_the_lock_and_use_the_loop, ref, "forget-test-payload", pure=False)
+        assert distributed.Event("holding-the-lock", client=own).wait(timeout=60)
+        forgot = threading.Thread(target=own.run, args=(_dask._forget_context, "forget-test"))
+        forgot.start()
+        forgot.join(timeout=30)
+        assert not forgot.is_alive(), "client.run(_forget_context) waited for the task's lock"
+        fetched, error, cached = task.result(timeout=30)
+    assert fetched == 41
+    assert error == "the search forget-test has ended on the driver" and not cached
+
+
 def test_gpu_resources_are_the_slots(small):
     """Workers with ``--resources GPU=1``: one trial per GPU unit, on CUDA when torch sees one."""
     import torch

@@ -119,6 +119,7 @@ class _PayloadRef:
 
 
 _CONTEXTS: OrderedDict[str, TrialContext] = OrderedDict()
+_FORGOTTEN: set[str] = set()  # searches that ended: their contexts are dropped, never cached again
 _LOCK = threading.Lock()
 _PROCESS_SET = {"done": False}  # threads and allocator set up
 _FETCHES = {"n": 0}  # payloads this worker process fetched (see fetch_count)
@@ -133,12 +134,15 @@ def _worker_context(ref: _PayloadRef, key: str | None = None) -> TrialContext:
     worker process fetches it once and keeps it for every trial of the search.
     """
     with _LOCK:
+        _drop_forgotten()
         context = _CONTEXTS.get(ref.context_id)
         if context is None:
+            _refuse_forgotten(ref.context_id)
             payload = _fetch_payload(ref, key)
             context = payload.context
             if payload.data_path is not None:
                 context = replace(context, data=_read_counts(payload), _counts={})
+            _refuse_forgotten(ref.context_id)  # the search may have ended during the fetch
             _CONTEXTS[ref.context_id] = context
             while len(_CONTEXTS) > _KEEP_CONTEXTS:
                 _CONTEXTS.popitem(last=False)
@@ -241,9 +245,32 @@ def _resume_callbacks(paused: dict[str, list[str]], dask_worker: Any) -> None:
 
 
 def _forget_context(context_id: str) -> None:
-    """Drop a finished search's context from this worker process (run by ``client.run``)."""
-    with _LOCK:
+    """Drop a finished search's context from this worker process (run by ``client.run``).
+
+    ``client.run`` calls this on the worker's event loop, so it must not wait
+    for :data:`_LOCK`: a task thread may hold it while it fetches the payload,
+    and the fetch needs that loop (a deadlock, seen when a restarted task was
+    still fetching as the search ended). The search is marked as ended here;
+    the context is dropped now if the lock is free, else by the lock's holder.
+    """
+    _FORGOTTEN.add(context_id)
+    if _LOCK.acquire(blocking=False):
+        try:
+            _drop_forgotten()
+        finally:
+            _LOCK.release()
+
+
+def _drop_forgotten() -> None:
+    """Drop the contexts of ended searches from the cache (call with :data:`_LOCK` held)."""
+    for context_id in list(_FORGOTTEN):
         _CONTEXTS.pop(context_id, None)
+
+
+def _refuse_forgotten(context_id: str) -> None:
+    """Raise when the search ``context_id`` has ended: its context must not be fetched or cached."""
+    if context_id in _FORGOTTEN:
+        raise RuntimeError(f"the search {context_id} has ended on the driver")
 
 
 def _prepare_worker(ref: _PayloadRef) -> str:
