@@ -182,7 +182,7 @@ def _fetch_payload(ref: _PayloadRef, key: str | None = None) -> _Payload:
         try:
             published = client.get_dataset(ref.dataset)
         except KeyError as err:
-            raise RuntimeError(f"the search {ref.context_id} has ended on the driver") from err
+            raise _search_ended(ref.context_id) from err
         try:
             clear_stale_gather(client)
             return published.result(timeout=FETCH_TRY_S)
@@ -270,7 +270,12 @@ def _drop_forgotten() -> None:
 def _refuse_forgotten(context_id: str) -> None:
     """Raise when the search ``context_id`` has ended: its context must not be fetched or cached."""
     if context_id in _FORGOTTEN:
-        raise RuntimeError(f"the search {context_id} has ended on the driver")
+        raise _search_ended(context_id)
+
+
+def _search_ended(context_id: str) -> RuntimeError:
+    """The error of a task whose search has ended (unpublished or forgotten on this worker)."""
+    return RuntimeError(f"the search {context_id} has ended on the driver")
 
 
 def _prepare_worker(ref: _PayloadRef) -> str:
@@ -692,7 +697,6 @@ class DaskBackend:
             for i, address in enumerate(self._workers())
         ]
         try:
-            clear_stale_gather(self.client)
             self.client.gather(futures)
         except Exception as err:
             raise ValueError(

@@ -12,6 +12,8 @@ autograd reference.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -80,7 +82,12 @@ class NonZeros:
         return nz
 
 
-def _theta_at(theta: torch.Tensor, cols: torch.Tensor, flat: torch.Tensor, fn) -> tuple[torch.Tensor, torch.Tensor]:
+def _theta_at(
+    theta: torch.Tensor,
+    cols: torch.Tensor,
+    flat: torch.Tensor,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``theta`` and ``fn(theta)`` at the non-zero entries, for gene-wise (1-D) or per-cell (2-D) ``theta``.
 
     Gene-wise, ``fn`` runs once per gene and is gathered at the entries'
