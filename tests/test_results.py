@@ -21,7 +21,7 @@ from scanpy_autotune._results import (
     read_results,
     write_results,
 )
-from scanpy_autotune._trials_table import trials_table
+from scanpy_autotune.tl._trials_table import trials_table
 
 KEY = "autotune"
 

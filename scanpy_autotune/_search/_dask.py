@@ -8,7 +8,7 @@ drives both the same way, and the completion order of the tasks drives the
 next ask.
 
 Data
-    The :class:`._objective.TrialContext` is scattered to every worker once
+    The :class:`._context.TrialContext` is scattered to every worker once
     (``broadcast=True``) and published under a per-search name. With
     ``data_path=`` the workers read the ``.h5ad`` themselves from shared
     storage (checked against the driver's fingerprint) and only a light
@@ -51,7 +51,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ._backends import Event
-from ._objective import TrialContext
+from ._context import TrialContext
 
 logger = logging.getLogger("scanpy_autotune")
 

@@ -13,57 +13,18 @@ import math
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .._vae import Model, resolve_hyperparameters
-from .._vae._data import CountData, DeviceCounts, Split
+from .._vae._data import CountData, DeviceCounts
+from ._context import TrialContext
 
 logger = logging.getLogger("scanpy_autotune")
 
 # Called by the trial at each epoch with (epoch, train_elbo, validation_elbo); True stops it.
 Reporter = Callable[[int, float, float], bool]
-
-
-@dataclass
-class TrialContext:
-    """Everything a worker needs to evaluate trials, sent to it once.
-
-    Attributes
-    ----------
-    data, split
-        Validated counts and the search's split.
-    max_epochs, n_mc, seed
-        Epoch cap, importance samples of the loss, and the search's seed.
-    objective
-        Optional ``objective(model, adata_heldout) -> float`` replacing the
-        held-out negative marginal log-likelihood (serialized with cloudpickle).
-    layer, batch_key
-        Recorded on the models.
-    """
-
-    data: CountData
-    split: Split
-    max_epochs: int
-    n_mc: int = 100
-    seed: int = 0
-    objective: bytes | None = None
-    layer: str | None = None
-    batch_key: str | None = None
-    _counts: dict = field(default_factory=dict, repr=False)
-
-    def counts(self, device: str) -> DeviceCounts:
-        """The counts on ``device``, built on first use and kept for later trials."""
-        if device not in self._counts:
-            self._counts[device] = DeviceCounts(self.data, device)
-        return self._counts[device]
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_counts"] = {}
-        return state
 
 
 def empty_record(trial_id: int, params: dict[str, Any], device: str = "") -> dict[str, Any]:

@@ -133,7 +133,7 @@ def run_search(
     tuner
         Asks configurations; told every finished trial.
     context
-        The workers' :class:`._objective.TrialContext`.
+        The workers' :class:`._context.TrialContext`.
     max_evals
         Total number of trials, resumed ones included.
     resumed

@@ -1,4 +1,4 @@
-"""``sat.tl``: the search and the small public helpers around it."""
+"""``sat.tl.autotune``: the search of an AnnData's hyperparameters."""
 
 from __future__ import annotations
 
@@ -13,21 +13,20 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from . import __version__
-from ._results import build_results, write_results
-from ._search._backends import LocalPool, cpu_devices, gpu_devices
-from ._search._journal import Journal
-from ._search._objective import TrialContext
-from ._search._pruner import make_pruner
-from ._search._runner import run_search
-from ._search._space import build_space
-from ._search._space import default_space as _default_space
-from ._search._tpe import AskTellTPE
-from ._trials_table import trials_table
-from ._vae import HYPERPARAMETERS, Model, default_hyperparameters
-from ._vae._data import DeviceCounts, Split, extract_counts, make_split
+from .. import __version__
+from .._results import build_results, write_results
+from .._search._backends import LocalPool, cpu_devices, gpu_devices
+from .._search._context import TrialContext
+from .._search._journal import Journal
+from .._search._pruner import make_pruner
+from .._search._runner import run_search
+from .._search._space import build_space
+from .._search._space import default_space as _default_space
+from .._search._tpe import AskTellTPE
+from .._vae import HYPERPARAMETERS, Model, default_hyperparameters
+from .._vae._data import DeviceCounts, Split, extract_counts, make_split
 
-__all__ = ["autotune", "default_space", "trials_table", "default_max_epochs"]
+__all__ = ["autotune", "default_space", "default_max_epochs"]
 
 logger = logging.getLogger("scanpy_autotune")
 
@@ -240,7 +239,7 @@ def autotune(
         devices, threads = _devices(n_workers, gpus, trials_per_gpu)
         pool = LocalPool(devices, threads)
     else:
-        from ._search._dask import DaskBackend
+        from .._search._dask import DaskBackend
 
         pool = DaskBackend.create(
             client=client, scheduler=scheduler, data_path=data_path, n_workers=n_workers,
@@ -346,7 +345,7 @@ def _best_model(outcome, best_record: dict, context: TrialContext, journal) -> M
         except (OSError, ValueError, KeyError):
             pass
     logger.info("retraining the best trial %d (its weights were not kept)", best_record["trial_id"])
-    from ._vae import resolve_hyperparameters
+    from .._vae import resolve_hyperparameters
 
     counts = DeviceCounts(context.data, "cuda" if _cuda() else "cpu")
     return Model.fit_prepared(

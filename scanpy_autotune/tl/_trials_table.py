@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._results import DEFAULT_KEY, read_results
+from .._results import DEFAULT_KEY, read_results
 
 logger = logging.getLogger("scanpy_autotune")
 

@@ -1,0 +1,56 @@
+"""What a worker needs to evaluate trials, sent to it once per search.
+
+This module imports no torch: the driver builds the context, and only a
+worker, in :meth:`TrialContext.counts`, puts the counts on its device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .._vae._data import CountData, DeviceCounts, Split
+
+__all__ = ["TrialContext"]
+
+
+@dataclass
+class TrialContext:
+    """Everything a worker needs to evaluate trials, sent to it once.
+
+    Attributes
+    ----------
+    data, split
+        Validated counts and the search's split.
+    max_epochs, n_mc, seed
+        Epoch cap, importance samples of the loss, and the search's seed.
+    objective
+        Optional ``objective(model, adata_heldout) -> float`` replacing the
+        held-out negative marginal log-likelihood (serialized with cloudpickle).
+    layer, batch_key
+        Recorded on the models.
+    """
+
+    data: CountData
+    split: Split
+    max_epochs: int
+    n_mc: int = 100
+    seed: int = 0
+    objective: bytes | None = None
+    layer: str | None = None
+    batch_key: str | None = None
+    _counts: dict = field(default_factory=dict, repr=False)
+
+    def counts(self, device: str) -> DeviceCounts:
+        """The counts on ``device``, built on first use and kept for later trials."""
+        if device not in self._counts:
+            from .._vae._data import DeviceCounts
+
+            self._counts[device] = DeviceCounts(self.data, device)
+        return self._counts[device]
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_counts"] = {}
+        return state
