@@ -1,0 +1,216 @@
+"""Downloads into the dataset cache: pinned addresses, SHA-256 verified, never half a file."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 20
+
+# Indirection so that tests can simulate a machine without network.
+_urlopen = urllib.request.urlopen
+
+
+class DatasetDownloadError(ConnectionError):
+    """A dataset file could not be downloaded (offline, blocked host, broken transfer).
+
+    Also raised when a downloaded file does not have the SHA-256 pinned for its URL
+    (the file is then deleted, never cached). Subclass of :class:`ConnectionError` (and
+    so of :class:`OSError`). The message names the URL and says how to use a copy
+    downloaded by hand (``path=``).
+    """
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A raw file a loader downloads.
+
+    Attributes
+    ----------
+    url
+        Where to download it from, at a fixed revision where the host has revisions.
+    sha256
+        Its SHA-256 (hex), checked before the file enters the cache; ``None`` where no
+        trustworthy published hash is known (the download is then cached unverified and
+        its hash is logged as a warning).
+    filename
+        Its name in the cache, and the name a ``path=`` folder must use.
+    """
+
+    url: str
+    sha256: str | None
+    filename: str
+
+
+def default_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """``data_dir``, or scanpy's ``settings.datasetdir`` when it is ``None``."""
+    if data_dir is not None:
+        return Path(data_dir)
+    import scanpy as sc
+
+    return Path(sc.settings.datasetdir)
+
+
+def download(
+    url: str, dest: str | os.PathLike, *, sha256: str | None, loader: str = "the loader"
+) -> Path:
+    """Download ``url`` to ``dest`` unless ``dest`` already exists.
+
+    The bytes go to a temporary file beside ``dest``; their SHA-256 is computed while
+    they stream and checked against ``sha256``, and only a complete, verified file is
+    renamed to ``dest``, so the cache never holds half a file or a file with the wrong
+    content.
+
+    Parameters
+    ----------
+    url
+        Where to download from.
+    dest
+        Final location of the file.
+    sha256
+        Expected SHA-256 of the file (hex). ``None`` skips the check and logs the hash
+        of the downloaded file as a warning.
+    loader
+        Name of the public function, used in the error message.
+
+    Returns
+    -------
+    ``dest``.
+
+    Raises
+    ------
+    DatasetDownloadError
+        When the network or the host fails, the transfer is incomplete, or the file's
+        SHA-256 differs from ``sha256`` (the message then names the URL, the expected
+        and the actual hash).
+    """
+    dest = Path(dest)
+    if dest.exists():
+        logger.info("Using cached %s", dest)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    hint = (
+        f"If this machine is offline, download {url} by hand (for example "
+        f"`curl -L -o {dest.name} '{url}'`) and pass path=... to {loader}(), or put the "
+        f"file at {dest}."
+    )
+    logger.info("Downloading %s to %s", url, dest)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with _urlopen(url, timeout=60) as response:
+                    length = response.headers.get("Content-Length") if response.headers else None
+                    total = int(length) if length else None
+                    written = 0
+                    with tqdm(
+                        total=total,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        desc=dest.name,
+                    ) as bar:
+                        while True:
+                            chunk = response.read(CHUNK_BYTES)
+                            if not chunk:
+                                break
+                            out.write(chunk)
+                            digest.update(chunk)
+                            written += len(chunk)
+                            bar.update(len(chunk))
+            except (
+                urllib.error.URLError,
+                http.client.HTTPException,
+                ConnectionError,
+                TimeoutError,
+            ) as err:
+                raise DatasetDownloadError(f"Could not download {url}: {err}. {hint}") from err
+            if total is not None and written != total:
+                raise DatasetDownloadError(
+                    f"Incomplete download of {url}: got {written} of {total} bytes. {hint}"
+                )
+            _check_sha256(url, expected=sha256, actual=digest.hexdigest(), loader=loader)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    logger.info("Saved %s (%d bytes)", dest, dest.stat().st_size)
+    return dest
+
+
+def _check_sha256(url: str, *, expected: str | None, actual: str, loader: str) -> None:
+    if expected is None:
+        logger.warning(
+            "No SHA-256 is pinned for %s, so the download is not verified; its SHA-256 is %s",
+            url,
+            actual,
+        )
+        return
+    if actual != expected.lower():
+        raise DatasetDownloadError(
+            f"SHA-256 mismatch for {url}: expected {expected.lower()}, got {actual}. The "
+            "download was deleted, not cached: the file at that address changed or the "
+            f"transfer was corrupted. A copy you have checked yourself can be passed as "
+            f"path=... to {loader}()."
+        )
+
+
+def local_file(path: str | os.PathLike, filename: str) -> Path:
+    """``path`` itself, or ``path / filename`` when ``path`` is a folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / filename
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (expected a copy of {filename}).")
+    return path
+
+
+def fetch(
+    remote: RemoteFile,
+    *,
+    path: str | os.PathLike | None,
+    data_dir: str | os.PathLike | None,
+    subdir: str,
+    loader: str,
+) -> Path:
+    """Resolve a raw file: ``path`` if given (read as given, not verified), else the cache.
+
+    Parameters
+    ----------
+    remote
+        The file, its pinned address and hash.
+    path
+        A local copy (or a folder holding ``remote.filename``) given by the user; used
+        as it is, without checking its hash.
+    data_dir
+        Cache folder; ``scanpy.settings.datasetdir`` when ``None``.
+    subdir
+        Folder of the dataset inside the cache.
+    loader
+        Name of the public function, used in messages.
+
+    Returns
+    -------
+    The file to read.
+    """
+    if path is not None:
+        local = local_file(path, remote.filename)
+        logger.info("Reading %s", local)
+        return local
+    dest = default_data_dir(data_dir) / subdir / remote.filename
+    return download(remote.url, dest, sha256=remote.sha256, loader=loader)
