@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anndata as ad
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -35,8 +36,8 @@ def main() -> None:
     adata = ad.read_h5ad(args.h5ad)
     args.out.mkdir(parents=True, exist_ok=True)
     for name, plot in PLOTS.items():
-        result = plot(adata, show=False)
-        figure = result if isinstance(result, plt.Figure) else result.figure
+        result = plot(adata, show=False)  # Axes, or an array of Axes (one per panel)
+        figure = np.ravel(result)[0].figure
         figure.savefig(args.out / f"{name}.png", dpi=110, bbox_inches="tight")
         plt.close(figure)
         print(args.out / f"{name}.png")

@@ -8,6 +8,9 @@
 __version__ = "0.1.0"
 
 from . import datasets, pl, tl  # noqa: E402
+from ._logging import follow_scanpy_verbosity  # noqa: E402
 from ._vae import Model  # noqa: E402
+
+follow_scanpy_verbosity()
 
 __all__ = ["Model", "datasets", "pl", "tl", "__version__"]

@@ -20,30 +20,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._record import COLUMNS, STATUSES, TrialRecord, best_of
+
 logger = logging.getLogger("scanpy_autotune")
 
 DEFAULT_KEY = "autotune"
 
-#: Columns of ``trials`` before the hyperparameter columns, in this order.
-FIXED_COLUMNS: tuple[str, ...] = (
-    "trial_id",
-    "status",
-    "loss",
-    "elbo_train",
-    "elbo_heldout",
-    "n_epochs",
-    "best_epoch",
-    "n_params",
-    "duration_s",
-    "device",
-    "error",
-    "completion_order",
-    "is_default",
-)
-STATUSES: tuple[str, ...] = ("ok", "fail", "pruned")
+#: Columns of ``trials`` before the hyperparameter columns, in this order (the record's).
+FIXED_COLUMNS: tuple[str, ...] = COLUMNS
 HISTORY_KEYS: tuple[str, ...] = ("train_elbo", "validation_elbo")
-#: Older names of the history arrays, accepted when reading.
-HISTORY_ALIASES: dict[str, str] = {"heldout_elbo": "validation_elbo"}
 SEARCHED_KINDS: tuple[str, ...] = ("categorical", "numeric", "log")
 
 _FLOAT_COLUMNS = ("loss", "elbo_train", "elbo_heldout", "duration_s")
@@ -229,9 +214,6 @@ def _history_arrays(records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarra
     curves: dict[str, list[np.ndarray]] = {k: [] for k in HISTORY_KEYS}
     for record in records:
         history = dict(record.get("history") or {})
-        for old, new in HISTORY_ALIASES.items():
-            if new not in history and old in history:
-                history[new] = history[old]
         for name in HISTORY_KEYS:
             values = history.get(name)
             values = [] if values is None else values
@@ -247,17 +229,16 @@ def _history_arrays(records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarra
 
 
 def _best(trials: pd.DataFrame, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    ok = trials[(trials["status"] == "ok") & np.isfinite(trials["loss"].to_numpy(dtype=float))]
-    if ok.empty:
+    best = best_of(trials.itertuples())
+    if best is None:
         logger.warning(
             "No trial finished with status 'ok' and a finite loss; there is no best trial."
         )
         return {"trial_id": -1, "loss": math.nan, "params": {}}
-    pos = int(ok.sort_values(["loss", "trial_id"], kind="stable").index[0])
-    params = records[pos].get("params") or {}
+    params = records[best.Index].get("params") or {}
     return {
-        "trial_id": int(trials.at[pos, "trial_id"]),
-        "loss": float(trials.at[pos, "loss"]),
+        "trial_id": int(best.trial_id),
+        "loss": float(best.loss),
         "params": {str(k): _param_value(v) for k, v in params.items()},
     }
 
@@ -278,23 +259,16 @@ def _default(trials: pd.DataFrame) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------- public: build
 
 
-def _normalize_kind(name: str, kind: Any) -> str:
-    kind = str(kind).lower()
-    if kind in SEARCHED_KINDS:
-        return kind
-    if "log" in kind:
-        return "log"
-    if kind in ("choice", "categorical", "bool", "cat", "category"):
-        return "categorical"
-    if kind in ("int", "float", "uniform", "quniform", "randint", "number", "numeric"):
-        return "numeric"
-    raise ValueError(
-        f"searched[{name!r}]={kind!r} is not a known kind; use one of {list(SEARCHED_KINDS)}."
-    )
+def _check_kind(name: str, kind: Any) -> str:
+    if kind not in SEARCHED_KINDS:
+        raise ValueError(
+            f"searched[{name!r}]={kind!r} is not a known kind; use one of {list(SEARCHED_KINDS)}."
+        )
+    return str(kind)
 
 
 def build_results(
-    records: Iterable[Mapping[str, Any]],
+    records: Iterable[TrialRecord | Mapping[str, Any]],
     *,
     settings: Mapping[str, Any],
     searched: Mapping[str, str],
@@ -304,12 +278,9 @@ def build_results(
     Parameters
     ----------
     records
-        One dict per trial (any order) with ``trial_id``, ``status``, ``loss``,
-        ``elbo_train``, ``elbo_heldout``, ``n_epochs``, ``best_epoch``,
-        ``n_params``, ``duration_s``, ``device``, ``error``, ``params``,
-        ``history`` (``train_elbo`` and ``validation_elbo`` lists),
-        ``completion_order`` and ``is_default``. Missing numbers may be NaN or
-        ``None``.
+        One :class:`~scanpy_autotune._record.TrialRecord` per trial (any order),
+        or a dict with its fields (``TrialRecord.to_json``). Missing numbers may
+        be NaN or ``None``.
     settings
         The search settings (space as text, ``max_evals``, ``seed``, ...).
         ``None`` values are stored as the string ``"None"``; other objects as
@@ -334,7 +305,10 @@ def build_results(
         With no records, duplicate trial ids, an unknown status or searched kind,
         or a hyperparameter named like a trial column.
     """
-    records = sorted((dict(r) for r in records), key=lambda r: int(r["trial_id"]))
+    records = sorted(
+        (r.to_json() if isinstance(r, TrialRecord) else dict(r) for r in records),
+        key=lambda r: int(r["trial_id"]),
+    )
     if not records:
         raise ValueError("No trial records to store; the search produced no trials.")
     ids = [int(r["trial_id"]) for r in records]
@@ -344,7 +318,7 @@ def build_results(
     bad = sorted({str(r.get("status")) for r in records} - set(STATUSES))
     if bad:
         raise ValueError(f"Unknown trial status(es) {bad}; expected one of {list(STATUSES)}.")
-    searched_kinds = {str(k): _normalize_kind(str(k), v) for k, v in searched.items()}
+    searched_kinds = {str(k): _check_kind(str(k), v) for k, v in searched.items()}
     trials = _trials_frame(records, _param_names(records, searched_kinds))
     params = {str(k): _sanitize_setting(v) for k, v in settings.items() if k != "searched"}
     params["searched"] = searched_kinds
@@ -361,6 +335,35 @@ def build_results(
 
 
 # ----------------------------------------------------------------------------- public: read / write
+
+
+def axis_kind(values: Any) -> str:
+    """The axis a hyperparameter's values are drawn on, inferred from the values alone.
+
+    Bools and anything not a number are ``"categorical"``; positive numbers
+    spanning at least a factor of 10 (largest / smallest >= 10) are ``"log"``;
+    other numbers ``"numeric"``. Missing values are ignored. The name plays no
+    part; a kind recorded for a searched hyperparameter (``"log"`` for a
+    log-uniform prior) takes precedence in :meth:`Results.param_kinds`.
+
+    Parameters
+    ----------
+    values
+        One hyperparameter column (a :class:`pandas.Series`, array or list).
+
+    Returns
+    -------
+    str
+        ``"categorical"``, ``"log"`` or ``"numeric"``.
+    """
+    col = values if isinstance(values, pd.Series) else pd.Series(values)
+    if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
+        return "categorical"
+    numbers = col.to_numpy(dtype=float, na_value=np.nan)
+    numbers = numbers[np.isfinite(numbers)]
+    if numbers.size and numbers.min() > 0 and numbers.max() >= 10 * numbers.min():
+        return "log"
+    return "numeric"
 
 
 @dataclass(frozen=True)
@@ -400,24 +403,41 @@ class Results:
         """Every hyperparameter column of :attr:`trials`, in stored order."""
         return [c for c in self.trials.columns if c not in FIXED_COLUMNS]
 
-    def param_kinds(self) -> dict[str, str]:
-        """Name -> axis kind for the searched hyperparameters.
+    def param_kinds(self, params: str | Sequence[str] | None = None) -> dict[str, str]:
+        """Name -> axis kind (``"categorical"``, ``"numeric"`` or ``"log"``) of hyperparameters.
 
-        Falls back to every hyperparameter column (strings and bools
-        categorical, ``lr`` log, other numbers numeric) when nothing was recorded
-        as searched.
+        A searched hyperparameter has the kind recorded for it; any other column
+        (or every one, when nothing was recorded as searched) has the
+        :func:`axis_kind` of its values.
+
+        Parameters
+        ----------
+        params
+            Hyperparameter name(s); default the searched ones, or every
+            hyperparameter column when nothing was recorded as searched.
+
+        Returns
+        -------
+        dict
+            Name -> kind, in the order of ``params`` (default: stored order).
+
+        Raises
+        ------
+        ValueError
+            For an unknown name or an empty ``params`` (the message lists the valid names).
         """
         searched = {k: v for k, v in self.searched.items() if k in self.trials.columns}
-        if searched:
-            return searched
-        kinds = {}
-        for name in self.hyperparameters:
-            col = self.trials[name]
-            if pd.api.types.is_bool_dtype(col) or not pd.api.types.is_numeric_dtype(col):
-                kinds[name] = "categorical"
-            else:
-                kinds[name] = "log" if name == "lr" else "numeric"
-        return kinds
+        if params is None:
+            names = list(searched) or self.hyperparameters
+        else:
+            names = [params] if isinstance(params, str) else list(params)
+            valid = list(searched) + [h for h in self.hyperparameters if h not in searched]
+            unknown = [n for n in names if n not in valid]
+            if unknown:
+                raise ValueError(f"Unknown hyperparameter(s) {unknown}; valid names are {valid}.")
+            if not names:
+                raise ValueError(f"params is empty; valid names are {valid}.")
+        return {name: searched.get(name) or axis_kind(self.trials[name]) for name in names}
 
     def curves(self, which: str = "validation") -> np.ndarray:
         """The ``n_trials x max_epochs`` history for ``which`` (``"validation"`` or ``"train"``)."""
@@ -478,9 +498,6 @@ def _restore_history(history: Any, n_trials: int, key: str) -> dict[str, np.ndar
     if not isinstance(history, Mapping):
         raise ValueError(f"adata.uns[{key!r}]['history'] is not a dict of arrays.")
     history = dict(history)
-    for old, new in HISTORY_ALIASES.items():
-        if new not in history and old in history:
-            history[new] = history[old]
     out = {}
     for name in HISTORY_KEYS:
         if name not in history:

@@ -25,6 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ._paths import check_output_file, replace_file
+from ._record import gain_over_default
+from ._search._journal import JournalLockedError
+
 logger = logging.getLogger("scanpy_autotune")
 
 PROG = "scanpy-autotune"
@@ -269,12 +273,18 @@ def space_from_json(spec: Any) -> dict[str, Any]:
         raise ValueError(f"the space must be a JSON object of hyperparameters, got {type(spec).__name__}")
     space: dict[str, Any] = {}
     for name, value in spec.items():
-        if isinstance(value, list) and len(value) == 3 and value[0] in _SHORTHAND_TUPLES:
+        if isinstance(value, list) and value and value[0] in _SHORTHAND_TUPLES:
+            if len(value) != 3:
+                raise ValueError(
+                    f"the space's {name!r} is {json.dumps(value)}: write "
+                    f'["{value[0]}", low, high] (a range) or a list of values without "{value[0]}" first'
+                )
             value = tuple(value)
-        elif (
-            isinstance(value, list) and len(value) == 2 and value[0] == "choice"
-            and isinstance(value[1], list)
-        ):
+        elif isinstance(value, list) and value and value[0] == "choice":
+            if len(value) != 2 or not isinstance(value[1], list):
+                raise ValueError(
+                    f'the space\'s {name!r} is {json.dumps(value)}: write ["choice", [value, ...]]'
+                )
             value = ("choice", value[1])
         space[name] = value
     return space
@@ -303,11 +313,6 @@ def _read_h5ad(path: Path):
         raise ValueError(f"cannot read {path} as an .h5ad file: {err}") from None
 
 
-def _check_output(path: Path, what: str) -> Path:
-    if path.exists() and path.is_dir():
-        raise ValueError(f"{what} {path} is a directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 # ---------------------------------------------------------------------------
@@ -377,7 +382,7 @@ def _summary(adata: Any, key: str = KEY) -> str:
     loss = float(best["loss"])
     if default is not None and math.isfinite(float(default["loss"])):
         reference = float(default["loss"])
-        gain = 100.0 * (reference - loss) / abs(reference)
+        gain = gain_over_default(loss, reference)
         lines.append(
             f"held-out -log p(x) per cell: {loss:.3f} (default configuration {reference:.3f}); "
             f"gain over the default: {gain:.2f}%"
@@ -385,6 +390,11 @@ def _summary(adata: Any, key: str = KEY) -> str:
     else:
         lines.append(f"held-out -log p(x) per cell: {loss:.3f} (the default configuration was not evaluated)")
     return "\n".join(lines)
+
+
+def _write_h5ad(adata: Any, path: Path) -> None:
+    """Write the result all at once: a temporary file beside ``path``, renamed when complete."""
+    replace_file(path, lambda temporary: adata.write_h5ad(temporary))
 
 
 def _format_value(value: Any) -> str:
@@ -425,13 +435,13 @@ def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> 
     except KeyboardInterrupt:
         trials = adata.uns.get(KEY, {}).get("trials")
         if output is not None and trials is not None and len(trials):
-            adata.write_h5ad(output)
+            _write_h5ad(adata, output)
             print(f"{PROG}: interrupted; wrote {len(trials)} finished trial(s) to {output}", file=sys.stderr)
         else:
             print(f"{PROG}: interrupted before any trial finished", file=sys.stderr)
         return EXIT_INTERRUPTED
     if output is not None:
-        adata.write_h5ad(output)
+        _write_h5ad(adata, output)
     print(_summary(adata))
     if output is not None:
         print(f"wrote {output}")
@@ -441,19 +451,29 @@ def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> 
     return 0
 
 
+def _check_plots_dir(plots: Path | None) -> None:
+    if plots is not None and plots.exists() and not plots.is_dir():
+        raise ValueError(f"--plots {plots} is a file, not a directory")
+
+
 def _tune(args: argparse.Namespace) -> int:
     space = _read_space(args.space) if args.space is not None else None
     if args.shared_input and not args.scheduler:
         raise ValueError("--shared-input needs --scheduler")
-    output = _check_output(args.output, "-o")
-    if args.plots is not None and args.plots.exists() and not args.plots.is_dir():
-        raise ValueError(f"--plots {args.plots} is a file, not a directory")
+    if not args.input.exists():
+        raise FileNotFoundError(f"{args.input}: no such file")
+    # Every output is checked before the search (nothing is created yet): an
+    # unwritable -o must not be found after the last trial.
+    output = check_output_file(args.output, "-o")
+    _check_plots_dir(args.plots)
+    if args.journal is not None:
+        check_output_file(args.journal, "--journal")
     adata = _read_h5ad(args.input)
     kwargs = _search_kwargs(args)
     if args.shared_input:
         kwargs["data_path"] = args.input
     if args.journal is not None:
-        kwargs["journal"] = _check_output(args.journal, "--journal")
+        kwargs["journal"] = args.journal
     return _run(
         adata, output, args.plots, layer=args.layer, batch_key=args.batch_key, space=space, **kwargs
     )
@@ -462,7 +482,8 @@ def _tune(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from . import datasets
 
-    output = _check_output(args.output, "-o") if args.output is not None else None
+    output = check_output_file(args.output, "-o") if args.output is not None else None
+    _check_plots_dir(args.plots)
     adata = datasets.pbmc68k_counts()
     print(
         f"{PROG} demo: {args.max_evals} trials on pbmc68k_counts ({adata.n_obs} cells x "
@@ -527,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ValueError, OSError, ImportError) as error:  # FileNotFoundError is an OSError
+    except (ValueError, OSError, ImportError, JournalLockedError) as error:  # FileNotFoundError is an OSError
         if args.verbose:
             traceback.print_exc()
         print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)

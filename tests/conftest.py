@@ -1,28 +1,17 @@
+"""Shared fixtures: small real count data committed in tests/data (see its README.md)."""
+
 from pathlib import Path
 
 import anndata as ad
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def shared_file(name: str) -> Path:
-    path = SHARED_DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} not found (the shared data folder sits beside the project root)")
-    return path
-
-
-@pytest.fixture(scope="session")
-def shared_data_dir() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"{SHARED_DATA} not found")
-    return SHARED_DATA
+DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
 def cortex_path() -> Path:
-    return shared_file("cortex_zeisel_3005x200.h5ad")
+    """800 Zeisel cortex cells x 200 genes, ``obs["cell_type"]``."""
+    return DATA / "cortex_800x200.h5ad"
 
 
 @pytest.fixture
@@ -30,9 +19,25 @@ def cortex(cortex_path) -> ad.AnnData:
     return ad.read_h5ad(cortex_path)
 
 
+@pytest.fixture(scope="session")
+def cellbench_path() -> Path:
+    """360 CellBench cells (24 per plate x cell line) x 400 genes, ``obs["batch"]``, ``obs["cell_type"]``."""
+    return DATA / "cellbench_360x400.h5ad"
+
+
 @pytest.fixture
-def pbmc68k_path() -> Path:
-    return shared_file("pbmc68k_counts_700x765.h5ad")
+def cellbench(cellbench_path) -> ad.AnnData:
+    return ad.read_h5ad(cellbench_path)
+
+
+@pytest.fixture(scope="session")
+def pbmc68k_path(tmp_path_factory) -> Path:
+    """``sat.datasets.pbmc68k_counts()`` (700 cells x 765 genes, rebuilt offline) in an ``.h5ad``."""
+    import scanpy_autotune as sat
+
+    path = tmp_path_factory.mktemp("pbmc68k") / "pbmc68k_counts_700x765.h5ad"
+    sat.datasets.pbmc68k_counts().write_h5ad(path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The search end to end, on real counts, with real worker processes."""
 
+import json
 import math
 import os
 import signal
@@ -159,6 +160,37 @@ def test_journal_of_other_settings_is_refused(small, tmp_path):
         sat.tl.autotune(small, max_evals=2, n_workers=1, journal=journal, seed=1, **SMALL)
 
 
+def test_resume_with_a_changed_objective_of_the_same_name_is_refused(small, tmp_path):
+    """Redefining ``obj`` in a notebook and resuming would mix two objectives' losses."""
+    journal = tmp_path / "search.jsonl"
+
+    def obj(model, heldout):
+        return model.marginal_nll(heldout, n_mc=3, cells="all")
+
+    sat.tl.autotune(small, max_evals=1, n_workers=1, journal=journal, objective=obj, **SMALL)
+    lines_before = journal.read_text()
+
+    def obj(model, heldout):  # noqa: F811 - the notebook cell was edited
+        return -model.elbo(heldout, cells="all")
+
+    with pytest.raises(ValueError, match=r"other settings \(objective: objective: journal 'test_resume_with"):
+        sat.tl.autotune(small, max_evals=2, n_workers=1, journal=journal, objective=obj, **SMALL)
+    assert journal.read_text() == lines_before
+
+
+def test_save_dir_and_the_journal_keep_one_model_each(small, tmp_path):
+    """A second search may replace the model an earlier one saved; the journal's copy follows its best."""
+    save_dir, journal = tmp_path / "best", tmp_path / "search.jsonl"
+    for max_evals in (1, 2):
+        sat.tl.autotune(small, max_evals=max_evals, n_workers=1, save_dir=save_dir, journal=journal, **SMALL)
+        best = small.uns["autotune"]["best"]
+        assert sorted(p.name for p in save_dir.iterdir()) == ["config.json", "weights.pt"]
+        kept = tmp_path / "search.jsonl.best_model"
+        assert json.loads((kept / "trial.json").read_text())["trial_id"] == best["trial_id"]
+        np.testing.assert_allclose(sat.Model.load(save_dir).latent(small), small.obsm["X_autotune"], rtol=1e-5, atol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "search.jsonl", "search.jsonl.best_model", "search.jsonl.lock"]
+
+
 def test_seeded_sequential_search_is_reproducible(small):
     a, b = small.copy(), small.copy()
     for adata in (a, b):
@@ -253,13 +285,13 @@ def test_test_split_refit_and_save_dir(small, tmp_path):
 
 def test_timeout_stops_the_search_and_keeps_finished_trials(small, caplog):
     # Trials of a few epochs finish within seconds even on a loaded machine, while
-    # 1000 of them cannot all finish in 30 s: the timeout, not max_evals, ends it.
+    # 1000 of them cannot all finish in 12 s: the timeout, not max_evals, ends it.
     with caplog.at_level("WARNING", logger="scanpy_autotune"):
-        sat.tl.autotune(small, max_evals=1000, n_workers=2, timeout=30, **SMALL)
+        sat.tl.autotune(small, max_evals=1000, n_workers=2, timeout=12, **SMALL)
     trials = small.uns["autotune"]["trials"]
     assert 1 <= len(trials) < 1000
     assert (trials["status"] != "fail").all()  # abandoned trials are not recorded as failures
-    assert "timeout of 30 s reached" in caplog.text
+    assert "timeout of 12 s reached" in caplog.text
 
 
 def test_timeout_before_any_trial_finishes_raises_and_leaves_adata_untouched(small):

@@ -15,17 +15,14 @@ import scanpy_autotune as sat
 from scanpy_autotune import cli
 from scanpy_autotune._results import read_results
 
-PBMC = "pbmc68k_counts_700x765.h5ad"
 SPACE = {"n_hidden": [32, 64], "lr": ["log", 1e-3, 1e-2], "n_layers": ["int", 1, 2],
          "dispersion": "gene"}
 
 
 @pytest.fixture(scope="module")
-def tuned(shared_data_dir, tmp_path_factory):
+def tuned(pbmc68k_path, tmp_path_factory):
     """One real ``tune`` run (in-process) with most options, shared by the tests that read it."""
-    source = shared_data_dir / PBMC
-    if not source.exists():
-        pytest.skip(f"{source} not found")
+    source = pbmc68k_path
     folder = tmp_path_factory.mktemp("cli")
     space = folder / "space.json"
     space.write_text(json.dumps(SPACE))

@@ -45,7 +45,7 @@ def _wait_for_two_workers(client) -> None:
 
 
 def test_dask_search_has_the_local_schema(small, client):
-    from scanpy_autotune._search._dask import fetch_count
+    from scanpy_autotune._search._dask._worker import fetch_count
 
     before = client.run(fetch_count)
     dask_run = small.copy()
@@ -74,7 +74,7 @@ def test_dask_search_has_the_local_schema(small, client):
 
 
 def _callbacks_running(dask_worker) -> dict:
-    from scanpy_autotune._search._dask import PAUSED_CALLBACKS
+    from scanpy_autotune._search._dask._worker import PAUSED_CALLBACKS
 
     return {n: dask_worker.periodic_callbacks[n].is_running() for n in PAUSED_CALLBACKS if n in dask_worker.periodic_callbacks}
 
@@ -165,11 +165,12 @@ def test_lost_data_is_sent_again_when_a_send_drops(client, monkeypatch):
     under it), and gives up with a clear error when the cluster never takes it."""
     from distributed.comm.core import CommClosedError
 
-    from scanpy_autotune._search import _dask
+    from scanpy_autotune._search._dask import DaskBackend, _driver
+    from scanpy_autotune._search._dask._protocol import SearchRef
 
-    backend = _dask.DaskBackend.create(client=client)
+    backend = DaskBackend.create(client=client)
     backend._payload = np.arange(10)  # scattered whole, as the real payload (one object)
-    backend._ref = _dask._PayloadRef("resend-test", "resend-test-payload", "resend-test")
+    backend._ref = SearchRef("resend-test")
     lost = client.submit(_lost, 0, pure=False)  # a future whose data no worker holds
     distributed.wait([lost])
     backend._payload_future = lost
@@ -185,17 +186,17 @@ def test_lost_data_is_sent_again_when_a_send_drops(client, monkeypatch):
     monkeypatch.setattr(client, "scatter", dropping)
     backend._check_payload()
     assert len(drops) == 2 and backend._payload_future.status == "finished"
-    assert client.get_dataset("resend-test-payload").result().tolist() == list(range(10))
+    assert client.get_dataset(backend._ref.dataset).result().tolist() == list(range(10))
 
     def never(*args, **kwargs):
         raise CommClosedError("in <TCP (closed) ConnectionPool.scatter>: Stream is closed")
 
     backend._payload_future = lost
     monkeypatch.setattr(client, "scatter", never)
-    monkeypatch.setattr(_dask, "RESEND_PAYLOAD_S", 1.5)
+    monkeypatch.setattr(_driver, "RESEND_PAYLOAD_S", 1.5)
     with pytest.raises(RuntimeError, match="lost the search's data.*within 2 s.*CommClosedError"):
         backend._check_payload()
-    client.unpublish_dataset("resend-test-payload")
+    client.unpublish_dataset(backend._ref.dataset)
 
 
 def test_rung_reports_reach_the_pruner(small, client, monkeypatch):
@@ -304,8 +305,8 @@ def test_a_gather_left_stale_by_ctrl_c_does_not_break_the_next_search(small, cli
 
 
 
-def _hold_the_lock_and_use_the_loop(ref, dataset: str):
-    """A task that fetches as ``_worker_context`` does: under the cache lock, through the event loop.
+def _hold_the_lock_and_use_the_loop(ref):
+    """A task that fetches as ``worker_context`` does: under the worker's lock, through its loop.
 
     Then asks for the search's context again, as a task restarted after the
     search ended would.
@@ -314,39 +315,58 @@ def _hold_the_lock_and_use_the_loop(ref, dataset: str):
 
     from distributed import Event, get_client
 
-    from scanpy_autotune._search import _dask
+    from scanpy_autotune._search._dask._worker import worker_context, worker_state
 
-    with _dask._LOCK:
+    state = worker_state()
+    with state.lock:
         Event("holding-the-lock").set()
-        time.sleep(1.0)  # the driver's client.run(_forget_context) reaches the loop meanwhile
-        fetched = get_client().get_dataset(dataset).result()
+        time.sleep(1.0)  # the driver's client.run(forget_context) reaches the loop meanwhile
+        fetched = get_client().get_dataset(ref.dataset).result()
     try:
-        _dask._worker_context(ref)
+        worker_context(ref)
     except RuntimeError as err:
-        return fetched, str(err), ref.context_id in _dask._CONTEXTS
-    return fetched, "", ref.context_id in _dask._CONTEXTS
+        return fetched, str(err), ref.search_id in state.contexts
+    return fetched, "", ref.search_id in state.contexts
 
 
 def test_forgetting_a_search_while_a_task_fetches_does_not_deadlock():
     import threading
 
-    from scanpy_autotune._search import _dask
+    from scanpy_autotune._search._dask._protocol import SearchRef
+    from scanpy_autotune._search._dask._worker import forget_context, register_worker_state
 
     with distributed.LocalCluster(
         n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
     ) as cluster, distributed.Client(cluster) as own:
+        register_worker_state(own)
+        ref = SearchRef("forget-test")
         payload = own.scatter(41, broadcast=True)
-        own.publish_dataset(payload, name="forget-test-payload")
-        ref = _dask._PayloadRef("forget-test", "forget-test-payload", "forget-test")
-        task = own.submit(_hold_the_lock_and_use_the_loop, ref, "forget-test-payload", pure=False)
+        own.publish_dataset(payload, name=ref.dataset)
+        task = own.submit(_hold_the_lock_and_use_the_loop, ref, pure=False)
         assert distributed.Event("holding-the-lock", client=own).wait(timeout=60)
-        forgot = threading.Thread(target=own.run, args=(_dask._forget_context, "forget-test"))
+        forgot = threading.Thread(target=own.run, args=(forget_context, ref.search_id))
         forgot.start()
         forgot.join(timeout=30)
-        assert not forgot.is_alive(), "client.run(_forget_context) waited for the task's lock"
+        assert not forgot.is_alive(), "client.run(forget_context) waited for the task's lock"
         fetched, error, cached = task.result(timeout=30)
     assert fetched == 41
     assert error == "the search forget-test has ended on the driver" and not cached
+
+
+def _state_id(dask_worker) -> int:
+    from scanpy_autotune._search._dask._worker import worker_state
+
+    return id(worker_state(dask_worker))
+
+
+def test_each_worker_keeps_its_state_across_registrations(client):
+    """Every search registers the worker state again; the workers keep the one they have."""
+    from scanpy_autotune._search._dask._worker import register_worker_state
+
+    register_worker_state(client)
+    before = client.run(_state_id)
+    register_worker_state(client)
+    assert len(before) == 2 and client.run(_state_id) == before
 
 
 def test_gpu_resources_are_the_slots(small):

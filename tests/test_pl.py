@@ -8,6 +8,9 @@ read from the data, never from how the synthetic records were made.
 from __future__ import annotations
 
 import ast
+import inspect
+import logging
+import re
 from pathlib import Path
 
 import matplotlib
@@ -22,8 +25,10 @@ import pytest  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 from test_results import KEY, SEARCHED, SETTINGS, make_records, make_results_adata  # noqa: E402
 
-from scanpy_autotune import pl  # noqa: E402
+from scanpy_autotune import pl, tl  # noqa: E402
 from scanpy_autotune._results import Results, build_results, read_results, write_results  # noqa: E402
+from scanpy_autotune.pl._utils import LOSS_LABEL, TRIAL_CMAP  # noqa: E402
+from scanpy_autotune.tl._importances import MIN_TRIALS_IMPORTANCE  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = ["trial_history", "sensitivity", "optimization_history", "param_importance"]
@@ -121,7 +126,7 @@ def test_trial_history_colors_run_red_to_green(adata, res):
     for line in lines:
         if line.get_label().endswith("(ok)"):
             tid = int(_gid(line).split("-")[1])
-            np.testing.assert_allclose(to_rgb(line.get_color()), to_rgb(pl.TRIAL_CMAP(norm(tid))))
+            np.testing.assert_allclose(to_rgb(line.get_color()), to_rgb(TRIAL_CMAP(norm(tid))))
 
 
 def test_trial_history_robust_limits(adata, res):
@@ -150,9 +155,13 @@ def test_trial_history_train_log_and_ax(adata):
 
 
 def test_sensitivity_points_best_and_axes(adata, res):
-    fig = pl.sensitivity(adata, show=False)
+    panels = pl.sensitivity(adata, show=False)
     kinds = res.param_kinds()
-    panels = [ax for ax in fig.axes if _gid(ax).startswith("param-")]
+    assert isinstance(panels, np.ndarray) and panels.shape == (len(kinds),)
+    fig = panels[0].figure
+    assert [_gid(ax) for ax in fig.axes if _gid(ax).startswith("param-")] == [
+        f"param-{name}" for name in kinds
+    ]
     assert [_gid(ax) for ax in panels] == [f"param-{name}" for name in kinds]
     trials = res.trials
     loss = trials["loss"].to_numpy(dtype=float)
@@ -192,12 +201,66 @@ def test_sensitivity_points_best_and_axes(adata, res):
 
 def test_sensitivity_subset_and_unknown(adata, res):
     name = next(iter(res.param_kinds()))
-    fig = pl.sensitivity(adata, params=name, show=False)
-    assert [_gid(ax) for ax in fig.axes if _gid(ax).startswith("param-")] == [f"param-{name}"]
+    ax = pl.sensitivity(adata, params=name, show=False)
+    assert isinstance(ax, plt.Axes) and _gid(ax) == f"param-{name}"
+    assert [_gid(a) for a in ax.figure.axes if _gid(a).startswith("param-")] == [f"param-{name}"]
     with pytest.raises(
         ValueError, match=r"Unknown hyperparameter\(s\) \['nope'\]; valid names are"
     ):
         pl.sensitivity(adata, params=["nope"], show=False)
+
+
+def _n_points(ax) -> int:
+    return sum(len(_offsets(ax, f"points-{status}")) for status in ("ok", "pruned", "fail"))
+
+
+def test_sensitivity_into_one_given_axes(adata, res, caplog):
+    name = next(iter(res.param_kinds()))
+    fig, given = plt.subplots()
+    fig.suptitle("mine")
+    n_figures = len(plt.get_fignums())
+    with caplog.at_level(logging.INFO, logger="scanpy_autotune"):
+        out = pl.sensitivity(adata, params=name, ax=given, show=False)
+    assert out is given
+    assert len(plt.get_fignums()) == n_figures  # drew into the caller's figure
+    assert _gid(given) == f"param-{name}" and given.get_title() == name
+    expected = pl.sensitivity(adata, params=name, show=False)
+    assert _n_points(given) == _n_points(expected) > 0
+    assert given.get_ylim() == pytest.approx(expected.get_ylim())
+    assert fig._suptitle.get_text() == "mine"  # the caller's title is left alone
+    assert "trials shown" in caplog.text  # what the title would have said is logged
+
+
+def test_sensitivity_into_a_list_and_a_grid_of_axes(adata, res):
+    names = list(res.param_kinds())[:2]
+    fig, given = plt.subplots(1, 2)
+    out = pl.sensitivity(adata, params=names, ax=list(given), show=False)
+    assert isinstance(out, np.ndarray) and list(out) == list(given)
+    assert [_gid(ax) for ax in given] == [f"param-{n}" for n in names]
+    assert [ax.get_ylabel() for ax in given] == [LOSS_LABEL, ""]  # first column only
+    for ax in given:
+        assert _n_points(ax) > 0
+    names = list(res.param_kinds())[:4]
+    rows = -(-len(names) // 2)
+    fig, grid = plt.subplots(rows, 2, squeeze=False)
+    grid = grid.ravel()[: len(names)]
+    out = pl.sensitivity(adata, params=names, ax=grid, show=False)
+    assert list(out) == list(grid)  # a 2-D array of Axes is read row by row
+    assert [_gid(ax) for ax in grid] == [f"param-{n}" for n in names]
+
+
+def test_sensitivity_wrong_number_of_axes(adata, res):
+    names = list(res.param_kinds())[:2]
+    _, three = plt.subplots(1, 3)
+    with pytest.raises(ValueError, match=r"ax= needs a sequence of 2 Axes, one per panel; got 3"):
+        pl.sensitivity(adata, params=names, ax=three, show=False)
+    with pytest.raises(ValueError, match=r"ax= needs a sequence of 2 Axes, one per panel; got 1"):
+        pl.sensitivity(adata, params=names, ax=three[0], show=False)
+    with pytest.raises(ValueError, match=r"ax= needs one Axes, one per panel; got 2"):
+        pl.sensitivity(adata, params=names[0], ax=three[:2], show=False)
+    with pytest.raises(TypeError, match="ax= must be an Axes or a sequence of Axes"):
+        pl.sensitivity(adata, params=names[0], ax="left", show=False)
+    assert not any(_gid(ax).startswith("param-") for ax in three)  # nothing was drawn
 
 
 # ----------------------------------------------------------------------------- optimization_history
@@ -237,7 +300,7 @@ def test_optimization_history(adata, res):
 
 def _importance_ready(adata: ad.AnnData, res: Results) -> tuple[ad.AnnData, Results]:
     """The search result, or synthetic records when the real (asynchronous, pruned) search finished too few trials."""
-    if _n_ok(res) >= pl.MIN_TRIALS_IMPORTANCE:
+    if _n_ok(res) >= MIN_TRIALS_IMPORTANCE:
         return adata, res
     synthetic = make_results_adata()
     return synthetic, read_results(synthetic, KEY)
@@ -247,8 +310,8 @@ def test_param_importance(adata, res):
     adata, res = _importance_ready(adata, res)
     fast = {"n_estimators": 25}  # the default (100) is slower and no different in kind
     ax = pl.param_importance(adata, show=False, **fast)
-    table = pl.importances(adata, **fast)
-    pd.testing.assert_frame_equal(table, pl.importances(adata, **fast))  # deterministic
+    table = tl.importances(adata, **fast)
+    pd.testing.assert_frame_equal(table, tl.importances(adata, **fast))  # deterministic
     assert set(table.index) == set(res.param_kinds())
     bars = sorted(ax.patches, key=lambda p: -p.get_y())  # top bar first
     assert [p.get_width() for p in bars] == pytest.approx(list(table["importance"]))
@@ -268,7 +331,7 @@ def test_param_importance_needs_trials():
     with pytest.raises(ValueError, match="at least 5 successful trials"):
         pl.param_importance(adata, show=False)
     with pytest.raises(ValueError, match="method="):
-        pl.importances(adata, method="shap")
+        tl.importances(adata, method="shap")
 
 
 # ----------------------------------------------------------------------------- common behaviour
@@ -302,11 +365,36 @@ def test_missing_key(adata, plot):
         getattr(pl, plot)(adata, key="elsewhere", show=False)
 
 
+def test_public_api():
+    assert pl.__all__ == ["trial_history", "sensitivity", "optimization_history", "param_importance"]
+    assert all(callable(getattr(pl, name)) for name in pl.__all__)
+    assert "importances" in tl.__all__
+
+
+@pytest.mark.parametrize("plot", PLOTS)
+def test_docstring_documents_every_parameter(plot):
+    """The shared fragments are filled in, and every parameter of the signature is documented."""
+    func = getattr(pl, plot)
+    doc = func.__doc__
+    assert "{" not in doc and "}" not in doc, "an unfilled doc fragment"
+    section = "\n" + doc.split("Parameters\n----------\n")[1].split("\n\n")[0]
+    documented = re.findall(r"^(\w+)$", section, flags=re.MULTILINE)
+    assert documented == list(inspect.signature(func).parameters)
+    for name in ("adata", "key", "ax", "show", "save"):
+        description = section.split(f"\n{name}\n", 1)[1].split("\n")[0]
+        assert description.startswith("    ") and description.strip(), (plot, name)
+
+
 def test_pl_reads_only_uns():
-    """pl and _results import neither torch, nor the model, nor the search."""
-    root = Path(pl.__file__).parent
-    for name in ("pl.py", "_results.py", "tl/_trials_table.py"):
-        tree = ast.parse((root / name).read_text())
+    """pl, tl.importances and _results import neither torch, nor the model, nor the search."""
+    root = Path(pl.__file__).parent.parent
+    modules = sorted((root / "pl").glob("*.py"))
+    assert {m.name for m in modules} >= {"__init__.py", "_docs.py", "_utils.py", "_sensitivity.py"}
+    for extra in ("_results.py", "tl/_trials_table.py", "tl/_importances.py"):
+        modules.append(root / extra)
+    for path in modules:
+        name = str(path.relative_to(root))
+        tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
                 mods = [("." * node.level) + (node.module or "")]

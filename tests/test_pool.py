@@ -9,7 +9,7 @@ import time
 import pytest
 from _helpers import process_running, worker_processes
 
-from scanpy_autotune._search import _backends
+from scanpy_autotune._search import _local_pool as _backends
 
 
 def test_pool_starts_every_worker_before_it_waits_on_one(monkeypatch):

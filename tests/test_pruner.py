@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from scanpy_autotune._record import NAN_FIELDS, TrialRecord
 from scanpy_autotune._search._journal import Journal
 from scanpy_autotune._search._pruner import (
     ASHAPruner,
@@ -13,7 +14,6 @@ from scanpy_autotune._search._pruner import (
     Pruner,
     default_min_epochs,
     make_pruner,
-    rung_value,
 )
 
 # ---------------------------------------------------------------------------
@@ -39,13 +39,13 @@ def _fixture(seed: int, n_trials: int = 30):
 def _simulate(pruner, trial_ids, quality, epoch_time, n_workers=4):
     """Run ``trial_ids`` on ``n_workers`` slots, reporting at rungs in time order.
 
-    Returns the finished records (as the objective writes them) and the decisions
-    ``(trial_id, rung, stop)`` in the order they were made.
+    Returns the finished records (with the rung values the runner stores) and the
+    decisions ``(trial_id, rung, stop)`` in the order they were made.
     """
     rungs = pruner.rungs()
     queue = list(trial_ids)
     events = []  # (time, trial_id, rung_index); rung_index == len(rungs) means finished
-    records, decisions = {}, []
+    records, decisions, reported = {}, [], {}
 
     def start(trial_id, now):
         heapq.heappush(events, (now + rungs[0] * epoch_time[trial_id], trial_id, 0))
@@ -57,7 +57,9 @@ def _simulate(pruner, trial_ids, quality, epoch_time, n_workers=4):
         curve = _curve(quality[trial_id])
         if k < len(rungs):
             rung = rungs[k]
-            stop = pruner.report(trial_id, rung, rung_value(curve, rung))
+            value = max(curve[:rung])  # the best validation ELBO so far, as the worker reports it
+            reported.setdefault(trial_id, {})[rung] = value
+            stop = pruner.report(trial_id, rung, value)
             decisions.append((trial_id, rung, stop))
             if not stop:
                 following = rungs[k + 1] if k + 1 < len(rungs) else MAX_EPOCHS
@@ -68,14 +70,16 @@ def _simulate(pruner, trial_ids, quality, epoch_time, n_workers=4):
             n_epochs, status = rung, "pruned"
         else:
             n_epochs, status = MAX_EPOCHS, "ok"
-        records[trial_id] = {
-            "trial_id": trial_id,
-            "status": status,
-            "loss": 1000.0 - quality[trial_id] if status == "ok" else math.nan,
-            "n_epochs": n_epochs,
-            "pruned_at": n_epochs - 1 if status == "pruned" else -1,
-            "history": {"train_elbo": curve[:n_epochs], "validation_elbo": curve[:n_epochs]},
-        }
+        records[trial_id] = TrialRecord(
+            trial_id,
+            {"quality": float(quality[trial_id])},
+            status=status,
+            loss=1000.0 - quality[trial_id] if status == "ok" else math.nan,
+            n_epochs=n_epochs,
+            pruned_at=n_epochs - 1 if status == "pruned" else -1,
+            history={"train_elbo": curve[:n_epochs], "validation_elbo": curve[:n_epochs]},
+            rung_values=reported.get(trial_id, {}),
+        )
         if queue:
             start(queue.pop(0), now)
     return [records[t] for t in sorted(records)], decisions
@@ -120,14 +124,6 @@ def test_median_rung_positions():
     assert MedianPruner(100, n_warmup_epochs=0, interval=25).rungs() == [25, 50, 75]
     assert MedianPruner(45, n_warmup_epochs=5, interval=20).rungs() == [5, 25]
     assert MedianPruner(10).rungs() == [5]  # default warm-up shrinks for short trials
-
-
-def test_rung_value_is_best_so_far_ignoring_nan():
-    history = [-900.0, math.nan, -800.0, -850.0, -700.0]
-    assert rung_value(history, 1) == -900.0
-    assert rung_value(history, 4) == -800.0
-    assert rung_value(history, 5) == -700.0
-    assert math.isnan(rung_value([math.nan, math.nan], 2))
 
 
 # ---------------------------------------------------------------------------
@@ -209,10 +205,10 @@ def test_asha_controlled_search(seed):
     pruner = ASHAPruner(MAX_EPOCHS)  # rungs 10, 30, 90; grace for the first 2 at each
     first = pruner.rungs()[0]
     records, decisions = _simulate(pruner, range(30), quality, epoch_time)
-    by_id = {r["trial_id"]: r for r in records}
+    by_id = {r.trial_id: r for r in records}
     best = int(np.argmax(quality))
-    assert by_id[best]["status"] == "ok"
-    assert by_id[best]["n_epochs"] == MAX_EPOCHS
+    assert by_id[best].status == "ok"
+    assert by_id[best].n_epochs == MAX_EPOCHS
     assert not any(stop for t, _, stop in decisions if t == best)
     # every trial reported at the first rung once
     arrivals = _arrivals(decisions, first)
@@ -220,13 +216,13 @@ def test_asha_controlled_search(seed):
     # the worst third, unless among the 2 first arrivals (grace), stops at the first rung
     late_worst = [t for t in arrivals[2:] if quality[t] < 10]
     assert len(late_worst) >= 8
-    assert all(by_id[t]["status"] == "pruned" and by_id[t]["n_epochs"] == first for t in late_worst)
+    assert all(by_id[t].status == "pruned" and by_id[t].n_epochs == first for t in late_worst)
     # most of the worse half stops at the first rung; only the grace ones may finish
     worse = [t for t in range(30) if quality[t] < 15]
-    assert sum(by_id[t]["n_epochs"] == first for t in worse) >= 13
-    assert all(t in arrivals[:2] for t in worse if by_id[t]["status"] == "ok")
+    assert sum(by_id[t].n_epochs == first for t in worse) >= 13
+    assert all(t in arrivals[:2] for t in worse if by_id[t].status == "ok")
     # a real saving: few trials run to the end
-    assert sum(r["status"] == "ok" for r in records) <= 5
+    assert sum(r.status == "ok" for r in records) <= 5
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -235,14 +231,14 @@ def test_median_controlled_search(seed):
     pruner = MedianPruner(MAX_EPOCHS)  # rungs 20, 30, ..., 90; 5 startup trials
     first = pruner.rungs()[0]
     records, decisions = _simulate(pruner, range(30), quality, epoch_time)
-    by_id = {r["trial_id"]: r for r in records}
+    by_id = {r.trial_id: r for r in records}
     best = int(np.argmax(quality))
-    assert by_id[best]["status"] == "ok"
+    assert by_id[best].status == "ok"
     assert not any(stop for t, _, stop in decisions if t == best)
     arrivals = _arrivals(decisions, first)
     late_worst = [t for t in arrivals[5:] if quality[t] < 10]
     assert len(late_worst) >= 5
-    assert all(by_id[t]["n_epochs"] == first for t in late_worst)
+    assert all(by_id[t].n_epochs == first for t in late_worst)
 
 
 def test_decisions_are_deterministic():
@@ -261,32 +257,28 @@ def test_restore_from_journal_reproduces_live_decisions(tmp_path, name):
     quality, epoch_time = _fixture(7, n_trials=40)
     live = make_pruner(name, MAX_EPOCHS)
     records_a, _ = _simulate(live, range(20), quality, epoch_time)
-    assert any(r["status"] == "pruned" for r in records_a)
+    assert any(r.status == "pruned" for r in records_a)
     table_a = live.rung_table()
 
     # through the journal (NaN -> null -> NaN), as a resumed search reads it
     settings = {"pruner": live.describe()}
     journal = Journal(tmp_path / "journal.jsonl", settings)
     for record in records_a:
-        journal.append(record)
-    failed = {
-        "trial_id": 20,
-        "status": "fail",
-        "loss": math.nan,
-        "n_epochs": 0,
-        "history": {"train_elbo": [], "validation_elbo": []},
-    }
-    journal.append(failed)  # a worker that died: no history, contributes nothing
-    _, resumed = Journal.open(tmp_path / "journal.jsonl", settings)
-    assert [r["status"] for r in resumed] == [r["status"] for r in records_a] + ["fail"]
+        journal.append(record.to_json())
+    journal.append(TrialRecord(20, {}, error="WorkerDied").to_json())  # no rung values: nothing
+    _, resumed = Journal.open(
+        tmp_path / "journal.jsonl", settings, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json
+    )
+    assert [r.status for r in resumed] == [r.status for r in records_a] + ["fail"]
+    assert [r.rung_values for r in resumed[:-1]] == [r.rung_values for r in records_a]
 
     restored = make_pruner(name, MAX_EPOCHS)
     restored.restore(resumed)
     assert restored.rung_table() == table_a
     # pruned trials contribute only up to the rung they stopped at
     for record in records_a:
-        reached = [r for r, table in table_a.items() if record["trial_id"] in table]
-        assert max(reached) <= record["n_epochs"]
+        reached = [r for r, table in table_a.items() if record.trial_id in table]
+        assert max(reached) <= record.n_epochs
 
     _, live_b = _simulate(live, range(21, 40), quality, epoch_time)
     _, restored_b = _simulate(restored, range(21, 40), quality, epoch_time)
@@ -295,74 +287,24 @@ def test_restore_from_journal_reproduces_live_decisions(tmp_path, name):
     assert restored.rung_table() == live.rung_table()
 
 
-def test_restore_edge_cases():
+def test_restore_replays_the_reported_values():
     pruner = ASHAPruner(100, min_epochs=2, eta=2)  # rungs 2, 4, 8, 16, 32, 64
-    nan = math.nan
     records = [
-        # pruned at rung 4: contributes to rungs 2 and 4 only
-        {
-            "trial_id": 0,
-            "status": "pruned",
-            "n_epochs": 4,
-            "history": {"validation_elbo": [-10.0, -8.0, -9.0, -7.0]},
-        },
-        # NaN-padded history (as in adata.uns) cut by n_epochs; NaN inside ignored
-        {
-            "trial_id": 1,
-            "status": "ok",
-            "n_epochs": 5,
-            "history": {"validation_elbo": [-10.0, nan, -6.0, -7.0, -5.0] + [nan] * 95},
-        },
-        # diverged in its 4th epoch: the trainer never reported that epoch
-        {
-            "trial_id": 2,
-            "status": "ok",
-            "n_epochs": 4,
-            "history": {
-                "train_elbo": [-1.0, -1.0, -1.0, nan],
-                "validation_elbo": [-9.0, -8.5, -8.0, nan],
-            },
-        },
-        # diverged on the training side only
-        {
-            "trial_id": 3,
-            "status": "ok",
-            "n_epochs": 4,
-            "history": {
-                "train_elbo": [-1.0, -1.0, -1.0, math.inf],
-                "validation_elbo": [-9.0, -8.5, -8.0, -7.0],
-            },
-        },
-        # no n_epochs: trailing NaN padding dropped
-        {
-            "trial_id": 4,
-            "status": "pruned",
-            "history": {"validation_elbo": [-20.0, -19.0, nan, nan]},
-        },
-        # no validation cells at all: reported NaN -> -inf, as live
-        {
-            "trial_id": 5,
-            "status": "pruned",
-            "n_epochs": 2,
-            "history": {"train_elbo": [-1.0, -1.0], "validation_elbo": [nan, nan]},
-        },
-        # failed without history; and a missing history
-        {"trial_id": 6, "status": "fail", "n_epochs": 0, "history": {"validation_elbo": []}},
-        {"trial_id": 7, "status": "fail"},
-        # journal nulls
-        {
-            "trial_id": 8,
-            "status": "pruned",
-            "n_epochs": 2,
-            "history": {"validation_elbo": [None, -3.0]},
-        },
+        TrialRecord(0, {}, status="pruned", rung_values={2: -8.0, 4: -7.0}),
+        TrialRecord(1, {}, status="ok", rung_values={4: -6.0, 2: -10.0}),  # any order
+        TrialRecord(2, {}, status="pruned", rung_values={2: math.nan}),  # diverged: -inf, as live
+        TrialRecord(3, {}, status="ok", rung_values={3: -1.0, 5: -2.0}),  # not rungs here: ignored
+        TrialRecord(4, {}, status="fail"),  # failed before its first rung: nothing
     ]
     pruner.report(99, 2, -1.0)  # discarded by restore
     pruner.restore(records)
     table = pruner.rung_table()
-    assert table[2] == {0: -8.0, 1: -10.0, 2: -8.5, 3: -8.5, 4: -19.0, 5: -math.inf, 8: -3.0}
+    assert table[2] == {0: -8.0, 1: -10.0, 2: -math.inf}
     assert table[4] == {0: -7.0, 1: -6.0}
     assert table[8] == {}
+    # the restored values decide as live ones would: at rung 4 only the best of 3 goes on
+    assert pruner.report(5, 4, -6.5) is True
+    assert pruner.report(6, 4, -5.0) is False
 
 
 # ---------------------------------------------------------------------------
@@ -376,7 +318,7 @@ def test_make_pruner():
     assert isinstance(asha, ASHAPruner) and isinstance(asha, Pruner)
     assert (asha.min_epochs, asha.eta, asha.min_trials_per_rung) == (25, 3, 3)
     assert isinstance(make_pruner("Median", 400, interval=5), MedianPruner)
-    assert make_pruner("asha", 400, eta=4, min_epochs=10.0).rungs() == [10, 40, 160]
+    assert make_pruner("asha", 400, eta=4, min_epochs=10).rungs() == [10, 40, 160]
 
 
 @pytest.mark.parametrize(

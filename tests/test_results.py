@@ -17,6 +17,7 @@ import pytest
 
 from scanpy_autotune._results import (
     FIXED_COLUMNS,
+    axis_kind,
     build_results,
     read_results,
     write_results,
@@ -367,18 +368,81 @@ def test_read_rejects_bad_history_shape(records):
         read_results(adata, KEY)
 
 
-def test_read_accepts_lists_and_old_history_name(records):
+def test_read_accepts_lists(records):
     uns = build_results(records, settings=SETTINGS, searched=SEARCHED)
     expected = uns["history"]["validation_elbo"].copy()
     uns["history"] = {
         "train_elbo": uns["history"]["train_elbo"].tolist(),
-        "heldout_elbo": uns["history"]["validation_elbo"].tolist(),
+        "validation_elbo": uns["history"]["validation_elbo"].tolist(),
     }
     res = read_results(_with(uns), KEY)
     np.testing.assert_array_equal(res.history["validation_elbo"], expected)
     np.testing.assert_array_equal(res.curves("validation"), expected)
     with pytest.raises(ValueError, match="which="):
         res.curves("test")
+
+
+# ----------------------------------------------------------------------------- axis kinds
+
+
+def test_axis_kind_from_values_not_names():
+    decades = 10 ** np.random.default_rng(0).uniform(-4.5, -2, 30)  # a learning rate
+    assert axis_kind(decades) == "log"
+    assert axis_kind(pd.Series(decades, name="lr")) == "log"
+    assert axis_kind(pd.Series(decades, name="step_size")) == "log"
+    assert axis_kind(pd.Series(np.linspace(1e-3, 2e-3, 10), name="lr")) == "numeric"
+    assert axis_kind([1.0, 10.0]) == "log"  # exactly a factor of 10
+    assert axis_kind([1.0, 9.99]) == "numeric"
+    assert axis_kind([64, 128, 256]) == "numeric"
+    assert axis_kind([0.0, 0.1, 0.5]) == "numeric"  # not all positive
+    assert axis_kind([-1e-4, 1e-2]) == "numeric"
+    assert axis_kind([np.nan, 1e-4, 1e-2]) == "log"  # missing values are ignored
+    assert axis_kind([np.nan, np.nan]) == "numeric"
+    assert axis_kind(["zinb", "nb", "poisson"]) == "categorical"
+    assert axis_kind(np.array([True, False, True])) == "categorical"
+    assert axis_kind(pd.array([True, None], dtype="boolean")) == "categorical"
+    assert axis_kind(["1", "10", "100"]) == "categorical"  # text, even when it looks numeric
+
+
+def _unsearched_records() -> list[dict]:
+    rng = np.random.default_rng(1)
+    records = make_records()
+    for r in records:
+        r["params"] = {
+            "learning_rate": float(10 ** rng.uniform(-4.5, -2)),
+            "lr": float(rng.uniform(1e-3, 2e-3)),
+            "n_hidden": int(rng.choice([64, 128, 256])),
+            "optimizer": str(rng.choice(["adam", "sgd"])),
+            "use_batch_norm": bool(rng.random() < 0.5),
+        }
+    return records
+
+
+def test_param_kinds_fallback_infers_from_values(tmp_path):
+    adata = _with(build_results(_unsearched_records(), settings=SETTINGS, searched={}))
+    expected = {
+        "learning_rate": "log",
+        "lr": "numeric",
+        "n_hidden": "numeric",
+        "optimizer": "categorical",
+        "use_batch_norm": "categorical",
+    }
+    assert read_results(adata, KEY).param_kinds() == expected
+    assert read_results(round_trip(adata, tmp_path), KEY).param_kinds() == expected
+
+
+def test_param_kinds_recorded_kind_wins_and_names_are_checked():
+    searched = {"lr": "log", "optimizer": "categorical"}
+    res = read_results(
+        _with(build_results(_unsearched_records(), settings=SETTINGS, searched=searched)), KEY
+    )
+    assert res.param_kinds() == searched  # the default: the searched ones
+    assert res.param_kinds(["learning_rate", "lr"]) == {"learning_rate": "log", "lr": "log"}
+    assert res.param_kinds("n_hidden") == {"n_hidden": "numeric"}
+    with pytest.raises(ValueError, match=r"Unknown hyperparameter\(s\) \['nope'\]; valid names are"):
+        res.param_kinds(["lr", "nope"])
+    with pytest.raises(ValueError, match="params is empty"):
+        res.param_kinds([])
 
 
 # ----------------------------------------------------------------------------- trials_table
@@ -436,9 +500,11 @@ def test_trials_table_excludes_unsuccessful(results_adata):
 
 
 def test_trials_table_errors(results_adata):
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match=r"top=-1 must be an integer >= 0"):
         trials_table(results_adata, top=-1)
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match=r"bottom=2.5 must be an integer >= 0"):
         trials_table(results_adata, bottom=2.5)
+    with pytest.raises(ValueError, match=r"top=True must be an integer"):
+        trials_table(results_adata, top=True)
     with pytest.raises(KeyError, match="not found"):
         trials_table(results_adata, key="missing")

@@ -1,29 +1,21 @@
-"""Where trials run: a local pool of spawned worker processes (and, in ``_dask``, a Dask cluster).
+"""Where trials run: the contract every backend keeps, and the events it reports.
 
-A backend runs trials in slots and reports :class:`Event` objects to the
-runner: a trial that finished (``done``), a trial that reached a pruning rung
-and waits for a decision (``report``), or a slot whose worker died with a
-trial (``died``). The runner answers ``report`` events with :meth:`answer`.
-
-This module does not import torch: each worker is a fresh interpreter
-(:mod:`._worker`) started with its GPU (``CUDA_VISIBLE_DEVICES``) and thread
-count in its environment, so both hold before anything in it imports torch.
+A backend runs trials in *slots* and tells the runner what happened through
+:class:`Event` objects. Two implement it: the local pool of fresh interpreters
+(:mod:`._local_pool`) and the Dask cluster (:mod:`._dask`); the tests add an
+in-process one that plays scripted events. This module imports no torch.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import pickle
-import socket
-import subprocess
-import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-logger = logging.getLogger("scanpy_autotune")
+if TYPE_CHECKING:
+    from .._record import TrialRecord
+    from ._context import TrialContext
+
+__all__ = ["Backend", "Event"]
 
 
 @dataclass
@@ -33,13 +25,17 @@ class Event:
     Attributes
     ----------
     kind
-        ``"done"``, ``"report"`` or ``"died"``.
+        ``"done"`` (the trial ended and has a record), ``"report"`` (the trial
+        reached a pruning rung and waits for :meth:`Backend.answer`) or
+        ``"died"`` (the trial was lost with its worker; no record).
     trial_id
         The trial concerned.
     record, model
-        For ``done``: the trial's record and its model blob (``None`` unless ok).
+        For ``done``: the trial's record and, when it succeeded, its model as
+        ``Model.to_dict()`` (``None`` otherwise).
     n_epochs, value
-        For ``report``: epochs trained and the best validation ELBO so far.
+        For ``report``: the rung (epochs trained) and the best validation
+        ELBO so far.
     error
         For ``died``: what happened to the worker.
     device
@@ -48,7 +44,7 @@ class Event:
 
     kind: str
     trial_id: int
-    record: dict | None = None
+    record: TrialRecord | None = None
     model: dict | None = None
     n_epochs: int = 0
     value: float = float("nan")
@@ -56,192 +52,56 @@ class Event:
     device: str = ""
 
 
-def cpu_devices(n_workers: int) -> list[str]:
-    return ["cpu"] * n_workers
+@runtime_checkable
+class Backend(Protocol):
+    """What the runner needs from a place that runs trials.
 
+    The contract:
 
-def gpu_devices(gpus: str | int | list[int], trials_per_gpu: int) -> list[str]:
-    """One device string per slot: every chosen GPU ``trials_per_gpu`` times."""
-    import torch  # only to count devices; the driver does not train
+    - :meth:`start` is called once, before any :meth:`submit`, with the
+      context every trial needs; a backend sends it to each worker once.
+    - :meth:`submit` is only called while :meth:`free_slots` is positive and
+      starts the trial at once or as soon as the backend can.
+    - Every submitted trial ends in exactly one ``done`` or ``died`` event, and
+      none after it. Before that it may send ``report`` events, one per rung
+      in the ``rungs`` it was given, and waits at each until :meth:`answer`.
+    - :meth:`poll` returns the events that arrived within ``timeout`` seconds
+      (an empty list when none did); it never raises for a failing trial.
+    - After :meth:`shutdown` nothing runs; ``kill=True`` abandons running trials.
 
-    available = torch.cuda.device_count()
-    if gpus in ("all", None):
-        chosen = list(range(available))
-    elif isinstance(gpus, int):
-        chosen = list(range(gpus))
-    else:
-        chosen = [int(g) for g in gpus]
-    missing = [g for g in chosen if g >= available or g < 0]
-    if missing:
-        raise ValueError(f"gpus={gpus!r}: GPU(s) {missing} not available ({available} visible).")
-    return [f"cuda:{g}" for g in chosen for _ in range(trials_per_gpu)]
-
-
-def worker_environment(device: str, threads: int, environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment of a worker on ``device``: its thread count, and on a GPU that GPU alone.
-
-    ``"cuda:N"`` is the N-th GPU this process sees, so under ``CUDA_VISIBLE_DEVICES=2,3``
-    ``"cuda:1"`` is the GPU named ``3``.
-    """
-    env = dict(environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    if device.startswith("cuda"):
-        index = int(device.split(":", 1)[1]) if ":" in device else 0
-        visible = [v.strip() for v in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-        if "CUDA_VISIBLE_DEVICES" in environ and index >= len(visible):
-            raise ValueError(f"{device} is not among CUDA_VISIBLE_DEVICES={environ['CUDA_VISIBLE_DEVICES']!r}")
-        env["CUDA_VISIBLE_DEVICES"] = visible[index] if visible else str(index)
-    return env
-
-
-class _Slot:
-    """One worker process and the socket to it.
-
-    The process starts at once; ``send_context`` then blocks until the worker
-    has imported torch and reads the trial context, so a pool starts all its
-    processes before it sends anything (imports run side by side).
-    """
-
-    def __init__(self, device: str, threads: int) -> None:
-        self.device = device
-        parent, child = socket.socketpair()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "scanpy_autotune._search._worker", str(child.fileno()), device, str(threads),
-             str(os.getpid())],
-            pass_fds=(child.fileno(),),
-            env=worker_environment(device, threads, os.environ),
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C in a terminal reaches the driver only
-        )
-        child.close()
-        self.conn = Connection(parent.detach())
-        self.trial_id: int | None = None
-
-    def send_context(self, payload: bytes) -> None:
-        self.conn.send_bytes(payload)
-
-    @classmethod
-    def started(cls, device: str, threads: int, payload: bytes) -> _Slot:
-        """A slot whose worker has its context."""
-        slot = cls(device, threads)
-        slot.send_context(payload)
-        return slot
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, kill: bool = False) -> None:
-        if self.alive() and not kill:
-            try:
-                self.conn.send(("stop",))
-                self.process.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        if self.alive():
-            self.process.kill()
-            self.process.wait(timeout=5)
-        self.conn.close()
-
-
-class LocalPool:
-    """Spawned worker processes on this machine, one per slot.
-
-    Parameters
+    Attributes
     ----------
-    devices
-        One device per slot (``"cpu"`` or ``"cuda:N"``).
-    threads_per_worker
-        Torch threads of each CPU worker.
+    name
+        ``"local"``, ``"dask"``...: recorded in ``adata.uns[key]["params"]``.
+    n_slots
+        Trials that run at once.
     """
 
-    name = "local"
-
-    def __init__(self, devices: list[str], threads_per_worker: int = 1) -> None:
-        if not devices:
-            raise ValueError("The pool needs at least one worker.")
-        self.devices = list(devices)
-        self.threads = threads_per_worker
-        self._slots: list[_Slot] = []
-        self._payload = b""
+    name: str
 
     @property
-    def n_slots(self) -> int:
-        return len(self.devices)
+    def n_slots(self) -> int: ...
 
-    def start(self, context: Any) -> None:
-        """Start the workers and send each the trial context once."""
-        self._payload = pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL)
-        self._slots = [_Slot(d, self.threads) for d in self.devices]
-        for slot in self._slots:
-            slot.send_context(self._payload)
+    def start(self, context: TrialContext) -> None:
+        """Prepare the workers and send each the trial context once."""
+        ...
 
     def free_slots(self) -> int:
-        return sum(slot.trial_id is None for slot in self._slots)
+        """How many trials could start now."""
+        ...
 
-    def submit(self, trial_id: int, params: dict, rungs: list[int]) -> str:
-        """Start a trial on a free slot; returns the slot's device."""
-        index = next(i for i, s in enumerate(self._slots) if s.trial_id is None)
-        if not self._slots[index].alive():  # died while idle: replace it quietly
-            self._slots[index].stop(kill=True)
-            self._slots[index] = _Slot.started(self.devices[index], self.threads, self._payload)
-        slot = self._slots[index]
-        slot.trial_id = trial_id
-        slot.conn.send(("trial", trial_id, params, list(rungs)))
-        return slot.device
+    def submit(self, trial_id: int, params: dict[str, Any], rungs: list[int]) -> str:
+        """Start a trial; returns the device it runs on."""
+        ...
 
     def answer(self, trial_id: int, stop: bool) -> None:
         """Tell the trial waiting at a rung whether to stop."""
-        for slot in self._slots:
-            if slot.trial_id == trial_id:
-                slot.conn.send(bool(stop))
-                return
+        ...
 
     def poll(self, timeout: float) -> list[Event]:
-        """Wait up to ``timeout`` seconds for events from the running trials."""
-        busy = [s for s in self._slots if s.trial_id is not None]
-        if not busy:
-            return []
-        ready = set(wait([s.conn for s in busy], timeout=timeout))
-        events = []
-        for index, slot in enumerate(self._slots):
-            if slot.trial_id is None or slot.conn not in ready:
-                continue
-            try:
-                while slot.conn.poll():
-                    message = slot.conn.recv()
-                    events.append(self._event(slot, message))
-                    if message[0] == "done":
-                        slot.trial_id = None
-                        break
-            except (EOFError, OSError):  # the socket closed: the worker is gone
-                events.append(self._replace(index))
-        return events
-
-    def _event(self, slot: _Slot, message: tuple) -> Event:
-        if message[0] == "report":
-            _, trial_id, n_epochs, value = message
-            return Event("report", trial_id, n_epochs=n_epochs, value=value, device=slot.device)
-        _, trial_id, record, model = message
-        return Event("done", trial_id, record=record, model=model, device=slot.device)
-
-    def _replace(self, index: int) -> Event:
-        slot = self._slots[index]
-        try:
-            code = slot.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            code = None
-        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        error = (
-            f"WorkerDied: the worker process on {slot.device} died during the trial ({how}); "
-            "it was killed from outside or ran out of memory"
-        )
-        logger.warning("trial %d: %s; starting a fresh worker", slot.trial_id, error)
-        event = Event("died", slot.trial_id, error=error, device=slot.device)
-        slot.stop(kill=True)
-        self._slots[index] = _Slot.started(slot.device, self.threads, self._payload)
-        return event
+        """The events of the running trials, waiting at most ``timeout`` seconds."""
+        ...
 
     def shutdown(self, kill: bool = False) -> None:
         """Stop every worker (``kill``: at once, abandoning running trials)."""
-        for slot in self._slots:
-            slot.stop(kill=kill or slot.trial_id is not None)
-        self._slots = []
+        ...

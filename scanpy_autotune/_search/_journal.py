@@ -20,13 +20,14 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping
+import socket
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_NAN_KEYS", "JOURNAL_VERSION", "Journal", "to_json_safe"]
+__all__ = ["DEFAULT_NAN_KEYS", "JOURNAL_VERSION", "Journal", "JournalLockedError", "to_json_safe"]
 
 logger = logging.getLogger("scanpy_autotune")
 
@@ -103,16 +104,18 @@ def _dumps(obj: Any) -> str:
 # Reading
 # ---------------------------------------------------------------------------
 
+_HEADER_START = b'{"kind":"header"'
 
-def _parse_lines(path: Path) -> tuple[list[dict], int]:
-    """Parse the file's lines; return the good lines and the byte offset where they end.
 
-    A bad last line (partial write) ends the good part; a bad line elsewhere
+def _parse_lines(path: Path) -> tuple[list[tuple[int, dict]], int]:
+    """Parse the file's lines; return ``(line number, object)`` pairs and where the good lines end.
+
+    A bad last line (a write cut short) ends the good part; a bad line elsewhere
     raises ``ValueError`` with its line number.
     """
     data = path.read_bytes()
     lines = data.split(b"\n")
-    parsed: list[dict] = []
+    parsed: list[tuple[int, dict]] = []
     good_end = 0
     offset = 0
     for number, raw in enumerate(lines, start=1):
@@ -124,7 +127,7 @@ def _parse_lines(path: Path) -> tuple[list[dict], int]:
                 if not isinstance(obj, dict):
                     raise ValueError("not a JSON object")
             except (ValueError, UnicodeDecodeError) as err:
-                if is_last:
+                if is_last and number > 1:
                     logger.warning(
                         "Dropping the incomplete last line %d of the journal %s (%s); it is "
                         "most likely a write cut short by a crash.",
@@ -137,10 +140,25 @@ def _parse_lines(path: Path) -> tuple[list[dict], int]:
                     f"The journal {path} is corrupt at line {number}: {err}. Fix or remove "
                     "that line, or use a new journal path."
                 ) from None
-            parsed.append(obj)
+            parsed.append((number, obj))
         good_end = end
         offset = end
     return parsed, good_end
+
+
+def _is_torn_header(data: bytes) -> bool:
+    """Whether ``data`` is the start of a header line whose write was cut short (one line, no newline)."""
+    compact = data.replace(b" ", b"")
+    return b"\n" not in data and len(compact) > 0 and (
+        compact.startswith(_HEADER_START) or _HEADER_START.startswith(compact)
+    ) and not compact.endswith(b"}")
+
+
+def _not_a_journal(path: Path, why: str) -> ValueError:
+    return ValueError(
+        f"{path} is not a scanpy-autotune journal ({why}); it was left untouched. "
+        "Pass a new journal path, or the path of a journal an earlier search wrote."
+    )
 
 
 def _repair(path: Path, good_end: int) -> None:
@@ -160,7 +178,7 @@ def _repair(path: Path, good_end: int) -> None:
 
 def _check_header(path: Path, first: dict) -> dict:
     if first.get("kind") != "header":
-        raise ValueError(f"{path} is not a scanpy-autotune journal (its first line is no header).")
+        raise _not_a_journal(path, "its first line is no journal header")
     if first.get("version") != JOURNAL_VERSION:
         raise ValueError(
             f"The journal {path} has version {first.get('version')!r}; this version of "
@@ -177,14 +195,25 @@ def _differing_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
     return sorted(k for k in set(old) | set(new) if old.get(k, ...) != new.get(k, ...))
 
 
-def _trial_records(path: Path, lines: list[dict], nan_keys: Iterable[str]) -> list[dict]:
+def _trial_records(
+    path: Path, lines: list[tuple[int, dict]], nan_keys: Iterable[str],
+    decode: Callable[[dict], Any] | None,
+) -> list[Any]:
     records, seen = [], set()
-    for line in lines:
+    for number, line in lines:
         if line.get("kind") != "trial":
             logger.debug("Skipping a journal line of kind %r in %s.", line.get("kind"), path)
             continue
         record = _decode_record(line, nan_keys)
-        trial_id = record.get("trial_id")
+        if decode is not None:
+            try:
+                record = decode(record)
+            except (ValueError, TypeError) as err:
+                raise ValueError(
+                    f"The journal {path} has a bad trial at line {number}: {err}. Fix or remove "
+                    "that line, or use a new journal path."
+                ) from None
+        trial_id = record["trial_id"] if isinstance(record, dict) else record.trial_id
         if trial_id in seen:
             logger.warning(
                 "The journal %s holds trial %r more than once; keeping the first.", path, trial_id
@@ -193,6 +222,57 @@ def _trial_records(path: Path, lines: list[dict], nan_keys: Iterable[str]) -> li
         seen.add(trial_id)
         records.append(record)
     return records
+
+
+# ---------------------------------------------------------------------------
+# The lock: one search per journal
+# ---------------------------------------------------------------------------
+
+
+class JournalLockedError(RuntimeError):
+    """Another search (process) is using the journal."""
+
+
+class _Lock:
+    """An exclusive lock on ``<journal>.lock``, held while a search uses the journal.
+
+    ``flock`` locks end with the process that holds them, so a killed search
+    never leaves a journal locked; the lock file says who holds it. Where
+    ``fcntl`` does not exist (Windows) nothing is locked.
+    """
+
+    def __init__(self, journal: Path) -> None:
+        self.path = Path(f"{journal}.lock")
+        self._fh = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            logger.debug("no fcntl: the journal %s is not locked", self.path)
+            return
+        fh = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            journal = str(self.path)[: -len(".lock")]
+            raise JournalLockedError(
+                f"The journal {journal} is in use by another search ({holder}); wait for it to "
+                "end or use another journal path."
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()  # closing the file releases the lock
+            self._fh = None
 
 
 # ---------------------------------------------------------------------------
@@ -226,6 +306,7 @@ class Journal:
         self.path = Path(path)
         self.nan_keys = tuple(nan_keys)
         self.settings = to_json_safe(dict(settings or {}))
+        self._lock: _Lock | None = None
         if not self.path.exists() or self.path.stat().st_size == 0:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             header = {"kind": "header", "version": JOURNAL_VERSION, "settings": self.settings}
@@ -238,8 +319,15 @@ class Journal:
         path: str | os.PathLike,
         settings: Mapping[str, Any],
         nan_keys: Iterable[str] = DEFAULT_NAN_KEYS,
-    ) -> tuple[Journal, list[dict]]:
+        *,
+        decode: Callable[[dict], Any] | None = None,
+        lock: bool = False,
+    ) -> tuple[Journal, list[Any]]:
         """Create a journal, or resume one written with the same settings.
+
+        A file that exists is first recognised by its header: a file that is
+        not a journal is never changed. Only then is a last line cut short by
+        a crash dropped.
 
         Parameters
         ----------
@@ -250,6 +338,12 @@ class Journal:
             data fingerprint, ...); JSON-compatible values.
         nan_keys
             Top-level record keys whose ``null`` reads back as NaN.
+        decode
+            Turns each trial line (a dict) into the caller's record type; a
+            ``ValueError`` it raises is reported with the file and line number.
+        lock
+            Hold ``<path>.lock`` until :meth:`close`, so that a second search
+            on the same journal fails at once (:class:`JournalLockedError`).
 
         Returns
         -------
@@ -257,24 +351,59 @@ class Journal:
             Ready for :meth:`append`.
         records
             The trials already in the file, in file order, without their
-            ``kind`` key; the first of duplicated trial ids only.
+            ``kind`` key (decoded when ``decode`` is given); the first of
+            duplicated trial ids only.
 
         Raises
         ------
         ValueError
-            If the file's settings differ (the message names the keys), or a
-            line other than the last is corrupt (the message gives its number).
+            If the file is not a journal, its settings differ (the message
+            names the keys), or a line other than the last is corrupt (the
+            message gives its number).
+        JournalLockedError
+            With ``lock``, when another process holds the journal.
         """
         path = Path(path)
         nan_keys = tuple(nan_keys)
+        if path.is_dir():
+            raise ValueError(f"The journal path {path} is a directory; pass a file path.")
+        held = None
+        if lock:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            held = _Lock(path)
+            held.acquire()
+        try:
+            journal, records = cls._open(path, settings, nan_keys, decode)
+        except BaseException:
+            if held is not None:
+                held.release()
+            raise
+        journal._lock = held
+        return journal, records
+
+    @classmethod
+    def _open(
+        cls, path: Path, settings: Mapping[str, Any], nan_keys: tuple[str, ...],
+        decode: Callable[[dict], Any] | None,
+    ) -> tuple[Journal, list[Any]]:
         if not path.exists() or path.stat().st_size == 0:
             return cls(path, settings, nan_keys), []
-        lines, good_end = _parse_lines(path)
-        if not lines:
-            logger.warning("The journal %s holds no complete line; starting it afresh.", path)
+        data = path.read_bytes()
+        if _is_torn_header(data):
+            logger.warning(
+                "The journal %s holds only a header cut short by a crash; starting it afresh.", path
+            )
             path.write_bytes(b"")
             return cls(path, settings, nan_keys), []
-        stored = _check_header(path, lines[0])
+        try:
+            lines, good_end = _parse_lines(path)
+        except ValueError as err:
+            if not data.lstrip().startswith(b"{") or b'"header"' not in data.split(b"\n", 1)[0]:
+                raise _not_a_journal(path, "its first line is no journal header") from err
+            raise
+        if not lines:
+            raise _not_a_journal(path, "it holds no journal header")
+        stored = _check_header(path, lines[0][1])
         differing = _differing_keys(stored, settings)
         if differing:
             details = "; ".join(
@@ -285,8 +414,8 @@ class Journal:
                 f"The journal {path} was written with other settings ({', '.join(differing)}: "
                 f"{details}); use a new journal path or the same settings."
             )
+        records = _trial_records(path, lines[1:], nan_keys, decode)
         _repair(path, good_end)
-        records = _trial_records(path, lines[1:], nan_keys)
         logger.info("Resuming the journal %s with %d finished trial(s).", path, len(records))
         return cls(path, settings, nan_keys), records
 
@@ -306,7 +435,19 @@ class Journal:
     def read(self) -> list[dict]:
         """The trial records in the file (as :meth:`open` returns them), without repairing it."""
         lines, _ = _parse_lines(self.path)
-        return _trial_records(self.path, lines[1:], self.nan_keys)
+        return _trial_records(self.path, lines[1:], self.nan_keys, None)
+
+    def close(self) -> None:
+        """Release the journal's lock (taken by ``open(..., lock=True)``); appending still works."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _write_line(self, line: str, mode: str) -> None:
         with open(self.path, mode, encoding="utf-8") as fh:

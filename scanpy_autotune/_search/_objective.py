@@ -1,8 +1,8 @@
 """One trial in a worker: data -> fit -> metrics -> record.
 
-The worker holds a :class:`TrialContext` (the counts, the split and the
-search's settings), received once, and turns ``(trial_id, params)`` into a
-record (a JSON-able dict, the journal's line) and, for finished trials, the
+The worker holds a :class:`._context.TrialContext` (the counts, the split and
+the search's settings), received once, and turns ``(trial_id, params)`` into a
+:class:`scanpy_autotune._record.TrialRecord` and, for finished trials, the
 trained model as a blob for the driver to keep if it is the best.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._record import TrialRecord
 from .._vae import Model, resolve_hyperparameters
 from .._vae._data import CountData, DeviceCounts
 from ._context import TrialContext
@@ -25,26 +26,6 @@ logger = logging.getLogger("scanpy_autotune")
 
 # Called by the trial at each epoch with (epoch, train_elbo, validation_elbo); True stops it.
 Reporter = Callable[[int, float, float], bool]
-
-
-def empty_record(trial_id: int, params: dict[str, Any], device: str = "") -> dict[str, Any]:
-    """A record with every field present and the numbers missing."""
-    return {
-        "trial_id": int(trial_id),
-        "status": "fail",
-        "loss": math.nan,
-        "elbo_train": math.nan,
-        "elbo_heldout": math.nan,
-        "n_epochs": 0,
-        "best_epoch": -1,
-        "n_params": 0,
-        "duration_s": 0.0,
-        "device": device,
-        "error": "",
-        "params": dict(params),
-        "history": {"train_elbo": [], "validation_elbo": []},
-        "pruned_at": -1,
-    }
 
 
 def _heldout_adata(data: CountData, cells: np.ndarray, batch_key: str | None):
@@ -77,7 +58,7 @@ def evaluate_trial(
     params: dict[str, Any],
     device: str = "cpu",
     reporter: Reporter | None = None,
-) -> tuple[dict[str, Any], dict | None]:
+) -> tuple[TrialRecord, dict | None]:
     """Train and score one configuration; never raises for a failing trial.
 
     Returns
@@ -89,7 +70,7 @@ def evaluate_trial(
     from .._vae._metrics import evaluate_elbo
 
     start = time.perf_counter()
-    record = empty_record(trial_id, params, device)
+    record = TrialRecord(int(trial_id), dict(params), device=device)
     pruned = {"at": -1}
 
     def callback(epoch: int, train_elbo: float, validation_elbo: float) -> bool:
@@ -113,29 +94,26 @@ def evaluate_trial(
             batch_key=context.batch_key,
         )
         result = model.train_result
-        record.update(
-            n_epochs=result.n_epochs,
-            best_epoch=result.best_epoch,
-            n_params=model.n_params,
-            history={"train_elbo": result.train_elbo, "validation_elbo": result.validation_elbo},
-        )
+        record.n_epochs, record.best_epoch = result.n_epochs, result.best_epoch
+        record.n_params = model.n_params
+        record.history = {"train_elbo": result.train_elbo, "validation_elbo": result.validation_elbo}
         if pruned["at"] >= 0:
-            record.update(status="pruned", pruned_at=pruned["at"])
-            record["duration_s"] = time.perf_counter() - start
+            record.status, record.pruned_at = "pruned", pruned["at"]
+            record.duration_s = time.perf_counter() - start
             return record, None
         if result.stopped_by == "diverged" and result.best_epoch < 0:
             raise FloatingPointError("training diverged (non-finite ELBO) before its first epoch ended")
         loss = _loss(model, context, counts)
-        record["elbo_train"] = float(np.mean(evaluate_elbo(model.module, counts, context.split.train)))
-        record["elbo_heldout"] = float(np.mean(evaluate_elbo(model.module, counts, context.split.heldout)))
+        record.elbo_train = float(np.mean(evaluate_elbo(model.module, counts, context.split.train)))
+        record.elbo_heldout = float(np.mean(evaluate_elbo(model.module, counts, context.split.heldout)))
         if not math.isfinite(loss):
             raise FloatingPointError(f"the loss is not finite ({loss})")
-        record.update(status="ok", loss=loss)
-        record["duration_s"] = time.perf_counter() - start
+        record.status, record.loss = "ok", loss
+        record.duration_s = time.perf_counter() - start
         return record, model.to_dict()
     except Exception as error:  # a failing trial is a result, not a crash
-        record.update(status="fail", loss=math.nan)
-        record["error"] = f"{type(error).__name__}: {error}"
+        record.status, record.loss = "fail", math.nan
+        record.error = f"{type(error).__name__}: {error}"
         logger.debug("trial %d failed:\n%s", trial_id, traceback.format_exc())
-        record["duration_s"] = time.perf_counter() - start
+        record.duration_s = time.perf_counter() - start
         return record, None

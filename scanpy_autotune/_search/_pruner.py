@@ -2,10 +2,13 @@
 
 The runner (driver process) owns one pruner. A trial reports at every *rung*
 (an epoch count given by :meth:`Pruner.rungs`) its best validation ELBO so far
-(higher is better) and waits; :meth:`Pruner.report` records the value in the
-rung table and answers whether the trial stops. Workers never see the table,
-so the same pruner serves the local pool and the Dask backend. After a resume,
-:meth:`Pruner.restore` rebuilds the tables from the journal's finished records.
+(higher is better; computed in the worker by
+:class:`scanpy_autotune._search._worker.RungReporter`) and waits;
+:meth:`Pruner.report` records the value in the rung table and answers whether
+the trial stops. Workers never see the table, so the same pruner serves the
+local pool and the Dask backend. The runner keeps every value a trial
+reported in its record (``rung_values``); after a resume, :meth:`Pruner.restore`
+replays them, so the tables hold exactly what the pruner was told.
 
 Two rules are offered (:func:`make_pruner`):
 
@@ -55,10 +58,15 @@ import bisect
 import logging
 import math
 import threading
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from .._validation import check_int
+
+if TYPE_CHECKING:
+    from .._record import TrialRecord
 
 __all__ = [
     "ASHAPruner",
@@ -67,7 +75,6 @@ __all__ = [
     "Pruner",
     "default_min_epochs",
     "make_pruner",
-    "rung_value",
 ]
 
 logger = logging.getLogger("scanpy_autotune")
@@ -90,8 +97,8 @@ class Pruner(Protocol):
         """Record ``value`` (best validation ELBO so far) at rung ``n_epochs``; True means stop the trial."""
         ...
 
-    def restore(self, records: list[dict]) -> None:
-        """Rebuild the rung tables from finished trial records after a resume."""
+    def restore(self, records: list[TrialRecord]) -> None:
+        """Rebuild the rung tables from the values finished trials reported (``rung_values``)."""
         ...
 
     def describe(self) -> dict:
@@ -102,29 +109,6 @@ class Pruner(Protocol):
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
-
-
-def rung_value(validation_elbo: Sequence[float], n_epochs: int) -> float:
-    """The value a trial reports at rung ``n_epochs``: its best validation ELBO so far.
-
-    Parameters
-    ----------
-    validation_elbo
-        Per-epoch validation ELBO of the trial (higher is better), epoch 0 first.
-    n_epochs
-        The rung: how many epochs have been trained.
-
-    Returns
-    -------
-    float
-        ``max(validation_elbo[:n_epochs])`` ignoring NaN; NaN when there is no
-        non-NaN value (the pruner then stops the trial).
-    """
-    values = np.asarray(list(validation_elbo)[: int(n_epochs)], dtype=float)
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        return math.nan
-    return float(values.max())
 
 
 def default_min_epochs(max_epochs: int) -> int:
@@ -144,45 +128,6 @@ def default_min_epochs(max_epochs: int) -> int:
     return min(MAX_DEFAULT_MIN_EPOCHS, max(1, int(max_epochs) // 10))
 
 
-def _as_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name}={value!r} must be an integer.")
-    if not math.isfinite(float(value)) or float(value) != int(value):
-        raise ValueError(f"{name}={value!r} must be an integer.")
-    return int(value)
-
-
-def _history_length(record: Mapping[str, Any], values: np.ndarray) -> int:
-    """How many epochs of ``record`` were reported to the pruner (a callback was made)."""
-    length = len(values)
-    n_epochs = record.get("n_epochs")
-    if isinstance(n_epochs, (int, float, np.integer, np.floating)) and not isinstance(
-        n_epochs, bool
-    ):
-        if math.isfinite(float(n_epochs)) and n_epochs >= 0:
-            # Histories padded with NaN (as in adata.uns) are cut to the epochs trained.
-            length = min(length, int(n_epochs))
-    else:
-        # Without n_epochs, NaN padding at the end is dropped (a NaN last epoch would
-        # have been a diverged one, which never reports; see below).
-        while length > 0 and math.isnan(values[length - 1]):
-            length -= 1
-    if length == 0:
-        return 0
-    # The trainer stops on a non-finite epoch ("diverged") before calling back:
-    # that last epoch never reached the pruner.
-    train = (record.get("history") or {}).get("train_elbo")
-    train_diverged = False
-    if train is not None and len(train) >= length:
-        last_train = train[length - 1]
-        train_diverged = last_train is None or not math.isfinite(float(last_train))
-    has_validation = bool(np.any(~np.isnan(values[:length])))
-    validation_diverged = has_validation and not math.isfinite(values[length - 1])
-    if train_diverged or validation_diverged:
-        length -= 1
-    return length
-
-
 # ---------------------------------------------------------------------------
 # shared rung-table machinery
 # ---------------------------------------------------------------------------
@@ -194,9 +139,7 @@ class _RungTablePruner:
     name = "base"
 
     def __init__(self, max_epochs: int) -> None:
-        self.max_epochs = _as_int("max_epochs", max_epochs)
-        if self.max_epochs < 1:
-            raise ValueError(f"max_epochs={max_epochs!r} must be at least 1.")
+        self.max_epochs = check_int("max_epochs", max_epochs, low=1)
         self._rungs: list[int] = []
         self._values: dict[int, dict[int, float]] = {}
         self._sorted: dict[int, list[float]] = {}
@@ -241,7 +184,7 @@ class _RungTablePruner:
         n_epochs
             The rung reached (one of :meth:`rungs`).
         value
-            The trial's best validation ELBO so far (:func:`rung_value`),
+            The trial's best validation ELBO so far,
             higher is better. NaN or infinite (a diverging trial) is recorded as
             ``-inf`` and always stops the trial.
 
@@ -276,47 +219,34 @@ class _RungTablePruner:
                 return True
             return self._decide(rung, int(trial_id), value)
 
-    def restore(self, records: Iterable[Mapping[str, Any]]) -> None:
+    def restore(self, records: Iterable[TrialRecord]) -> None:
         """Rebuild the rung tables from finished trial records (after a resume).
 
         Parameters
         ----------
         records
-            Records with ``trial_id``, ``status`` and ``history``
-            (``{"validation_elbo": [per-epoch floats]}``), and optionally
-            ``n_epochs``. A trial reached every rung up to the number of epochs
-            it reported (its history, cut to ``n_epochs`` and without a final
-            diverged epoch, which the trainer never reports); its value there
-            is :func:`rung_value` of its history. Records without a history
-            (failed before training) contribute nothing. The previous tables are
+            The journal's records. Each replays the values it reported at the
+            rungs (``record.rung_values``), as the runner stored them; rungs
+            this pruner does not have are ignored. The previous tables are
             discarded.
 
         Notes
         -----
         Only finished trials are in a journal: values reported live by trials
-        that were still running when the search stopped, or whose worker died
-        (their record has no history), are not restored. With the same finished
-        records the restored tables equal the live ones, so later reports get
-        the same answers.
+        that were still running when the search stopped, or whose worker died,
+        are not restored. With the same finished records the restored tables
+        equal the live ones, so later reports get the same answers.
         """
         with self._lock:
             self._values = {r: {} for r in self._rungs}
             self._sorted = {r: [] for r in self._rungs}
             n_restored = 0
             for record in records:
-                history = record.get("history") or {}
-                raw = history.get("validation_elbo")
-                if raw is None or len(raw) == 0:
-                    continue
-                values = np.array([math.nan if v is None else v for v in raw], dtype=float)
-                length = _history_length(record, values)
-                trial_id = int(record["trial_id"])
-                for rung in self._rungs:
-                    if rung > length:
-                        break
-                    value = rung_value(values, rung)
-                    self._record(rung, trial_id, value if math.isfinite(value) else -math.inf)
-                    n_restored += 1
+                for rung, value in sorted(record.rung_values.items()):
+                    if rung in self._values:
+                        finite = math.isfinite(value)
+                        self._record(rung, int(record.trial_id), value if finite else -math.inf)
+                        n_restored += 1
         logger.debug("%s pruner: restored %d rung value(s).", self.name, n_restored)
 
     # -- internals ----------------------------------------------------------------
@@ -413,15 +343,11 @@ class ASHAPruner(_RungTablePruner):
         min_trials_per_rung: int | None = None,
     ) -> None:
         super().__init__(max_epochs)
-        self.eta = _as_int("eta", eta)
-        if self.eta < 2:
-            raise ValueError(f"eta={eta!r} must be at least 2.")
+        self.eta = check_int("eta", eta, low=2)
         if min_epochs is None:
             self.min_epochs = default_min_epochs(self.max_epochs)
         else:
-            self.min_epochs = _as_int("min_epochs", min_epochs)
-            if self.min_epochs < 1:
-                raise ValueError(f"min_epochs={min_epochs!r} must be at least 1.")
+            self.min_epochs = check_int("min_epochs", min_epochs, low=1)
             if self.min_epochs >= self.max_epochs:
                 raise ValueError(
                     f"min_epochs={min_epochs!r} must be below max_epochs={self.max_epochs} "
@@ -430,9 +356,7 @@ class ASHAPruner(_RungTablePruner):
         if min_trials_per_rung is None:
             self.min_trials_per_rung = self.eta
         else:
-            self.min_trials_per_rung = _as_int("min_trials_per_rung", min_trials_per_rung)
-            if self.min_trials_per_rung < 1:
-                raise ValueError(f"min_trials_per_rung={min_trials_per_rung!r} must be at least 1.")
+            self.min_trials_per_rung = check_int("min_trials_per_rung", min_trials_per_rung, low=1)
         rungs = []
         rung = self.min_epochs
         while rung < self.max_epochs:
@@ -524,18 +448,12 @@ class MedianPruner(_RungTablePruner):
         interval: int = 10,
     ) -> None:
         super().__init__(max_epochs)
-        self.n_startup_trials = _as_int("n_startup_trials", n_startup_trials)
-        if self.n_startup_trials < 0:
-            raise ValueError(f"n_startup_trials={n_startup_trials!r} must be at least 0.")
-        self.interval = _as_int("interval", interval)
-        if self.interval < 1:
-            raise ValueError(f"interval={interval!r} must be at least 1.")
+        self.n_startup_trials = check_int("n_startup_trials", n_startup_trials, low=0)
+        self.interval = check_int("interval", interval, low=1)
         if n_warmup_epochs is None:
             self.n_warmup_epochs = min(20, self.max_epochs // 2)
         else:
-            self.n_warmup_epochs = _as_int("n_warmup_epochs", n_warmup_epochs)
-            if self.n_warmup_epochs < 0:
-                raise ValueError(f"n_warmup_epochs={n_warmup_epochs!r} must be at least 0.")
+            self.n_warmup_epochs = check_int("n_warmup_epochs", n_warmup_epochs, low=0)
             if self.n_warmup_epochs >= self.max_epochs:
                 raise ValueError(
                     f"n_warmup_epochs={n_warmup_epochs!r} must be below "

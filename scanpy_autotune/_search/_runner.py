@@ -3,13 +3,14 @@
 The runner asks TPE for configurations while a slot is free, hands them to a
 backend, and turns the backend's events into records. A record counts only
 once it is in the journal. It knows nothing of torch: trials are evaluated by
-the backend's workers (:mod:`._objective`).
+the backend's workers (:mod:`._objective`). The values a trial reports at
+pruning rungs are kept in its record, so that a resumed search rebuilds the
+pruner's tables from exactly what the pruner was told.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import threading
 import time
@@ -18,9 +19,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._backends import Event
+from .._record import TrialRecord, best_of
+from ._backends import Backend, Event
 from ._journal import Journal
-from ._objective import empty_record
 from ._tpe import AskTellTPE
 
 logger = logging.getLogger("scanpy_autotune")
@@ -29,8 +30,8 @@ POLL_SECONDS = 0.5
 
 
 @dataclass
-class SearchOutcome:
-    """What a search produced.
+class RunResult:
+    """What the trial loop produced.
 
     Attributes
     ----------
@@ -48,15 +49,25 @@ class SearchOutcome:
         Whether ``timeout`` stopped the search.
     """
 
-    records: dict[int, dict] = field(default_factory=dict)
+    records: dict[int, TrialRecord] = field(default_factory=dict)
     best_model: dict | None = None
     best_model_trial: int = -1
     interrupted: KeyboardInterrupt | None = None
     timed_out: bool = False
 
-    def best_record(self) -> dict | None:
-        ok = [r for r in self.records.values() if r["status"] == "ok" and math.isfinite(r["loss"])]
-        return min(ok, key=lambda r: (r["loss"], r["trial_id"])) if ok else None
+    def best_record(self) -> TrialRecord | None:
+        """The best successful trial so far (:func:`scanpy_autotune._record.best_of`)."""
+        return best_of(self.records.values())
+
+
+@dataclass
+class _Running:
+    """A trial handed to the backend and not yet finished."""
+
+    params: dict[str, Any]
+    device: str
+    is_default: bool
+    rung_values: dict[int, float] = field(default_factory=dict)
 
 
 @contextmanager
@@ -91,16 +102,16 @@ class _Progress:
 
             self.bar = tqdm(total=total, initial=initial, desc="autotune", unit="trial")
 
-    def update(self, n: int, outcome: SearchOutcome, running: int) -> None:
+    def update(self, n: int, outcome: RunResult, running: int) -> None:
         if self.bar is None:
             return
         records = outcome.records.values()
         best = outcome.best_record()
         self.bar.set_postfix(
-            failed=sum(r["status"] == "fail" for r in records),
-            pruned=sum(r["status"] == "pruned" for r in records),
+            failed=sum(r.status == "fail" for r in records),
+            pruned=sum(r.status == "pruned" for r in records),
             running=running,
-            best="-" if best is None else f"{best['loss']:.2f}",
+            best="-" if best is None else f"{best.loss:.2f}",
             refresh=False,
         )
         self.bar.update(n)
@@ -110,26 +121,25 @@ class _Progress:
             self.bar.close()
 
 
-def run_search(
-    backend: Any,
+def run_trials(
+    backend: Backend,
     tuner: AskTellTPE,
     context: Any,
     *,
     max_evals: int,
-    resumed: list[dict] | None = None,
+    resumed: list[TrialRecord] | None = None,
     journal: Journal | None = None,
     default_params: dict | None = None,
     pruner: Any = None,
     timeout: float | None = None,
     progress: bool = True,
-    prepare_params: Callable[[dict], dict] = dict,
-) -> SearchOutcome:
+) -> RunResult:
     """Run trials until ``max_evals`` records exist (resumed ones included).
 
     Parameters
     ----------
     backend
-        A started-on-demand backend (:class:`._backends.LocalPool` or the Dask one).
+        Where trials run (:class:`._backends.Backend`); started here, shut down on return.
     tuner
         Asks configurations; told every finished trial.
     context
@@ -148,20 +158,18 @@ def run_search(
         Seconds after which no trial is started and running ones are abandoned.
     progress
         Show a ``tqdm`` bar.
-    prepare_params
-        Turns a configuration from TPE into the full one a worker trains.
     """
-    outcome = SearchOutcome()
+    outcome = RunResult()
     for record in resumed or []:
-        outcome.records[record["trial_id"]] = record
-        tuner.tell_known(record["trial_id"], record["params"], _tpe_loss(record), record["status"])
+        outcome.records[record.trial_id] = record
+        tuner.tell_known(record.trial_id, record.params, record.tpe_loss, record.status)
     if pruner is not None:
         pruner.restore(list(outcome.records.values()))
     rungs = pruner.rungs() if pruner is not None else []
     run_default = default_params is not None and not any(
-        r.get("is_default") for r in outcome.records.values()
+        r.is_default for r in outcome.records.values()
     ) and 0 not in outcome.records
-    running: dict[int, dict] = {}
+    running: dict[int, _Running] = {}
     started = time.monotonic()
     bar = _Progress(progress, max_evals, min(len(outcome.records), max_evals))
     if len(outcome.records) >= max_evals:
@@ -169,18 +177,20 @@ def run_search(
         bar.close()
         return outcome
 
-    def finish(record: dict, model: dict | None) -> None:
-        record["completion_order"] = len(outcome.records)
-        record["is_default"] = bool(running.get(record["trial_id"], {}).get("is_default", False))
+    def finish(record: TrialRecord, model: dict | None) -> None:
+        info = running[record.trial_id]
+        record.completion_order = len(outcome.records)
+        record.is_default = info.is_default
+        record.rung_values = dict(info.rung_values)
         with _ctrl_c_held():
             if journal is not None:
-                journal.append(record)
-            outcome.records[record["trial_id"]] = record
-            running.pop(record["trial_id"], None)
-            tuner.tell(record["trial_id"], _tpe_loss(record), record["status"])
+                journal.append(record.to_json())
+            outcome.records[record.trial_id] = record
+            running.pop(record.trial_id, None)
+            tuner.tell(record.trial_id, record.tpe_loss, record.status)
             best = outcome.best_record()
-            if model is not None and best is not None and best["trial_id"] == record["trial_id"]:
-                outcome.best_model, outcome.best_model_trial = model, record["trial_id"]
+            if model is not None and best is not None and best.trial_id == record.trial_id:
+                outcome.best_model, outcome.best_model_trial = model, record.trial_id
         _log_record(record)
         bar.update(1, outcome, len(running))
 
@@ -199,9 +209,8 @@ def run_search(
                 else:
                     trial_id, params = tuner.ask()
                     is_default = False
-                params = prepare_params(params)
                 device = backend.submit(trial_id, params, rungs)
-                running[trial_id] = {"params": params, "device": device, "is_default": is_default}
+                running[trial_id] = _Running(params, device, is_default)
                 logger.debug("trial %d started on %s: %s", trial_id, device, params)
             if timed_out:
                 outcome.timed_out = True
@@ -224,40 +233,36 @@ def run_search(
     return outcome
 
 
-def _handle(event: Event, running: dict, pruner: Any, backend: Any, finish) -> None:
-    if event.trial_id not in running:
+def _handle(
+    event: Event, running: dict[int, _Running], pruner: Any, backend: Backend,
+    finish: Callable[[TrialRecord, dict | None], None],
+) -> None:
+    trial = running.get(event.trial_id)
+    if trial is None:
         return
     if event.kind == "report":
+        trial.rung_values[int(event.n_epochs)] = float(event.value)
         stop = pruner is not None and pruner.report(event.trial_id, event.n_epochs, event.value)
         # The default configuration is the reference every result is compared with:
         # its values join the rung table, but it is never stopped.
-        stop = stop and not running[event.trial_id]["is_default"]
+        stop = stop and not trial.is_default
         backend.answer(event.trial_id, stop)
         if stop:
             logger.info("trial %d pruned after %d epochs", event.trial_id, event.n_epochs)
     elif event.kind == "done":
         finish(event.record, event.model)
     elif event.kind == "died":
-        info = running[event.trial_id]
-        record = empty_record(event.trial_id, info["params"], info["device"])
-        record["error"] = event.error
+        record = TrialRecord(event.trial_id, dict(trial.params), device=trial.device, error=event.error)
         finish(record, None)
 
 
-def _tpe_loss(record: dict) -> float | None:
-    """The loss TPE learns: the trial's loss when ok; nothing (the 'bad' group) otherwise."""
-    if record["status"] == "ok" and math.isfinite(record["loss"]):
-        return record["loss"]
-    return None
-
-
-def _log_record(record: dict) -> None:
-    if record["status"] == "ok":
+def _log_record(record: TrialRecord) -> None:
+    if record.status == "ok":
         logger.info(
             "trial %d: loss %.3f after %d epochs (%.1f s)",
-            record["trial_id"], record["loss"], record["n_epochs"], record["duration_s"],
+            record.trial_id, record.loss, record.n_epochs, record.duration_s,
         )
-    elif record["status"] == "pruned":
-        logger.info("trial %d: pruned at epoch %d", record["trial_id"], record["pruned_at"])
+    elif record.status == "pruned":
+        logger.info("trial %d: pruned at epoch %d", record.trial_id, record.pruned_at)
     else:
-        logger.warning("trial %d failed: %s", record["trial_id"], record["error"])
+        logger.warning("trial %d failed: %s", record.trial_id, record.error)

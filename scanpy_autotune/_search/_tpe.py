@@ -120,10 +120,6 @@ class AskTellTPE:
         """Mean loss of the trials that TPE learned a loss from, or ``None``."""
         return self._loss_sum / self._loss_count if self._loss_count else None
 
-    def is_used(self, trial_id: int) -> bool:
-        """Whether ``trial_id`` was asked or told already."""
-        return int(trial_id) in self._used
-
     # -- ask ----------------------------------------------------------------------
 
     def ask(self) -> tuple[int, dict[str, Any]]:

@@ -7,9 +7,12 @@ space against it without touching the model.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -46,14 +49,13 @@ class ParamSpec:
                 )
             return value
         if self.kind == "bool":
-            if not isinstance(value, (bool, int)) or value not in (0, 1):
+            if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"{name}={value!r} is not valid; use True or False.")
             return bool(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"{name}={value!r} is not a number.") from None
+        # A bool or a string is never read as a number: n_layers=True or "2" is a mistake.
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{name}={value!r} is not a number.")
+        value = float(value) if not isinstance(value, numbers.Integral) else int(value)
         if not math.isfinite(value):
             raise ValueError(f"{name}={value!r} must be finite.")
         if self.kind == "int":

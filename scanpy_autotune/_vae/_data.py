@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
+from .._validation import check_fraction, check_int
 from ._likelihood import NonZeros
 
 MIN_CELLS = 10
@@ -126,6 +127,35 @@ def _check_values(values: np.ndarray, where: str, block: int = 1 << 24) -> None:
             raise ValueError(message.format(where=where, n=n))
 
 
+def _check_dtype(matrix, where: str) -> None:
+    """Refuse matrices that cannot hold counts: complex, boolean, strings or objects."""
+    dtype = np.dtype(matrix.dtype)
+    if dtype.kind == "b":
+        raise ValueError(
+            f"{where} is boolean (present/absent), not counts; pass the raw integer counts."
+        )
+    if dtype.kind not in "iuf":
+        kind = {"c": "complex", "U": "text", "S": "bytes", "O": "object"}.get(dtype.kind, str(dtype))
+        raise ValueError(f"{where} has {kind} values ({dtype}); raw counts are integers.")
+
+
+def _check_batch_column(column: pd.Series, batch_key: str) -> None:
+    """Refuse a batch column that is a measurement rather than a label (one batch per cell)."""
+    if pd.api.types.is_float_dtype(column) and not np.all(np.mod(column.to_numpy(), 1) == 0):
+        raise ValueError(
+            f"adata.obs[{batch_key!r}] holds non-integer numbers ({column.nunique()} distinct "
+            "values): a batch covariate is a label such as a plate, donor or sample; pass a "
+            "categorical column."
+        )
+    n_batches = column.nunique()
+    if n_batches > 1 and n_batches > len(column) // 2:
+        raise ValueError(
+            f"adata.obs[{batch_key!r}] has {n_batches} distinct values for {len(column)} cells, "
+            "so most batches would hold one or two cells; pass the column of batch labels "
+            "(plates, donors, samples)."
+        )
+
+
 def _lean_csr(matrix, where: str) -> sp.csr_matrix:
     """Sparse counts as canonical ``float32`` CSR, copying only what must change.
 
@@ -184,6 +214,7 @@ def extract_counts(
             f"{MIN_GENES} genes are needed."
         )
     matrix = _in_memory(matrix)
+    _check_dtype(matrix, where)
     if sp.issparse(matrix):
         X = _lean_csr(matrix, where)
     else:
@@ -204,6 +235,7 @@ def extract_counts(
         column = adata.obs[batch_key]
         if column.isna().any():
             raise ValueError(f"adata.obs[{batch_key!r}] has missing values.")
+        _check_batch_column(column, batch_key)
         cat = pd.Categorical(column.astype(str))
         batch = cat.codes.astype(np.int64)
         categories = [str(c) for c in cat.categories]
@@ -271,15 +303,15 @@ def make_split(
     seed
         Seed of the permutation.
     """
-    if not 0 < train_size < 1:
-        raise ValueError(f"train_size={train_size} must lie strictly between 0 and 1.")
-    if not 0 <= test_size < 1 or train_size + test_size >= 1:
+    train_size = check_fraction("train_size", train_size)
+    test_size = check_fraction("test_size", test_size, allow_zero=True)
+    validation_size = check_fraction("validation_size", validation_size, allow_zero=True)
+    seed = check_int("seed", seed, low=0)
+    if train_size + test_size >= 1:
         raise ValueError(
-            f"test_size={test_size} must be >= 0 and leave held-out cells "
+            f"test_size={test_size} must leave held-out cells "
             f"(train_size + test_size < 1, got {train_size + test_size})."
         )
-    if not 0 <= validation_size < 1:
-        raise ValueError(f"validation_size={validation_size} must lie in [0, 1).")
     rng = np.random.default_rng(seed)
     order = rng.permutation(n_obs)
     n_train = int(round(train_size * n_obs))

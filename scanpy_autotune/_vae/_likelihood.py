@@ -1,7 +1,7 @@
 """The training likelihood as one autograd node with an analytic backward.
 
-Autograd through :mod:`._distributions`' ``*_loss`` functions records some
-forty element-wise kernels per minibatch, each a pass over a cells x genes
+Autograd through the plain element-wise log-probabilities (the tests'
+reference, ``tests/_reference_likelihood.py``) records some forty kernels per minibatch, each a pass over a cells x genes
 block; on the CPU that, not the matrix products, is where an epoch goes.
 :class:`CountNLL` computes the same per-cell negative log-likelihood (without
 ``lgamma(x + 1)``) and its gradients with respect to the decoder's scale

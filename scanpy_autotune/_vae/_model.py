@@ -15,6 +15,9 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from .._logging import follow_scanpy_verbosity
+from .._paths import replace_dir
+from .._validation import check_int
 from ._config import resolve_hyperparameters
 from ._data import SPLIT_NAMES, CountData, DeviceCounts, Split, extract_counts, make_split
 from ._metrics import (
@@ -27,6 +30,7 @@ from ._metrics import (
     normalized_expression,
 )
 from ._module import VAE
+from ._saved_config import check_saved_config
 from ._train import EpochCallback, TrainResult, train
 
 logger = logging.getLogger("scanpy_autotune")
@@ -151,9 +155,10 @@ class Model:
         Model
             The trained model; ``model.split`` tells which cells played which part.
         """
+        follow_scanpy_verbosity()
         config = resolve_hyperparameters(hyperparameters)
-        if not isinstance(max_epochs, (int, np.integer)) or max_epochs < 1:
-            raise ValueError(f"max_epochs={max_epochs!r} must be a positive integer.")
+        max_epochs = check_int("max_epochs", max_epochs, low=1)
+        seed = check_int("seed", seed, low=0)
         data = extract_counts(adata, layer=layer, batch_key=batch_key)
         split = make_split(
             data.n_obs,
@@ -375,17 +380,28 @@ class Model:
 
     @classmethod
     def from_dict(cls, blob: dict[str, Any], device: str | torch.device | None = None) -> Model:
-        """Rebuild a model from :meth:`to_dict` (weights read with ``weights_only=True``)."""
-        config = blob["config"]
+        """Rebuild a model from :meth:`to_dict` (config checked first; weights read with ``weights_only=True``)."""
+        return cls._from_checked(check_saved_config(blob["config"], "the model's config"), blob["weights"], device)
+
+    @classmethod
+    def _from_checked(
+        cls, config: dict[str, Any], weights: bytes, device: str | torch.device | None, where: str = "weights"
+    ) -> Model:
         device = resolve_device(device)
-        state = torch.load(io.BytesIO(blob["weights"]), map_location=device, weights_only=True)
+        try:
+            state = torch.load(io.BytesIO(weights), map_location=device, weights_only=True)
+        except Exception as err:  # a truncated or foreign file
+            raise ValueError(f"{where}: not a saved state dict ({type(err).__name__}: {err})") from None
         hp = config["hyperparameters"]
         module = VAE(
             len(config["var_names"]),
             len(config["batch_categories"]),
             **{name: hp[name] for name in _ARCHITECTURE},
         ).to(device)
-        module.load_state_dict(state)
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(f"{where} does not match the config: {err}") from None
         module.eval()
         history = config["history"]
         result = TrainResult(
@@ -407,26 +423,48 @@ class Model:
         )
 
     def save(self, directory: str | Path, overwrite: bool = False) -> None:
-        """Write ``config.json`` and ``weights.pt`` (a plain state dict) to ``directory``."""
+        """Write ``config.json`` and ``weights.pt`` (a plain state dict) to ``directory``.
+
+        The folder is written all at once (a temporary folder beside it is
+        renamed), so it never holds half a model. A folder that is not empty
+        is only replaced with ``overwrite=True``.
+        """
         directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise ValueError(f"{directory} is a file; pass a folder for the model.")
         if directory.exists() and any(directory.iterdir()) and not overwrite:
             raise ValueError(f"{directory} is not empty; pass overwrite=True to replace it.")
-        directory.mkdir(parents=True, exist_ok=True)
         blob = self.to_dict()
-        (directory / "config.json").write_text(json.dumps(blob["config"]))
-        (directory / "weights.pt").write_bytes(blob["weights"])
+
+        def write(folder: Path) -> None:
+            (folder / "config.json").write_text(json.dumps(blob["config"]))
+            (folder / "weights.pt").write_bytes(blob["weights"])
+
+        replace_dir(directory, write)
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device | None = None) -> Model:
-        """Load a model written by :meth:`save` (weights with ``weights_only=True``)."""
+        """Load a model written by :meth:`save`.
+
+        ``config.json`` is checked in full (entries, types, ranges) before
+        anything is built, and the weights are read with ``weights_only=True``.
+
+        Raises
+        ------
+        ValueError
+            When the folder holds no saved model, or its files are not valid;
+            the message names the file and the entry.
+        """
         directory = Path(directory)
-        if not (directory / "config.json").exists() or not (directory / "weights.pt").exists():
+        config_file, weights_file = directory / "config.json", directory / "weights.pt"
+        if not config_file.is_file() or not weights_file.is_file():
             raise ValueError(f"{directory} holds no saved model (config.json or weights.pt missing).")
-        blob = {
-            "config": json.loads((directory / "config.json").read_text()),
-            "weights": (directory / "weights.pt").read_bytes(),
-        }
-        return cls.from_dict(blob, device)
+        try:
+            config = json.loads(config_file.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{config_file} is not valid JSON: {err}") from None
+        checked = check_saved_config(config, str(config_file))
+        return cls._from_checked(checked, weights_file.read_bytes(), device, str(weights_file))
 
     def __repr__(self) -> str:
         hp = self.hyperparameters

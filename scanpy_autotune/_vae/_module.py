@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._distributions import log_nb, log_poisson, log_zinb
 from ._likelihood import NonZeros, count_nll
 
 _VAR_EPS = 1e-4
@@ -147,15 +146,6 @@ class VAE(nn.Module):
     def reconstruction_nll(self, x, nz, scale_logits, log_library, log_theta, pi_logits):
         """Per-cell -log p(x|z, l) without the lgamma(x + 1) constant."""
         return count_nll(x, nz, self.reconstruction_loss, scale_logits, log_library, log_theta, pi_logits)
-
-    def log_likelihood(self, x, scale_logits, log_library, log_theta, pi_logits):
-        """Per-cell exact log p(x|z, l) (reference path through autograd, constants included)."""
-        log_mu = torch.log_softmax(scale_logits, dim=-1) + log_library
-        if self.reconstruction_loss == "zinb":
-            return log_zinb(x, log_mu, log_theta, pi_logits).sum(-1)
-        if self.reconstruction_loss == "nb":
-            return log_nb(x, log_mu, log_theta).sum(-1)
-        return log_poisson(x, log_mu).sum(-1)
 
     # -- the ELBO ---------------------------------------------------------------
     def forward(self, x, x_log1p, log_library, batch, nz: NonZeros | None = None):

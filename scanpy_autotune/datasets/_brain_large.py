@@ -11,14 +11,14 @@ from ._finalize import finalize
 from ._tenx_h5 import has_group, read_10x_h5_chunked
 
 # 10x Genomics' CDN has no revisions, and no SHA-256 of this file is published by 10x or
-# found in any public downloader, so it is not verified yet (the first download logs its
-# hash). Bioconductor's TENxBrainData (inst/scripts/make-metadata.R) records its MD5:
-# f97b8c67e57a534816b9b2bccf31476b.
+# found in any public downloader. It is checked against the MD5 sum that Bioconductor's
+# TENxBrainData records for exactly this file (inst/scripts/make-metadata.R).
 BRAIN_LARGE_FILE = RemoteFile(
     url="https://cf.10xgenomics.com/samples/cell-exp/1.3.0/1M_neurons/"
     "1M_neurons_filtered_gene_bc_matrices_h5.h5",
     sha256=None,
     filename="1M_neurons_filtered_gene_bc_matrices_h5.h5",
+    md5="f97b8c67e57a534816b9b2bccf31476b",
 )
 
 

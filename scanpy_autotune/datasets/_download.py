@@ -42,15 +42,19 @@ class RemoteFile:
         Where to download it from, at a fixed revision where the host has revisions.
     sha256
         Its SHA-256 (hex), checked before the file enters the cache; ``None`` where no
-        trustworthy published hash is known (the download is then cached unverified and
-        its hash is logged as a warning).
+        trustworthy published SHA-256 is known.
     filename
         Its name in the cache, and the name a ``path=`` folder must use.
+    md5
+        Its MD5 (hex), checked instead where only an MD5 is published (10x Genomics'
+        files, whose MD5 sums Bioconductor's data packages record). With neither hash
+        the download is cached unverified and its SHA-256 is logged as a warning.
     """
 
     url: str
     sha256: str | None
     filename: str
+    md5: str | None = None
 
 
 def default_data_dir(data_dir: str | os.PathLike | None) -> Path:
@@ -63,7 +67,8 @@ def default_data_dir(data_dir: str | os.PathLike | None) -> Path:
 
 
 def download(
-    url: str, dest: str | os.PathLike, *, sha256: str | None, loader: str = "the loader"
+    url: str, dest: str | os.PathLike, *, sha256: str | None, md5: str | None = None,
+    loader: str = "the loader",
 ) -> Path:
     """Download ``url`` to ``dest`` unless ``dest`` already exists.
 
@@ -79,8 +84,10 @@ def download(
     dest
         Final location of the file.
     sha256
-        Expected SHA-256 of the file (hex). ``None`` skips the check and logs the hash
-        of the downloaded file as a warning.
+        Expected SHA-256 of the file (hex).
+    md5
+        Expected MD5 (hex), checked when no SHA-256 is given. With neither, the check
+        is skipped and the SHA-256 of the downloaded file is logged as a warning.
     loader
         Name of the public function, used in the error message.
 
@@ -109,6 +116,7 @@ def download(
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
+    md5_digest = hashlib.md5(usedforsecurity=False)
     try:
         with os.fdopen(fd, "wb") as out:
             try:
@@ -129,6 +137,7 @@ def download(
                                 break
                             out.write(chunk)
                             digest.update(chunk)
+                            md5_digest.update(chunk)
                             written += len(chunk)
                             bar.update(len(chunk))
             except (
@@ -142,7 +151,10 @@ def download(
                 raise DatasetDownloadError(
                     f"Incomplete download of {url}: got {written} of {total} bytes. {hint}"
                 )
-            _check_sha256(url, expected=sha256, actual=digest.hexdigest(), loader=loader)
+            if sha256 is None and md5 is not None:
+                _check_hash(url, "MD5", expected=md5, actual=md5_digest.hexdigest(), loader=loader)
+            else:
+                _check_hash(url, "SHA-256", expected=sha256, actual=digest.hexdigest(), loader=loader)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, dest)
@@ -153,17 +165,18 @@ def download(
     return dest
 
 
-def _check_sha256(url: str, *, expected: str | None, actual: str, loader: str) -> None:
+def _check_hash(url: str, name: str, *, expected: str | None, actual: str, loader: str) -> None:
     if expected is None:
         logger.warning(
-            "No SHA-256 is pinned for %s, so the download is not verified; its SHA-256 is %s",
+            "No hash is pinned for %s, so the download is not verified; its %s is %s",
             url,
+            name,
             actual,
         )
         return
     if actual != expected.lower():
         raise DatasetDownloadError(
-            f"SHA-256 mismatch for {url}: expected {expected.lower()}, got {actual}. The "
+            f"{name} mismatch for {url}: expected {expected.lower()}, got {actual}. The "
             "download was deleted, not cached: the file at that address changed or the "
             f"transfer was corrupted. A copy you have checked yourself can be passed as "
             f"path=... to {loader}()."
@@ -213,4 +226,4 @@ def fetch(
         logger.info("Reading %s", local)
         return local
     dest = default_data_dir(data_dir) / subdir / remote.filename
-    return download(remote.url, dest, sha256=remote.sha256, loader=loader)
+    return download(remote.url, dest, sha256=remote.sha256, md5=remote.md5, loader=loader)

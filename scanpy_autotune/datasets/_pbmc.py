@@ -21,21 +21,22 @@ from ._tenx_mtx import read_10x_mtx
 logger = logging.getLogger(__name__)
 
 # 10x Genomics' CDN has no revisions, and no SHA-256 of these archives is published by
-# 10x or found in any public downloader, so they are not verified yet (the first download
-# logs its hash). Bioconductor's TENxPBMCData (inst/scripts/make-metadata.R) records
-# their MD5: pbmc8k cbb3a7553ece7eaddeb8a56df781ccb0, pbmc4k f61f4deca423ef0fa82d63fdfa0497f7.
+# 10x or found in any public downloader. They are checked against the MD5 sums that
+# Bioconductor's TENxPBMCData records for exactly these files (inst/scripts/make-metadata.R).
 PBMC_10X_FILES = {
     "pbmc8k": RemoteFile(
         url="https://cf.10xgenomics.com/samples/cell-exp/2.1.0/pbmc8k/"
         "pbmc8k_filtered_gene_bc_matrices.tar.gz",
         sha256=None,
         filename="pbmc8k_filtered_gene_bc_matrices.tar.gz",
+        md5="cbb3a7553ece7eaddeb8a56df781ccb0",
     ),
     "pbmc4k": RemoteFile(
         url="https://cf.10xgenomics.com/samples/cell-exp/2.1.0/pbmc4k/"
         "pbmc4k_filtered_gene_bc_matrices.tar.gz",
         sha256=None,
         filename="pbmc4k_filtered_gene_bc_matrices.tar.gz",
+        md5="f61f4deca423ef0fa82d63fdfa0497f7",
     ),
 }
 

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import logging
-import operator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .._record import ranked
 from .._results import DEFAULT_KEY, read_results
+from .._validation import check_int
 
 logger = logging.getLogger("scanpy_autotune")
-
-
-def _count(name: str, value: Any) -> int:
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name}={value!r} must be a non-negative integer.") from None
-    if n < 0:
-        raise ValueError(f"{name}={value!r} must be a non-negative integer.")
-    return n
 
 
 def trials_table(
@@ -60,18 +51,18 @@ def trials_table(
     ValueError
         When ``top`` or ``bottom`` is not a non-negative integer.
     """
-    top, bottom = _count("top", top), _count("bottom", bottom)
+    top, bottom = check_int("top", top, low=0), check_int("bottom", bottom, low=0)
     res = read_results(adata, key)
     trials = res.trials
-    ok = trials[(trials["status"] == "ok") & np.isfinite(trials["loss"].to_numpy(dtype=float))]
-    if ok.empty:
+    order = [row.Index for row in ranked(trials.itertuples())]
+    if not order:
         logger.warning("No successful trial in adata.uns[%r]; the table is empty.", key)
-    ranked = ok.sort_values(["loss", "trial_id"], kind="stable").reset_index(drop=True)
-    ranked["rank"] = np.arange(1, len(ranked) + 1, dtype=np.int64)
-    n_top = min(top, len(ranked))
-    n_bottom = min(bottom, len(ranked) - n_top)
-    keep = list(range(n_top)) + list(range(len(ranked) - n_bottom, len(ranked)))
-    table = ranked.iloc[keep].copy()
+    ranked_trials = trials.loc[order].reset_index(drop=True)
+    ranked_trials["rank"] = np.arange(1, len(ranked_trials) + 1, dtype=np.int64)
+    n_top = min(top, len(ranked_trials))
+    n_bottom = min(bottom, len(ranked_trials) - n_top)
+    keep = list(range(n_top)) + list(range(len(ranked_trials) - n_bottom, len(ranked_trials)))
+    table = ranked_trials.iloc[keep].copy()
     table["group"] = np.asarray(["top"] * n_top + ["bottom"] * n_bottom, dtype=object)
     params = list(res.param_kinds())
     columns = ["loss", *params, "n_epochs", "n_params", "trial_id", "rank", "group"]

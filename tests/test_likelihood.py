@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from _reference_likelihood import log_nb, log_poisson, log_zinb
 from scipy import stats
 
-from scanpy_autotune._vae._distributions import log_nb, log_poisson, log_zinb
 from scanpy_autotune._vae._likelihood import NonZeros, count_nll
 
 F64 = torch.float64  # float64 throughout, without touching torch's global default

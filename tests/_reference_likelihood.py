@@ -1,11 +1,12 @@
-"""Count log-likelihoods of the scVI generative model.
+"""The reference count log-likelihoods the tests check the package's fused likelihood against.
 
-The ``log_*`` functions are the exact element-wise log-probability masses:
-the reference that the tests compare with :mod:`scipy.stats`, and through
-which autograd checks the training likelihood of :mod:`._likelihood`. That one
+The ``log_*`` functions are the exact element-wise log-probability masses,
+written plainly in torch: the tests compare them with :mod:`scipy.stats`, and
+through them autograd checks the training likelihood of
+:mod:`scanpy_autotune._vae._likelihood` (values and gradients). That one
 drops ``lgamma(x + 1)``, which does not depend on the parameters, and
 evaluates ``lgamma(x + theta) - lgamma(theta)``, which vanishes at ``x = 0``,
-on the non-zero entries only (:class:`._likelihood.NonZeros`).
+on the non-zero entries only (:class:`scanpy_autotune._vae._likelihood.NonZeros`).
 
 Parameters are given as the decoder produces them: ``log_mu`` (log mean),
 ``log_theta`` (log inverse dispersion) and ``pi_logits`` (logit of the

@@ -1,0 +1,68 @@
+"""The package's log, following Scanpy's ``sc.settings.verbosity``.
+
+Every module logs to the ``scanpy_autotune`` logger. Its messages are shown as
+Scanpy shows its own: through ``scanpy.logging`` (stderr, or
+``sc.settings.logfile``), at the level ``sc.settings.verbosity`` sets (0 errors,
+1 warnings, 2 info, 3 hints, 4 debug). A program that configures Python's
+logging itself (handlers on the root logger) receives them there instead, and
+the level it sets on ``scanpy_autotune`` wins.
+"""
+
+from __future__ import annotations
+
+import logging
+
+__all__ = ["follow_scanpy_verbosity", "logger"]
+
+logger = logging.getLogger("scanpy_autotune")
+
+_VERBOSITY_LEVELS = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: 15, 4: logging.DEBUG}
+
+
+class _ScanpyHandler(logging.Handler):
+    """Shows a record through ``scanpy.logging``, unless the program logs through the root logger."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if logging.getLogger().handlers:  # the program chose where log records go
+            return
+        import scanpy as sc
+
+        if record.levelno >= logging.ERROR:
+            show = sc.logging.error
+        elif record.levelno >= logging.WARNING:
+            show = sc.logging.warning
+        elif record.levelno >= logging.INFO:
+            show = sc.logging.info
+        elif record.levelno > logging.DEBUG:
+            show = sc.logging.hint
+        else:
+            show = sc.logging.debug
+        try:
+            show(record.getMessage())
+        except Exception:  # pragma: no cover - never let logging break a search
+            self.handleError(record)
+
+
+_HANDLER = _ScanpyHandler()
+_synced_level = [logging.NOTSET]
+
+
+def _scanpy_level() -> int:
+    import scanpy as sc
+
+    return _VERBOSITY_LEVELS.get(int(sc.settings.verbosity), logging.DEBUG)
+
+
+def follow_scanpy_verbosity() -> None:
+    """Give the package logger the level of ``sc.settings.verbosity`` (called by the public functions).
+
+    A level that someone else set on the ``scanpy_autotune`` logger (a program,
+    the command line, pytest's ``caplog``) is left as it is.
+    """
+    if not logger.handlers:  # the command line installs its own handler
+        logger.addHandler(_HANDLER)
+    if logger.level not in (logging.NOTSET, _synced_level[0]):
+        return
+    level = _scanpy_level()
+    logger.setLevel(level)
+    _synced_level[0] = level

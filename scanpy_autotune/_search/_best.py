@@ -1,0 +1,156 @@
+"""The search's best model: recovered, kept beside the journal, scored on the test cells, refit.
+
+These steps run in the driver once the trials are over, on the counts the
+search already holds (put on the device once here), so the data is never
+extracted again. This module imports the model (torch) when its functions run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .._record import TrialRecord
+
+if TYPE_CHECKING:
+    from .._vae import Model
+    from .._vae._data import DeviceCounts
+    from ._context import TrialContext
+
+__all__ = ["BestModel", "best_model_dir", "finish_best_model"]
+
+logger = logging.getLogger("scanpy_autotune")
+
+
+@dataclass
+class BestModel:
+    """The best configuration's model and what it says about the cells.
+
+    Attributes
+    ----------
+    model
+        The trained model (refit when asked).
+    latent
+        Posterior mean latent of every cell (``cells x n_latent``).
+    test_loss
+        The loss of the model the search chose on the untouched test cells
+        (``None`` without test cells).
+    """
+
+    model: Model
+    latent: np.ndarray
+    test_loss: float | None
+
+
+def best_model_dir(journal: str | os.PathLike) -> Path:
+    """Where the best model is kept beside a journal, so a resumed search need not retrain it."""
+    return Path(f"{journal}.best_model")
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _recover(
+    best: TrialRecord, blob: dict | None, blob_trial: int, context: TrialContext,
+    counts: DeviceCounts, journal: str | os.PathLike | None,
+) -> Model:
+    """The best trial's trained model: from this run, from beside the journal, or retrained."""
+    from .._vae import Model, resolve_hyperparameters
+
+    if blob is not None and blob_trial == best.trial_id:
+        return Model.from_dict(blob, counts.device)
+    if journal is not None:
+        folder = best_model_dir(journal)
+        try:
+            kept = json.loads((folder / "trial.json").read_text())["trial_id"]
+            if kept == best.trial_id:
+                return Model.load(folder, counts.device)
+        except (OSError, ValueError, KeyError):
+            pass
+    logger.info("retraining the best trial %d (its weights were not kept)", best.trial_id)
+    return Model.fit_prepared(
+        context.data, counts, context.split, resolve_hyperparameters(best.params),
+        seed=context.seed + best.trial_id, max_epochs=context.max_epochs,
+        layer=context.layer, batch_key=context.batch_key,
+    )
+
+
+def _keep_beside_journal(model: Model, trial_id: int, journal: str | os.PathLike) -> None:
+    folder = best_model_dir(journal)
+    model.save(folder, overwrite=True)
+    (folder / "trial.json").write_text(json.dumps({"trial_id": int(trial_id)}))
+
+
+def _refit(model: Model, best: TrialRecord, context: TrialContext, counts: DeviceCounts) -> Model:
+    """The best configuration retrained for its best epoch count on every cell but the test cells."""
+    from .._vae import Model
+    from .._vae._data import Split
+
+    split = context.split
+    everything = Split(
+        train=np.sort(np.concatenate([split.train, split.validation, split.heldout])),
+        validation=np.zeros(0, dtype=np.int64),
+        heldout=np.zeros(0, dtype=np.int64),
+        test=split.test,
+    )
+    config = dict(model.hyperparameters, early_stopping=False)
+    return Model.fit_prepared(
+        context.data, counts, everything, config, seed=context.seed,
+        max_epochs=max(1, best.best_epoch + 1), layer=context.layer, batch_key=context.batch_key,
+    )
+
+
+def finish_best_model(
+    best: TrialRecord,
+    blob: dict | None,
+    blob_trial: int,
+    context: TrialContext,
+    *,
+    journal: str | os.PathLike | None = None,
+    refit: bool = False,
+) -> BestModel:
+    """Recover the best trial's model, keep it beside the journal, score the test cells, refit.
+
+    Parameters
+    ----------
+    best
+        The best trial.
+    blob, blob_trial
+        The best model of this run as ``Model.to_dict()`` and its trial id
+        (``None`` / ``-1`` when the best trial came from the journal).
+    context
+        The search's counts, split and settings.
+    journal
+        The search's journal; the best model is kept beside it.
+    refit
+        Retrain the configuration on every cell but the test cells, for its
+        best epoch count, and return that model (the test loss is the chosen
+        model's, scored before the refit).
+
+    Returns
+    -------
+    BestModel
+    """
+    from .._vae._metrics import latent_mean, marginal_nll
+
+    counts = context.counts(_device())
+    model = _recover(best, blob, blob_trial, context, counts, journal)
+    test_loss = None
+    if len(context.split.test):
+        test_loss = float(np.mean(marginal_nll(model.module, counts, context.split.test, n_mc=context.n_mc)))
+    if journal is not None:
+        _keep_beside_journal(model, best.trial_id, journal)
+    if refit:
+        model = _refit(model, best, context, counts)
+    latent = latent_mean(model.module, counts, np.arange(context.data.n_obs))
+    return BestModel(model=model, latent=latent, test_loss=test_loss)
+

@@ -1,0 +1,80 @@
+"""What the driver and the Dask workers of one search share: the payload and the names.
+
+A search is known on the cluster by a short random id. Everything it puts
+there is named from that id (:class:`SearchRef`): the published payload, the
+queue on which trials report at the pruning rungs, one reply queue per attempt
+of a trial waiting at a rung, one attempts queue per trial, and the keys of its
+tasks. Each task carries a :class:`SearchRef` only; the :class:`Payload` it
+names reaches every worker process once (see :mod:`._worker`).
+
+A trial's task returns one of:
+
+``("done", trial_id, record, model, device)``
+    The trial ran to its end (ok, failed or pruned) on ``device``.
+``("exhausted", trial_id, attempt)``
+    A start beyond :data:`MAX_ATTEMPTS`: the earlier attempts died with their workers.
+``("cancelled", trial_id)``
+    The driver stopped the search while the trial ran.
+
+This module imports neither ``distributed`` nor torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .._context import TrialContext
+
+# How many times one trial may start (the first run and one retry).
+MAX_ATTEMPTS = 2
+# Seconds between two looks at the queues (rung decisions; they are rare).
+QUEUE_POLL_S = 0.1
+# Every name a search uses on the cluster starts with this.
+NAME_PREFIX = "scanpy-autotune"
+
+
+@dataclass
+class Payload:
+    """What each worker process needs once per search (sent by Dask's ``scatter``)."""
+
+    search_id: str
+    context: TrialContext  # without data when the workers read ``data_path``
+    data_path: str | None
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class SearchRef:
+    """What each task carries instead of the payload: the search, and its names on the cluster."""
+
+    search_id: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{NAME_PREFIX}-{self.search_id}"
+
+    @property
+    def dataset(self) -> str:
+        """The name under which the driver publishes the scattered :class:`Payload`."""
+        return f"{self.prefix}-payload"
+
+    @property
+    def reports(self) -> str:
+        """The queue on which trials report at a rung (read by the driver)."""
+        return f"{self.prefix}-reports"
+
+    def reply(self, trial_id: int, attempt: int) -> str:
+        """The queue on which one attempt of a trial waits for the driver's rung decision."""
+        return f"{self.prefix}-reply-{trial_id}-{attempt}"
+
+    def attempts(self, trial_id: int) -> str:
+        """The queue that counts the starts of a trial (one item per start)."""
+        return f"{self.prefix}-attempts-{trial_id}"
+
+    def trial_key(self, trial_id: int, submission: int) -> str:
+        """The task key of the driver's ``submission``-th submission of a trial."""
+        return f"{self.prefix}-trial-{trial_id}-{submission}"
+
+    def prepare_key(self, index: int) -> str:
+        """The task key that has the ``index``-th worker read ``data_path`` at the start."""
+        return f"{self.prefix}-prepare-{index}"

@@ -1,0 +1,204 @@
+"""The local pool: one fresh Python interpreter per slot on this machine.
+
+Each worker is started as ``python -m scanpy_autotune._search._worker`` with its
+GPU (``CUDA_VISIBLE_DEVICES``) and thread count in its environment, so both
+hold before anything in it imports torch; it receives the trial context once
+over a socket pair. Why fresh interpreters rather than ``multiprocessing`` or
+joblib: a spawned process re-imports the user's ``__main__`` (a script without
+an ``if __name__ == "__main__"`` guard would start a search in every worker),
+and a joblib/loky pool decides itself when to start, reuse and kill its
+workers, while this pool must pin each worker to its device before CUDA
+starts, send the data once per worker rather than once per task, replace a
+worker that died with exactly its trial lost, and answer pruning rungs in the
+middle of a task.
+
+This module does not import torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from ._backends import Event
+
+__all__ = ["LocalPool", "worker_environment"]
+
+logger = logging.getLogger("scanpy_autotune")
+
+
+def worker_environment(device: str, threads: int, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a worker on ``device``: its thread count, and on a GPU that GPU alone.
+
+    ``"cuda:N"`` is the N-th GPU this process sees, so under ``CUDA_VISIBLE_DEVICES=2,3``
+    ``"cuda:1"`` is the GPU named ``3``.
+    """
+    env = dict(environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    if device.startswith("cuda"):
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        visible = [v.strip() for v in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+        if "CUDA_VISIBLE_DEVICES" in environ and index >= len(visible):
+            raise ValueError(f"{device} is not among CUDA_VISIBLE_DEVICES={environ['CUDA_VISIBLE_DEVICES']!r}")
+        env["CUDA_VISIBLE_DEVICES"] = visible[index] if visible else str(index)
+    return env
+
+
+class _Slot:
+    """One worker process and the socket to it.
+
+    The process starts at once; ``send_context`` then blocks until the worker
+    has imported torch and reads the trial context, so a pool starts all its
+    processes before it sends anything (imports run side by side).
+    """
+
+    def __init__(self, device: str, threads: int) -> None:
+        self.device = device
+        parent, child = socket.socketpair()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "scanpy_autotune._search._worker", str(child.fileno()), device, str(threads),
+             str(os.getpid())],
+            pass_fds=(child.fileno(),),
+            env=worker_environment(device, threads, os.environ),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in a terminal reaches the driver only
+        )
+        child.close()
+        self.conn = Connection(parent.detach())
+        self.trial_id: int | None = None
+
+    def send_context(self, payload: bytes) -> None:
+        self.conn.send_bytes(payload)
+
+    @classmethod
+    def started(cls, device: str, threads: int, payload: bytes) -> _Slot:
+        """A slot whose worker has its context."""
+        slot = cls(device, threads)
+        slot.send_context(payload)
+        return slot
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, kill: bool = False) -> None:
+        if self.alive() and not kill:
+            try:
+                self.conn.send(("stop",))
+                self.process.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        if self.alive():
+            self.process.kill()
+            self.process.wait(timeout=5)
+        self.conn.close()
+
+
+class LocalPool:
+    """Spawned worker processes on this machine, one per slot.
+
+    Parameters
+    ----------
+    devices
+        One device per slot (``"cpu"`` or ``"cuda:N"``).
+    threads_per_worker
+        Torch threads of each CPU worker.
+    """
+
+    name = "local"
+
+    def __init__(self, devices: list[str], threads_per_worker: int = 1) -> None:
+        if not devices:
+            raise ValueError("The pool needs at least one worker.")
+        self.devices = list(devices)
+        self.threads = threads_per_worker
+        self._slots: list[_Slot] = []
+        self._payload = b""
+
+    @property
+    def n_slots(self) -> int:
+        return len(self.devices)
+
+    def start(self, context: Any) -> None:
+        """Start the workers and send each the trial context once."""
+        self._payload = pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL)
+        self._slots = [_Slot(d, self.threads) for d in self.devices]
+        for slot in self._slots:
+            slot.send_context(self._payload)
+
+    def free_slots(self) -> int:
+        return sum(slot.trial_id is None for slot in self._slots)
+
+    def submit(self, trial_id: int, params: dict, rungs: list[int]) -> str:
+        """Start a trial on a free slot; returns the slot's device."""
+        index = next(i for i, s in enumerate(self._slots) if s.trial_id is None)
+        if not self._slots[index].alive():  # died while idle: replace it quietly
+            self._slots[index].stop(kill=True)
+            self._slots[index] = _Slot.started(self.devices[index], self.threads, self._payload)
+        slot = self._slots[index]
+        slot.trial_id = trial_id
+        slot.conn.send(("trial", trial_id, params, list(rungs)))
+        return slot.device
+
+    def answer(self, trial_id: int, stop: bool) -> None:
+        """Tell the trial waiting at a rung whether to stop."""
+        for slot in self._slots:
+            if slot.trial_id == trial_id:
+                slot.conn.send(bool(stop))
+                return
+
+    def poll(self, timeout: float) -> list[Event]:
+        """Wait up to ``timeout`` seconds for events from the running trials."""
+        busy = [s for s in self._slots if s.trial_id is not None]
+        if not busy:
+            return []
+        ready = set(wait([s.conn for s in busy], timeout=timeout))
+        events = []
+        for index, slot in enumerate(self._slots):
+            if slot.trial_id is None or slot.conn not in ready:
+                continue
+            try:
+                while slot.conn.poll():
+                    message = slot.conn.recv()
+                    events.append(self._event(slot, message))
+                    if message[0] == "done":
+                        slot.trial_id = None
+                        break
+            except (EOFError, OSError):  # the socket closed: the worker is gone
+                events.append(self._replace(index))
+        return events
+
+    def _event(self, slot: _Slot, message: tuple) -> Event:
+        if message[0] == "report":
+            _, trial_id, n_epochs, value = message
+            return Event("report", trial_id, n_epochs=n_epochs, value=value, device=slot.device)
+        _, trial_id, record, model = message
+        return Event("done", trial_id, record=record, model=model, device=slot.device)
+
+    def _replace(self, index: int) -> Event:
+        slot = self._slots[index]
+        try:
+            code = slot.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        error = (
+            f"WorkerDied: the worker process on {slot.device} died during the trial ({how}); "
+            "it was killed from outside or ran out of memory"
+        )
+        logger.warning("trial %d: %s; starting a fresh worker", slot.trial_id, error)
+        event = Event("died", slot.trial_id, error=error, device=slot.device)
+        slot.stop(kill=True)
+        self._slots[index] = _Slot.started(slot.device, self.threads, self._payload)
+        return event
+
+    def shutdown(self, kill: bool = False) -> None:
+        """Stop every worker (``kill``: at once, abandoning running trials)."""
+        for slot in self._slots:
+            slot.stop(kill=kill or slot.trial_id is not None)
+        self._slots = []

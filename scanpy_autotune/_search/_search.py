@@ -1,0 +1,256 @@
+""":func:`search`: the one front door of the search.
+
+Given counts already checked and a split already made, it checks its own
+arguments, sizes the slots, opens (and locks) the journal, runs the trials,
+and recovers, keeps, scores and refits the best model, on the counts in hand.
+It writes nothing into an AnnData: :func:`scanpy_autotune.tl.autotune` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import __version__
+from .._record import NAN_FIELDS, TrialRecord, best_of
+from .._validation import check_int, check_number
+from ._backends import Backend
+from ._context import TrialContext
+from ._journal import Journal
+from ._pruner import Pruner, make_pruner
+from ._runner import run_trials
+from ._slots import make_backend
+from ._space import SearchSpace, build_space
+from ._tpe import AskTellTPE
+
+if TYPE_CHECKING:
+    from .._vae import Model
+    from .._vae._data import CountData, Split
+
+__all__ = ["VALIDATION_SIZE", "SearchOutcome", "objective_identity", "search"]
+
+logger = logging.getLogger("scanpy_autotune")
+
+#: Fraction of the training cells set aside for early stopping and pruning.
+VALIDATION_SIZE = 0.1
+
+
+@dataclass
+class SearchOutcome:
+    """What a search produced.
+
+    Attributes
+    ----------
+    records
+        Every finished trial (resumed ones included), in trial-id order.
+    settings
+        The search's settings, as ``adata.uns[key]["params"]`` records them.
+    searched
+        Searched hyperparameter -> axis kind (``"categorical"``, ``"numeric"``, ``"log"``).
+    best
+        The best successful trial, or ``None``.
+    model, latent, test_loss
+        The best configuration's model (refit when asked), the posterior mean
+        latent of every cell, and its loss on the test cells; ``None`` when no
+        trial succeeded or the search was interrupted.
+    interrupted
+        The ``KeyboardInterrupt`` that stopped the search, to re-raise once the
+        results are written.
+    timed_out
+        Whether ``timeout`` stopped the search.
+    """
+
+    records: list[TrialRecord]
+    settings: dict[str, Any]
+    searched: dict[str, str]
+    best: TrialRecord | None = None
+    model: Model | None = None
+    latent: np.ndarray | None = None
+    test_loss: float | None = None
+    interrupted: KeyboardInterrupt | None = None
+    timed_out: bool = False
+
+
+def objective_identity(objective: Callable | None) -> str:
+    """How the journal recognises an objective: its name and a hash of its source.
+
+    Two functions with the same name but different code get different
+    identities, so a resume never mixes the losses of two objectives. Where
+    the source cannot be read (a function typed into a plain interpreter), the
+    hash covers its compiled code and constants instead. An ``objective.version``
+    attribute, when set, is part of the identity too.
+    """
+    if objective is None:
+        return "marginal_nll"
+    name = getattr(objective, "__qualname__", type(objective).__qualname__)
+    try:
+        material = inspect.getsource(objective).encode()
+    except (OSError, TypeError):
+        code = getattr(objective, "__code__", None) or getattr(type(objective).__call__, "__code__", None)
+        material = b"" if code is None else code.co_code + repr(code.co_consts).encode()
+    version = getattr(objective, "version", None)
+    digest = hashlib.sha256(material).hexdigest()[:16]
+    return f"{name} sha256:{digest}" + (f" version:{version}" if version is not None else "")
+
+
+def _resume_settings(
+    space: SearchSpace, data: CountData, split: Split, *, max_epochs: int, n_mc: int, seed: int,
+    objective: Callable | None, pruner: Pruner | None, train_size: float, test_size: float,
+) -> dict[str, Any]:
+    """What must match for a journal to be resumed."""
+    return {
+        "space": space.to_text(),
+        "seed": int(seed),
+        "train_size": float(train_size),
+        "test_size": float(test_size),
+        "validation_size": VALIDATION_SIZE,
+        "max_epochs": int(max_epochs),
+        "n_mc": int(n_mc),
+        "objective": objective_identity(objective),
+        "pruner": pruner.describe() if pruner is not None else "none",
+        "data": data.fingerprint(),
+        "n_cells": int(data.n_obs),
+        "n_genes": int(data.n_vars),
+    }
+
+
+def search(
+    data: CountData,
+    split: Split,
+    *,
+    space: Mapping[str, Any] | None = None,
+    max_evals: int = 100,
+    max_epochs: int = 400,
+    n_mc: int = 100,
+    seed: int = 0,
+    objective: Callable | None = None,
+    include_default: bool = True,
+    pruner: str | None = None,
+    pruner_kwargs: Mapping[str, Any] | None = None,
+    journal: str | os.PathLike | None = None,
+    timeout: float | None = None,
+    progress: bool = True,
+    refit: bool = False,
+    train_size: float = 0.75,
+    test_size: float = 0.0,
+    layer: str | None = None,
+    batch_key: str | None = None,
+    backend: str | Backend = "local",
+    n_workers: int | None = None,
+    gpus: Any = "all",
+    trials_per_gpu: int = 1,
+    client: Any = None,
+    scheduler: str | None = None,
+    data_path: str | os.PathLike | None = None,
+) -> SearchOutcome:
+    """Search hyperparameters on counts already checked, with a split already made.
+
+    Parameters are those of :func:`scanpy_autotune.tl.autotune` (which
+    documents them), less the AnnData: ``data`` and ``split`` come from
+    :func:`scanpy_autotune._vae._data.extract_counts` and ``make_split``
+    (``train_size`` and ``test_size`` are recorded, not used). ``backend`` may
+    also be an object implementing :class:`._backends.Backend`.
+
+    Returns
+    -------
+    SearchOutcome
+
+    Raises
+    ------
+    ValueError
+        For a bad argument, before any trial runs.
+    JournalLockedError
+        When another search uses ``journal``.
+    KeyboardInterrupt
+        After Ctrl-C, when no trial had finished yet.
+    TimeoutError
+        When ``timeout`` passed before any trial finished.
+    """
+    from .._vae import HYPERPARAMETERS, default_hyperparameters
+
+    max_evals = check_int("max_evals", max_evals, low=1)
+    max_epochs = check_int("max_epochs", max_epochs, low=1)
+    n_mc = check_int("n_mc", n_mc, low=1)
+    seed = check_int("seed", seed, low=0)
+    timeout = check_number("timeout", timeout, low=0.0, low_open=True, allow_none=True)
+    if objective is not None and not callable(objective):
+        raise ValueError("objective must be a callable objective(model, adata_heldout) -> float.")
+    search_space = build_space(space, HYPERPARAMETERS)
+    search_pruner = make_pruner(pruner, max_epochs, **dict(pruner_kwargs or {}))
+    settings = _resume_settings(
+        search_space, data, split, max_epochs=max_epochs, n_mc=n_mc, seed=seed,
+        objective=objective, pruner=search_pruner, train_size=train_size, test_size=test_size,
+    )
+    pool = make_backend(
+        backend, n_workers=n_workers, gpus=gpus, trials_per_gpu=trials_per_gpu,
+        client=client, scheduler=scheduler, data_path=data_path,
+    )
+    journal_obj, resumed = None, []
+    try:
+        if journal is not None:
+            journal_obj, resumed = Journal.open(
+                journal, settings, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json, lock=True
+            )
+    except BaseException:
+        pool.shutdown()  # a Dask client the backend opened is closed again
+        raise
+    try:
+        objective_blob = None
+        if objective is not None:
+            import cloudpickle
+
+            objective_blob = cloudpickle.dumps(objective)
+        context = TrialContext(
+            data=data, split=split, max_epochs=max_epochs, n_mc=n_mc, seed=seed,
+            objective=objective_blob, layer=layer, batch_key=batch_key,
+        )
+        default_params = None
+        if include_default:
+            defaults = default_hyperparameters()
+            default_params = {name: defaults[name] for name in search_space.names}
+            default_params.update(search_space.fixed)
+        logger.info(
+            "autotune: %d trials on %d cells x %d genes, %d slot(s) (%s), max %d epochs",
+            max_evals, data.n_obs, data.n_vars, pool.n_slots, pool.name, max_epochs,
+        )
+        run = run_trials(
+            pool, AskTellTPE(search_space, seed=seed), context, max_evals=max_evals,
+            resumed=resumed, journal=journal_obj, default_params=default_params,
+            pruner=search_pruner, timeout=timeout, progress=progress,
+        )
+    finally:
+        if journal_obj is not None:
+            journal_obj.close()
+    if not run.records:  # nothing finished: nothing to return
+        if run.interrupted is not None:
+            raise run.interrupted
+        raise TimeoutError(
+            f"timeout={timeout:g} s passed before any trial finished, so there is nothing to store and adata is "
+            "unchanged; allow more time or a smaller max_epochs."
+        )
+    params = {k: v for k, v in settings.items() if k != "data"}
+    params.update(
+        max_evals=max_evals, backend=pool.name, n_workers=int(pool.n_slots),
+        version=__version__, include_default=bool(include_default),
+        journal=os.fspath(journal) if journal is not None else "",
+    )
+    records = [run.records[t] for t in sorted(run.records)]
+    outcome = SearchOutcome(
+        records=records, settings=params, searched=search_space.searched_kinds(),
+        best=best_of(records), interrupted=run.interrupted, timed_out=run.timed_out,
+    )
+    if outcome.best is not None and run.interrupted is None:
+        from ._best import finish_best_model
+
+        best = finish_best_model(
+            outcome.best, run.best_model, run.best_model_trial, context, journal=journal, refit=refit,
+        )
+        outcome.model, outcome.latent, outcome.test_loss = best.model, best.latent, best.test_loss
+    return outcome

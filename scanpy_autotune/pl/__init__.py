@@ -1,0 +1,23 @@
+"""``sat.pl``: plots of a search, read only from ``adata.uns[key]`` (Scanpy conventions).
+
+Every function takes ``key="autotune"``, ``ax=None``, ``show=None`` and
+``save=None``. With ``show=False`` they return the Axes they drew (for
+:func:`sensitivity`, an array of Axes when it draws several panels); otherwise
+they call :func:`matplotlib.pyplot.show` and return ``None``. ``save=True``
+writes ``figures/<plot name>.png``; a string with a directory
+(``"out/hist.png"``) is used as the path, a bare string (``"_cortex"``) is
+appended to the plot name in ``figures/`` (Scanpy's ``sc.settings.figdir``
+when Scanpy is imported). Files are PNG unless the path ends in another format
+matplotlib writes.
+
+The computation behind :func:`param_importance` is
+:func:`scanpy_autotune.tl.importances`. This package imports neither torch,
+nor the model, nor the search.
+"""
+
+from ._optimization_history import optimization_history
+from ._param_importance import param_importance
+from ._sensitivity import sensitivity
+from ._trial_history import trial_history
+
+__all__ = ["trial_history", "sensitivity", "optimization_history", "param_importance"]

@@ -1,0 +1,155 @@
+"""``sat.pl.optimization_history``: held-out loss in completion order, with the running best."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+
+from .._results import DEFAULT_KEY, read_results
+from ._docs import _doc_params, doc_adata_key, doc_returns_ax, doc_show_save_ax
+from ._utils import LOSS_LABEL, finish, log_axis, logger, new_ax, note_off_scale, value_limits
+
+
+@_doc_params(
+    doc_adata_key=doc_adata_key, doc_show_save_ax=doc_show_save_ax, doc_returns_ax=doc_returns_ax
+)
+def optimization_history(
+    adata: Any,
+    *,
+    key: str = DEFAULT_KEY,
+    log: bool = False,
+    robust: bool = True,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: bool | str | None = None,
+) -> Axes | None:
+    """Held-out loss of each trial in the order the trials finished, with the running best.
+
+    x is the completion position (1 = first trial to finish). Successful trials
+    are points (``gid="points-ok"``), pruned trials with a loss triangles
+    (``gid="points-pruned"``); trials without a loss are crosses along the bottom
+    edge (``gid="points-fail"``, and ``"points-pruned-noloss"`` for pruned ones).
+    The running best over successful trials is a step line (``gid="running-best"``),
+    the best trial a star (``gid="best"``), and the default configuration's loss a
+    dashed horizontal line (``gid="default"``) when it was evaluated.
+
+    Parameters
+    ----------
+    {doc_adata_key}
+    log
+        Logarithmic y axis.
+    robust
+        Fit the y-limits to the non-outlying losses (Tukey's far fence).
+    {doc_show_save_ax}
+
+    Returns
+    -------
+    {doc_returns_ax}
+    """
+    res = read_results(adata, key)
+    trials = res.trials.sort_values("completion_order", kind="stable")
+    fig, ax = new_ax(ax, (7.0, 4.2))
+    x = trials["completion_order"].to_numpy(dtype=float) + 1
+    loss = trials["loss"].to_numpy(dtype=float)
+    status = trials["status"].to_numpy()
+    finite = np.isfinite(loss)
+    ok = finite & (status == "ok")
+    if ok.any():
+        ax.scatter(
+            x[ok],
+            loss[ok],
+            s=24,
+            color="C0",
+            zorder=3,
+            gid="points-ok",
+            label=f"ok ({int(ok.sum())})",
+        )
+        running = np.minimum.accumulate(loss[ok])
+        xs = np.append(x[ok], x.max())
+        ax.step(
+            xs,
+            np.append(running, running[-1]),
+            where="post",
+            color="C2",
+            lw=1.6,
+            zorder=2,
+            gid="running-best",
+            label="best so far",
+        )
+    pruned = finite & (status == "pruned")
+    if pruned.any():
+        ax.scatter(
+            x[pruned],
+            loss[pruned],
+            s=30,
+            marker="^",
+            facecolors="none",
+            edgecolors="C1",
+            zorder=3,
+            gid="points-pruned",
+            label=f"pruned ({int(pruned.sum())})",
+        )
+    bottom = ax.get_xaxis_transform()
+    for stat, gid, color, text in (
+        ("fail", "points-fail", "C3", "failed"),
+        ("pruned", "points-pruned-noloss", "C1", "pruned, no loss"),
+    ):
+        sel = (status == "fail") if stat == "fail" else (~finite & (status == stat))
+        if sel.any():
+            ax.scatter(
+                x[sel],
+                np.full(sel.sum(), 0.03),
+                transform=bottom,
+                marker="x",
+                s=30,
+                color=color,
+                zorder=3,
+                clip_on=False,
+                gid=gid,
+                label=f"{text} ({int(sel.sum())}, at the bottom)",
+            )
+    if res.best["trial_id"] >= 0:
+        at = (trials["trial_id"] == res.best["trial_id"]).to_numpy()
+        ax.scatter(
+            x[at],
+            loss[at],
+            marker="*",
+            s=200,
+            facecolors="gold",
+            edgecolors="black",
+            linewidths=0.8,
+            zorder=4,
+            gid="best",
+            label=f"best: trial {res.best['trial_id']}",
+        )
+    if res.default is not None and np.isfinite(res.default["loss"]):
+        ax.axhline(
+            res.default["loss"],
+            ls="--",
+            lw=1.2,
+            color="0.35",
+            zorder=1,
+            gid="default",
+            label=f"default config (trial {res.default['trial_id']})",
+        )
+    elif res.default is not None:
+        logger.info(
+            "The default configuration (trial %d) has no loss; no reference line.",
+            res.default["trial_id"],
+        )
+    if log:
+        ax.set_yscale("log")
+    # leave a strip along the bottom for the trials without a loss
+    limits, n_off = value_limits(loss, log, robust, pad_low=0.14 if (~finite).any() else None)
+    if limits is not None:
+        ax.set_ylim(*limits)
+        note_off_scale(ax, n_off)
+    if log:
+        log_axis(ax)
+    ax.set_xlabel("trials finished")
+    ax.set_ylabel(LOSS_LABEL)
+    ax.set_title("optimization history")
+    ax.legend(fontsize="small", loc="upper right", bbox_to_anchor=(1.0, 0.93))
+    return finish(fig, ax, "optimization_history", show, save)

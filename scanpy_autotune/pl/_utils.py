@@ -1,0 +1,183 @@
+"""Figure and axis helpers shared by the plots: colours, axes, robust limits, saving."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.colors import Colormap, LinearSegmentedColormap, Normalize, to_rgb
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, ScalarFormatter
+
+# the fences that clip outlying losses in tl.importances also decide what a robust axis leaves out
+from ..tl._importances import tukey_fences
+
+logger = logging.getLogger("scanpy_autotune")
+
+LOSS_LABEL = "held-out loss (−log p(x) per cell)"
+_IMAGE_SUFFIXES = {".png", ".pdf", ".svg", ".jpg", ".jpeg", ".tif", ".tiff", ".eps", ".ps", ".webp"}
+
+
+# ----------------------------------------------------------------------------- colours
+
+
+def _trial_cmap() -> Colormap:
+    """``RdYlGn`` with its pale yellow middle darkened, so mid-search lines stay visible."""
+    t = np.linspace(0.0, 1.0, 256)
+    rgba = colormaps["RdYlGn"](t)
+    rgba[:, :3] *= (1.0 - 0.3 * np.exp(-(((t - 0.5) / 0.2) ** 2)))[:, None]
+    return LinearSegmentedColormap.from_list("autotune_trials", rgba)
+
+
+TRIAL_CMAP: Colormap = _trial_cmap()
+
+
+def get_cmap(cmap: str | Colormap | None) -> Colormap:
+    """A colormap by name or as given; :data:`TRIAL_CMAP` for ``None``."""
+    if cmap is None:
+        return TRIAL_CMAP
+    return colormaps[cmap] if isinstance(cmap, str) else cmap
+
+
+def trial_norm(trial_ids: np.ndarray) -> Normalize:
+    """Normalisation of trial ids onto 0..1 (first to last trial)."""
+    lo, hi = (float(trial_ids.min()), float(trial_ids.max())) if trial_ids.size else (0.0, 1.0)
+    return Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1.0)
+
+
+def greyed(color: Any, amount: float = 0.55) -> tuple[float, float, float]:
+    """Blend ``color`` toward mid grey (for failed trials)."""
+    rgb = np.asarray(to_rgb(color))
+    return tuple((1.0 - amount) * rgb + amount * 0.55)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _figdir() -> Path:
+    scanpy = sys.modules.get("scanpy")
+    figdir = getattr(getattr(scanpy, "settings", None), "figdir", None)
+    return Path(figdir) if figdir is not None else Path("figures")
+
+
+def _save_path(name: str, save: bool | str) -> Path:
+    if save is True:
+        return _figdir() / f"{name}.png"
+    path = Path(str(save))
+    if path.parent == Path(".") and not path.is_absolute():
+        path = _figdir() / f"{name}{save}"
+    if path.suffix.lower() not in _IMAGE_SUFFIXES:
+        path = path.with_name(path.name + ".png")
+    return path
+
+
+def finish(fig: Figure, ret: Any, name: str, show: bool | None, save: bool | str | None) -> Any:
+    """Save (when asked), then show and return ``None``, or return ``ret`` when ``show=False``."""
+    if save:
+        path = _save_path(name, save)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        logger.info("Saved %s to %s.", name, path)
+    if show is False:
+        return ret
+    plt.show()
+    return None
+
+
+def new_ax(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    """``ax`` and its figure, or a new figure of ``figsize`` inches with one Axes."""
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return fig, ax
+
+
+# ----------------------------------------------------------------------------- axis limits
+
+
+def inliers(values: np.ndarray, fence: float = 3.0) -> np.ndarray:
+    """Mask of values within Tukey's far fences."""
+    lo, hi = tukey_fences(values, fence)
+    return (values >= lo) & (values <= hi)
+
+
+def padded(
+    lo: float, hi: float, log: bool, pad: float = 0.05, pad_low: float | None = None
+) -> tuple[float, float]:
+    """Axis limits around ``[lo, hi]`` (given in log10 space when ``log``)."""
+    span = hi - lo
+    if span <= 0:
+        span = max(abs(hi), 1.0) if not log else 1.0
+    lo, hi = lo - (pad if pad_low is None else pad_low) * span, hi + pad * span
+    return (10.0**lo, 10.0**hi) if log else (lo, hi)
+
+
+def to_space(values: np.ndarray, log: bool) -> np.ndarray:
+    """``values`` as floats, in log10 when ``log`` (non-positive values become NaN)."""
+    values = np.asarray(values, dtype=float)
+    if not log:
+        return values
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(values > 0, np.log10(values), np.nan)
+
+
+def value_limits(
+    values: np.ndarray, log: bool, robust: bool = True, pad_low: float | None = None
+) -> tuple[tuple[float, float] | None, int]:
+    """y-limits for a set of points (outliers left out when ``robust``) and how many fall outside."""
+    space = to_space(values, log)
+    space = space[np.isfinite(space)]
+    if space.size == 0:
+        return None, 0
+    keep = inliers(space) if robust else np.ones(space.shape, dtype=bool)
+    lo, hi = padded(float(space[keep].min()), float(space[keep].max()), log, pad_low=pad_low)
+    return (lo, hi), int((~keep).sum())
+
+
+def note_off_scale(ax: Axes, n_off: int) -> None:
+    """Say in the top right corner how many points or curves lie beyond the y-range."""
+    if n_off:
+        ax.text(
+            0.99,
+            0.99,
+            f"{n_off} beyond the y-range (robust=False shows all)",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize="x-small",
+            color="0.35",
+            gid="off-scale-note",
+        )
+
+
+def log_axis(ax: Axes) -> None:
+    """Log y axis; with less than two decades, plain numbers instead of 6x10^2."""
+    ax.set_yscale("log")
+    lo, hi = ax.get_ylim()
+    if lo > 0 and hi / lo < 100:
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+
+
+# ----------------------------------------------------------------------------- trial columns
+
+
+def categories(col: pd.Series) -> list[Any]:
+    """The distinct non-missing values of a column, sorted (by their text when mixed)."""
+    values = [v for v in pd.unique(col) if not pd.isna(v)]
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=str)
+
+
+def finite_loss(trials: pd.DataFrame) -> np.ndarray:
+    """Mask of the trials with a finite loss."""
+    return np.isfinite(trials["loss"].to_numpy(dtype=float))

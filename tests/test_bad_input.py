@@ -1,0 +1,351 @@
+"""Everything a search writes and takes is checked before the first trial; nothing a user had is changed.
+
+Each case of the second fault probe (issue "Nothing lost, nothing overwritten")
+has a test here, named by the class of fault it stands for. None of these
+trains a model: they must fail before any work.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import scanpy_autotune as sat
+from scanpy_autotune import cli
+from scanpy_autotune._search import objective_identity
+from scanpy_autotune._search._journal import Journal, JournalLockedError
+from scanpy_autotune._vae import _model
+
+FAST = dict(max_evals=2, max_epochs=2, n_mc=2, progress=False, n_workers=1, gpus=None)
+
+
+@pytest.fixture
+def tiny() -> ad.AnnData:
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(2.0, size=(60, 30)).astype(np.float32)
+    counts[:, 0] += 1  # no empty cell
+    adata = ad.AnnData(sp.csr_matrix(counts))
+    adata.obs_names = [f"cell{i}" for i in range(60)]
+    adata.var_names = [f"gene{j}" for j in range(30)]
+    adata.obs["plate"] = pd.Categorical(["a", "b", "c"] * 20)
+    return adata
+
+
+def _snapshot(adata: ad.AnnData) -> tuple:
+    return (set(adata.uns), list(adata.obs.columns), set(adata.obsm), adata.X.sum())
+
+
+def _refused(adata, match, error=ValueError, **kwargs):
+    before = _snapshot(adata)
+    with pytest.raises(error, match=match):
+        sat.tl.autotune(adata, **{**FAST, **kwargs})
+    assert _snapshot(adata) == before
+
+
+# ---------------------------------------------------------------------------
+# output locations: checked before the search, never someone else's file
+# ---------------------------------------------------------------------------
+
+
+def test_save_dir_that_is_a_file_fails_before_the_search(tiny, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    _refused(tiny, r"save_dir= .*notes.txt is a file", save_dir=notes)
+    assert notes.read_text() == "my notes"
+
+
+def test_save_dir_holding_other_files_is_refused(tiny, tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "figure.png").write_bytes(b"png")
+    _refused(tiny, r"holds files that are not a saved model \(figure.png\)", save_dir=folder)
+    assert [p.name for p in folder.iterdir()] == ["figure.png"]
+
+
+def test_save_dir_below_a_file_is_refused(tiny, tmp_path):
+    (tmp_path / "file").write_text("x")
+    _refused(tiny, r"is a file, not a folder", save_dir=tmp_path / "file" / "model")
+
+
+@pytest.mark.parametrize("content", ["my lab notes", "[1, 2, 3]", '{"a": 1}\n{"b": 2}\n', "line\nnotes\n"])
+def test_a_file_that_is_not_a_journal_is_never_repaired_or_replaced(tiny, tmp_path, content):
+    path = tmp_path / "notes.txt"
+    path.write_text(content)
+    _refused(tiny, r"is not a scanpy-autotune journal .*left untouched", journal=path)
+    assert path.read_text() == content
+
+
+def test_a_journal_in_use_by_another_search_is_refused_naming_the_process(tiny, tmp_path):
+    path = tmp_path / "search.jsonl"
+    holder, _ = Journal.open(path, {"seed": 0}, lock=True)  # another search holds it
+    try:
+        _refused(tiny, rf"in use by another search \(process {os.getpid()} on ", JournalLockedError, journal=path)
+    finally:
+        holder.close()
+    again, _ = Journal.open(path, {"seed": 0}, lock=True)  # free once the holder is done
+    again.close()
+
+
+def test_journal_lines_with_wrong_types_name_the_file_and_line(tmp_path):
+    path = tmp_path / "j.jsonl"
+    journal, _ = Journal.open(path, {"seed": 0})
+    journal.append({"trial_id": 0, "status": "ok", "loss": 1.0, "params": {"n_hidden": 64}})
+    journal.append({"trial_id": 1, "status": "ok", "loss": "abc", "params": {}})
+    from scanpy_autotune._record import TrialRecord
+
+    with pytest.raises(ValueError, match=r"j.jsonl has a bad trial at line 3: loss='abc' must be a number"):
+        Journal.open(path, {"seed": 0}, decode=TrialRecord.from_json)
+    lines = path.read_text().splitlines()
+    lines[2] = json.dumps({"kind": "trial", "trial_id": 1, "status": "ok", "loss": 2.0})
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"line 3: the trial record has no 'params'"):
+        Journal.open(path, {"seed": 0}, decode=TrialRecord.from_json)
+
+
+@pytest.mark.parametrize("key", ["a/b", "", "  ", 3])
+def test_keys_that_h5ad_cannot_store_are_refused(tiny, key):
+    _refused(tiny, "key_added=", key_added=key)
+
+
+# ---------------------------------------------------------------------------
+# arguments: no silent coercion
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(train_size="0.5"), r"train_size='0.5' must be a number in \(0, 1\)"),
+        (dict(test_size=True), r"test_size=True must be a number"),
+        (dict(gpus="bogus"), r"gpus='bogus' is not valid; use 'all'"),
+        (dict(gpus=[0, "1"]), r"gpus=\[0, '1'\] is not valid"),
+        (dict(timeout=True), r"timeout=True must be a number"),
+        (dict(timeout=-1), r"timeout=-1 must be a number in \(0, inf\)"),
+        (dict(max_evals=2.0), r"max_evals=2.0 must be an integer >= 1"),
+        (dict(seed="0"), r"seed='0' must be an integer"),
+        (dict(n_workers=True), r"n_workers=True must be an integer"),
+        (dict(space={"n_hidden": [64, 128], "n_layers": True}), r"n_layers=True is not a number"),
+        (dict(space={"n_hidden": [64, "128"]}), r"n_hidden='128' is not a number"),
+        (dict(space={"n_hidden": [64, 128], "early_stopping": 1}), r"early_stopping=1 is not valid"),
+        (dict(client=object()), r"client= is for backend='dask'"),
+    ],
+)
+def test_arguments_are_never_coerced(tiny, kwargs, message):
+    kwargs = {**FAST, **kwargs}
+    before = _snapshot(tiny)
+    with pytest.raises(ValueError, match=message):
+        sat.tl.autotune(tiny, **kwargs)
+    assert _snapshot(tiny) == before
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda X: X.toarray().astype(np.complex64) + 1j, r"complex values"),
+        (lambda X: X.toarray() > 0, r"is boolean \(present/absent\), not counts"),
+        (lambda X: sp.csr_matrix(X > 0), r"is boolean"),
+    ],
+)
+def test_counts_of_the_wrong_kind_are_refused(tiny, make, message):
+    tiny.X = make(tiny.X)
+    _refused(tiny, message)
+
+
+def test_a_continuous_batch_column_is_refused(tiny):
+    tiny.obs["size"] = np.random.default_rng(1).normal(size=tiny.n_obs)
+    _refused(tiny, r"adata.obs\['size'\] holds non-integer numbers", batch_key="size")
+    tiny.obs["barcode"] = tiny.obs_names.astype(str)
+    _refused(tiny, r"has 60 distinct values for 60 cells", batch_key="barcode")
+    tiny.obs["plate_number"] = np.repeat([1.0, 2.0, 3.0], 20)  # integer-valued floats are labels
+    from scanpy_autotune._vae._data import extract_counts
+
+    assert extract_counts(tiny, batch_key="plate_number").batch_categories == ["1.0", "2.0", "3.0"]
+
+
+# ---------------------------------------------------------------------------
+# a custom objective is recognised by its code, not its name
+# ---------------------------------------------------------------------------
+
+
+def test_objective_identity_follows_the_code():
+    def obj(model, heldout):
+        return 1.0
+
+    first = objective_identity(obj)
+
+    def obj(model, heldout):  # noqa: F811 - redefined on purpose, as in a notebook
+        return 2.0
+
+    assert objective_identity(obj) != first
+    assert objective_identity(obj) == objective_identity(obj)
+    assert objective_identity(obj).startswith("test_objective_identity_follows_the_code.<locals>.obj sha256:")
+    obj.version = "2"
+    assert objective_identity(obj).endswith("version:2")
+    assert objective_identity(None) == "marginal_nll"
+
+
+# ---------------------------------------------------------------------------
+# Model.load checks config.json before building anything
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(sp.csr_matrix(rng.poisson(2.0, size=(40, 12)).astype(np.float32) + 1))
+    folder = tmp_path_factory.mktemp("model") / "model"
+    sat.Model.fit(adata, max_epochs=1, n_hidden=8, n_latent=2, device="cpu").save(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["hyperparameters"].update(n_layers="1"), r"hyperparameters: n_layers='1' is not a number"),
+        (lambda c: c["hyperparameters"].update(n_hidden=1_000_000), r"n_hidden=1000000 is out of range"),
+        (lambda c: c["hyperparameters"].update(learning_rate=0.1), r"Unknown hyperparameter\(s\) \['learning_rate'\]"),
+        (lambda c: c.update(split=5), r"'split' must map some of"),
+        (lambda c: c.update(colour="blue"), r"unknown entry \['colour'\]"),
+        (lambda c: c.pop("var_names"), r"missing \['var_names'\]"),
+        (lambda c: c.update(var_names=[1, 2]), r"'var_names' must be a list of names"),
+        (lambda c: c["history"].update(stopped_by="magic"), r"'stopped_by' must be one of"),
+    ],
+)
+def test_model_load_checks_the_config_before_building(saved_model, tmp_path, monkeypatch, edit, message):
+    folder = tmp_path / "edited"
+    folder.mkdir()
+    config = json.loads((saved_model / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "weights.pt").write_bytes((saved_model / "weights.pt").read_bytes())
+
+    def never(*args, **kwargs):
+        raise AssertionError("a network was built from a config that is not valid")
+
+    monkeypatch.setattr(_model, "VAE", never)
+    with pytest.raises(ValueError, match=message):
+        sat.Model.load(folder)
+
+
+def test_model_load_refuses_weights_that_do_not_match(saved_model, tmp_path):
+    folder = tmp_path / "edited"
+    folder.mkdir()
+    config = json.loads((saved_model / "config.json").read_text())
+    config["hyperparameters"]["n_hidden"] = 16
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "weights.pt").write_bytes((saved_model / "weights.pt").read_bytes())
+    with pytest.raises(ValueError, match=r"weights.pt does not match the config"):
+        sat.Model.load(folder)
+    (folder / "weights.pt").write_bytes(b"not torch")
+    with pytest.raises(ValueError, match=r"weights.pt: not a saved state dict"):
+        sat.Model.load(folder)
+
+
+def test_model_save_never_leaves_half_a_model(saved_model, tmp_path, monkeypatch):
+    model = sat.Model.load(saved_model)
+    target = tmp_path / "model"
+    model.save(target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+
+    def broken(self):
+        blob = original(self)
+        blob["weights"] = None  # write_bytes(None) fails half way through the save
+        return blob
+
+    original = sat.Model.to_dict
+    monkeypatch.setattr(sat.Model, "to_dict", broken)
+    with pytest.raises(TypeError):
+        model.save(target, overwrite=True)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folder left
+
+
+# ---------------------------------------------------------------------------
+# the command line: outputs checked before the input is read, nothing created on failure
+# ---------------------------------------------------------------------------
+
+
+def test_cli_checks_every_output_before_it_reads_the_input(tiny, tmp_path, capsys):
+    source = tmp_path / "in.h5ad"
+    tiny.write_h5ad(source)
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (["tune", str(tmp_path / "missing.h5ad"), "-o", str(tmp_path / "new" / "out.h5ad")], "no such file"),
+        (["tune", str(source), "-o", str(tmp_path / "afile" / "out.h5ad")], "is a file, not a folder"),
+        (["tune", str(source), "-o", str(tmp_path)], "is a folder; pass a file path"),
+        (["tune", str(source), "-o", str(tmp_path / "o.h5ad"), "--journal", str(tmp_path)], "--journal"),
+    ]
+    for argv, message in cases:
+        assert cli.main([*argv, "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, err)
+    assert not (tmp_path / "new").exists() and not (tmp_path / "o.h5ad").exists()
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ({"lr": ["log", 1e-4]}, r'\[\\"log\\", 1e-4\]|write \["log", low, high\]'),
+        ({"lr": ["choice", 1e-4, 1e-3]}, r'write \["choice", \[value, ...\]\]'),
+    ],
+)
+def test_cli_space_shorthand_mistakes_say_how_to_write_it(space, message):
+    with pytest.raises(ValueError, match=message):
+        cli.space_from_json(space)
+
+
+def test_cli_writes_its_output_all_at_once(tiny, tmp_path, monkeypatch):
+    out = tmp_path / "out.h5ad"
+    out.write_bytes(b"an older result")
+
+    def crash(self, path, *args, **kwargs):
+        with open(path, "wb") as fh:
+            fh.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", crash)
+    with pytest.raises(OSError, match="disk full"):
+        cli._write_h5ad(tiny, out)
+    assert out.read_bytes() == b"an older result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5ad"]
+
+
+# ---------------------------------------------------------------------------
+# messages follow sc.settings.verbosity
+# ---------------------------------------------------------------------------
+
+
+def test_messages_follow_scanpy_verbosity(monkeypatch):
+    import scanpy as sc
+
+    from scanpy_autotune._logging import follow_scanpy_verbosity, logger
+
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # as in a notebook: no root handler
+    stream = io.StringIO()
+    saved_level, saved_verbosity, saved_file = logger.level, sc.settings.verbosity, sc.settings.logfile
+    sc.settings.logfile = stream
+    try:
+        logger.setLevel(logging.NOTSET)
+        sc.settings.verbosity = 0
+        follow_scanpy_verbosity()
+        logger.info("hidden info")
+        logger.error("shown error")
+        sc.settings.verbosity = 2
+        follow_scanpy_verbosity()
+        logger.info("shown info")
+        logger.debug("hidden debug")
+    finally:
+        sc.settings.verbosity = saved_verbosity
+        sc.settings.logfile = saved_file
+        logger.setLevel(saved_level)
+    text = stream.getvalue()
+    assert "shown error" in text and "shown info" in text
+    assert "hidden info" not in text and "hidden debug" not in text

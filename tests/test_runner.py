@@ -1,0 +1,165 @@
+"""The runner's logic, on scripted trials in this process (milliseconds, no model is trained)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from _scripted_backend import Plan, ScriptedBackend
+
+from scanpy_autotune._record import NAN_FIELDS, TrialRecord
+from scanpy_autotune._search._backends import Backend
+from scanpy_autotune._search._journal import Journal
+from scanpy_autotune._search._pruner import ASHAPruner
+from scanpy_autotune._search._runner import run_trials
+from scanpy_autotune._search._space import build_space
+from scanpy_autotune._search._tpe import AskTellTPE
+from scanpy_autotune._vae._config import HYPERPARAMETERS
+
+SPACE = {"n_hidden": [64, 128, 256], "n_latent": ("int", 2, 12)}
+DEFAULT = {"n_hidden": 128, "n_latent": 10}
+
+
+def _tuner(seed: int = 0) -> AskTellTPE:
+    return AskTellTPE(build_space(SPACE, HYPERPARAMETERS), seed=seed)
+
+
+def _loss(params: dict) -> float:
+    return 100.0 + abs(params["n_latent"] - 7) + params["n_hidden"] / 64
+
+
+def test_scripted_backend_keeps_the_backend_contract():
+    assert isinstance(ScriptedBackend(lambda t, p: Plan()), Backend)
+
+
+def test_budget_is_met_through_failures_and_dead_workers():
+    def script(trial_id, params):
+        if trial_id == 2:
+            return Plan(loss=math.nan)  # a NaN loss
+        if trial_id == 4:
+            return Plan(end="died")  # its worker dies
+        return Plan(loss=_loss(params))
+
+    backend = ScriptedBackend(script, n_slots=3)
+    run = run_trials(backend, _tuner(), None, max_evals=9, default_params=DEFAULT, progress=False)
+    assert sorted(run.records) == list(range(9))
+    assert run.records[2].status == "fail" and "not finite" in run.records[2].error
+    assert run.records[4].status == "fail" and run.records[4].error == "WorkerDied: scripted"
+    assert run.records[4].params == backend.params[4] and run.records[4].device == "slot1"
+    assert run.records[0].is_default and run.records[0].params == DEFAULT
+    assert sorted(r.completion_order for r in run.records.values()) == list(range(9))
+    best = run.best_record()
+    assert best.loss == min(r.loss for r in run.records.values() if r.status == "ok")
+    assert backend.shut_down_with is False  # nothing was left running
+
+
+def test_default_is_never_pruned_but_its_values_join_the_rungs():
+    pruner = ASHAPruner(10, min_epochs=2, eta=2, min_trials_per_rung=1)  # rungs 2, 4, 8
+    curves = {0: [-500.0] * 10}  # the default is the worst of all
+
+    def script(trial_id, params):
+        return Plan(curve=curves.get(trial_id, [-100.0 - trial_id] * 10), loss=_loss(params))
+
+    backend = ScriptedBackend(script, n_slots=1)
+    run = run_trials(
+        backend, _tuner(), None, max_evals=4, default_params=DEFAULT, pruner=pruner, progress=False
+    )
+    default = run.records[0]
+    assert default.status == "ok" and default.is_default
+    assert default.rung_values == {2: -500.0, 4: -500.0, 8: -500.0}
+    assert (0, False) in backend.answers and pruner.rung_table()[2][0] == -500.0
+    # the rung values stored in each record are exactly what was reported
+    for record in run.records.values():
+        for rung, value in record.rung_values.items():
+            assert pruner.rung_table()[rung][record.trial_id] == value
+    pruned = [r for r in run.records.values() if r.status == "pruned"]
+    assert pruned and all(r.pruned_at + 1 in r.rung_values for r in pruned)
+
+
+def test_resume_restores_the_pruner_and_reruns_nothing(tmp_path):
+    def script(trial_id, params):
+        return Plan(curve=[-100.0 - (trial_id * 7) % 5] * 10, loss=_loss(params))
+
+    path = tmp_path / "journal.jsonl"
+    first_pruner = ASHAPruner(10, min_epochs=2, eta=2, min_trials_per_rung=1)
+    journal, _ = Journal.open(path, {"seed": 0})
+    first = run_trials(
+        ScriptedBackend(script), _tuner(), None, max_evals=5, journal=journal,
+        default_params=DEFAULT, pruner=first_pruner, progress=False,
+    )
+    _, resumed = Journal.open(path, {"seed": 0}, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json)
+    def as_text(records):
+        return sorted(json.dumps(r.to_json(), sort_keys=True) for r in records)
+
+    assert as_text(resumed) == as_text(first.records.values())
+
+    pruner = ASHAPruner(10, min_epochs=2, eta=2, min_trials_per_rung=1)
+    backend = ScriptedBackend(script)
+    second = run_trials(
+        backend, _tuner(), None, max_evals=8, resumed=resumed, default_params=DEFAULT,
+        pruner=pruner, progress=False,
+    )
+    assert sorted(second.records) == list(range(8))
+    assert backend.submitted == [5, 6, 7]  # neither the default nor a finished trial runs again
+    live_tables = first_pruner.rung_table()
+    for rung, table in pruner.rung_table().items():
+        finished_before = {t: v for t, v in table.items() if t < 5}
+        assert finished_before == live_tables[rung]
+
+
+def test_ctrl_c_keeps_the_finished_trials_and_stops_the_running_ones():
+    def script(trial_id, params):
+        return Plan(end="interrupt") if trial_id == 3 else Plan(loss=_loss(params))
+
+    backend = ScriptedBackend(script, n_slots=1)
+    run = run_trials(backend, _tuner(), None, max_evals=6, default_params=DEFAULT, progress=False)
+    assert isinstance(run.interrupted, KeyboardInterrupt)
+    assert sorted(run.records) == [0, 1, 2]
+    assert backend.shut_down_with is True  # trial 3 was running: its worker is killed
+
+
+def test_timeout_starts_nothing_more_and_abandons_the_running_trials():
+    def script(trial_id, params):
+        return Plan(end="hang") if trial_id >= 2 else Plan(loss=_loss(params))
+
+    backend = ScriptedBackend(script, n_slots=2)
+    run = run_trials(
+        backend, _tuner(), None, max_evals=10, default_params=DEFAULT, timeout=0.3, progress=False
+    )
+    assert run.timed_out and sorted(run.records) == [0, 1]
+    assert backend.submitted == [0, 1, 2, 3]  # the two hanging trials took the slots; no more started
+    assert backend.shut_down_with is True
+
+
+def test_journal_holds_every_record_before_it_counts(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    journal, _ = Journal.open(path, {"seed": 1})
+    seen_in_journal = []
+
+    class Watching(ScriptedBackend):
+        def poll(self, timeout):
+            seen_in_journal.append(len(Journal.open(path, {"seed": 1})[1]))
+            return super().poll(timeout)
+
+    run = run_trials(
+        Watching(lambda t, p: Plan(loss=_loss(p))), _tuner(1), None, max_evals=4, journal=journal,
+        default_params=None, progress=False,
+    )
+    assert len(run.records) == 4 and seen_in_journal == sorted(seen_in_journal)
+    _, lines = Journal.open(path, {"seed": 1})
+    assert [line["trial_id"] for line in lines] == [r.trial_id for r in sorted(run.records.values(), key=lambda r: r.completion_order)]
+
+
+@pytest.mark.parametrize("n_slots", [1, 3])
+def test_same_seed_and_completion_order_give_the_same_trials(n_slots):
+    def run_once():
+        backend = ScriptedBackend(lambda t, p: Plan(loss=_loss(p)), n_slots=n_slots)
+        run = run_trials(backend, _tuner(5), None, max_evals=25, default_params=DEFAULT, progress=False)
+        return [(t, r.params, r.loss) for t, r in sorted(run.records.items())]
+
+    first = run_once()
+    assert first == run_once()
+    # TPE learns: after its 20 random start-up trials it samples near the best region
+    late = [params["n_latent"] for _, params, _ in first[21:]]
+    assert sum(abs(v - 7) <= 2 for v in late) >= 3
