@@ -7,7 +7,10 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt"),
+    pytest.mark.slow,  # end-to-end: real worker processes
+]
 
 # Allocating and freeing 1 MiB tensors: with fixed thresholds each one is a new
 # mmap and page-faults all its 256 pages in; with glibc's dynamic threshold the
@@ -15,6 +18,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 _SCRIPT = """
 import json, resource, torch
 from scanpy_autotune._search._allocator import restore_dynamic_thresholds
+
 
 def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

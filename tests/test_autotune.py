@@ -29,6 +29,7 @@ def small(cortex):
     return _subset(cortex)
 
 
+@pytest.mark.slow
 def test_default_trial_first_and_schema(search_result):
     adata = search_result
     uns = adata.uns["autotune"]
@@ -48,6 +49,7 @@ def test_default_trial_first_and_schema(search_result):
     assert uns["history"]["validation_elbo"].shape[0] == len(trials)
 
 
+@pytest.mark.slow
 def test_results_survive_h5ad(search_result, tmp_path):
     path = tmp_path / "result.h5ad"
     search_result.write_h5ad(path)
@@ -62,6 +64,7 @@ def test_results_survive_h5ad(search_result, tmp_path):
     assert back.uns["autotune"]["best"]["trial_id"] == search_result.uns["autotune"]["best"]["trial_id"]
 
 
+@pytest.mark.slow
 def test_shorthand_space_and_failing_trials(small):
     """A space in shorthand; an objective that raises or returns NaN makes those trials fail."""
 
@@ -88,6 +91,7 @@ def test_shorthand_space_and_failing_trials(small):
             assert row["status"] == "ok" and np.isfinite(row["loss"])
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_trial(small, tmp_path):
     """A SIGKILLed worker costs its trial only; the search still ends with max_evals records."""
     marker = tmp_path / "killed-once"
@@ -107,6 +111,7 @@ def test_worker_killed_mid_trial(small, tmp_path):
     assert (trials["status"] == "ok").sum() == 4
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_trials_and_resume_completes(small, tmp_path):
     journal = tmp_path / "search.jsonl"
     max_evals = 6
@@ -133,6 +138,7 @@ def test_ctrl_c_keeps_trials_and_resume_completes(small, tmp_path):
             assert row["loss"] == pytest.approx(before[row["trial_id"]])
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_a_trial_is_recorded_keeps_it_everywhere(small, tmp_path, monkeypatch):
     """A Ctrl-C right after a trial reached the journal still puts it in adata.uns."""
     from scanpy_autotune._search._journal import Journal
@@ -153,6 +159,7 @@ def test_ctrl_c_while_a_trial_is_recorded_keeps_it_everywhere(small, tmp_path, m
     assert small.uns["autotune"]["trials"]["trial_id"].tolist() == [0]
 
 
+@pytest.mark.slow
 def test_journal_of_other_settings_is_refused(small, tmp_path):
     journal = tmp_path / "search.jsonl"
     sat.tl.autotune(small, max_evals=1, n_workers=1, journal=journal, **SMALL)
@@ -160,6 +167,7 @@ def test_journal_of_other_settings_is_refused(small, tmp_path):
         sat.tl.autotune(small, max_evals=2, n_workers=1, journal=journal, seed=1, **SMALL)
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_objective_of_the_same_name_is_refused(small, tmp_path):
     """Redefining ``obj`` in a notebook and resuming would mix two objectives' losses."""
     journal = tmp_path / "search.jsonl"
@@ -178,6 +186,7 @@ def test_resume_with_a_changed_objective_of_the_same_name_is_refused(small, tmp_
     assert journal.read_text() == lines_before
 
 
+@pytest.mark.slow
 def test_save_dir_and_the_journal_keep_one_model_each(small, tmp_path):
     """A second search may replace the model an earlier one saved; the journal's copy follows its best."""
     save_dir, journal = tmp_path / "best", tmp_path / "search.jsonl"
@@ -191,6 +200,7 @@ def test_save_dir_and_the_journal_keep_one_model_each(small, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "search.jsonl", "search.jsonl.best_model", "search.jsonl.lock"]
 
 
+@pytest.mark.slow
 def test_seeded_sequential_search_is_reproducible(small):
     a, b = small.copy(), small.copy()
     for adata in (a, b):
@@ -202,12 +212,14 @@ def test_seeded_sequential_search_is_reproducible(small):
     np.testing.assert_allclose(a.obsm["X_autotune"], b.obsm["X_autotune"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_copy_returns_new_object(small):
     out = sat.tl.autotune(small, max_evals=1, n_workers=1, copy=True, **SMALL)
     assert "autotune" not in small.uns and "autotune" in out.uns
     assert "X_autotune" in out.obsm and "X_autotune" not in small.obsm
 
 
+@pytest.mark.slow
 def test_backed_anndata_is_searched_and_its_copy_is_in_memory(small, tmp_path):
     path = tmp_path / "small.h5ad"
     small.write_h5ad(path)
@@ -264,6 +276,7 @@ def test_bad_counts_fail_fast(small, corrupt, message):
     assert "autotune" not in small.uns
 
 
+@pytest.mark.slow
 def test_test_split_refit_and_save_dir(small, tmp_path):
     """test_size scores the best model once on untouched cells; refit and save_dir give a loadable model."""
     sat.tl.autotune(small, max_evals=2, n_workers=2, test_size=0.2, refit=True,
@@ -283,6 +296,7 @@ def test_test_split_refit_and_save_dir(small, tmp_path):
     np.testing.assert_allclose(small.obsm["X_autotune"], model.latent(small), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_timeout_stops_the_search_and_keeps_finished_trials(small, caplog):
     # Trials of a few epochs finish within seconds even on a loaded machine, while
     # 1000 of them cannot all finish in 12 s: the timeout, not max_evals, ends it.

@@ -39,6 +39,7 @@ def tuned(pbmc68k_path, tmp_path_factory):
                 source=source)
 
 
+@pytest.mark.slow
 def test_tune_writes_the_schema_and_the_plots(tuned):
     assert tuned["code"] == 0
     adata = ad.read_h5ad(tuned["out"])
@@ -72,6 +73,7 @@ def test_tune_writes_the_schema_and_the_plots(tuned):
     assert sum(line["kind"] == "trial" for line in journal) == 5
 
 
+@pytest.mark.slow
 def test_tune_again_on_the_journal_resumes(tuned, capsys):
     """All trials are in the journal: nothing is re-run, the output is written again."""
     out = tuned["out"].with_name("again.h5ad")
@@ -87,6 +89,7 @@ def test_tune_again_on_the_journal_resumes(tuned, capsys):
     np.testing.assert_allclose(first["loss"], again["loss"])
 
 
+@pytest.mark.slow
 def test_bad_input_file_is_one_line_and_exit_2(tmp_path):
     """In a real subprocess: no traceback, one line on stderr, exit code 2."""
     bad = tmp_path / "notes.h5ad"
@@ -173,6 +176,7 @@ def test_parse_gpus():
     assert cli.parse_gpus("2") == 2 and cli.parse_gpus("0,2") == [0, 2]
 
 
+@pytest.mark.slow
 def test_ctrl_c_writes_the_finished_trials_and_exits_130(tuned, tmp_path, monkeypatch, capsys):
     finished = ad.read_h5ad(tuned["out"]).uns["autotune"]
 
@@ -188,6 +192,7 @@ def test_ctrl_c_writes_the_finished_trials_and_exits_130(tuned, tmp_path, monkey
     assert "interrupted" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_prints_the_best_configuration_and_its_gain(capsys):
     code = cli.main(["demo", "--max-evals", "2", "--max-epochs", "1", "--n-mc", "2",
                      "--workers", "2", "--gpus", "none", "--quiet"])

@@ -14,6 +14,8 @@ import scanpy_autotune as sat
 
 distributed = pytest.importorskip("distributed")
 
+pytestmark = pytest.mark.slow  # end-to-end: real worker processes
+
 SMALL = dict(max_epochs=4, n_mc=5, progress=False)
 
 

@@ -304,8 +304,8 @@ def pickle_globals(data: bytes) -> set[str]:
 # pbmc68k
 # ---------------------------------------------------------------------------
 
-#: Computed once from the counts of /work/shared/data/pbmc68k_counts_700x765.h5ad (the
-#: reference file of the benchmarks), so the test needs no shared folder.
+#: Computed once from the counts of the benchmarks' reference file pbmc68k_counts_700x765.h5ad
+#: (in the project's shared data folder), so the test needs no copy of it.
 PBMC68K_COUNTS_SHA256 = "037323a6a447e00b1e3f2ff3b33bb8500ae67675b9db317f345c8a236c9f2ab4"
 PBMC68K_OBS_NAMES_SHA256 = "23ffc29f54ffc640186f4aee43c4822c136afc50c53670dd62097601c72351bd"
 PBMC68K_VAR_NAMES_SHA256 = "b76f48fc8a6b6221b37992e98e3e4e044f1502e7ff2933087f1d985d4c080129"

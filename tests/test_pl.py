@@ -26,9 +26,9 @@ from matplotlib.colors import to_rgb  # noqa: E402
 from test_results import KEY, SEARCHED, SETTINGS, make_records, make_results_adata  # noqa: E402
 
 from scanpy_autotune import pl, tl  # noqa: E402
+from scanpy_autotune._importances import MIN_TRIALS_IMPORTANCE  # noqa: E402
 from scanpy_autotune._results import Results, build_results, read_results, write_results  # noqa: E402
 from scanpy_autotune.pl._utils import LOSS_LABEL, TRIAL_CMAP  # noqa: E402
-from scanpy_autotune.tl._importances import MIN_TRIALS_IMPORTANCE  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = ["trial_history", "sensitivity", "optimization_history", "param_importance"]
@@ -390,7 +390,7 @@ def test_pl_reads_only_uns():
     root = Path(pl.__file__).parent.parent
     modules = sorted((root / "pl").glob("*.py"))
     assert {m.name for m in modules} >= {"__init__.py", "_docs.py", "_utils.py", "_sensitivity.py"}
-    for extra in ("_results.py", "tl/_trials_table.py", "tl/_importances.py"):
+    for extra in ("_results.py", "tl/_trials_table.py", "_importances.py"):
         modules.append(root / extra)
     for path in modules:
         name = str(path.relative_to(root))

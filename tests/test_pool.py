@@ -12,6 +12,7 @@ from _helpers import process_running, worker_processes
 from scanpy_autotune._search import _local_pool as _backends
 
 
+@pytest.mark.slow
 def test_pool_starts_every_worker_before_it_waits_on_one(monkeypatch):
     """Sending the context blocks until a worker has imported torch: all processes must exist by then.
 
@@ -56,6 +57,7 @@ sat.tl.autotune(adata, max_evals=1, max_epochs=10**6, n_workers=1, gpus=None, pr
 """
 
 
+@pytest.mark.slow
 def test_workers_end_when_the_driver_is_killed(cortex_path, tmp_path):
     """SIGKILL the driver mid-trial: its worker stops within seconds instead of training on."""
     script = tmp_path / "driver.py"

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from matplotlib.axes import Axes
 
+from .._importances import importances
 from .._results import DEFAULT_KEY, read_results
-from ..tl._importances import importances
 from ._docs import _doc_params, doc_adata, doc_key, doc_returns_ax, doc_show_save_ax
 from ._utils import finish, finite_loss, new_ax
 

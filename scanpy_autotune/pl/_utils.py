@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, ScalarFormatter
 
 # the fences that clip outlying losses in tl.importances also decide what a robust axis leaves out
-from ..tl._importances import tukey_fences
+from .._importances import tukey_fences
 
 logger = logging.getLogger("scanpy_autotune")
 

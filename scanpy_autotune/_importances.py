@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._results import DEFAULT_KEY, read_results
+from ._results import DEFAULT_KEY, read_results
 
 __all__ = ["importances", "tukey_fences", "MIN_TRIALS_IMPORTANCE"]
 

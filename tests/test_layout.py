@@ -1,0 +1,81 @@
+"""The package's layout rules: which modules may import what."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "scanpy_autotune"
+
+#: Modules that the driver imports to plan and run a search, or to read results: no torch.
+TORCH_FREE = [
+    "_record", "_results", "_validation", "_paths", "_importances", "_logging",
+    "_search", "_search._search", "_search._runner", "_search._tpe", "_search._space",
+    "_search._pruner", "_search._journal", "_search._slots", "_search._backends",
+    "_search._local_pool", "_search._context", "_search._dask", "_search._best",
+    "_vae._config", "_vae._saved_config",
+]
+
+# Import modules of the package without running scanpy_autotune/__init__.py (which
+# imports the model, hence torch), then look at what was imported.
+PROBE = """
+import sys, types
+package = types.ModuleType("scanpy_autotune")
+package.__path__ = [{path!r}]
+package.__version__ = "0"
+sys.modules["scanpy_autotune"] = package
+vae = types.ModuleType("scanpy_autotune._vae")  # a package whose __init__ imports the model
+vae.__path__ = [{vae_path!r}]
+sys.modules["scanpy_autotune._vae"] = vae
+import importlib
+for name in {names!r}:
+    importlib.import_module("scanpy_autotune." + name)
+print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
+"""
+
+
+def test_driver_modules_import_no_torch():
+    code = PROBE.format(path=str(PACKAGE), vae_path=str(PACKAGE / "_vae"), names=TORCH_FREE)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", f"torch imported by: {result.stdout}"
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            found.append("." * node.level + (node.module or ""))
+        elif isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize(
+    "folder, forbidden",
+    [
+        ("_vae", ("_search", "tl", "pl", "cli")),  # the model knows nothing of the search
+        ("_search", ("tl", "pl", "cli")),  # cli -> tl -> _search -> _vae
+        ("pl", ("_vae", "_search", "tl", "torch")),  # plots read adata.uns only
+    ],
+)
+def test_imports_flow_one_way(folder, forbidden):
+    for path in (PACKAGE / folder).rglob("*.py"):
+        for module in _imports(path):
+            parts = module.lstrip(".").split(".")
+            assert not set(parts) & set(forbidden), f"{path.relative_to(PACKAGE)} imports {module}"
+
+
+def test_tests_do_not_read_the_shared_folder():
+    """A fresh clone has no ../shared: no test may reach for it (only the data script does)."""
+    for path in Path(__file__).parent.rglob("*.py"):
+        if path.name in ("test_layout.py", "make_test_data.py"):
+            continue
+        text = path.read_text()
+        for pattern in ("shared/data", '"shared" /', "'shared' /", "../shared"):
+            assert pattern not in text, f"{path.name} refers to {pattern}"
