@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 from ._paths import check_output_file, replace_file
 from ._record import gain_over_default
 from ._search._journal import JournalLockedError
+from ._validation import check_int
 
 logger = logging.getLogger("scanpy_autotune")
 
@@ -59,9 +60,10 @@ def _int_at_least(low: int):
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{text!r} must be at least {low}")
-        return value
+        try:
+            return check_int("value", value, low=low)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} must be at least {low}") from None
 
     return parse
 
