@@ -50,4 +50,7 @@ def test_dask_nanny_threshold_is_undone():
 def test_default_environment_is_left_alone():
     result = _run({})
     assert result["changed"] is False
-    assert result["fixed"] < 100 * 20  # glibc's dynamic threshold already reuses the block
+    # glibc's dynamic threshold already reuses the block: after the first few allocations
+    # map and fault in, the rest fault nothing (about 6-24 faults per allocation in all,
+    # against 256 under the nanny's fixed threshold).
+    assert result["fixed"] < 100 * 50

@@ -22,6 +22,7 @@ raw file(s) that you downloaded yourself; a ``path=`` is always read as given: n
 downloaded, copied into the cache or checked against a hash. No file is ever unpickled.
 """
 
+from .._logging import follow_scanpy_verbosity
 from ._brain_large import brain_large
 from ._cortex import cortex
 from ._download import DatasetDownloadError
@@ -35,3 +36,5 @@ __all__ = [
     "pbmc",
     "pbmc68k_counts",
 ]
+
+follow_scanpy_verbosity()  # the package's messages follow sc.settings.verbosity

@@ -15,9 +15,12 @@ The computation behind :func:`param_importance` is
 nor the model, nor the search.
 """
 
+from .._logging import follow_scanpy_verbosity
 from ._optimization_history import optimization_history
 from ._param_importance import param_importance
 from ._sensitivity import sensitivity
 from ._trial_history import trial_history
 
 __all__ = ["trial_history", "sensitivity", "optimization_history", "param_importance"]
+
+follow_scanpy_verbosity()  # the package's messages follow sc.settings.verbosity

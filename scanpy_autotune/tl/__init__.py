@@ -1,7 +1,10 @@
 """``sat.tl``: the search and the small public helpers around it."""
 
 from .._importances import importances
+from .._logging import follow_scanpy_verbosity
 from ._autotune import autotune, default_max_epochs, default_space
 from ._trials_table import trials_table
 
 __all__ = ["autotune", "default_max_epochs", "default_space", "importances", "trials_table"]
+
+follow_scanpy_verbosity()  # the package's messages follow sc.settings.verbosity
