@@ -30,7 +30,7 @@ __all__ = [
 STATUSES: tuple[str, ...] = ("ok", "fail", "pruned")
 
 #: Fields that are numbers which a trial may not have (NaN, ``null`` in the journal).
-NAN_FIELDS: tuple[str, ...] = ("loss", "elbo_train", "elbo_heldout")
+NAN_FIELDS: tuple[str, ...] = ("loss", "elbo_train", "elbo_heldout", "marginal_nll")
 
 #: Columns of ``adata.uns[key]["trials"]`` taken from the record, in this order,
 #: before the hyperparameter columns.
@@ -51,7 +51,7 @@ COLUMNS: tuple[str, ...] = (
 )
 
 _INT_FIELDS = ("trial_id", "n_epochs", "best_epoch", "n_params", "pruned_at", "completion_order")
-_FLOAT_FIELDS = (*NAN_FIELDS, "duration_s")
+_FLOAT_FIELDS = (*NAN_FIELDS, "duration_s", "marginal_nll")
 _STR_FIELDS = ("status", "device", "error")
 
 
@@ -98,6 +98,13 @@ class TrialRecord:
         Position among the finished trials of the search (``-1``: not yet counted).
     is_default
         Whether this is the scVI default configuration (the reference of the gain).
+    marginal_nll
+        The held-out ``-log p(x)`` per cell, when the search scored integration
+        (then ``loss`` may be another objective); NaN otherwise.
+    scores
+        The scIB scores of its latent (:data:`scanpy_autotune._scib.SCORE_NAMES`),
+        when the search scored integration; empty otherwise (and for failed or
+        pruned trials).
     """
 
     trial_id: int
@@ -117,6 +124,8 @@ class TrialRecord:
     rung_values: dict[int, float] = field(default_factory=dict)
     completion_order: int = -1
     is_default: bool = False
+    marginal_nll: float = math.nan
+    scores: dict[str, float] = field(default_factory=dict)
 
     # -- what the search makes of it ---------------------------------------------
 
@@ -191,6 +200,8 @@ class TrialRecord:
             values["history"] = _read_history(values["history"])
         if "rung_values" in values:
             values["rung_values"] = _read_rung_values(values["rung_values"])
+        if "scores" in values:
+            values["scores"] = _read_scores(values["scores"])
         if "is_default" in values and not isinstance(values["is_default"], bool):
             raise ValueError(f"is_default={values['is_default']!r} must be true or false")
         return cls(**values)
@@ -234,6 +245,12 @@ def _read_rung_values(rung_values: Any) -> dict[int, float]:
             raise ValueError(f"rung_values has a rung {rung!r} that is not an epoch count") from None
         out[epochs] = _read_float(f"rung_values[{rung!r}]", value)
     return out
+
+
+def _read_scores(scores: Any) -> dict[str, float]:
+    if not isinstance(scores, Mapping):
+        raise ValueError(f"scores={scores!r} must be an object of metric -> value")
+    return {str(name): _read_float(f"scores[{name!r}]", value) for name, value in scores.items()}
 
 
 class _Rankable(Protocol):

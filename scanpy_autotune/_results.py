@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ._record import COLUMNS, STATUSES, TrialRecord, best_of
+from ._scib import SCORE_NAMES
 
 logger = logging.getLogger("scanpy_autotune")
 
@@ -28,6 +29,9 @@ DEFAULT_KEY = "autotune"
 
 #: Columns of ``trials`` before the hyperparameter columns, in this order (the record's).
 FIXED_COLUMNS: tuple[str, ...] = COLUMNS
+#: Columns a search that scored integration adds after them: the held-out NLL and the
+#: scIB scores (absent from results of other searches).
+SCORE_COLUMNS: tuple[str, ...] = ("marginal_nll", *SCORE_NAMES)
 HISTORY_KEYS: tuple[str, ...] = ("train_elbo", "validation_elbo")
 SEARCHED_KINDS: tuple[str, ...] = ("categorical", "numeric", "log")
 
@@ -163,10 +167,11 @@ def _param_names(records: Sequence[Mapping[str, Any]], searched: Mapping[str, st
         for name in record.get("params") or {}:
             if name not in names:
                 names.append(str(name))
-    clash = sorted(set(names) & set(FIXED_COLUMNS))
+    clash = sorted(set(names) & (set(FIXED_COLUMNS) | set(SCORE_COLUMNS)))
     if clash:
         raise ValueError(
-            f"Hyperparameter name(s) {clash} clash with trial columns {list(FIXED_COLUMNS)}."
+            f"Hyperparameter name(s) {clash} clash with trial columns "
+            f"{list(FIXED_COLUMNS) + list(SCORE_COLUMNS)}."
         )
     return names
 
@@ -188,6 +193,10 @@ def _trials_frame(records: Sequence[Mapping[str, Any]], param_names: Sequence[st
         data[name] = np.asarray(["" if _is_missing(v) else str(v) for v in col(name)], dtype=object)
     data["completion_order"] = _completion_order(records)
     data["is_default"] = np.asarray([bool(r.get("is_default", False)) for r in records], dtype=bool)
+    if any(r.get("scores") for r in records):
+        data["marginal_nll"] = np.asarray([_to_float(v) for v in col("marginal_nll")], dtype=float)
+        for name in SCORE_NAMES:
+            data[name] = np.asarray([_to_float((r.get("scores") or {}).get(name)) for r in records], dtype=float)
     for name in param_names:
         data[name] = _param_column([(r.get("params") or {}).get(name) for r in records])
     return pd.DataFrame(data, index=pd.RangeIndex(len(records)))
@@ -401,7 +410,12 @@ class Results:
     @property
     def hyperparameters(self) -> list[str]:
         """Every hyperparameter column of :attr:`trials`, in stored order."""
-        return [c for c in self.trials.columns if c not in FIXED_COLUMNS]
+        return [c for c in self.trials.columns if c not in FIXED_COLUMNS and c not in SCORE_COLUMNS]
+
+    @property
+    def scored(self) -> bool:
+        """Whether the search scored integration (the trials have scIB score columns)."""
+        return "total" in self.trials.columns
 
     def param_kinds(self, params: str | Sequence[str] | None = None) -> dict[str, str]:
         """Name -> axis kind (``"categorical"``, ``"numeric"`` or ``"log"``) of hyperparameters.
@@ -481,8 +495,11 @@ def _restore_trials(df: pd.DataFrame) -> pd.DataFrame:
         df["is_default"] = np.asarray(
             [str(v).lower() in ("true", "1", "1.0") for v in is_default], dtype=bool
         )
+    for name in SCORE_COLUMNS:
+        if name in df.columns:
+            df[name] = df[name].astype(float)
     for name in df.columns:
-        if name in FIXED_COLUMNS:
+        if name in FIXED_COLUMNS or name in SCORE_COLUMNS:
             continue
         col = df[name]
         if isinstance(col.dtype, (pd.CategoricalDtype, pd.StringDtype)) or col.dtype.kind in "US":

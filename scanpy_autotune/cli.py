@@ -36,7 +36,7 @@ PROG = "scanpy-autotune"
 KEY = "autotune"
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
-PLOTS = ("trial_history", "sensitivity", "optimization_history", "param_importance")
+PLOTS = ("trial_history", "sensitivity", "optimization_history", "param_importance", "pareto")
 _SHORTHAND_TUPLES = ("log", "int", "uniform")
 
 
@@ -212,6 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--layer", help="layer with the raw counts (default: X)")
     tune.add_argument("--batch-key", metavar="COLUMN", help="column of obs with a batch covariate")
     tune.add_argument(
+        "--labels-key", metavar="COLUMN",
+        help="column of obs with cell types: every trial also records the scIB integration scores "
+        "of its latent (pip install scanpy-autotune[scib])",
+    )
+    tune.add_argument(
+        "--objective", choices=("nll", "integration"), default="nll",
+        help="what the search optimises: the held-out -log p(x) (nll, default) or the scIB Total "
+        "(integration; needs --labels-key and --batch-key)",
+    )
+    tune.add_argument(
+        "--score-cells", choices=("heldout", "all"), default="heldout",
+        help="cells whose latent is scored with --labels-key (default: the held-out cells)",
+    )
+    tune.add_argument(
         "--journal", type=Path, metavar="PATH",
         help="JSON-lines log of finished trials; running again with the same journal resumes",
     )
@@ -326,7 +340,8 @@ def write_plots(adata: Any, directory: str | Path, key: str = KEY) -> list[Path]
     """Write every :mod:`scanpy_autotune.pl` figure of ``adata.uns[key]`` as PNG.
 
     A figure that cannot be drawn (``param_importance`` needs at least five
-    successful trials) is skipped with a warning.
+    successful trials, ``pareto`` a search with ``--labels-key``) is skipped
+    with a warning.
 
     Parameters
     ----------
@@ -382,7 +397,9 @@ def _summary(adata: Any, key: str = KEY) -> str:
     width = max(len(name) for name in params) if params else 0
     lines += [f"  {name:<{width}}  {_format_value(value)}" for name, value in sorted(params.items())]
     loss = float(best["loss"])
-    if default is not None and math.isfinite(float(default["loss"])):
+    if "total" in trials.columns:
+        lines += _score_lines(trials, int(best["trial_id"]), None if default is None else int(default["trial_id"]))
+    elif default is not None and math.isfinite(float(default["loss"])):
         reference = float(default["loss"])
         gain = gain_over_default(loss, reference)
         lines.append(
@@ -392,6 +409,17 @@ def _summary(adata: Any, key: str = KEY) -> str:
     else:
         lines.append(f"held-out -log p(x) per cell: {loss:.3f} (the default configuration was not evaluated)")
     return "\n".join(lines)
+
+
+def _score_lines(trials: Any, best: int, default: int | None) -> list[str]:
+    """The integration scores and the held-out likelihood of the best and the default trial."""
+    columns = ("total", "bio_conservation", "batch_correction", "marginal_nll")
+    rows = trials.set_index("trial_id")
+    lines = [f"  {'':<8}  " + "  ".join(f"{c:>16}" for c in columns)]
+    for name, trial in (("best", best), ("default", default)):
+        if trial is not None and trial in rows.index:
+            lines.append(f"  {name:<8}  " + "  ".join(f"{float(rows.at[trial, c]):>16.4f}" for c in columns))
+    return ["integration scores (higher is better) and held-out -log p(x) (lower is better):", *lines]
 
 
 def _write_h5ad(adata: Any, path: Path) -> None:
@@ -476,6 +504,10 @@ def _tune(args: argparse.Namespace) -> int:
         kwargs["data_path"] = args.input
     if args.journal is not None:
         kwargs["journal"] = args.journal
+    if args.labels_key is not None:
+        kwargs.update(labels_key=args.labels_key, score_cells=args.score_cells)
+    if args.objective == "integration":
+        kwargs["objective"] = "integration"
     return _run(
         adata, output, args.plots, layer=args.layer, batch_key=args.batch_key, space=space, **kwargs
     )

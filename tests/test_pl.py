@@ -366,7 +366,7 @@ def test_missing_key(adata, plot):
 
 
 def test_public_api():
-    assert pl.__all__ == ["trial_history", "sensitivity", "optimization_history", "param_importance"]
+    assert pl.__all__ == ["trial_history", "sensitivity", "optimization_history", "param_importance", "pareto"]
     assert all(callable(getattr(pl, name)) for name in pl.__all__)
     assert "importances" in tl.__all__
 

@@ -9,10 +9,35 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     from .._vae._data import CountData, DeviceCounts, Split
 
-__all__ = ["TrialContext"]
+__all__ = ["ScoringPlan", "TrialContext"]
+
+
+@dataclass
+class ScoringPlan:
+    """Which cells each trial's latent is scored on for integration, and against what.
+
+    Attributes
+    ----------
+    cells
+        Positions of the scored cells in the data (the held-out cells by default).
+    labels
+        Their biological labels (``labels_key``).
+    batch
+        Their batches, or ``None`` without ``batch_key`` (bio conservation only).
+    unintegrated
+        The unintegrated embedding of the same cells (a PCA of their
+        log-normalised counts), the baseline of the PCR comparison.
+    """
+
+    cells: np.ndarray
+    labels: np.ndarray
+    batch: np.ndarray | None = None
+    unintegrated: np.ndarray | None = None
 
 
 @dataclass
@@ -30,6 +55,10 @@ class TrialContext:
         held-out negative marginal log-likelihood (serialized with cloudpickle).
     layer, batch_key
         Recorded on the models.
+    scoring
+        Score every finished trial's latent for integration (``None``: no scores).
+    maximize_total
+        The loss is minus the integration Total (``objective="integration"``).
     """
 
     data: CountData
@@ -40,6 +69,8 @@ class TrialContext:
     objective: bytes | None = None
     layer: str | None = None
     batch_key: str | None = None
+    scoring: ScoringPlan | None = None
+    maximize_total: bool = False
     _counts: dict = field(default_factory=dict, repr=False)
 
     def counts(self, device: str) -> DeviceCounts:

@@ -38,9 +38,16 @@ def worker_environment(device: str, threads: int, environ: Mapping[str, str]) ->
     """The environment of a worker on ``device``: its thread count, and on a GPU that GPU alone.
 
     ``"cuda:N"`` is the N-th GPU this process sees, so under ``CUDA_VISIBLE_DEVICES=2,3``
-    ``"cuda:1"`` is the GPU named ``3``.
+    ``"cuda:1"`` is the GPU named ``3``. OpenMP threads wait passively between
+    parallel regions (``OMP_WAIT_POLICY=PASSIVE``, unless set): spinning, they
+    took the cores from anything else that ran, and a trial after an
+    integration score (whose numba and XLA thread pools then competed with
+    torch's) trained 15-20 times slower (``benchmarks/results/omp_wait.md``).
+    The numba and XLA pools get the worker's thread count too.
     """
     env = dict(environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env.setdefault("NUMBA_NUM_THREADS", str(threads))
     if device.startswith("cuda"):
         index = int(device.split(":", 1)[1]) if ":" in device else 0
         visible = [v.strip() for v in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]

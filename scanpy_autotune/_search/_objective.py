@@ -40,16 +40,46 @@ def _heldout_adata(data: CountData, cells: np.ndarray, batch_key: str | None):
     return AnnData(X=data.X[cells], obs=obs, var=pd.DataFrame(index=data.var_names))
 
 
-def _loss(model: Model, context: TrialContext, counts: DeviceCounts) -> float:
-    if context.objective is None:
-        from .._vae._metrics import marginal_nll
+def _heldout_nll(model: Model, context: TrialContext, counts: DeviceCounts) -> float:
+    from .._vae._metrics import marginal_nll
 
-        return float(np.mean(marginal_nll(model.module, counts, context.split.heldout, n_mc=context.n_mc)))
+    return float(np.mean(marginal_nll(model.module, counts, context.split.heldout, n_mc=context.n_mc)))
+
+
+def _custom_loss(model: Model, context: TrialContext) -> float:
     import cloudpickle
 
     objective = cloudpickle.loads(context.objective)
     heldout = _heldout_adata(context.data, context.split.heldout, context.batch_key)
     return float(objective(model, heldout))
+
+
+def _score(model: Model, context: TrialContext, counts: DeviceCounts) -> dict[str, float]:
+    """The scIB scores of the trial's latent on the scored cells."""
+    from .._scib import integration_scores
+    from .._vae._metrics import latent_mean
+
+    plan = context.scoring
+    latent = latent_mean(model.module, counts, plan.cells)
+    return integration_scores(latent, plan.labels, plan.batch, plan.unintegrated)
+
+
+def _loss_and_scores(model: Model, context: TrialContext, counts: DeviceCounts, record: TrialRecord) -> float:
+    """The trial's loss; with integration scoring, also its held-out NLL and scores in ``record``."""
+    nll = None
+    if context.objective is None or context.scoring is not None:
+        nll = _heldout_nll(model, context, counts)
+    if context.scoring is not None:
+        record.marginal_nll = nll
+        record.scores = _score(model, context, counts)
+    if context.maximize_total:
+        total = record.scores["total"]
+        if not math.isfinite(total):
+            raise FloatingPointError(f"the integration Total is not finite ({total})")
+        return -total
+    if context.objective is not None:
+        return _custom_loss(model, context)
+    return nll
 
 
 def evaluate_trial(
@@ -103,7 +133,7 @@ def evaluate_trial(
             return record, None
         if result.stopped_by == "diverged" and result.best_epoch < 0:
             raise FloatingPointError("training diverged (non-finite ELBO) before its first epoch ended")
-        loss = _loss(model, context, counts)
+        loss = _loss_and_scores(model, context, counts, record)
         record.elbo_train = float(np.mean(evaluate_elbo(model.module, counts, context.split.train)))
         record.elbo_heldout = float(np.mean(evaluate_elbo(model.module, counts, context.split.heldout)))
         if not math.isfinite(loss):
@@ -112,7 +142,7 @@ def evaluate_trial(
         record.duration_s = time.perf_counter() - start
         return record, model.to_dict()
     except Exception as error:  # a failing trial is a result, not a crash
-        record.status, record.loss = "fail", math.nan
+        record.status, record.loss, record.scores = "fail", math.nan, {}
         record.error = f"{type(error).__name__}: {error}"
         logger.debug("trial %d failed:\n%s", trial_id, traceback.format_exc())
         record.duration_s = time.perf_counter() - start

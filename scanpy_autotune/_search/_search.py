@@ -26,6 +26,7 @@ from ._context import TrialContext
 from ._journal import Journal
 from ._pruner import Pruner, make_pruner
 from ._runner import run_trials
+from ._scoring import scoring_settings
 from ._slots import make_backend
 from ._space import SearchSpace, build_space
 from ._tpe import AskTellTPE
@@ -78,7 +79,7 @@ class SearchOutcome:
     timed_out: bool = False
 
 
-def objective_identity(objective: Callable | None) -> str:
+def objective_identity(objective: Callable | str | None) -> str:
     """How the journal recognises an objective: its name and a hash of its source.
 
     Two functions with the same name but different code get different
@@ -89,6 +90,8 @@ def objective_identity(objective: Callable | None) -> str:
     """
     if objective is None:
         return "marginal_nll"
+    if isinstance(objective, str):
+        return objective
     name = getattr(objective, "__qualname__", type(objective).__qualname__)
     try:
         material = inspect.getsource(objective).encode()
@@ -102,7 +105,7 @@ def objective_identity(objective: Callable | None) -> str:
 
 def _resume_settings(
     space: SearchSpace, data: CountData, split: Split, *, max_epochs: int, n_mc: int, seed: int,
-    objective: Callable | None, pruner: Pruner | None, train_size: float, test_size: float,
+    objective: Callable | str | None, pruner: Pruner | None, train_size: float, test_size: float,
 ) -> dict[str, Any]:
     """What must match for a journal to be resumed."""
     return {
@@ -130,7 +133,7 @@ def search(
     max_epochs: int = 400,
     n_mc: int = 100,
     seed: int = 0,
-    objective: Callable | None = None,
+    objective: Callable | str | None = None,
     include_default: bool = True,
     pruner: str | None = None,
     pruner_kwargs: Mapping[str, Any] | None = None,
@@ -149,6 +152,9 @@ def search(
     client: Any = None,
     scheduler: str | None = None,
     data_path: str | os.PathLike | None = None,
+    labels: np.ndarray | None = None,
+    labels_key: str | None = None,
+    score_cells: str = "heldout",
 ) -> SearchOutcome:
     """Search hyperparameters on counts already checked, with a split already made.
 
@@ -156,7 +162,8 @@ def search(
     documents them), less the AnnData: ``data`` and ``split`` come from
     :func:`scanpy_autotune._vae._data.extract_counts` and ``make_split``
     (``train_size`` and ``test_size`` are recorded, not used). ``backend`` may
-    also be an object implementing :class:`._backends.Backend`.
+    also be an object implementing :class:`._backends.Backend`. ``labels`` (one
+    per cell, from ``adata.obs[labels_key]``) turns on integration scoring.
 
     Returns
     -------
@@ -180,14 +187,30 @@ def search(
     n_mc = check_int("n_mc", n_mc, low=1)
     seed = check_int("seed", seed, low=0)
     timeout = check_number("timeout", timeout, low=0.0, low_open=True, allow_none=True)
-    if objective is not None and not callable(objective):
-        raise ValueError("objective must be a callable objective(model, adata_heldout) -> float.")
+    if objective is not None and not callable(objective) and objective != "integration":
+        raise ValueError(
+            f"objective={objective!r}: use None (the held-out -log p(x)), 'integration' (the scIB "
+            "Total, with labels_key and batch_key), or a callable objective(model, adata_heldout) -> float."
+        )
+    if objective == "integration" and (labels is None or batch_key is None):
+        raise ValueError(
+            "objective='integration' maximises the scIB Total of batch correction and bio "
+            "conservation: pass labels_key= (cell types) and batch_key= (the batches to integrate)."
+        )
     search_space = build_space(space, HYPERPARAMETERS)
     search_pruner = make_pruner(pruner, max_epochs, **dict(pruner_kwargs or {}))
+    scoring = None
+    if labels is not None:
+        from ._scoring import make_scoring_plan
+
+        scoring = make_scoring_plan(
+            data, split, labels, labels_key=labels_key, batch_key=batch_key, score_cells=score_cells
+        )
     settings = _resume_settings(
         search_space, data, split, max_epochs=max_epochs, n_mc=n_mc, seed=seed,
         objective=objective, pruner=search_pruner, train_size=train_size, test_size=test_size,
     )
+    settings.update(scoring_settings(scoring, labels_key, score_cells))
     pool = make_backend(
         backend, n_workers=n_workers, gpus=gpus, trials_per_gpu=trials_per_gpu,
         client=client, scheduler=scheduler, data_path=data_path,
@@ -203,13 +226,14 @@ def search(
         raise
     try:
         objective_blob = None
-        if objective is not None:
+        if callable(objective):
             import cloudpickle
 
             objective_blob = cloudpickle.dumps(objective)
         context = TrialContext(
             data=data, split=split, max_epochs=max_epochs, n_mc=n_mc, seed=seed,
             objective=objective_blob, layer=layer, batch_key=batch_key,
+            scoring=scoring, maximize_total=objective == "integration",
         )
         default_params = None
         if include_default:
@@ -237,6 +261,7 @@ def search(
         )
     params = {k: v for k, v in settings.items() if k != "data"}
     params.update(
+        layer=layer, batch_key=batch_key,
         max_evals=max_evals, backend=pool.name, n_workers=int(pool.n_slots),
         version=__version__, include_default=bool(include_default),
         journal=os.fspath(journal) if journal is not None else "",

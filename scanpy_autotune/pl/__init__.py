@@ -18,9 +18,10 @@ nor the model, nor the search.
 from .._logging import follow_scanpy_verbosity
 from ._optimization_history import optimization_history
 from ._param_importance import param_importance
+from ._pareto import pareto
 from ._sensitivity import sensitivity
 from ._trial_history import trial_history
 
-__all__ = ["trial_history", "sensitivity", "optimization_history", "param_importance"]
+__all__ = ["trial_history", "sensitivity", "optimization_history", "param_importance", "pareto"]
 
 follow_scanpy_verbosity()  # the package's messages follow sc.settings.verbosity

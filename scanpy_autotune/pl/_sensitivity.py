@@ -15,7 +15,16 @@ from matplotlib.figure import Figure
 
 from .._results import DEFAULT_KEY, read_results
 from ._docs import _doc_params, doc_adata, doc_key, doc_show_save
-from ._utils import LOSS_LABEL, categories, finish, finite_loss, get_cmap, logger, value_limits
+from ._utils import (
+    LOSS_LABEL,
+    categories,
+    finish,
+    finite_loss,
+    get_cmap,
+    logger,
+    panel_axes,
+    value_limits,
+)
 
 _POINT_STYLE = {  # status -> marker, size, edge
     "ok": ("o", 22, "none"),
@@ -109,20 +118,6 @@ def _draw_panel(
     ax.set_gid(f"param-{name}")
 
 
-def _given_axes(ax: Axes | Sequence[Axes], names: list[str]) -> list[Axes]:
-    """The Axes passed as ``ax=``, one per panel, or a ValueError that says how many are needed."""
-    axes = [ax] if isinstance(ax, Axes) else list(np.asarray(ax, dtype=object).ravel())
-    if not all(isinstance(a, Axes) for a in axes):
-        raise TypeError(f"ax= must be an Axes or a sequence of Axes, not {ax!r}.")
-    if len(axes) != len(names):
-        needed = "one Axes" if len(names) == 1 else f"a sequence of {len(names)} Axes"
-        raise ValueError(
-            f"sensitivity draws {len(names)} panel(s) ({', '.join(names)}), so ax= needs "
-            f"{needed}, one per panel; got {len(axes)}."
-        )
-    return axes
-
-
 def _new_panels(
     n_panels: int, ncols: int, panel_size: tuple[float, float]
 ) -> tuple[Figure, list[Axes]]:
@@ -202,7 +197,7 @@ def sensitivity(
     if ax is None:
         fig, axes = _new_panels(len(names), ncols, panel_size)
     else:
-        axes = _given_axes(ax, names)
+        axes = panel_axes(ax, names, "sensitivity")
         fig = axes[0].figure
     trials = res.trials
     cmap_ = get_cmap(cmap)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,20 @@ def new_ax(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]
         return ax.figure, ax
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
     return fig, ax
+
+
+def panel_axes(ax: Axes | Sequence[Axes], names: list[str], plot: str) -> list[Axes]:
+    """The Axes passed as ``ax=``, one per panel, or a ValueError that says how many are needed."""
+    axes = [ax] if isinstance(ax, Axes) else list(np.asarray(ax, dtype=object).ravel())
+    if not all(isinstance(a, Axes) for a in axes):
+        raise TypeError(f"ax= must be an Axes or a sequence of Axes, not {ax!r}.")
+    if len(axes) != len(names):
+        needed = "one Axes" if len(names) == 1 else f"a sequence of {len(names)} Axes"
+        raise ValueError(
+            f"{plot} draws {len(names)} panel(s) ({', '.join(names)}), so ax= needs "
+            f"{needed}, one per panel; got {len(axes)}."
+        )
+    return axes
 
 
 # ----------------------------------------------------------------------------- axis limits

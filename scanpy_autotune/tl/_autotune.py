@@ -58,7 +58,7 @@ def autotune(
     train_size: float = 0.75,
     test_size: float = 0.0,
     include_default: bool = True,
-    objective: Callable[[Model, AnnData], float] | None = None,
+    objective: Callable[[Model, AnnData], float] | str | None = None,
     n_workers: int | None = None,
     gpus: str | int | list[int] | None = "all",
     trials_per_gpu: int = 1,
@@ -77,6 +77,8 @@ def autotune(
     client: Any = None,
     scheduler: str | None = None,
     data_path: str | os.PathLike | None = None,
+    labels_key: str | None = None,
+    score_cells: str = "heldout",
 ) -> AnnData | None:
     """Search hyperparameters of the scVI model with asynchronous TPE.
 
@@ -113,8 +115,11 @@ def autotune(
     include_default
         Run the scVI default configuration first (trial 0), so the result shows the gain.
     objective
-        ``objective(model, adata_heldout) -> float`` to minimise instead of the
-        held-out marginal NLL (serialized with cloudpickle for the workers). A
+        ``None``: the held-out ``-log p(x)`` per cell. ``"integration"``: maximise
+        the scIB Total (needs ``labels_key`` and ``batch_key``; TPE minimises
+        ``-Total``, and ``loss`` holds ``-Total``). A callable
+        ``objective(model, adata_heldout) -> float`` to minimise instead
+        (serialized with cloudpickle for the workers). A
         journal records it by name and a hash of its source (and its
         ``version`` attribute, if set): resuming with changed code is refused.
     n_workers
@@ -154,6 +159,22 @@ def autotune(
     backend, client, scheduler, data_path
         ``"local"`` (this machine) or ``"dask"`` (a ``distributed.Client`` or a
         scheduler address; ``data_path`` for data the workers read themselves).
+    labels_key
+        Column of ``adata.obs`` with cell types: every finished trial also
+        records the scIB scores of its latent, computed with scib-metrics
+        (``pip install "scanpy-autotune[scib]"``): bio conservation (isolated
+        labels, KMeans NMI and ARI, label silhouette, cLISI), with ``batch_key``
+        batch correction (BRAS, iLISI, kBET, graph connectivity, PCR comparison
+        against a PCA of the same cells' log-normalised counts), and Bio
+        conservation, Batch correction and Total = 0.4 batch + 0.6 bio. The
+        held-out ``-log p(x)`` is recorded too (``marginal_nll``), whatever the
+        objective. Failed and pruned trials have NaN scores.
+    score_cells
+        ``"heldout"`` (default): score the held-out cells, which no model
+        trained on, so a configuration is judged on cells it has not seen, as
+        the loss is. ``"all"``: every cell, with less noise and as users then
+        cluster them, but including the cells each model was fit to, whose
+        latent flatters the configurations that fit them best.
 
     Returns
     -------
@@ -184,6 +205,7 @@ def autotune(
         check_model_dir(save_dir, "save_dir=")
     if journal is not None:
         check_output_file(journal, "journal=")
+    labels = _obs_labels(adata, labels_key) if labels_key is not None else None
     data = extract_counts(adata, layer=layer, batch_key=batch_key)
     split = make_split(
         data.n_obs, train_size=train_size, test_size=test_size, validation_size=VALIDATION_SIZE, seed=seed
@@ -195,7 +217,8 @@ def autotune(
         pruner_kwargs=pruner_kwargs, journal=journal, timeout=timeout, progress=progress, refit=refit,
         train_size=train_size, test_size=test_size, layer=layer, batch_key=batch_key, backend=backend,
         n_workers=n_workers, gpus=gpus, trials_per_gpu=trials_per_gpu, client=client,
-        scheduler=scheduler, data_path=data_path,
+        scheduler=scheduler, data_path=data_path, labels=labels, labels_key=labels_key,
+        score_cells=score_cells,
     )
     if save_dir is not None and outcome.model is not None:
         outcome.model.save(save_dir, overwrite=True)
@@ -205,6 +228,20 @@ def autotune(
     if outcome.interrupted is not None:
         raise outcome.interrupted
     return adata if copy else None
+
+
+def _obs_labels(adata: AnnData, labels_key: Any) -> np.ndarray:
+    """The labels of every cell, checked: a column of ``adata.obs`` without missing values."""
+    if not isinstance(labels_key, str) or labels_key not in adata.obs:
+        columns = list(adata.obs.columns)
+        raise ValueError(f"labels_key={labels_key!r} is not a column of adata.obs (columns: {columns}).")
+    column = adata.obs[labels_key]
+    if column.isna().any():
+        raise ValueError(
+            f"adata.obs[{labels_key!r}] has {int(column.isna().sum())} missing label(s); label every "
+            "cell (e.g. 'unknown') or subset adata to the labelled cells."
+        )
+    return column.astype(str).to_numpy()
 
 
 def _write_results(adata: AnnData, key: str, outcome: SearchOutcome, split: Split, n_obs: int) -> None:

@@ -1,0 +1,191 @@
+"""scIB integration scores of a latent space, computed with the field's package, ``scib-metrics``.
+
+The metrics and their settings are those of ``scib_metrics.benchmark.Benchmarker``
+(scib-metrics 0.5): bio conservation (isolated labels, KMeans NMI and ARI,
+silhouette of the labels, cLISI) and batch correction (BRAS, iLISI, kBET,
+graph connectivity, PCR comparison); each family's score is the mean of its
+metrics and ``total = 0.4 * batch_correction + 0.6 * bio_conservation`` (the
+scIB weighting). Raw metric values are used, not min-max scaled across
+methods, so a trial's score does not depend on the other trials.
+
+Two choices differ from scvi-tools' tuner: the PCR comparison is made against a
+real unintegrated embedding (a PCA of the same cells' log-normalised counts,
+:func:`unintegrated_embedding`), not an all-zero matrix; and the neighbours are
+exact (scikit-learn), which on the few thousand cells a trial scores costs
+less than building pynndescent's index. This module imports no torch;
+``scib-metrics`` (and JAX) are imported when a score is computed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = [
+    "AGGREGATES",
+    "BATCH_METRICS",
+    "BIO_METRICS",
+    "EXTRA_HINT",
+    "SCORE_NAMES",
+    "integration_scores",
+    "require_scib_metrics",
+    "unintegrated_embedding",
+]
+
+logger = logging.getLogger("scanpy_autotune")
+
+EXTRA_HINT = 'pip install "scanpy-autotune[scib]"'
+BIO_METRICS = ("isolated_labels", "kmeans_nmi", "kmeans_ari", "silhouette_label", "clisi")
+BATCH_METRICS = ("bras", "ilisi", "kbet", "graph_connectivity", "pcr_comparison")
+AGGREGATES = ("bio_conservation", "batch_correction", "total")
+#: Every score a scored trial records, in the order of ``adata.uns[key]["trials"]``' columns.
+SCORE_NAMES = BIO_METRICS + BATCH_METRICS + AGGREGATES
+
+# Neighbourhood sizes of scib-metrics' Benchmarker: cLISI and iLISI use 90, kBET 50,
+# graph connectivity 15.
+_K_LISI, _K_KBET, _K_GRAPH = 90, 50, 15
+_N_PCS = 50
+
+
+def require_scib_metrics() -> Any:
+    """Import ``scib_metrics``, or fail with the name of the extra that installs it."""
+    try:
+        import scib_metrics
+    except ImportError as err:
+        raise ImportError(
+            f"integration scores (labels_key=) need the optional dependency scib-metrics: {EXTRA_HINT}"
+        ) from err
+    return scib_metrics
+
+
+def unintegrated_embedding(counts: sp.spmatrix | np.ndarray, n_comps: int = _N_PCS) -> np.ndarray:
+    """The unintegrated baseline of the PCR comparison: a PCA of log-normalised counts.
+
+    Each cell is scaled to 10,000 counts and ``log1p``-transformed, as Scanpy's
+    ``normalize_total`` and ``log1p`` do; the PCA (``arpack``, centred) keeps at
+    most ``n_comps`` components, as scib's own baseline does.
+
+    Parameters
+    ----------
+    counts
+        Raw counts of the cells that are scored (cells x genes).
+    n_comps
+        Number of principal components (fewer when the data has fewer dimensions).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``cells x components``.
+    """
+    import anndata as ad
+    import scanpy as sc
+
+    adata = ad.AnnData(sp.csr_matrix(counts, dtype=np.float32))
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    n = max(1, min(n_comps, adata.n_obs - 1, adata.n_vars - 1))
+    sc.pp.pca(adata, n_comps=n, svd_solver="arpack", random_state=0)
+    return np.asarray(adata.obsm["X_pca"], dtype=np.float64)
+
+
+def _neighbors(latent: np.ndarray, k: int) -> Any:
+    from scib_metrics.nearest_neighbors import NeighborsResults
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(k, latent.shape[0] - 1)
+    distances, indices = NearestNeighbors(n_neighbors=k + 1).fit(latent).kneighbors(latent)
+    return NeighborsResults(indices=indices, distances=distances)  # each cell first, at distance 0
+
+
+def integration_scores(
+    latent: np.ndarray,
+    labels: np.ndarray,
+    batch: np.ndarray | None = None,
+    unintegrated: np.ndarray | None = None,
+) -> dict[str, float]:
+    """The scIB scores of a latent space (higher is better, most in [0, 1]).
+
+    Parameters
+    ----------
+    latent
+        ``cells x n_latent`` embedding.
+    labels
+        Cell type (or other biological label) of each cell.
+    batch
+        Batch of each cell; ``None``: bio conservation only (the batch metrics and
+        ``total`` are NaN).
+    unintegrated
+        The unintegrated embedding of the same cells (:func:`unintegrated_embedding`),
+        for the PCR comparison; needed with ``batch``.
+
+    Returns
+    -------
+    dict
+        Every name of :data:`SCORE_NAMES`. A metric that the cells cannot support
+        (BRAS when no label occurs in two batches, say) is NaN, and its family's
+        score is the mean of the family's other metrics; isolated labels need the
+        batches, so without ``batch`` bio conservation is the mean of the other four.
+    """
+    scib_metrics = require_scib_metrics()
+    with warnings.catch_warnings():
+        # "PCR comparison score is negative ... Setting to 0.": the value says it (0).
+        warnings.filterwarnings("ignore", message="PCR comparison score is negative")
+        return _scores(scib_metrics, latent, labels, batch, unintegrated)
+
+
+def _scores(scib_metrics: Any, latent, labels, batch, unintegrated) -> dict[str, float]:
+    X = np.asarray(latent, dtype=np.float32)
+    labels = np.asarray(labels)
+    scores: dict[str, float] = {name: math.nan for name in SCORE_NAMES}
+    if not np.all(np.isfinite(X)):
+        return scores
+    neighbors = _neighbors(X, _K_LISI)
+    n = X.shape[0] - 1
+    metrics: dict[str, Any] = {
+        "kmeans": lambda: scib_metrics.nmi_ari_cluster_labels_kmeans(X, labels),
+        "silhouette_label": lambda: scib_metrics.silhouette_label(X, labels),
+        "clisi": lambda: scib_metrics.clisi_knn(neighbors, labels),
+    }
+    if batch is not None:
+        if unintegrated is None:
+            raise ValueError("the PCR comparison needs the unintegrated embedding of the same cells")
+        batch = np.asarray(batch)
+        metrics.update({
+            "isolated_labels": lambda: scib_metrics.isolated_labels(X, labels, batch),
+            "bras": lambda: scib_metrics.bras(X, labels, batch),
+            "ilisi": lambda: scib_metrics.ilisi_knn(neighbors, batch),
+            "kbet": lambda: scib_metrics.kbet_per_label(neighbors.subset_neighbors(min(_K_KBET, n)), batch, labels),
+            "graph_connectivity": lambda: scib_metrics.graph_connectivity(
+                neighbors.subset_neighbors(min(_K_GRAPH, n)), labels
+            ),
+            "pcr_comparison": lambda: scib_metrics.pcr_comparison(
+                np.asarray(unintegrated), X, batch, categorical=True
+            ),
+        })
+    for name, compute in metrics.items():
+        # A metric the scored cells cannot support (BRAS when no label occurs in two
+        # batches, say) is NaN; the family's score is the mean of the others.
+        try:
+            value = compute()
+        except (ValueError, ZeroDivisionError, IndexError) as err:
+            logger.debug("the %s score could not be computed: %s", name, err)
+            continue
+        if name == "kmeans":
+            scores["kmeans_nmi"], scores["kmeans_ari"] = float(value["nmi"]), float(value["ari"])
+        else:
+            scores[name] = float(value)
+    scores["bio_conservation"] = _family_mean(scores, BIO_METRICS)
+    if batch is not None:
+        scores["batch_correction"] = _family_mean(scores, BATCH_METRICS)
+        scores["total"] = 0.4 * scores["batch_correction"] + 0.6 * scores["bio_conservation"]
+    return scores
+
+
+def _family_mean(scores: dict[str, float], names: tuple[str, ...]) -> float:
+    values = [scores[name] for name in names if math.isfinite(scores[name])]
+    return float(np.mean(values)) if values else math.nan

@@ -1,0 +1,117 @@
+"""``sat.pl.pareto``: the trade-off between likelihood and integration, with its Pareto front."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+
+from .._results import DEFAULT_KEY, read_results
+from ._docs import _doc_params, doc_adata, doc_key, doc_show_save
+from ._utils import finish, panel_axes
+
+#: The two panels: (x column, y column, x lower is better, y higher is better).
+_PANELS = (
+    ("marginal_nll", "total", "held-out −log p(x) per cell (lower is better)", "Total (higher is better)"),
+    ("bio_conservation", "batch_correction", "Bio conservation", "Batch correction"),
+)
+
+
+def pareto_front(x: np.ndarray, y: np.ndarray, *, minimize_x: bool) -> np.ndarray:
+    """Indices of the points no other point beats on both axes (``y`` is maximised).
+
+    Parameters
+    ----------
+    x, y
+        The points' coordinates (finite).
+    minimize_x
+        Whether a lower ``x`` is better (the loss) or a higher one (a score).
+
+    Returns
+    -------
+    numpy.ndarray
+        The indices on the front, sorted by ``x``.
+    """
+    sign = 1.0 if minimize_x else -1.0
+    order = np.lexsort((-y, sign * x))  # best x first; among equal x, best y first
+    front, best_y = [], -np.inf
+    for i in order:
+        if y[i] > best_y:
+            front.append(i)
+            best_y = y[i]
+    return np.asarray(sorted(front, key=lambda i: x[i]), dtype=int)
+
+
+@_doc_params(doc_adata=doc_adata, doc_key=doc_key, doc_show_save=doc_show_save)
+def pareto(
+    adata: Any,
+    *,
+    key: str = DEFAULT_KEY,
+    ax: Axes | Sequence[Axes] | None = None,
+    show: bool | None = None,
+    save: bool | str | None = None,
+) -> np.ndarray | None:
+    """The held-out likelihood against integration, and batch correction against bio conservation.
+
+    One point per successful trial of a search run with ``labels_key`` (and
+    ``batch_key``); the trials no other trial beats on both axes form the
+    Pareto front (a line). The best trial of the search's objective is a star,
+    the default configuration a square. Left: ``-log p(x)`` against Total;
+    right: Bio conservation against Batch correction.
+
+    Parameters
+    ----------
+    {doc_adata}
+    {doc_key}
+    ax
+        Two Axes, one per panel; a new figure when ``None``.
+    {doc_show_save}
+
+    Returns
+    -------
+    numpy.ndarray of Axes, or None
+        The two Axes when ``show=False``.
+
+    Raises
+    ------
+    ValueError
+        When the search recorded no integration scores (run it with ``labels_key``)
+        or no trial succeeded.
+    """
+    res = read_results(adata, key)
+    if not res.scored:
+        raise ValueError(
+            f"adata.uns[{key!r}] holds no integration scores; run sat.tl.autotune with labels_key= "
+            "(and batch_key=) to record them."
+        )
+    trials = res.trials
+    if ax is None:
+        fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.0), layout="constrained")
+        axes = list(axes)
+    else:
+        axes = panel_axes(ax, [f"{x} against {y}" for x, y, _, _ in _PANELS], "pareto")
+        fig = axes[0].figure
+    ok = trials[(trials["status"] == "ok")]
+    best_id, default_id = res.best["trial_id"], (res.default or {}).get("trial_id", -1)
+    for axis, (x_name, y_name, x_label, y_label) in zip(axes, _PANELS):
+        usable = ok[np.isfinite(ok[x_name].to_numpy(float)) & np.isfinite(ok[y_name].to_numpy(float))]
+        if usable.empty:
+            raise ValueError(f"no successful trial has both {x_name} and {y_name}.")
+        x, y = usable[x_name].to_numpy(float), usable[y_name].to_numpy(float)
+        axis.scatter(x, y, s=18, color="0.55", alpha=0.8, label="trials", zorder=2)
+        front = pareto_front(x, y, minimize_x=x_name == "marginal_nll")
+        axis.plot(x[front], y[front], "-o", color="tab:blue", ms=4, lw=1.2, label="Pareto front", zorder=3)
+        for trial_id, marker, colour, label in ((best_id, "*", "tab:red", "best"), (default_id, "s", "black", "default")):
+            row = usable[usable["trial_id"] == trial_id]
+            if len(row):
+                axis.scatter(row[x_name], row[y_name], marker=marker, s=140 if marker == "*" else 60,
+                             color=colour, edgecolor="white", label=f"{label} (trial {trial_id})", zorder=4)
+        axis.set_xlabel(x_label)
+        axis.set_ylabel(y_label)
+        axis.legend(fontsize="small", frameon=False)
+    if ax is None:
+        fig.suptitle(f"{len(ok)} successful trials", fontsize="medium")
+    return finish(fig, np.asarray(axes, dtype=object), "pareto", show, save)

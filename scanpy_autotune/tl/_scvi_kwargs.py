@@ -1,0 +1,228 @@
+"""``sat.tl.scvi_kwargs``: a search's configuration as the arguments of scvi-tools' ``SCVI``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._results import DEFAULT_KEY, Results, read_results
+from .._validation import check_int
+
+__all__ = ["SCVI_TOOLS_NAMES", "scvi_kwargs"]
+
+#: Our hyperparameter -> (where it goes, its scvi-tools 1.4 name). ``"model"``:
+#: ``scvi.model.SCVI(adata, ...)``; ``"train"``: ``SCVI.train(...)`` (the early-stopping
+#: names reach ``scvi.train.Trainer`` through it); ``"plan_kwargs"``:
+#: ``SCVI.train(plan_kwargs=...)``, i.e. ``scvi.train.TrainingPlan``. Every value
+#: means the same in both packages, so values pass unchanged.
+SCVI_TOOLS_NAMES: dict[str, tuple[str, str]] = {
+    "n_hidden": ("model", "n_hidden"),
+    "n_latent": ("model", "n_latent"),
+    "n_layers": ("model", "n_layers"),
+    "dropout_rate": ("model", "dropout_rate"),
+    "reconstruction_loss": ("model", "gene_likelihood"),
+    "dispersion": ("model", "dispersion"),
+    "use_observed_lib_size": ("model", "use_observed_lib_size"),
+    "batch_size": ("train", "batch_size"),
+    "early_stopping": ("train", "early_stopping"),
+    "early_stopping_patience": ("train", "early_stopping_patience"),
+    "lr": ("plan_kwargs", "lr"),
+    "weight_decay": ("plan_kwargs", "weight_decay"),
+    "n_epochs_kl_warmup": ("plan_kwargs", "n_epochs_kl_warmup"),
+    "reduce_lr_on_plateau": ("plan_kwargs", "reduce_lr_on_plateau"),
+    "lr_patience": ("plan_kwargs", "lr_patience"),
+}
+
+# Training constants that are not hyperparameters here: Adam's eps and the factor
+# of reduce_lr_on_plateau in scanpy_autotune._vae._train.train (a torch module, so
+# not imported). They equal scvi-tools 1.4's defaults; stating them keeps the
+# hand-off right if those defaults change.
+_PLAN_CONSTANTS: dict[str, float] = {"eps": 0.01, "lr_factor": 0.6}
+
+
+def scvi_kwargs(
+    adata: Any,
+    *,
+    key: str = DEFAULT_KEY,
+    trial: int | None = None,
+    layer: str | None = None,
+    batch_key: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """A search's configuration as the arguments of scvi-tools' ``SCVI`` (hand-off to scvi-tools).
+
+    Takes the best trial of ``adata.uns[key]`` (or trial ``trial``), fills
+    the hyperparameters the search did not record (neither searched nor fixed)
+    with scanpy-autotune's defaults, which are not all scvi-tools' defaults
+    (``use_observed_lib_size=False`` here), and renames them for scvi-tools 1.4:
+
+    ========================  ==================================================
+    scanpy-autotune           scvi-tools
+    ========================  ==================================================
+    n_hidden, n_latent,       ``SCVI(n_hidden=, n_latent=, n_layers=,``
+    n_layers, dropout_rate    ``dropout_rate=)``
+    reconstruction_loss       ``SCVI(gene_likelihood=)`` (zinb, nb, poisson)
+    dispersion                ``SCVI(dispersion=)`` (gene, gene-batch)
+    use_observed_lib_size     ``SCVI(use_observed_lib_size=)``
+    batch_size                ``train(batch_size=)``
+    early_stopping,           ``train(early_stopping=,``
+    early_stopping_patience   ``early_stopping_patience=)``
+    lr, weight_decay          ``train(plan_kwargs={"lr", "weight_decay"})``
+    n_epochs_kl_warmup        ``train(plan_kwargs={"n_epochs_kl_warmup"})``
+    reduce_lr_on_plateau,     ``train(plan_kwargs={"reduce_lr_on_plateau",``
+    lr_patience               ``"lr_patience"})``
+    ========================  ==================================================
+
+    The training set-up of the search comes along: ``train["max_epochs"]``
+    is the search's epoch cap, ``train["train_size"]`` is ``1 -`` its
+    validation fraction (scvi-tools keeps the rest of the cells it is given
+    for early stopping, as each trial kept that fraction of its training
+    cells), and ``plan_kwargs`` states Adam's ``eps=0.01`` and the plateau
+    factor ``lr_factor=0.6`` that scanpy-autotune trains with.
+
+    Two things do not carry over: scvi-tools keeps the last epoch's weights
+    where a trial restored its best validation epoch, and scvi-tools trains on
+    every cell it is given, where a trial trained on the search's training
+    cells only (``adata.obs[f"{key}_split"]`` says which).
+
+    Parameters
+    ----------
+    adata
+        An :class:`~anndata.AnnData` after :func:`scanpy_autotune.tl.autotune`
+        (in memory or read back from ``.h5ad``).
+    key
+        Where the results are stored in ``adata.uns``.
+    trial
+        The id of the trial to hand off (any status); ``None``: the best trial.
+    layer, batch_key
+        The layer and ``obs`` column the search was run with
+        (:func:`~scanpy_autotune.tl.autotune`'s ``layer=`` and ``batch_key=``):
+        ``adata.uns[key]`` does not record them, so they are passed on to
+        ``setup_anndata`` as given here.
+
+    Returns
+    -------
+    dict
+        ``"setup_anndata"`` (``layer``, ``batch_key``), ``"model"`` (keyword
+        arguments of ``scvi.model.SCVI``) and ``"train"`` (of ``SCVI.train``,
+        with ``plan_kwargs``). Fresh dictionaries of plain Python values.
+
+    Raises
+    ------
+    KeyError
+        When ``adata.uns`` has no ``key``.
+    ValueError
+        When no trial succeeded (and ``trial`` is ``None``), ``trial`` is not a
+        trial id of the search, a stored value is not valid, or a hyperparameter
+        has no scvi-tools equivalent (it is never dropped silently).
+
+    Examples
+    --------
+    >>> import scanpy_autotune as sat
+    >>> import scvi
+    >>> sat.tl.autotune(adata, layer="counts", test_size=0.1)
+    >>> kw = sat.tl.scvi_kwargs(adata, layer="counts")
+    >>> kw["model"]
+    {'n_hidden': 64, 'n_latent': 5, 'n_layers': 3, 'dropout_rate': 0.3,
+     'gene_likelihood': 'zinb', 'dispersion': 'gene', 'use_observed_lib_size': False}
+    >>> scvi.model.SCVI.setup_anndata(adata, **kw["setup_anndata"])
+    >>> model = scvi.model.SCVI(adata, **kw["model"])
+    >>> model.train(**kw["train"])
+    """
+    for name, value in (("layer", layer), ("batch_key", batch_key)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name}={value!r} must be a string or None.")
+    res = read_results(adata, key)
+    row = _trial_row(res, trial)
+    hyperparameters = _hyperparameters(row, res.hyperparameters, int(row["trial_id"]))
+    unmapped = [name for name in hyperparameters if name not in SCVI_TOOLS_NAMES]
+    if unmapped:
+        raise ValueError(
+            f"Trial {int(row['trial_id'])} has hyperparameter(s) {unmapped} with no scvi-tools "
+            f"equivalent; only {sorted(SCVI_TOOLS_NAMES)} can be handed off."
+        )
+    model: dict[str, Any] = {}
+    train: dict[str, Any] = {
+        "max_epochs": _max_epochs(res),
+        "train_size": 1.0 - _validation_size(res),
+    }
+    plan_kwargs: dict[str, Any] = {}
+    sections = {"model": model, "train": train, "plan_kwargs": plan_kwargs}
+    for name, value in hyperparameters.items():
+        section, scvi_name = SCVI_TOOLS_NAMES[name]
+        sections[section][scvi_name] = value
+    plan_kwargs.update(_PLAN_CONSTANTS)
+    train["plan_kwargs"] = plan_kwargs
+    return {
+        "setup_anndata": {"layer": layer, "batch_key": batch_key},
+        "model": model,
+        "train": train,
+    }
+
+
+def _trial_row(res: Results, trial: int | None) -> pd.Series:
+    """The trials row of ``trial``, or of the best trial when ``trial`` is ``None``."""
+    if trial is None:
+        trial_id = int(res.best["trial_id"])
+        if trial_id < 0:
+            raise ValueError(
+                f"No trial in adata.uns[{res.key!r}] succeeded, so there is no best configuration "
+                "to hand off; pass trial= to pick one, or see the trials' 'error' column."
+            )
+    else:
+        trial_id = check_int("trial", trial, low=0)
+    rows = res.trials[res.trials["trial_id"] == trial_id]
+    if rows.empty:
+        ids = res.trials["trial_id"].tolist()
+        raise ValueError(
+            f"trial={trial_id} is not a trial of adata.uns[{res.key!r}]; its trial ids run "
+            f"from {min(ids)} to {max(ids)} ({len(ids)} trials)."
+        )
+    return rows.iloc[0]
+
+
+def _hyperparameters(row: pd.Series, names: list[str], trial_id: int) -> dict[str, Any]:
+    """The trial's recorded values over the defaults, checked, as plain Python values."""
+    from .._vae._config import HYPERPARAMETERS, default_hyperparameters
+
+    values = default_hyperparameters()
+    for name in names:
+        value = row[name]
+        value = value.item() if isinstance(value, np.generic) else value
+        if _is_missing(value):  # a hyperparameter this trial did not record
+            continue
+        spec = HYPERPARAMETERS.get(name)
+        if spec is None:  # not ours: kept so that the caller reports it
+            values[name] = value
+            continue
+        try:
+            values[name] = spec.check(name, value)
+        except ValueError as error:
+            raise ValueError(f"Trial {trial_id} stored an invalid value: {error}") from None
+    return values
+
+
+def _is_missing(value: Any) -> bool:
+    """NaN, ``pd.NA``, ``None`` or ``"None"`` (how ``.h5ad`` results store a missing value)."""
+    if isinstance(value, str):
+        return value == "None"
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _max_epochs(res: Results) -> int:
+    if "max_epochs" not in res.params:
+        raise ValueError(
+            f"adata.uns[{res.key!r}]['params'] does not record max_epochs, the search's epoch cap."
+        )
+    return check_int("max_epochs", res.params["max_epochs"], low=1)
+
+
+def _validation_size(res: Results) -> float:
+    """The fraction of each trial's training cells kept for early stopping."""
+    if "validation_size" in res.params:
+        return float(res.params["validation_size"])
+    from .._search import VALIDATION_SIZE
+
+    return VALIDATION_SIZE

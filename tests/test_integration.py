@@ -1,0 +1,227 @@
+"""Integration as an objective: scIB scores for every trial, checked input, the Pareto plot.
+
+Data: 360 CellBench cells (5 cell lines x 3 plates, ``tests/data``). The first
+score in a process compiles scib-metrics' numba code (about a minute on two
+cores): the tests that score are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import anndata as ad
+import matplotlib
+import numpy as np
+import pytest
+
+import scanpy_autotune as sat
+from scanpy_autotune import cli
+from scanpy_autotune._record import TrialRecord
+from scanpy_autotune._results import SCORE_COLUMNS, build_results, read_results
+from scanpy_autotune._scib import BATCH_METRICS, BIO_METRICS, SCORE_NAMES, unintegrated_embedding
+from scanpy_autotune.pl._pareto import pareto_front
+
+matplotlib.use("Agg")
+
+FAST = dict(max_evals=2, max_epochs=2, n_mc=2, progress=False, n_workers=1, gpus=None)
+
+
+def _snapshot(adata):
+    return (set(adata.uns), list(adata.obs.columns), set(adata.obsm))
+
+
+# ---------------------------------------------------------------------------
+# bad input: a ValueError before any training, adata untouched
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change, kwargs, message",
+    [
+        (None, dict(labels_key="celltype"), r"labels_key='celltype' is not a column of adata.obs"),
+        ("nan_labels", dict(labels_key="cell_type"), r"has 3 missing label\(s\)"),
+        ("one_label", dict(labels_key="cell_type"), r"hold a single value of adata.obs\['cell_type'\]"),
+        ("one_batch", dict(labels_key="cell_type", batch_key="batch"), r"hold a single batch"),
+        (None, dict(objective="integration"), r"objective='integration' .* pass labels_key="),
+        (None, dict(objective="integration", labels_key="cell_type"), r"and batch_key="),
+        (None, dict(objective="scib"), r"objective='scib': use None"),
+        (None, dict(labels_key="cell_type", score_cells="train"), r"score_cells='train' is not valid"),
+    ],
+)
+def test_bad_integration_input_fails_before_training(cellbench, change, kwargs, message):
+    if change == "nan_labels":
+        labels = cellbench.obs["cell_type"].astype(object)
+        labels.iloc[:3] = np.nan
+        cellbench.obs["cell_type"] = labels
+    elif change == "one_label":
+        cellbench.obs["cell_type"] = "HCC827"
+    elif change == "one_batch":
+        cellbench.obs["batch"] = "plate1"
+    before = _snapshot(cellbench)
+    with pytest.raises(ValueError, match=message):
+        sat.tl.autotune(cellbench, **{**FAST, **kwargs})
+    assert _snapshot(cellbench) == before
+
+
+def test_without_scib_metrics_the_error_names_the_extra(cellbench, monkeypatch):
+    monkeypatch.setitem(sys.modules, "scib_metrics", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r'pip install "scanpy-autotune\[scib\]"'):
+        sat.tl.autotune(cellbench, labels_key="cell_type", batch_key="batch", **FAST)
+    assert "autotune" not in cellbench.uns
+
+
+# ---------------------------------------------------------------------------
+# the results: score columns, the Pareto front and its plot
+# ---------------------------------------------------------------------------
+
+
+def _scored_records() -> list[TrialRecord]:
+    rng = np.random.default_rng(0)
+    records = []
+    for trial_id in range(8):
+        scores = {name: float(rng.uniform(0.2, 0.9)) for name in BIO_METRICS + BATCH_METRICS}
+        scores["bio_conservation"] = float(np.mean([scores[n] for n in BIO_METRICS]))
+        scores["batch_correction"] = float(np.mean([scores[n] for n in BATCH_METRICS]))
+        scores["total"] = 0.4 * scores["batch_correction"] + 0.6 * scores["bio_conservation"]
+        status = "fail" if trial_id == 5 else "pruned" if trial_id == 6 else "ok"
+        record = TrialRecord(
+            trial_id, {"n_latent": 5 + trial_id}, status=status, completion_order=trial_id,
+            is_default=trial_id == 0, history={"train_elbo": [-1.0], "validation_elbo": [-1.0]},
+        )
+        if status == "ok":
+            record.marginal_nll = float(rng.uniform(500, 520))
+            record.loss = -scores["total"]
+            record.scores = scores
+        records.append(record)
+    return records
+
+
+def test_scores_are_columns_of_the_trials_and_survive_h5ad(tmp_path):
+    records = _scored_records()
+    adata = ad.AnnData(np.zeros((2, 2), dtype=np.float32))
+    adata.uns["autotune"] = build_results(records, settings={"seed": 0}, searched={"n_latent": "numeric"})
+    path = tmp_path / "scored.h5ad"
+    adata.write_h5ad(path)
+    res = read_results(ad.read_h5ad(path))
+    assert res.scored and res.hyperparameters == ["n_latent"]
+    trials = res.trials.set_index("trial_id")
+    for record in records:
+        for name in SCORE_NAMES:
+            expected = record.scores.get(name, math.nan)
+            assert trials.at[record.trial_id, name] == pytest.approx(expected, nan_ok=True)
+    assert trials.loc[[5, 6], list(SCORE_COLUMNS)].isna().all().all()  # failed and pruned: NaN
+    table = sat.tl.trials_table(adata, top=3, bottom=0)
+    assert list(table["loss"]) == sorted(table["loss"])  # ranked by the objective (-Total)
+
+
+def test_pareto_front_keeps_exactly_the_undominated_points():
+    x = np.array([1.0, 2.0, 3.0, 1.5, 2.5, 1.0])
+    y = np.array([0.1, 0.5, 0.6, 0.05, 0.55, 0.2])
+    assert pareto_front(x, y, minimize_x=True).tolist() == [5, 1, 4, 2]
+    # a higher x is better: only the largest x with the largest y is kept here
+    assert pareto_front(x, y, minimize_x=False).tolist() == [2]
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=50), rng.normal(size=50)
+    front = set(pareto_front(x, y, minimize_x=True).tolist())
+    for i in range(50):
+        dominated = np.any((x <= x[i]) & (y >= y[i]) & ((x < x[i]) | (y > y[i])))
+        assert (i in front) == (not dominated)
+
+
+def test_pareto_plot_marks_front_best_and_default():
+    import matplotlib.pyplot as plt
+
+    records = _scored_records()
+    adata = ad.AnnData(np.zeros((2, 2), dtype=np.float32))
+    adata.uns["autotune"] = build_results(records, settings={"seed": 0}, searched={"n_latent": "numeric"})
+    best = read_results(adata).best["trial_id"]
+    axes = sat.pl.pareto(adata, show=False)
+    assert len(axes) == 2
+    labels = [text.get_text() for text in axes[0].get_legend().get_texts()]
+    assert labels == ["trials", "Pareto front", f"best (trial {best})", "default (trial 0)"]
+    n_ok = sum(r.status == "ok" for r in records)
+    assert axes[0].collections[0].get_offsets().shape == (n_ok, 2)
+    plt.close("all")
+    _, own = plt.subplots(1, 2)
+    assert list(sat.pl.pareto(adata, ax=own, show=False)) == list(own)
+    with pytest.raises(ValueError, match=r"pareto draws 2 panel\(s\)"):
+        sat.pl.pareto(adata, ax=own[0], show=False)
+    plt.close("all")
+    unscored = ad.AnnData(np.zeros((2, 2), dtype=np.float32))
+    plain = [TrialRecord(0, {"n_latent": 5}, status="ok", loss=1.0, completion_order=0)]
+    unscored.uns["autotune"] = build_results(plain, settings={}, searched={"n_latent": "numeric"})
+    with pytest.raises(ValueError, match="run sat.tl.autotune with labels_key="):
+        sat.pl.pareto(unscored, show=False)
+
+
+def test_unintegrated_embedding_is_a_pca_of_log_normalised_counts(cellbench):
+    embedding = unintegrated_embedding(cellbench.X)
+    assert embedding.shape == (cellbench.n_obs, 50)
+    variance = embedding.var(axis=0)
+    assert np.all(np.diff(variance) <= 1e-6)  # components in decreasing variance
+    counts = cellbench.X.toarray()
+    logged = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4)
+    total = (logged - logged.mean(0)).var(axis=0).sum()
+    assert 0.2 < variance.sum() / total <= 1.0
+
+
+# ---------------------------------------------------------------------------
+# end to end (slow: the first score compiles scib-metrics' numba code)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_integration_scores_separate_structure_from_noise(cellbench):
+    from scanpy_autotune._scib import integration_scores
+
+    labels = cellbench.obs["cell_type"].astype(str).to_numpy()
+    batch = cellbench.obs["batch"].astype(str).to_numpy()
+    pca = unintegrated_embedding(cellbench.X)
+    structured = integration_scores(pca[:, :10], labels, batch, pca)
+    noise = integration_scores(np.random.default_rng(0).normal(size=(len(labels), 10)), labels, batch, pca)
+    assert set(structured) == set(SCORE_NAMES)
+    assert structured["bio_conservation"] > noise["bio_conservation"] + 0.3  # cell lines are apart
+    assert noise["ilisi"] > 0.8  # random points mix the plates
+    for scores in (structured, noise):
+        assert all(0.0 <= scores[name] <= 1.0 for name in SCORE_NAMES if name != "kmeans_ari")
+        assert -0.05 <= scores["kmeans_ari"] <= 1.0  # chance agreement is 0, below it slightly negative
+        assert scores["bio_conservation"] == pytest.approx(np.mean([scores[n] for n in BIO_METRICS]))
+        assert scores["batch_correction"] == pytest.approx(np.mean([scores[n] for n in BATCH_METRICS]))
+        assert scores["total"] == pytest.approx(0.4 * scores["batch_correction"] + 0.6 * scores["bio_conservation"])
+    bio_only = integration_scores(pca[:, :10], labels)
+    assert math.isnan(bio_only["total"]) and all(math.isnan(bio_only[n]) for n in BATCH_METRICS)
+    assert bio_only["kmeans_nmi"] == pytest.approx(structured["kmeans_nmi"])
+
+
+@pytest.mark.slow
+def test_integration_search_records_scores_in_uns_journal_and_summary(cellbench, tmp_path):
+    journal = tmp_path / "integration.jsonl"
+    kwargs = dict(batch_key="batch", labels_key="cell_type", objective="integration", max_epochs=15,
+                  n_mc=5, n_workers=1, progress=False, journal=journal, pruner="asha",
+                  pruner_kwargs={"min_epochs": 3, "eta": 2, "min_trials_per_rung": 1})
+    sat.tl.autotune(cellbench, max_evals=3, **kwargs)
+    trials = cellbench.uns["autotune"]["trials"]
+    ok = trials[trials["status"] == "ok"]
+    assert len(ok) >= 1 and len(trials) == 3
+    np.testing.assert_allclose(ok["loss"], -ok["total"])  # TPE minimised -Total
+    assert np.all(np.isfinite(ok["marginal_nll"])) and np.all(ok["marginal_nll"] > 0)
+    assert trials.loc[trials["status"] != "ok", list(SCORE_COLUMNS)].isna().all().all()
+    best = cellbench.uns["autotune"]["best"]
+    assert best["trial_id"] == int(ok.loc[ok["total"].idxmax(), "trial_id"])  # the highest Total wins
+    assert cellbench.uns["autotune"]["params"]["labels_key"] == "cell_type"
+    # the scores are in the journal's lines, as a resume reads them back
+    lines = [json.loads(line) for line in journal.read_text().splitlines()[1:]]
+    by_id = {r.trial_id: r for r in map(TrialRecord.from_json, lines)}
+    assert len(by_id) == 3
+    for trial_id, row in trials.set_index("trial_id").iterrows():
+        assert by_id[trial_id].scores.get("total", math.nan) == pytest.approx(row["total"], nan_ok=True)
+    after = trials.set_index("trial_id")
+    # the command line prints the scores of the best and the default trial
+    summary = cli._summary(cellbench).splitlines()
+    assert summary[-4].startswith("integration scores (higher is better)")
+    assert summary[-3].split() == ["total", "bio_conservation", "batch_correction", "marginal_nll"]
+    best_row = after.loc[cellbench.uns["autotune"]["best"]["trial_id"]]
+    assert summary[-2].split()[0] == "best" and float(summary[-2].split()[1]) == pytest.approx(best_row["total"], abs=1e-4)
+    assert summary[-1].split()[0] == "default"
