@@ -60,8 +60,11 @@ def _score(model: Model, context: TrialContext, counts: DeviceCounts) -> dict[st
     from .._vae._metrics import latent_mean
 
     plan = context.scoring
+    start = time.perf_counter()
     latent = latent_mean(model.module, counts, plan.cells)
-    return integration_scores(latent, plan.labels, plan.batch, plan.unintegrated)
+    scores = integration_scores(latent, plan.labels, plan.batch, plan.unintegrated)
+    scores["scoring_s"] = time.perf_counter() - start  # what scoring adds to the trial (journal only)
+    return scores
 
 
 def _loss_and_scores(model: Model, context: TrialContext, counts: DeviceCounts, record: TrialRecord) -> float:
