@@ -93,9 +93,19 @@ def test_worker_environment_pins_one_gpu_and_the_threads():
     # cuda:N counts among the GPUs this process sees, as torch does.
     assert _backends.worker_environment("cuda:1", 2, {"CUDA_VISIBLE_DEVICES": "2,3"})["CUDA_VISIBLE_DEVICES"] == "3"
     assert "CUDA_VISIBLE_DEVICES" not in _backends.worker_environment("cpu", 1, {})
-    # idle OpenMP threads sleep instead of spinning on the cores; a user's own setting wins
-    assert _backends.worker_environment("cpu", 2, {})["OMP_WAIT_POLICY"] == "PASSIVE"
     assert _backends.worker_environment("cpu", 2, {})["NUMBA_NUM_THREADS"] == "2"
-    assert _backends.worker_environment("cpu", 2, {"OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert "OMP_WAIT_POLICY" not in _backends.worker_environment("cpu", 2, {})
+    # extra settings (a scoring search's passive OpenMP threads) apply; a user's own setting wins
+    passive = {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert _backends.worker_environment("cpu", 2, {}, passive)["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert _backends.worker_environment("cpu", 2, {"OMP_WAIT_POLICY": "ACTIVE"}, passive)["OMP_WAIT_POLICY"] == "ACTIVE"
     with pytest.raises(ValueError, match="cuda:2 is not among CUDA_VISIBLE_DEVICES='0,1'"):
         _backends.worker_environment("cuda:2", 1, {"CUDA_VISIBLE_DEVICES": "0,1"})
+
+
+def test_only_a_scoring_search_asks_for_passive_openmp_threads():
+    from scanpy_autotune._search._slots import make_backend
+
+    assert make_backend("local", n_workers=1, gpus=None).extra_env == {}
+    scoring = make_backend("local", n_workers=1, gpus=None, passive_threads=True)
+    assert scoring.extra_env == {"OMP_WAIT_POLICY": "PASSIVE"}

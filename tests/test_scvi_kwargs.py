@@ -216,6 +216,34 @@ def test_settings_without_epoch_cap_are_refused():
         sat.tl.scvi_kwargs(adata)
 
 
+def test_recorded_layer_and_batch_key_are_used(tmp_path):
+    settings = {**SETTINGS, "layer": "counts", "batch_key": None}
+    adata = _adata([_record(0, DEFAULT, 9.0)], settings=settings)
+    for copy in (adata, _round_trip(adata, tmp_path)):  # None is stored as "None" in .h5ad
+        assert sat.tl.scvi_kwargs(copy)["setup_anndata"] == {"layer": "counts", "batch_key": None}
+        assert sat.tl.scvi_kwargs(copy, layer="counts")["setup_anndata"]["layer"] == "counts"
+    contradiction = "layer='raw' contradicts the search, which used layer='counts'"
+    with pytest.raises(ValueError, match=contradiction):
+        sat.tl.scvi_kwargs(adata, layer="raw")
+    with pytest.raises(ValueError, match="batch_key='batch' contradicts .* batch_key=None"):
+        sat.tl.scvi_kwargs(adata, batch_key="batch")
+
+
+def test_real_search(search_result):
+    """A real search (tests/conftest.py): the best trial's recorded values, renamed."""
+    from scanpy_autotune._results import read_results
+
+    res = read_results(search_result)
+    kw = sat.tl.scvi_kwargs(search_result)
+    best = {**default_hyperparameters(), **res.best["params"]}
+    assert kw["setup_anndata"] == {"layer": None, "batch_key": None}
+    assert kw["model"]["gene_likelihood"] == best["reconstruction_loss"]
+    assert kw["model"]["n_layers"] == best["n_layers"] != 4  # the test objective refuses 4
+    assert kw["train"]["plan_kwargs"]["lr"] == best["lr"]
+    assert kw["train"]["max_epochs"] == 8
+    assert kw == _expected(res.best["params"], {"max_epochs": 8, "validation_size": 0.1})
+
+
 @pytest.mark.parametrize("argument", ["layer", "batch_key"])
 def test_layer_and_batch_key_must_be_names(searched, argument):
     with pytest.raises(ValueError, match=f"{argument}=3 must be a string or None"):

@@ -34,20 +34,20 @@ __all__ = ["LocalPool", "worker_environment"]
 logger = logging.getLogger("scanpy_autotune")
 
 
-def worker_environment(device: str, threads: int, environ: Mapping[str, str]) -> dict[str, str]:
+def worker_environment(
+    device: str, threads: int, environ: Mapping[str, str], extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The environment of a worker on ``device``: its thread count, and on a GPU that GPU alone.
 
     ``"cuda:N"`` is the N-th GPU this process sees, so under ``CUDA_VISIBLE_DEVICES=2,3``
-    ``"cuda:1"`` is the GPU named ``3``. OpenMP threads wait passively between
-    parallel regions (``OMP_WAIT_POLICY=PASSIVE``, unless set): spinning, they
-    took the cores from anything else that ran, and a trial after an
-    integration score (whose numba and XLA thread pools then competed with
-    torch's) trained 15-20 times slower (``benchmarks/results/omp_wait.md``).
-    The numba and XLA pools get the worker's thread count too.
+    ``"cuda:1"`` is the GPU named ``3``. numba's thread pool gets the worker's
+    thread count too. ``extra`` settings apply unless ``environ`` sets them
+    (the user's own setting wins).
     """
     env = dict(environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env.setdefault("NUMBA_NUM_THREADS", str(threads))
+    for name, value in (extra or {}).items():
+        env.setdefault(name, value)
     if device.startswith("cuda"):
         index = int(device.split(":", 1)[1]) if ":" in device else 0
         visible = [v.strip() for v in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
@@ -65,14 +65,14 @@ class _Slot:
     processes before it sends anything (imports run side by side).
     """
 
-    def __init__(self, device: str, threads: int) -> None:
+    def __init__(self, device: str, threads: int, extra_env: Mapping[str, str] | None = None) -> None:
         self.device = device
         parent, child = socket.socketpair()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "scanpy_autotune._search._worker", str(child.fileno()), device, str(threads),
              str(os.getpid())],
             pass_fds=(child.fileno(),),
-            env=worker_environment(device, threads, os.environ),
+            env=worker_environment(device, threads, os.environ, extra_env),
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in a terminal reaches the driver only
         )
@@ -84,9 +84,11 @@ class _Slot:
         self.conn.send_bytes(payload)
 
     @classmethod
-    def started(cls, device: str, threads: int, payload: bytes) -> _Slot:
+    def started(
+        cls, device: str, threads: int, payload: bytes, extra_env: Mapping[str, str] | None = None
+    ) -> _Slot:
         """A slot whose worker has its context."""
-        slot = cls(device, threads)
+        slot = cls(device, threads, extra_env)
         slot.send_context(payload)
         return slot
 
@@ -115,15 +117,20 @@ class LocalPool:
         One device per slot (``"cpu"`` or ``"cuda:N"``).
     threads_per_worker
         Torch threads of each CPU worker.
+    extra_env
+        Environment settings for every worker (:func:`worker_environment`).
     """
 
     name = "local"
 
-    def __init__(self, devices: list[str], threads_per_worker: int = 1) -> None:
+    def __init__(
+        self, devices: list[str], threads_per_worker: int = 1, extra_env: Mapping[str, str] | None = None
+    ) -> None:
         if not devices:
             raise ValueError("The pool needs at least one worker.")
         self.devices = list(devices)
         self.threads = threads_per_worker
+        self.extra_env = dict(extra_env or {})
         self._slots: list[_Slot] = []
         self._payload = b""
 
@@ -134,7 +141,7 @@ class LocalPool:
     def start(self, context: Any) -> None:
         """Start the workers and send each the trial context once."""
         self._payload = pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL)
-        self._slots = [_Slot(d, self.threads) for d in self.devices]
+        self._slots = [_Slot(d, self.threads, self.extra_env) for d in self.devices]
         for slot in self._slots:
             slot.send_context(self._payload)
 
@@ -146,7 +153,7 @@ class LocalPool:
         index = next(i for i, s in enumerate(self._slots) if s.trial_id is None)
         if not self._slots[index].alive():  # died while idle: replace it quietly
             self._slots[index].stop(kill=True)
-            self._slots[index] = _Slot.started(self.devices[index], self.threads, self._payload)
+            self._slots[index] = _Slot.started(self.devices[index], self.threads, self._payload, self.extra_env)
         slot = self._slots[index]
         slot.trial_id = trial_id
         slot.conn.send(("trial", trial_id, params, list(rungs)))
@@ -201,7 +208,7 @@ class LocalPool:
         logger.warning("trial %d: %s; starting a fresh worker", slot.trial_id, error)
         event = Event("died", slot.trial_id, error=error, device=slot.device)
         slot.stop(kill=True)
-        self._slots[index] = _Slot.started(slot.device, self.threads, self._payload)
+        self._slots[index] = _Slot.started(slot.device, self.threads, self._payload, self.extra_env)
         return event
 
     def shutdown(self, kill: bool = False) -> None:

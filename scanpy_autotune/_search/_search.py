@@ -213,7 +213,7 @@ def search(
     settings.update(scoring_settings(scoring, labels_key, score_cells))
     pool = make_backend(
         backend, n_workers=n_workers, gpus=gpus, trials_per_gpu=trials_per_gpu,
-        client=client, scheduler=scheduler, data_path=data_path,
+        client=client, scheduler=scheduler, data_path=data_path, passive_threads=scoring is not None,
     )
     journal_obj, resumed = None, []
     try:

@@ -138,6 +138,7 @@ def make_backend(
     client: Any = None,
     scheduler: str | None = None,
     data_path: str | os.PathLike | None = None,
+    passive_threads: bool = False,
 ) -> Backend:
     """The backend a search runs its trials on, checked (and for Dask, connected) before any work.
 
@@ -150,6 +151,14 @@ def make_backend(
         :class:`._backends.Backend`, used as it is.
     n_workers, gpus, trials_per_gpu
         The slots (:func:`plan_local_slots`; with Dask, ``n_workers`` only).
+    passive_threads
+        Local workers' idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``)
+        instead of spinning. A search that scores integration asks for it: its
+        workers also run numba's and XLA's thread pools, and with spinning
+        OpenMP threads beside them the trial after a score trained 15-20 times
+        slower; with one torch thread per worker (the default on the CPU) it
+        changes nothing, and with more on a quiet machine spinning is faster
+        (``benchmarks/results/omp_wait.md``).
 
     Returns
     -------
@@ -167,7 +176,8 @@ def make_backend(
             if value is not None:
                 raise ValueError(f"{name}= is for backend='dask'; the local backend does not use it.")
         plan = plan_local_slots(n_workers, gpus, trials_per_gpu)
-        return LocalPool(plan.devices, plan.threads_per_worker)
+        extra_env = {"OMP_WAIT_POLICY": "PASSIVE"} if passive_threads else None
+        return LocalPool(plan.devices, plan.threads_per_worker, extra_env)
     from ._dask import DaskBackend
 
     return DaskBackend.create(client=client, scheduler=scheduler, data_path=data_path, n_workers=n_workers)

@@ -97,10 +97,11 @@ def scvi_kwargs(
     trial
         The id of the trial to hand off (any status); ``None``: the best trial.
     layer, batch_key
-        The layer and ``obs`` column the search was run with
-        (:func:`~scanpy_autotune.tl.autotune`'s ``layer=`` and ``batch_key=``):
-        ``adata.uns[key]`` does not record them, so they are passed on to
-        ``setup_anndata`` as given here.
+        For results that do not record them (written before they were kept in
+        ``adata.uns[key]["params"]``): the layer and ``obs`` column the search
+        was run with (:func:`~scanpy_autotune.tl.autotune`'s ``layer=`` and
+        ``batch_key=``), passed on to ``setup_anndata``. Results that record
+        them need neither; a value that contradicts the recorded one is refused.
 
     Returns
     -------
@@ -115,15 +116,18 @@ def scvi_kwargs(
         When ``adata.uns`` has no ``key``.
     ValueError
         When no trial succeeded (and ``trial`` is ``None``), ``trial`` is not a
-        trial id of the search, a stored value is not valid, or a hyperparameter
-        has no scvi-tools equivalent (it is never dropped silently).
+        trial id of the search, a stored value is not valid, ``layer`` or
+        ``batch_key`` contradicts the search's, or a hyperparameter has no
+        scvi-tools equivalent (it is never dropped silently).
 
     Examples
     --------
     >>> import scanpy_autotune as sat
     >>> import scvi
     >>> sat.tl.autotune(adata, layer="counts", test_size=0.1)
-    >>> kw = sat.tl.scvi_kwargs(adata, layer="counts")
+    >>> kw = sat.tl.scvi_kwargs(adata)
+    >>> kw["setup_anndata"]
+    {'layer': 'counts', 'batch_key': None}
     >>> kw["model"]
     {'n_hidden': 64, 'n_latent': 5, 'n_layers': 3, 'dropout_rate': 0.3,
      'gene_likelihood': 'zinb', 'dispersion': 'gene', 'use_observed_lib_size': False}
@@ -131,10 +135,11 @@ def scvi_kwargs(
     >>> model = scvi.model.SCVI(adata, **kw["model"])
     >>> model.train(**kw["train"])
     """
-    for name, value in (("layer", layer), ("batch_key", batch_key)):
-        if value is not None and not isinstance(value, str):
-            raise ValueError(f"{name}={value!r} must be a string or None.")
     res = read_results(adata, key)
+    setup = {
+        "layer": _as_searched(res, "layer", layer),
+        "batch_key": _as_searched(res, "batch_key", batch_key),
+    }
     row = _trial_row(res, trial)
     hyperparameters = _hyperparameters(row, res.hyperparameters, int(row["trial_id"]))
     unmapped = [name for name in hyperparameters if name not in SCVI_TOOLS_NAMES]
@@ -156,10 +161,26 @@ def scvi_kwargs(
     plan_kwargs.update(_PLAN_CONSTANTS)
     train["plan_kwargs"] = plan_kwargs
     return {
-        "setup_anndata": {"layer": layer, "batch_key": batch_key},
+        "setup_anndata": setup,
         "model": model,
         "train": train,
     }
+
+
+def _as_searched(res: Results, name: str, given: str | None) -> str | None:
+    """``layer`` or ``batch_key`` as the search used it: recorded, else ``given``."""
+    if given is not None and not isinstance(given, str):
+        raise ValueError(f"{name}={given!r} must be a string or None.")
+    if name not in res.params:  # results written before the search recorded it
+        return given
+    recorded = res.params[name]
+    recorded = None if recorded == "None" else str(recorded)  # .h5ad stores None as "None"
+    if given is not None and given != recorded:
+        raise ValueError(
+            f"{name}={given!r} contradicts the search, which used {name}={recorded!r} "
+            f"(adata.uns[{res.key!r}]['params']); leave {name} out."
+        )
+    return recorded
 
 
 def _trial_row(res: Results, trial: int | None) -> pd.Series:
