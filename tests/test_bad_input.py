@@ -349,3 +349,17 @@ def test_messages_follow_scanpy_verbosity(monkeypatch):
     text = stream.getvalue()
     assert "shown error" in text and "shown info" in text
     assert "hidden info" not in text and "hidden debug" not in text
+
+
+def test_many_genes_bring_advice_once_before_the_search(caplog):
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(sp.csr_matrix(rng.poisson(0.5, size=(20, 5001)).astype(np.float32) + 0))
+    adata.X[:, 0] = 1  # no empty cell
+    with caplog.at_level(logging.WARNING, logger="scanpy_autotune"), pytest.raises(ValueError, match="max_evals"):
+        sat.tl.autotune(adata, **{**FAST, "max_evals": 0})
+    (advice,) = [r.getMessage() for r in caplog.records if "highly variable genes" in r.getMessage()]
+    assert advice.startswith("adata has 5001 genes") and 'sc.pp.highly_variable_genes(adata, n_top_genes=3000' in advice
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="scanpy_autotune"), pytest.raises(ValueError, match="max_evals"):
+        sat.tl.autotune(adata[:, :5000].copy(), **{**FAST, "max_evals": 0})
+    assert not [r for r in caplog.records if "highly variable genes" in r.getMessage()]

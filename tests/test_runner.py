@@ -163,3 +163,26 @@ def test_same_seed_and_completion_order_give_the_same_trials(n_slots):
     # TPE learns: after its 20 random start-up trials it samples near the best region
     late = [params["n_latent"] for _, params, _ in first[21:]]
     assert sum(abs(v - 7) <= 2 for v in late) >= 3
+
+
+def test_the_projected_time_is_logged_once_and_warns_when_long(caplog):
+    import logging
+    import time
+
+    from scanpy_autotune._search._runner import _Projection
+
+    with caplog.at_level(logging.INFO, logger="scanpy_autotune"):
+        short = _Projection(time.monotonic() - 30.0, already=0, max_evals=10, n_slots=2)
+        for finished in range(1, 6):
+            short.update(finished)
+    records = [r for r in caplog.records if "at this pace" in r.getMessage()]
+    assert len(records) == 1 and records[0].levelno == logging.INFO  # once, after 3 trials
+    assert "3 of 10 trials finished" in records[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="scanpy_autotune"):
+        long = _Projection(time.monotonic() - 120.0, already=40, max_evals=200, n_slots=4)
+        for finished in range(41, 48):
+            long.update(finished)
+    (record,) = [r for r in caplog.records if "at this pace" in r.getMessage()]
+    assert record.levelno == logging.WARNING and "44 of 200 trials" in record.getMessage()
+    assert "stop with Ctrl-C" in record.getMessage() and "about 78 min more" in record.getMessage()  # 120 s / 4 x 156

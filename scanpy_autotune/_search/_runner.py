@@ -171,6 +171,7 @@ def run_trials(
     ) and 0 not in outcome.records
     running: dict[int, _Running] = {}
     started = time.monotonic()
+    projection = _Projection(started, len(outcome.records), max_evals, backend.n_slots)
     bar = _Progress(progress, max_evals, min(len(outcome.records), max_evals))
     if len(outcome.records) >= max_evals:
         logger.info("the journal already holds %d trials; nothing to run", len(outcome.records))
@@ -193,6 +194,7 @@ def run_trials(
                 outcome.best_model, outcome.best_model_trial = model, record.trial_id
         _log_record(record)
         bar.update(1, outcome, len(running))
+        projection.update(len(outcome.records))
 
     try:
         backend.start(context)
@@ -231,6 +233,49 @@ def run_trials(
         backend.shutdown(kill=bool(running))
         bar.close()
     return outcome
+
+
+class _Projection:
+    """Logs, once the first trials of this run have finished, how long the whole budget will take.
+
+    A user who sees that a search will take hours can stop it (Ctrl-C keeps the
+    finished trials) and change the plan: fewer trials or epochs, pruning, fewer genes.
+    """
+
+    #: A projection longer than this is a warning (shown at Scanpy's default verbosity).
+    LONG_S = 1800.0
+
+    def __init__(self, started: float, already: int, max_evals: int, n_slots: int) -> None:
+        self.started, self.already, self.max_evals = started, already, max_evals
+        self.after = max(3, n_slots)  # trials of this run to finish before projecting
+        self.done = False
+
+    def update(self, finished: int) -> None:
+        ran = finished - self.already
+        if self.done or ran < self.after or finished >= self.max_evals:
+            return
+        self.done = True
+        elapsed = time.monotonic() - self.started
+        remaining = elapsed / ran * (self.max_evals - finished)
+        message = (
+            f"{finished} of {self.max_evals} trials finished in {_duration(elapsed)}; at this pace "
+            f"the remaining {self.max_evals - finished} take about {_duration(remaining)} more"
+        )
+        if remaining > self.LONG_S:
+            logger.warning(
+                "%s. To finish sooner, stop with Ctrl-C (finished trials are kept, and a journal "
+                "resumes) and lower max_evals or max_epochs, or pass pruner='asha'.", message,
+            )
+        else:
+            logger.info(message)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _handle(

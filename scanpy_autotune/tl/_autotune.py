@@ -207,6 +207,7 @@ def autotune(
         check_output_file(journal, "journal=")
     labels = _obs_labels(adata, labels_key) if labels_key is not None else None
     data = extract_counts(adata, layer=layer, batch_key=batch_key)
+    _advise_on_genes(data.n_vars, layer)
     split = make_split(
         data.n_obs, train_size=train_size, test_size=test_size, validation_size=VALIDATION_SIZE, seed=seed
     )
@@ -228,6 +229,24 @@ def autotune(
     if outcome.interrupted is not None:
         raise outcome.interrupted
     return adata if copy else None
+
+
+#: Above this many genes the search advises selecting highly variable genes first.
+MANY_GENES = 5000
+
+
+def _advise_on_genes(n_genes: int, layer: str | None) -> None:
+    """Say once, before the search, that scVI is usually trained on 2,000-4,000 variable genes."""
+    if n_genes <= MANY_GENES:
+        return
+    counts = f', layer="{layer}"' if layer is not None else ""
+    logger.warning(
+        "adata has %d genes; scVI is usually trained on 2,000 to 4,000 highly variable genes, and "
+        "every trial's time grows with the genes. To select them (this search goes on with all "
+        "genes): sc.pp.highly_variable_genes(adata, n_top_genes=3000, flavor=\"seurat_v3\"%s); "
+        "adata = adata[:, adata.var[\"highly_variable\"]].copy()",
+        n_genes, counts,
+    )
 
 
 def _obs_labels(adata: AnnData, labels_key: Any) -> np.ndarray:
