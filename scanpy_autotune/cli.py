@@ -72,6 +72,11 @@ _positive_int = _int_at_least(1)
 _non_negative_int = _int_at_least(0)
 
 
+def _trials_per_gpu(text: str) -> int | str:
+    """``--trials-per-gpu``: ``auto`` or a positive integer."""
+    return "auto" if text.strip().lower() == "auto" else _positive_int(text)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -143,8 +148,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "or indices such as '0,2'",
     )
     parser.add_argument(
-        "--trials-per-gpu", type=_positive_int, default=1, metavar="N",
-        help="trials sharing each GPU (default 1)",
+        "--trials-per-gpu", type=_trials_per_gpu, default="auto", metavar="N",
+        help="trials sharing each GPU: a number, or 'auto' (default): as many as the CPU cores "
+        "can feed and the GPU's free memory can hold",
     )
     parser.add_argument(
         "--scheduler", metavar="ADDRESS",

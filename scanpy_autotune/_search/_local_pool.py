@@ -131,6 +131,7 @@ class LocalPool:
         self.devices = list(devices)
         self.threads = threads_per_worker
         self.extra_env = dict(extra_env or {})
+        self.trials_per_gpu: int | None = None  # set by make_backend, for the search's record
         self._slots: list[_Slot] = []
         self._payload = b""
 

@@ -23,6 +23,7 @@ from .._record import NAN_FIELDS, TrialRecord, best_of
 from .._validation import check_int, check_number
 from ._backends import Backend
 from ._context import TrialContext
+from ._gpu_sizing import trial_device_bytes
 from ._journal import Journal
 from ._pruner import Pruner, make_pruner
 from ._runner import run_trials
@@ -148,7 +149,7 @@ def search(
     backend: str | Backend = "local",
     n_workers: int | None = None,
     gpus: Any = "all",
-    trials_per_gpu: int = 1,
+    trials_per_gpu: int | str = "auto",
     client: Any = None,
     scheduler: str | None = None,
     data_path: str | os.PathLike | None = None,
@@ -214,6 +215,7 @@ def search(
     pool = make_backend(
         backend, n_workers=n_workers, gpus=gpus, trials_per_gpu=trials_per_gpu,
         client=client, scheduler=scheduler, data_path=data_path, passive_threads=scoring is not None,
+        bytes_per_trial=trial_device_bytes(data.n_obs, data.n_vars, data.X.nnz),
     )
     journal_obj, resumed = None, []
     try:
@@ -263,6 +265,7 @@ def search(
     params.update(
         layer=layer, batch_key=batch_key,
         max_evals=max_evals, backend=pool.name, n_workers=int(pool.n_slots),
+        trials_per_gpu=getattr(pool, "trials_per_gpu", None) or 0,
         version=__version__, include_default=bool(include_default),
         journal=os.fspath(journal) if journal is not None else "",
     )

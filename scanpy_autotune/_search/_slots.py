@@ -18,6 +18,7 @@ from typing import Any
 
 from .._validation import check_choice, check_int
 from ._backends import Backend
+from ._gpu_sizing import GPUInfo, auto_trials_per_gpu, describe_gpus
 
 __all__ = ["BACKENDS", "SlotPlan", "make_backend", "parse_gpus", "plan_local_slots"]
 
@@ -37,10 +38,16 @@ class SlotPlan:
         One device per slot (``"cpu"`` or ``"cuda:N"``).
     threads_per_worker
         Torch threads of each CPU worker.
+    trials_per_gpu
+        Trials sharing each GPU (``None`` on the CPU).
+    reason
+        Why (for ``trials_per_gpu="auto"``: what limited it).
     """
 
     devices: list[str]
     threads_per_worker: int
+    trials_per_gpu: int | None = None
+    reason: str = ""
 
 
 def parse_gpus(gpus: Any) -> str | list[int] | int | None:
@@ -78,8 +85,8 @@ def _visible_gpus() -> int:
     return torch.cuda.device_count()
 
 
-def _gpu_slots(gpus: str | int | list[int], trials_per_gpu: int, available: int) -> list[str]:
-    """One device string per slot: every chosen GPU ``trials_per_gpu`` times."""
+def _chosen_gpus(gpus: str | int | list[int], available: int) -> list[int]:
+    """The indices of the GPUs ``gpus`` names, all of them visible."""
     if gpus == "all":
         chosen = list(range(available))
     elif isinstance(gpus, int):
@@ -89,12 +96,12 @@ def _gpu_slots(gpus: str | int | list[int], trials_per_gpu: int, available: int)
     missing = [g for g in chosen if g >= available]
     if missing:
         raise ValueError(f"gpus={gpus!r}: GPU(s) {missing} not available ({available} visible).")
-    return [f"cuda:{g}" for g in chosen for _ in range(trials_per_gpu)]
+    return chosen
 
 
 def plan_local_slots(
-    n_workers: int | None, gpus: Any, trials_per_gpu: int, *, cores: int | None = None,
-    visible_gpus: int | None = None,
+    n_workers: int | None, gpus: Any, trials_per_gpu: int | str = "auto", *, cores: int | None = None,
+    visible_gpus: int | None = None, gpu_info: list[GPUInfo] | None = None, bytes_per_trial: int = 0,
 ) -> SlotPlan:
     """The slots of a search on this machine.
 
@@ -105,26 +112,36 @@ def plan_local_slots(
     gpus
         See :func:`parse_gpus`. Without a visible GPU the search runs on the CPU.
     trials_per_gpu
-        Trials sharing each GPU.
-    cores, visible_gpus
+        Trials sharing each GPU, or ``"auto"``: as many as the cores can feed
+        and the GPU's free memory can hold (:mod:`._gpu_sizing`).
+    cores, visible_gpus, gpu_info
         The machine (default: this one's); given by tests.
+    bytes_per_trial
+        What one trial holds on its GPU (:func:`._gpu_sizing.trial_device_bytes`).
 
     Returns
     -------
     SlotPlan
     """
-    trials_per_gpu = check_int("trials_per_gpu", trials_per_gpu, low=1)
+    if trials_per_gpu != "auto":
+        trials_per_gpu = check_int("trials_per_gpu", trials_per_gpu, low=1)
     n_workers = check_int("n_workers", n_workers, low=1, allow_none=True)
     gpus = parse_gpus(gpus)
     cores = cores if cores is not None else (os.cpu_count() or 1)
     if gpus is not None:
         available = _visible_gpus() if visible_gpus is None else visible_gpus
         if available or gpus != "all":
-            devices = _gpu_slots(gpus, trials_per_gpu, available)
+            chosen = _chosen_gpus(gpus, available)
+            reason = f"{trials_per_gpu} trial(s) per GPU, as asked"
+            if trials_per_gpu == "auto":
+                info = describe_gpus() if gpu_info is None else gpu_info
+                info = [g for g in info if g.index in chosen] or info
+                trials_per_gpu, reason = auto_trials_per_gpu(info, cores, bytes_per_trial)
+            devices = [f"cuda:{g}" for g in chosen for _ in range(trials_per_gpu)]
             if devices:
                 if n_workers is not None:
                     devices = devices[:n_workers]
-                return SlotPlan(devices, max(1, cores // len(devices)))
+                return SlotPlan(devices, max(1, cores // len(devices)), trials_per_gpu, reason)
     n = n_workers if n_workers is not None else cores
     return SlotPlan(["cpu"] * n, max(1, cores // n))
 
@@ -134,11 +151,12 @@ def make_backend(
     *,
     n_workers: int | None = None,
     gpus: Any = "all",
-    trials_per_gpu: int = 1,
+    trials_per_gpu: int | str = "auto",
     client: Any = None,
     scheduler: str | None = None,
     data_path: str | os.PathLike | None = None,
     passive_threads: bool = False,
+    bytes_per_trial: int = 0,
 ) -> Backend:
     """The backend a search runs its trials on, checked (and for Dask, connected) before any work.
 
@@ -149,7 +167,7 @@ def make_backend(
         cluster: ``client`` or ``scheduler``, and ``data_path`` for data the
         workers read themselves), or an object that implements
         :class:`._backends.Backend`, used as it is.
-    n_workers, gpus, trials_per_gpu
+    n_workers, gpus, trials_per_gpu, bytes_per_trial
         The slots (:func:`plan_local_slots`; with Dask, ``n_workers`` only).
     passive_threads
         Local workers' idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``)
@@ -175,9 +193,13 @@ def make_backend(
         for name, value in (("client", client), ("scheduler", scheduler), ("data_path", data_path)):
             if value is not None:
                 raise ValueError(f"{name}= is for backend='dask'; the local backend does not use it.")
-        plan = plan_local_slots(n_workers, gpus, trials_per_gpu)
+        plan = plan_local_slots(n_workers, gpus, trials_per_gpu, bytes_per_trial=bytes_per_trial)
+        if plan.trials_per_gpu is not None:
+            logger.info("autotune: %s", plan.reason)
         extra_env = {"OMP_WAIT_POLICY": "PASSIVE"} if passive_threads else None
-        return LocalPool(plan.devices, plan.threads_per_worker, extra_env)
+        pool = LocalPool(plan.devices, plan.threads_per_worker, extra_env)
+        pool.trials_per_gpu = plan.trials_per_gpu
+        return pool
     from ._dask import DaskBackend
 
     return DaskBackend.create(client=client, scheduler=scheduler, data_path=data_path, n_workers=n_workers)

@@ -61,7 +61,7 @@ def autotune(
     objective: Callable[[Model, AnnData], float] | str | None = None,
     n_workers: int | None = None,
     gpus: str | int | list[int] | None = "all",
-    trials_per_gpu: int = 1,
+    trials_per_gpu: int | str = "auto",
     seed: int = 0,
     journal: str | os.PathLike | None = None,
     timeout: float | None = None,
@@ -127,7 +127,10 @@ def autotune(
     gpus
         ``"all"`` visible GPUs, a number, a list of indices, or ``None`` for CPU only.
     trials_per_gpu
-        Trials sharing each GPU.
+        Trials sharing each GPU. ``"auto"`` (default): as many as the CPU cores
+        can feed (one core per trial) and the GPU's free memory can hold; the
+        choice and its reason are logged, and recorded in
+        ``uns[key_added]["params"]["trials_per_gpu"]`` (0 on the CPU).
     seed
         Seed of the split, of TPE and of each trial's training.
     journal

@@ -1,0 +1,77 @@
+"""Slots: how many trials run at once and where, trials_per_gpu="auto" against described machines."""
+
+from __future__ import annotations
+
+import pytest
+
+from scanpy_autotune._search._gpu_sizing import (
+    CUDA_CONTEXT_BYTES,
+    GPUInfo,
+    _visible_indices,
+    auto_trials_per_gpu,
+    trial_device_bytes,
+)
+from scanpy_autotune._search._slots import parse_gpus, plan_local_slots
+
+GiB = 2**30
+H200 = GPUInfo(0, 139 * GiB, 141 * GiB)
+CORTEX = trial_device_bytes(3005, 200, 3005 * 200 // 3)
+PBMC4K = trial_device_bytes(4271, 2000, 870_065)
+
+
+def test_a_trial_holds_its_context_counts_model_and_activations():
+    # Cortex: dense counts and log1p counts (2 x 2.4 MB) are tiny beside the context
+    assert CUDA_CONTEXT_BYTES < CORTEX < CUDA_CONTEXT_BYTES + 64 * 2**20
+    # a million cells x 720 genes do not fit the dense limit: CSR, 8 bytes per stored count
+    big = trial_device_bytes(1_000_000, 720, 200_000_000)
+    assert 1.6e9 < big - CUDA_CONTEXT_BYTES < 1.8e9
+
+
+def test_auto_is_limited_by_the_cores_on_a_large_gpu():
+    n, reason = auto_trials_per_gpu([H200], cores=16, bytes_per_trial=PBMC4K)
+    assert n == 16 and "limited by the CPU cores" in reason and "16 cores for 1 GPU(s)" in reason
+
+
+def test_auto_is_limited_by_the_fullest_gpu_memory():
+    small = [GPUInfo(0, 8 * GiB, 16 * GiB), GPUInfo(1, 3 * GiB, 16 * GiB)]  # GPU 1 is mostly taken
+    n, reason = auto_trials_per_gpu(small, cores=64, bytes_per_trial=GiB)
+    assert n == 2 and "limited by the GPU memory" in reason and "3.0 GiB free" in reason  # 0.8 x 3 GiB / 1 GiB
+    one, _ = auto_trials_per_gpu([GPUInfo(0, GiB // 2, GiB)], cores=8, bytes_per_trial=GiB)
+    assert one == 1  # never fewer than one trial
+
+
+def test_plan_with_auto_and_with_an_explicit_number():
+    plan = plan_local_slots(None, "all", "auto", cores=16, visible_gpus=1, gpu_info=[H200], bytes_per_trial=CORTEX)
+    assert plan.devices == ["cuda:0"] * 16 and plan.trials_per_gpu == 16 and plan.threads_per_worker == 1
+    two = [GPUInfo(0, 139 * GiB, 141 * GiB), GPUInfo(1, 139 * GiB, 141 * GiB)]
+    plan = plan_local_slots(None, "all", "auto", cores=16, visible_gpus=2, gpu_info=two, bytes_per_trial=CORTEX)
+    assert plan.devices == ["cuda:0"] * 8 + ["cuda:1"] * 8
+    plan = plan_local_slots(None, [1], 3, cores=16, visible_gpus=2, gpu_info=two)
+    assert plan.devices == ["cuda:1"] * 3 and plan.trials_per_gpu == 3 and "as asked" in plan.reason
+    plan = plan_local_slots(5, "all", "auto", cores=16, visible_gpus=1, gpu_info=[H200], bytes_per_trial=CORTEX)
+    assert len(plan.devices) == 5  # n_workers caps the slots
+    cpu = plan_local_slots(None, "all", "auto", cores=4, visible_gpus=0)
+    assert cpu.devices == ["cpu"] * 4 and cpu.trials_per_gpu is None
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True, "four"])
+def test_trials_per_gpu_is_auto_or_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="trials_per_gpu"):
+        plan_local_slots(None, "all", bad, cores=4, visible_gpus=1, gpu_info=[H200])
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert _visible_indices(4) == [0, 1, 2, 3]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert _visible_indices(4) == [2, 3]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8f2a,GPU-1b3c")
+    assert _visible_indices(4) is None  # UUIDs: fall back to torch's view
+
+
+def test_parse_gpus():
+    assert parse_gpus("all") == "all" and parse_gpus("None") is None and parse_gpus(0) is None
+    assert parse_gpus(2) == 2 and parse_gpus([0, 2]) == [0, 2]
+    for bad in ("bogus", [0, "1"], [], -1, True):
+        with pytest.raises(ValueError, match="gpus="):
+            parse_gpus(bad)
