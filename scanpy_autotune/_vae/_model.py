@@ -306,7 +306,18 @@ class Model:
         return values if per_cell else float(np.mean(values))
 
     def elbo(self, adata: AnnData, *, cells="heldout", per_cell: bool = False) -> float | np.ndarray:
-        """ELBO per cell (higher is better; one posterior sample), on ``cells`` as in :meth:`marginal_nll`."""
+        """ELBO per cell (higher is better; one posterior sample), on ``cells`` as in :meth:`Model.marginal_nll`.
+
+        Parameters
+        ----------
+        adata
+            Data with the model's genes.
+        cells
+            ``"heldout"`` (default), ``"train"``, ``"validation"``, ``"test"``, ``"all"``,
+            a boolean mask or obs names.
+        per_cell
+            Return one value per cell instead of the mean.
+        """
         data, counts = self._counts(adata)
         values = evaluate_elbo(self.module, counts, self._cells(data, cells))
         return values if per_cell else float(np.mean(values))
@@ -380,7 +391,7 @@ class Model:
 
     @classmethod
     def from_dict(cls, blob: dict[str, Any], device: str | torch.device | None = None) -> Model:
-        """Rebuild a model from :meth:`to_dict` (config checked first; weights read with ``weights_only=True``)."""
+        """Rebuild a model from :meth:`Model.to_dict` (config checked first; weights read with ``weights_only=True``)."""
         return cls._from_checked(check_saved_config(blob["config"], "the model's config"), blob["weights"], device)
 
     @classmethod
@@ -444,7 +455,7 @@ class Model:
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device | None = None) -> Model:
-        """Load a model written by :meth:`save`.
+        """Load a model written by :meth:`Model.save`.
 
         ``config.json`` is checked in full (entries, types, ranges) before
         anything is built, and the weights are read with ``weights_only=True``.

@@ -1,0 +1,130 @@
+"""Replay unpruned searches under candidate pruners (groundwork for issue 21).
+
+    python benchmarks/pruning_replay.py
+
+The unpruned journals hold every trial's whole validation-ELBO curve. Replaying
+the trials in their completion order, each candidate pruner is told, at each of
+its rungs, the trial's best validation ELBO so far (as the worker reports it)
+and decides; a pruned trial costs its epochs up to the rung and has no loss. The
+replay reports the epochs spent (the time, roughly) against the unpruned
+search, and the best loss among the trials that were not pruned against the
+unpruned best.
+
+What it cannot show: with pruning, TPE sees pruned trials as bad and suggests
+other configurations afterwards, and the trials finish in another order. So it
+ranks candidates; the issue's targets are measured by real searches.
+
+Writes ``results/pruning_replay.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, write  # noqa: E402
+
+from scanpy_autotune._search._pruner import ASHAPruner  # noqa: E402
+
+SEARCHES = RESULTS / "searches"
+JOURNALS = {
+    "Cortex 100 x 400 epochs, 2 workers": "cortex_zeisel_3005x200_w2_none_n100_s0.jsonl",
+    "Cortex 100 x 400 epochs, 1 worker": "cortex_zeisel_3005x200_w1_none_n100_s0.jsonl",
+    "PBMC4k 100 x 400 epochs, 2 workers": "pbmc4k_10x_4271x2000_w2_none_n100_s0_t0.1.jsonl",
+    "Cortex 40 x 100 epochs, 2 workers": "cortex_zeisel_3005x200_w2_none_n40_s0_e100.jsonl",
+    "Cortex 40 x 100 epochs, 1 worker": "cortex_zeisel_3005x200_w1_none_n40_s0_e100.jsonl",
+}
+
+
+class _Candidate:
+    """A pruning rule for the replay: which table a trial reports to, and from which trial on."""
+
+    def __init__(self, name: str, make: Callable[[int], list[ASHAPruner]], startup: int = 0) -> None:
+        self.name, self.make, self.startup = name, make, startup
+
+    def replay(self, trials: list[dict], max_epochs: int) -> tuple[int, float, bool]:
+        brackets = self.make(max_epochs)
+        epochs, best = 0, math.inf
+        for k, trial in enumerate(trials):
+            curve = np.array([np.nan if v is None else v for v in trial["history"]["validation_elbo"]], dtype=float)
+            pruner = brackets[k % len(brackets)]
+            stopped = None
+            for rung in pruner.rungs():
+                if rung > len(curve):
+                    break
+                seen = curve[:rung]
+                value = float(np.nanmax(seen)) if np.any(np.isfinite(seen)) else math.nan
+                stop = pruner.report(trial["trial_id"], rung, value)
+                if stop and not trial.get("is_default") and k >= self.startup:
+                    stopped = rung
+                    break
+            if stopped is None:
+                epochs += trial["n_epochs"]
+                if trial["status"] == "ok" and trial["loss"] is not None:
+                    best = min(best, trial["loss"])
+            else:
+                epochs += stopped
+        return epochs, best, False
+
+
+def _asha(min_epochs: int | None = None, eta: int = 3) -> Callable[[int], list[ASHAPruner]]:
+    return lambda max_epochs: [ASHAPruner(max_epochs, min_epochs=min_epochs, eta=eta)]
+
+
+def _hyperband(n_brackets: int, eta: int = 3) -> Callable[[int], list[ASHAPruner]]:
+    def make(max_epochs: int) -> list[ASHAPruner]:
+        first = max(1, min(25, max_epochs // 10))
+        return [
+            ASHAPruner(max_epochs, min_epochs=min(first * eta**s, max_epochs - 1), eta=eta)
+            for s in range(n_brackets)
+        ]
+
+    return make
+
+
+CANDIDATES = [
+    _Candidate("ASHA (today's opt-in: first rung min(25, epochs/10), eta 3)", _asha()),
+    _Candidate("ASHA, no pruning in the first 20 trials (TPE's random start-up)", _asha(), startup=20),
+    _Candidate("ASHA, first rung epochs/8", lambda m: [ASHAPruner(m, min_epochs=max(1, m // 8))]),
+    _Candidate("ASHA, first rung epochs/4", lambda m: [ASHAPruner(m, min_epochs=max(1, m // 4))]),
+    _Candidate("Hyperband, 2 brackets (trials alternate)", _hyperband(2)),
+    _Candidate("Hyperband, 3 brackets (trials alternate)", _hyperband(3)),
+    _Candidate("Hyperband, 2 brackets, none in the first 20", _hyperband(2), startup=20),
+]
+
+
+def main() -> None:
+    rows = []
+    for search, journal in JOURNALS.items():
+        lines = [json.loads(line) for line in (SEARCHES / journal).read_text().splitlines()]
+        header = lines[0]["settings"]
+        trials = sorted((t for t in lines if t.get("kind") == "trial"), key=lambda t: t["completion_order"])
+        full_epochs = sum(t["n_epochs"] for t in trials)
+        full_best = min(t["loss"] for t in trials if t["status"] == "ok" and t["loss"] is not None)
+        for candidate in CANDIDATES:
+            epochs, best, _ = candidate.replay(trials, int(header["max_epochs"]))
+            rows.append({
+                "search": search, "pruner": candidate.name,
+                "epochs spent": f"{100 * epochs / full_epochs:.0f}%",
+                "speed-up": f"{full_epochs / epochs:.2f}x",
+                "best vs unpruned": f"{100 * (best - full_best) / full_best:+.2f}%",
+            })
+    notes = """
+Replay of unpruned journals (trials in completion order, the same configurations): "epochs spent" is
+the share of the unpruned search's trial-epochs, a proxy for its time; "best vs unpruned" compares the
+best loss among the trials the pruner let finish with the unpruned best. The default configuration is
+never pruned. Not a run with the pruner on: TPE would suggest other configurations after a prune.
+"""
+    write("pruning_replay", pd.DataFrame(rows), "python benchmarks/pruning_replay.py", notes)
+    print((RESULTS / "pruning_replay.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
