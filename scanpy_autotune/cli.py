@@ -77,6 +77,14 @@ def _trials_per_gpu(text: str) -> int | str:
     return "auto" if text.strip().lower() == "auto" else _positive_int(text)
 
 
+def _patience(text: str) -> int | str | None:
+    """``--patience``: ``auto``, ``none`` or a positive integer."""
+    value = text.strip().lower()
+    if value in ("auto", "none"):
+        return None if value == "none" else "auto"
+    return _positive_int(text)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -165,6 +173,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pruner", choices=("none", "asha", "median"), default="none",
         help="stop unpromising trials early at rungs of their validation ELBO (default none)",
+    )
+    parser.add_argument(
+        "--patience", type=_patience, default="auto", metavar="N",
+        help="end the search when this many finished trials in a row did not lower the best loss "
+        "by more than 0.2%% (after at least 20): a number, 'auto' (default: 12 for 100 trials) or "
+        "'none' to run every trial",
     )
     parser.add_argument(
         "--timeout", type=_positive_float, metavar="SECONDS",
@@ -395,6 +409,8 @@ def _summary(adata: Any, key: str = KEY) -> str:
     lines = [
         f"{len(trials)} trials: " + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("ok", "pruned", "fail"))
     ]
+    if uns["params"].get("stop_reason"):
+        lines.append(f"the search ended with {uns['params']['stop_reason']}")
     if int(best["trial_id"]) < 0:
         lines.append("no trial succeeded; see uns['autotune']['trials']['error']")
         return "\n".join(lines)
@@ -455,6 +471,7 @@ def _search_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         timeout=args.timeout,
         n_mc=args.n_mc,
         pruner=None if args.pruner == "none" else args.pruner,
+        patience=args.patience,
         progress=not args.quiet,
     )
     if args.scheduler:

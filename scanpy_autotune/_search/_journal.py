@@ -195,6 +195,11 @@ def _differing_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]
     return sorted(k for k in set(old) | set(new) if old.get(k, ...) != new.get(k, ...))
 
 
+def _notes(lines: list[tuple[int, dict]]) -> list[dict]:
+    """The journal's lines that are neither its header nor a trial (``Journal.note``), in file order."""
+    return [line for _, line in lines if line.get("kind") not in ("header", "trial")]
+
+
 def _trial_records(
     path: Path, lines: list[tuple[int, dict]], nan_keys: Iterable[str],
     decode: Callable[[dict], Any] | None,
@@ -307,6 +312,7 @@ class Journal:
         self.nan_keys = tuple(nan_keys)
         self.settings = to_json_safe(dict(settings or {}))
         self._lock: _Lock | None = None
+        self.notes: list[dict] = []  # non-trial lines read by open(), e.g. where a search stopped
         if not self.path.exists() or self.path.stat().st_size == 0:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             header = {"kind": "header", "version": JOURNAL_VERSION, "settings": self.settings}
@@ -417,7 +423,9 @@ class Journal:
         records = _trial_records(path, lines[1:], nan_keys, decode)
         _repair(path, good_end)
         logger.info("Resuming the journal %s with %d finished trial(s).", path, len(records))
-        return cls(path, settings, nan_keys), records
+        journal = cls(path, settings, nan_keys)
+        journal.notes = _notes(lines[1:])
+        return journal, records
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Append one trial record, flushed and fsynced before returning.
@@ -431,6 +439,13 @@ class Journal:
             raise ValueError("A journal record needs a 'trial_id'.")
         line = _dumps({"kind": "trial", **{k: v for k, v in record.items() if k != "kind"}})
         self._write_line(line, mode="a")
+
+    def note(self, kind: str, **fields: Any) -> None:
+        """Append a line that is not a trial (``{"kind": kind, ...}``), such as why a search stopped."""
+        if kind in ("header", "trial"):
+            raise ValueError(f"a note cannot be of kind {kind!r}")
+        self._write_line(_dumps({"kind": kind, **fields}), mode="a")
+        self.notes.append({"kind": kind, **to_json_safe(fields)})
 
     def read(self) -> list[dict]:
         """The trial records in the file (as :meth:`open` returns them), without repairing it."""

@@ -21,6 +21,7 @@ from typing import Any
 
 from .._record import TrialRecord, best_of
 from ._backends import Backend, Event
+from ._convergence import ConvergenceStop
 from ._journal import Journal
 from ._tpe import AskTellTPE
 
@@ -47,6 +48,8 @@ class RunResult:
         the results are written.
     timed_out
         Whether ``timeout`` stopped the search.
+    stop_reason
+        Why the search ended, in words (the budget, convergence, the timeout, Ctrl-C).
     """
 
     records: dict[int, TrialRecord] = field(default_factory=dict)
@@ -54,6 +57,8 @@ class RunResult:
     best_model_trial: int = -1
     interrupted: KeyboardInterrupt | None = None
     timed_out: bool = False
+    stop_reason: str = ""
+    converged_after: int = 0
 
     def best_record(self) -> TrialRecord | None:
         """The best successful trial so far (:func:`scanpy_autotune._record.best_of`)."""
@@ -116,6 +121,11 @@ class _Progress:
         )
         self.bar.update(n)
 
+    def stopped(self, reason: str) -> None:
+        """Say on the bar why no more trials start (convergence)."""
+        if self.bar is not None:
+            self.bar.set_description("autotune (converged)", refresh=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -133,6 +143,7 @@ def run_trials(
     pruner: Any = None,
     timeout: float | None = None,
     progress: bool = True,
+    stopper: ConvergenceStop | None = None,
 ) -> RunResult:
     """Run trials until ``max_evals`` records exist (resumed ones included).
 
@@ -158,6 +169,10 @@ def run_trials(
         Seconds after which no trial is started and running ones are abandoned.
     progress
         Show a ``tqdm`` bar.
+    stopper
+        Ends the search before ``max_evals`` once it has converged (``None``:
+        run them all). A search whose journal says it converged at this
+        budget runs nothing more.
     """
     outcome = RunResult()
     for record in resumed or []:
@@ -165,6 +180,14 @@ def run_trials(
         tuner.tell_known(record.trial_id, record.params, record.tpe_loss, record.status)
     if pruner is not None:
         pruner.restore(list(outcome.records.values()))
+    if stopper is not None:
+        stopper.restore(outcome.records.values())
+        earlier = _converged_before(journal, len(outcome.records), max_evals)
+        if earlier:
+            outcome.stop_reason = earlier
+            logger.info("the journal's search %s; nothing to run", earlier)
+            return outcome
+    converged = False
     rungs = pruner.rungs() if pruner is not None else []
     run_default = default_params is not None and not any(
         r.is_default for r in outcome.records.values()
@@ -179,6 +202,7 @@ def run_trials(
         return outcome
 
     def finish(record: TrialRecord, model: dict | None) -> None:
+        nonlocal converged
         info = running[record.trial_id]
         record.completion_order = len(outcome.records)
         record.is_default = info.is_default
@@ -195,13 +219,19 @@ def run_trials(
         _log_record(record)
         bar.update(1, outcome, len(running))
         projection.update(len(outcome.records))
+        if stopper is not None and not converged and stopper.observe(record):
+            converged = True
+            outcome.stop_reason, outcome.converged_after = stopper.reason(), len(outcome.records)
+            logger.info("stopping early: %s; %d running trial(s) finish", outcome.stop_reason, len(running))
+            bar.stopped(outcome.stop_reason)
 
     try:
         backend.start(context)
-        while len(outcome.records) < max_evals:
+        while len(outcome.records) < max_evals and not (converged and not running):
             timed_out = timeout is not None and time.monotonic() - started > timeout
             while (
                 not timed_out
+                and not converged
                 and backend.free_slots() > 0
                 and len(outcome.records) + len(running) < max_evals
             ):
@@ -216,6 +246,7 @@ def run_trials(
                 logger.debug("trial %d started on %s: %s", trial_id, device, params)
             if timed_out:
                 outcome.timed_out = True
+                outcome.stop_reason = f"timeout of {timeout:g} s"
                 logger.warning(
                     "timeout of %.0f s reached: %d trial(s) abandoned, %d finished",
                     timeout, len(running), len(outcome.records),
@@ -223,16 +254,33 @@ def run_trials(
                 break
             for event in backend.poll(POLL_SECONDS):
                 _handle(event, running, pruner, backend, finish)
+        if converged and journal is not None:  # a resume with this budget then runs nothing more
+            journal.note("stop", reason=outcome.stop_reason, n_trials=len(outcome.records), max_evals=max_evals)
     except KeyboardInterrupt as interrupt:
         logger.warning(
             "interrupted: stopping %d running trial(s); %d finished trial(s) are kept",
             len(running), len(outcome.records),
         )
         outcome.interrupted = interrupt
+        outcome.stop_reason = "interrupted (Ctrl-C)"
     finally:
         backend.shutdown(kill=bool(running))
         bar.close()
+    if not outcome.stop_reason:
+        outcome.stop_reason = f"the budget: {len(outcome.records)} of max_evals={max_evals} trials"
     return outcome
+
+
+def _converged_before(journal: Journal | None, n_records: int, max_evals: int) -> str:
+    """Why the journal's search stopped early, when it did so with this budget and these trials."""
+    if journal is None:
+        return ""
+    for note in reversed(journal.notes):
+        if note.get("kind") == "stop":
+            if note.get("max_evals") == max_evals and note.get("n_trials") == n_records:
+                return str(note.get("reason", "converged"))
+            return ""
+    return ""
 
 
 class _Projection:

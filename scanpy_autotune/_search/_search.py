@@ -23,6 +23,7 @@ from .._record import NAN_FIELDS, TrialRecord, best_of
 from .._validation import check_int, check_number
 from ._backends import Backend
 from ._context import TrialContext
+from ._convergence import make_convergence_stop
 from ._gpu_sizing import trial_device_bytes
 from ._journal import Journal
 from ._pruner import Pruner, make_pruner
@@ -67,6 +68,8 @@ class SearchOutcome:
         results are written.
     timed_out
         Whether ``timeout`` stopped the search.
+    stop_reason
+        Why the search ended: the budget, convergence, the timeout or Ctrl-C.
     """
 
     records: list[TrialRecord]
@@ -78,6 +81,7 @@ class SearchOutcome:
     test_loss: float | None = None
     interrupted: KeyboardInterrupt | None = None
     timed_out: bool = False
+    stop_reason: str = ""
 
 
 def objective_identity(objective: Callable | str | None) -> str:
@@ -156,6 +160,7 @@ def search(
     labels: np.ndarray | None = None,
     labels_key: str | None = None,
     score_cells: str = "heldout",
+    patience: int | str | None = "auto",
 ) -> SearchOutcome:
     """Search hyperparameters on counts already checked, with a split already made.
 
@@ -200,6 +205,7 @@ def search(
         )
     search_space = build_space(space, HYPERPARAMETERS)
     search_pruner = make_pruner(pruner, max_epochs, **dict(pruner_kwargs or {}))
+    stopper = make_convergence_stop(patience, max_evals)
     scoring = None
     if labels is not None:
         from ._scoring import make_scoring_plan
@@ -249,7 +255,7 @@ def search(
         run = run_trials(
             pool, AskTellTPE(search_space, seed=seed), context, max_evals=max_evals,
             resumed=resumed, journal=journal_obj, default_params=default_params,
-            pruner=search_pruner, timeout=timeout, progress=progress,
+            pruner=search_pruner, timeout=timeout, progress=progress, stopper=stopper,
         )
     finally:
         if journal_obj is not None:
@@ -266,6 +272,8 @@ def search(
         layer=layer, batch_key=batch_key,
         max_evals=max_evals, backend=pool.name, n_workers=int(pool.n_slots),
         trials_per_gpu=getattr(pool, "trials_per_gpu", None) or 0,
+        convergence=stopper.describe() if stopper is not None else "none", stop_reason=run.stop_reason,
+        converged_after=run.converged_after,
         version=__version__, include_default=bool(include_default),
         journal=os.fspath(journal) if journal is not None else "",
     )
@@ -273,6 +281,7 @@ def search(
     outcome = SearchOutcome(
         records=records, settings=params, searched=search_space.searched_kinds(),
         best=best_of(records), interrupted=run.interrupted, timed_out=run.timed_out,
+        stop_reason=run.stop_reason,
     )
     if outcome.best is not None and run.interrupted is None:
         from ._best import finish_best_model

@@ -33,7 +33,9 @@ def optimization_history(
     edge (``gid="points-fail"``, and ``"points-pruned-noloss"`` for pruned ones).
     The running best over successful trials is a step line (``gid="running-best"``),
     the best trial a star (``gid="best"``), and the default configuration's loss a
-    dashed horizontal line (``gid="default"``) when it was evaluated.
+    dashed horizontal line (``gid="default"``) when it was evaluated. When the
+    search ended because it had converged, a dotted vertical line
+    (``gid="converged"``) marks the trial after which no trial started.
 
     Parameters
     ----------
@@ -138,6 +140,12 @@ def optimization_history(
         logger.info(
             "The default configuration (trial %d) has no loss; no reference line.",
             res.default["trial_id"],
+        )
+    converged_after = int(res.params.get("converged_after", 0) or 0)
+    if converged_after > 0:
+        ax.axvline(
+            converged_after, ls=":", lw=1.4, color="C4", zorder=1, gid="converged",
+            label=f"converged after {converged_after} trials",
         )
     if log:
         ax.set_yscale("log")

@@ -1,0 +1,120 @@
+"""The convergence stop: the rule, the runner that applies it, resuming, and what it records."""
+
+from __future__ import annotations
+
+import math
+
+import anndata as ad
+import matplotlib
+import numpy as np
+import pytest
+from _scripted_backend import Plan, ScriptedBackend
+from test_runner import DEFAULT, _tuner
+
+import scanpy_autotune as sat
+from scanpy_autotune._record import NAN_FIELDS, TrialRecord
+from scanpy_autotune._results import build_results
+from scanpy_autotune._search._convergence import ConvergenceStop, make_convergence_stop
+from scanpy_autotune._search._journal import Journal
+from scanpy_autotune._search._runner import run_trials
+
+matplotlib.use("Agg")
+
+
+def _ok(trial_id: int, loss: float) -> TrialRecord:
+    return TrialRecord(trial_id, {}, status="ok", loss=loss)
+
+
+def test_the_rule_counts_trials_without_a_real_gain():
+    stop = ConvergenceStop(patience=3, tolerance=0.01, min_trials=5)
+    losses = [100.0, 90.0, 89.5, 88.0, 87.9, 87.8, 87.7]
+    # 89.5 gains less than 1% of the best (90): no progress; 88.0 is progress; then three small gains
+    decisions = [stop.observe(_ok(i, loss)) for i, loss in enumerate(losses)]
+    assert decisions == [False, False, False, False, False, False, True]
+    assert stop.best == 87.7 and "3 finished trials in a row" in stop.reason()
+    never_early = ConvergenceStop(patience=1, min_trials=4)
+    assert [never_early.observe(_ok(i, 1.0)) for i in range(4)] == [False, False, False, True]
+    failing = ConvergenceStop(patience=2, min_trials=0)
+    assert failing.observe(TrialRecord(0, {}, status="fail")) is False  # no best yet: no progress counted
+    assert failing.observe(TrialRecord(1, {}, status="pruned")) is True
+
+
+def test_restore_keeps_the_best_and_starts_counting_again():
+    stop = ConvergenceStop(patience=2, min_trials=0)
+    stop.restore([_ok(0, 5.0), _ok(1, 4.0), TrialRecord(2, {}, status="fail")])
+    assert (stop.best, stop.since, stop.finished) == (4.0, 0, 3)
+    assert stop.observe(_ok(3, 4.5)) is False and stop.observe(_ok(4, 4.2)) is True
+
+
+@pytest.mark.parametrize("patience, max_evals, expected", [("auto", 100, 12), ("auto", 25, 8), ("auto", 300, 36), (5, 100, 5)])
+def test_patience_scales_with_the_budget(patience, max_evals, expected):
+    assert make_convergence_stop(patience, max_evals).patience == expected
+
+
+def test_patience_none_and_bad_values():
+    assert make_convergence_stop(None, 100) is None
+    for bad in ("soon", 0, 2.5, True):
+        with pytest.raises(ValueError, match="patience"):
+            make_convergence_stop(bad, 100)
+
+
+def _plateau(trial_id: int, params: dict) -> Plan:
+    # improves over the first 6 trials, then no trial comes near the best again
+    return Plan(loss=100.0 - trial_id if trial_id < 6 else 200.0 + trial_id)
+
+
+def test_a_converged_search_stops_early_lets_running_trials_finish_and_says_why(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    journal, _ = Journal.open(path, {"seed": 0})
+    backend = ScriptedBackend(_plateau, n_slots=3)
+    stop = ConvergenceStop(patience=5, min_trials=8)
+    run = run_trials(backend, _tuner(), None, max_evals=50, journal=journal, default_params=DEFAULT,
+                     progress=False, stopper=stop)
+    assert run.converged_after == 11  # trials 6..10 gained nothing; at least 8 finished
+    n = len(run.records)  # the trials still running then finished and count; none started after
+    assert 11 <= n <= 13 and sorted(run.records) == list(range(n)) == backend.submitted
+    assert run.stop_reason.startswith("converged: 5 finished trials in a row")
+    assert backend.shut_down_with is False  # nothing was abandoned
+    _, records = Journal.open(path, {"seed": 0}, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json)
+    again, _ = Journal.open(path, {"seed": 0})
+    assert again.notes == [{"kind": "stop", "reason": run.stop_reason, "n_trials": n, "max_evals": 50}]
+
+    # resumed with the same budget: nothing more runs
+    same = ScriptedBackend(_plateau, n_slots=3)
+    rerun = run_trials(same, _tuner(), None, max_evals=50, resumed=records, journal=again,
+                       default_params=DEFAULT, progress=False, stopper=ConvergenceStop(patience=5, min_trials=8))
+    assert same.submitted == [] and rerun.stop_reason == run.stop_reason
+    # with a larger budget it goes on, counting again from zero
+    more = ScriptedBackend(_plateau, n_slots=1)
+    resumed = run_trials(more, _tuner(), None, max_evals=60, resumed=records, journal=again,
+                         default_params=DEFAULT, progress=False, stopper=ConvergenceStop(patience=5, min_trials=8))
+    assert more.submitted == list(range(n, n + 5)) and resumed.converged_after == n + 5
+
+
+def test_without_a_stop_the_budget_is_the_reason():
+    run = run_trials(ScriptedBackend(_plateau), _tuner(), None, max_evals=9, default_params=DEFAULT, progress=False)
+    assert len(run.records) == 9 and run.stop_reason == "the budget: 9 of max_evals=9 trials"
+
+
+def test_optimization_history_marks_where_the_search_converged():
+    import matplotlib.pyplot as plt
+
+    records = [TrialRecord(i, {"n_latent": 5 + i}, status="ok", loss=10.0 - min(i, 3), completion_order=i) for i in range(8)]
+    adata = ad.AnnData(np.zeros((2, 2), dtype=np.float32))
+    adata.uns["autotune"] = build_results(records, settings={"converged_after": 7, "stop_reason": "converged: ..."},
+                                          searched={"n_latent": "numeric"})
+    ax = sat.pl.optimization_history(adata, show=False)
+    (line,) = [artist for artist in ax.get_lines() if artist.get_gid() == "converged"]
+    assert line.get_xdata()[0] == 7 and "converged after 7 trials" in [t.get_text() for t in ax.get_legend().get_texts()]
+    plt.close("all")
+    assert math.isfinite(adata.uns["autotune"]["best"]["loss"])
+
+
+def test_the_command_line_takes_the_patience():
+    from scanpy_autotune import cli
+
+    parser = cli.build_parser()
+    assert parser.parse_args(["demo"]).patience == "auto"
+    assert parser.parse_args(["demo", "--patience", "none"]).patience is None
+    assert parser.parse_args(["demo", "--patience", "7"]).patience == 7
+    assert cli.main(["demo", "--patience", "soon"]) == 2
