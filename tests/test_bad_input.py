@@ -353,8 +353,9 @@ def test_messages_follow_scanpy_verbosity(monkeypatch):
 
 def test_many_genes_bring_advice_once_before_the_search(caplog):
     rng = np.random.default_rng(0)
-    adata = ad.AnnData(sp.csr_matrix(rng.poisson(0.5, size=(20, 5001)).astype(np.float32) + 0))
-    adata.X[:, 0] = 1  # no empty cell
+    counts = rng.poisson(0.5, size=(20, 5001)).astype(np.float32)
+    counts[:, 0] = 1  # no empty cell
+    adata = ad.AnnData(sp.csr_matrix(counts))
     with caplog.at_level(logging.WARNING, logger="scanpy_autotune"), pytest.raises(ValueError, match="max_evals"):
         sat.tl.autotune(adata, **{**FAST, "max_evals": 0})
     (advice,) = [r.getMessage() for r in caplog.records if "highly variable genes" in r.getMessage()]
