@@ -40,14 +40,21 @@ JOURNALS = {
     "PBMC4k 100 x 400 epochs, 2 workers": "pbmc4k_10x_4271x2000_w2_none_n100_s0_t0.1.jsonl",
     "Cortex 40 x 100 epochs, 2 workers": "cortex_zeisel_3005x200_w2_none_n40_s0_e100.jsonl",
     "Cortex 40 x 100 epochs, 1 worker": "cortex_zeisel_3005x200_w1_none_n40_s0_e100.jsonl",
+    **{
+        f"README demo (pbmc68k 12 x 40 epochs), seed {seed}": f"pbmc68k_demo_none_n12_e40_s{seed}.jsonl"
+        for seed in (0, 1, 2)
+    },
 }
 
 
 class _Candidate:
     """A pruning rule for the replay: which table a trial reports to, and from which trial on."""
 
-    def __init__(self, name: str, make: Callable[[int], list[ASHAPruner]], startup: int = 0) -> None:
-        self.name, self.make, self.startup = name, make, startup
+    def __init__(
+        self, name: str, make: Callable[[int], list[ASHAPruner]], startup: int = 0, startup_from_rung: int = 0
+    ) -> None:
+        # startup: trials before it are never stopped; startup_from_rung: they are judged from that rung on
+        self.name, self.make, self.startup, self.startup_from_rung = name, make, startup, startup_from_rung
 
     def replay(self, trials: list[dict], max_epochs: int) -> tuple[int, float, bool]:
         brackets = self.make(max_epochs)
@@ -56,13 +63,14 @@ class _Candidate:
             curve = np.array([np.nan if v is None else v for v in trial["history"]["validation_elbo"]], dtype=float)
             pruner = brackets[k % len(brackets)]
             stopped = None
-            for rung in pruner.rungs():
+            for index, rung in enumerate(pruner.rungs()):
                 if rung > len(curve):
                     break
                 seen = curve[:rung]
                 value = float(np.nanmax(seen)) if np.any(np.isfinite(seen)) else math.nan
                 stop = pruner.report(trial["trial_id"], rung, value)
-                if stop and not trial.get("is_default") and k >= self.startup:
+                judged = k >= self.startup or (self.startup_from_rung and index >= self.startup_from_rung)
+                if stop and not trial.get("is_default") and judged:
                     stopped = rung
                     break
             if stopped is None:
@@ -97,6 +105,16 @@ CANDIDATES = [
     _Candidate("Hyperband, 2 brackets (trials alternate)", _hyperband(2)),
     _Candidate("Hyperband, 3 brackets (trials alternate)", _hyperband(3)),
     _Candidate("Hyperband, 2 brackets, none in the first 20", _hyperband(2), startup=20),
+    _Candidate("ASHA, the first 20 trials judged from the second rung on", _asha(), startup=20, startup_from_rung=1),
+    _Candidate(
+        "ASHA, first rung epochs/8, the first 20 judged from the second rung on",
+        lambda m: [ASHAPruner(m, min_epochs=max(1, m // 8))], startup=20, startup_from_rung=1,
+    ),
+    _Candidate("ASHA, first rung min(25, epochs/4)", lambda m: [ASHAPruner(m, min_epochs=max(1, min(25, m // 4)))]),
+    _Candidate(
+        "ASHA, first rung min(25, epochs/4), the first 20 judged from the second rung on",
+        lambda m: [ASHAPruner(m, min_epochs=max(1, min(25, m // 4)))], startup=20, startup_from_rung=1,
+    ),
 ]
 
 

@@ -48,11 +48,13 @@ COLUMNS: tuple[str, ...] = (
     "error",
     "completion_order",
     "is_default",
+    "startup",
+    "finished_at",
 )
 
 _INT_FIELDS = ("trial_id", "n_epochs", "best_epoch", "n_params", "pruned_at", "completion_order")
-_FLOAT_FIELDS = (*NAN_FIELDS, "duration_s", "marginal_nll")
-_STR_FIELDS = ("status", "device", "error")
+_FLOAT_FIELDS = (*NAN_FIELDS, "duration_s", "marginal_nll", "finished_at")
+_STR_FIELDS = ("status", "device", "error", "startup")
 
 
 def _empty_history() -> dict[str, list[float]]:
@@ -98,6 +100,13 @@ class TrialRecord:
         Position among the finished trials of the search (``-1``: not yet counted).
     is_default
         Whether this is the scVI default configuration (the reference of the gain).
+    startup
+        For a start-up configuration (``autotune(startup=...)``), where it comes
+        from (e.g. ``"winner on cortex_zeisel_3005x200"``); empty for the default
+        configuration and TPE's suggestions.
+    finished_at
+        When the search counted the trial (Unix time, seconds); NaN in
+        journals written before it was recorded.
     marginal_nll
         The held-out ``-log p(x)`` per cell, when the search scored integration
         (then ``loss`` may be another objective); NaN otherwise.
@@ -124,6 +133,8 @@ class TrialRecord:
     rung_values: dict[int, float] = field(default_factory=dict)
     completion_order: int = -1
     is_default: bool = False
+    startup: str = ""
+    finished_at: float = math.nan
     marginal_nll: float = math.nan
     scores: dict[str, float] = field(default_factory=dict)
 

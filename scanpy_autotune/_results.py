@@ -35,10 +35,12 @@ SCORE_COLUMNS: tuple[str, ...] = ("marginal_nll", *SCORE_NAMES)
 HISTORY_KEYS: tuple[str, ...] = ("train_elbo", "validation_elbo")
 SEARCHED_KINDS: tuple[str, ...] = ("categorical", "numeric", "log")
 
-_FLOAT_COLUMNS = ("loss", "elbo_train", "elbo_heldout", "duration_s")
+_FLOAT_COLUMNS = ("loss", "elbo_train", "elbo_heldout", "duration_s", "finished_at")
 _COUNT_COLUMNS = ("n_epochs", "best_epoch", "n_params")
-_STR_COLUMNS = ("status", "device", "error")
+_STR_COLUMNS = ("status", "device", "error", "startup")
 _MISSING_STR = "None"
+#: Columns that results written by earlier versions lack, with the value they read as.
+_ADDED_LATER: dict[str, Any] = {"startup": "", "finished_at": math.nan}
 
 
 # ----------------------------------------------------------------------------- scalars
@@ -193,6 +195,8 @@ def _trials_frame(records: Sequence[Mapping[str, Any]], param_names: Sequence[st
         data[name] = np.asarray(["" if _is_missing(v) else str(v) for v in col(name)], dtype=object)
     data["completion_order"] = _completion_order(records)
     data["is_default"] = np.asarray([bool(r.get("is_default", False)) for r in records], dtype=bool)
+    data["startup"] = np.asarray(["" if _is_missing(v) else str(v) for v in col("startup")], dtype=object)
+    data["finished_at"] = np.asarray([_to_float(v) for v in col("finished_at")], dtype=float)
     if any(r.get("scores") for r in records):
         data["marginal_nll"] = np.asarray([_to_float(v) for v in col("marginal_nll")], dtype=float)
         for name in SCORE_NAMES:
@@ -475,13 +479,16 @@ def _check_uns(uns: Any, key: str) -> None:
         raise ValueError(f"adata.uns[{key!r}] is not an autotune result: missing {missing}.")
     if not isinstance(uns["trials"], pd.DataFrame):
         raise ValueError(f"adata.uns[{key!r}]['trials'] is not a DataFrame.")
-    absent = [c for c in FIXED_COLUMNS if c not in uns["trials"].columns]
+    absent = [c for c in FIXED_COLUMNS if c not in uns["trials"].columns and c not in _ADDED_LATER]
     if absent:
         raise ValueError(f"adata.uns[{key!r}]['trials'] lacks column(s) {absent}.")
 
 
 def _restore_trials(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy().reset_index(drop=True)
+    for name, value in _ADDED_LATER.items():
+        if name not in df.columns:
+            df[name] = value
     df["trial_id"] = df["trial_id"].astype(np.int64)
     df["completion_order"] = df["completion_order"].astype(np.int64)
     for name in _STR_COLUMNS:

@@ -171,14 +171,20 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="seed of the cell split, of TPE and of each trial's training (default 0)",
     )
     parser.add_argument(
-        "--pruner", choices=("none", "asha", "median"), default="none",
-        help="stop unpromising trials early at rungs of their validation ELBO (default none)",
+        "--pruner", choices=("auto", "asha", "median", "none"), default="auto",
+        help="stop unpromising trials early at rungs of their validation ELBO (default auto: ASHA "
+        "from min(25, max-epochs/4) epochs; none below 20 epochs)",
     )
     parser.add_argument(
         "--patience", type=_patience, default="auto", metavar="N",
         help="end the search when this many finished trials in a row did not lower the best loss "
         "by more than 0.2%% (after at least 20): a number, 'auto' (default: 12 for 100 trials) or "
         "'none' to run every trial",
+    )
+    parser.add_argument(
+        "--startup", choices=("winners", "none"), default="none",
+        help="run first, after the default, the best configurations of earlier searches "
+        "(winners) or start TPE with random draws only (none, default)",
     )
     parser.add_argument(
         "--timeout", type=_positive_float, metavar="SECONDS",
@@ -472,6 +478,7 @@ def _search_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         n_mc=args.n_mc,
         pruner=None if args.pruner == "none" else args.pruner,
         patience=args.patience,
+        startup=None if args.startup == "none" else args.startup,
         progress=not args.quiet,
     )
     if args.scheduler:

@@ -364,3 +364,16 @@ def test_many_genes_bring_advice_once_before_the_search(caplog):
     with caplog.at_level(logging.WARNING, logger="scanpy_autotune"), pytest.raises(ValueError, match="max_evals"):
         sat.tl.autotune(adata[:, :5000].copy(), **{**FAST, "max_evals": 0})
     assert not [r for r in caplog.records if "highly variable genes" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    ("startup", "message"),
+    [
+        ("best", r"startup='best': use 'winners'"),
+        ([{"n_hidden": 128}], r"startup\[0\] gives no value for the searched hyperparameter"),
+        ([{"n_hidden": 100, "n_latent": 10, "n_layers": 1, "dropout_rate": 0.1, "reconstruction_loss": "zinb",
+           "lr": 1e-3}], r"startup\[0\] = .* lies outside the search space"),
+    ],
+)
+def test_bad_startup_configurations_are_refused_before_any_training(tiny, startup, message):
+    _refused(tiny, message, startup=startup)

@@ -110,6 +110,33 @@ def test_optimization_history_marks_where_the_search_converged():
     assert math.isfinite(adata.uns["autotune"]["best"]["loss"])
 
 
+def test_optimization_history_against_time_places_trials_where_they_finished():
+    import matplotlib.pyplot as plt
+
+    # two slots: trial i ran 60 s and finished at 30 s * (i + 2) after a start at t = 1000 s
+    records = [
+        TrialRecord(i, {"n_latent": 5 + i}, status="ok", loss=10.0 - min(i, 3), completion_order=i,
+                    duration_s=60.0, finished_at=1000.0 + 30.0 * (i + 2))
+        for i in range(8)
+    ]
+    adata = ad.AnnData(np.zeros((2, 2), dtype=np.float32))
+    adata.uns["autotune"] = build_results(records, settings={"converged_after": 6}, searched={"n_latent": "numeric"})
+    ax = sat.pl.optimization_history(adata, x="time", show=False)
+    (points,) = [c for c in ax.collections if c.get_gid() == "points-ok"]
+    np.testing.assert_allclose(points.get_offsets()[:, 0], [0.5 * (i + 2) for i in range(8)])
+    (line,) = [artist for artist in ax.get_lines() if artist.get_gid() == "converged"]
+    assert line.get_xdata()[0] == 3.5  # the sixth trial finished 3.5 min after the start
+    assert ax.get_xlabel() == "minutes since the search started"
+    plt.close("all")
+    old = build_results([TrialRecord(0, {"n_latent": 5}, status="ok", loss=1.0)], settings={},
+                        searched={"n_latent": "numeric"})
+    adata.uns["autotune"] = old
+    with pytest.raises(ValueError, match="x='time' needs the time each trial finished"):
+        sat.pl.optimization_history(adata, x="time", show=False)
+    with pytest.raises(ValueError, match="use 'trials' or 'time'"):
+        sat.pl.optimization_history(adata, x="epochs", show=False)
+
+
 def test_the_command_line_takes_the_patience():
     from scanpy_autotune import cli
 

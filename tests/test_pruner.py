@@ -324,7 +324,7 @@ def test_make_pruner():
 @pytest.mark.parametrize(
     ("name", "max_epochs", "kwargs", "match"),
     [
-        ("hyperband", 400, {}, r"Unknown pruner 'hyperband'; valid are \['asha', 'median'\]"),
+        ("hyperband", 400, {}, r"Unknown pruner 'hyperband'; valid are \['auto', 'asha', 'median'\]"),
         (
             "asha",
             400,
@@ -361,3 +361,24 @@ def test_describe_is_json_and_rebuilds_the_pruner(name):
     again = make_pruner(description["name"], description["max_epochs"], **kwargs)
     assert again.describe() == pruner.describe()
     assert name in repr(pruner).lower()
+
+
+@pytest.mark.parametrize(
+    ("max_epochs", "first", "rungs"),
+    [(400, 25, [25, 75, 225]), (100, 25, [25, 75]), (40, 10, [10, 30]), (20, 5, [5, 15]), (19, None, None)],
+)
+def test_auto_pruner_starts_at_a_quarter_of_the_epochs_up_to_25(max_epochs, first, rungs):
+    from scanpy_autotune._search._pruner import auto_min_epochs
+
+    assert auto_min_epochs(max_epochs) == first
+    pruner = make_pruner("auto", max_epochs)
+    if rungs is None:
+        assert pruner is None  # too short to judge early
+    else:
+        assert isinstance(pruner, ASHAPruner) and pruner.rungs() == rungs
+        assert pruner.describe()["eta"] == 3 and pruner.describe()["min_trials_per_rung"] == 3
+
+
+def test_auto_pruner_takes_no_settings():
+    with pytest.raises(ValueError, match="pruner='auto', which sets its own; pass pruner='asha'"):
+        make_pruner("auto", 400, min_epochs=5)

@@ -14,7 +14,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +23,7 @@ from .._record import TrialRecord, best_of
 from ._backends import Backend, Event
 from ._convergence import ConvergenceStop
 from ._journal import Journal
+from ._startup import StartupConfig
 from ._tpe import AskTellTPE
 
 logger = logging.getLogger("scanpy_autotune")
@@ -73,6 +74,7 @@ class _Running:
     device: str
     is_default: bool
     rung_values: dict[int, float] = field(default_factory=dict)
+    startup: str = ""
 
 
 @contextmanager
@@ -140,6 +142,7 @@ def run_trials(
     resumed: list[TrialRecord] | None = None,
     journal: Journal | None = None,
     default_params: dict | None = None,
+    startup: Sequence[StartupConfig] = (),
     pruner: Any = None,
     timeout: float | None = None,
     progress: bool = True,
@@ -163,6 +166,9 @@ def run_trials(
         Where each finished record is appended before it counts.
     default_params
         Configuration run first as trial 0 (the scVI default), unless resumed.
+    startup
+        Configurations run next, as trials 1, 2, ... (0, 1, ... without a
+        default), each unless its trial is in the journal; TPE's suggestions follow.
     pruner
         Decides at rungs whether a trial stops (``None``: no pruning).
     timeout
@@ -192,6 +198,11 @@ def run_trials(
     run_default = default_params is not None and not any(
         r.is_default for r in outcome.records.values()
     ) and 0 not in outcome.records
+    first_startup_id = 1 if default_params is not None else 0
+    queued = [
+        (first_startup_id + k, config) for k, config in enumerate(startup)
+        if first_startup_id + k not in outcome.records
+    ]
     running: dict[int, _Running] = {}
     started = time.monotonic()
     projection = _Projection(started, len(outcome.records), max_evals, backend.n_slots)
@@ -206,6 +217,8 @@ def run_trials(
         info = running[record.trial_id]
         record.completion_order = len(outcome.records)
         record.is_default = info.is_default
+        record.startup = info.startup
+        record.finished_at = time.time()
         record.rung_values = dict(info.rung_values)
         with _ctrl_c_held():
             if journal is not None:
@@ -235,14 +248,19 @@ def run_trials(
                 and backend.free_slots() > 0
                 and len(outcome.records) + len(running) < max_evals
             ):
+                source = ""
                 if run_default:
                     trial_id = tuner.ask_known(default_params, trial_id=0)
                     params, is_default, run_default = dict(default_params), True, False
+                elif queued:
+                    trial_id, config = queued.pop(0)
+                    trial_id = tuner.ask_known(config.params, trial_id=trial_id)
+                    params, is_default, source = dict(config.params), False, config.source
                 else:
                     trial_id, params = tuner.ask()
                     is_default = False
                 device = backend.submit(trial_id, params, rungs)
-                running[trial_id] = _Running(params, device, is_default)
+                running[trial_id] = _Running(params, device, is_default, startup=source)
                 logger.debug("trial %d started on %s: %s", trial_id, device, params)
             if timed_out:
                 outcome.timed_out = True
@@ -312,7 +330,7 @@ class _Projection:
         if remaining > self.LONG_S:
             logger.warning(
                 "%s. To finish sooner, stop with Ctrl-C (finished trials are kept, and a journal "
-                "resumes) and lower max_evals or max_epochs, or pass pruner='asha'.", message,
+                "resumes) and lower max_evals or max_epochs, or select fewer genes.", message,
             )
         else:
             logger.info(message)

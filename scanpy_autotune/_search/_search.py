@@ -12,7 +12,7 @@ import hashlib
 import inspect
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ from ._runner import run_trials
 from ._scoring import scoring_settings
 from ._slots import make_backend
 from ._space import SearchSpace, build_space
+from ._startup import startup_configs
 from ._tpe import AskTellTPE
 
 if TYPE_CHECKING:
@@ -129,6 +130,15 @@ def _resume_settings(
     }
 
 
+def _startup_setting(startup: Any, chosen: list) -> str:
+    """How ``uns[key]["params"]`` records the start-up configurations."""
+    if startup is None:
+        return "none"
+    if isinstance(startup, str):
+        return f"{startup} ({len(chosen)} in the space)"
+    return f"{len(chosen)} given"
+
+
 def search(
     data: CountData,
     split: Split,
@@ -140,7 +150,7 @@ def search(
     seed: int = 0,
     objective: Callable | str | None = None,
     include_default: bool = True,
-    pruner: str | None = None,
+    pruner: str | None = "auto",
     pruner_kwargs: Mapping[str, Any] | None = None,
     journal: str | os.PathLike | None = None,
     timeout: float | None = None,
@@ -161,6 +171,7 @@ def search(
     labels_key: str | None = None,
     score_cells: str = "heldout",
     patience: int | str | None = "auto",
+    startup: str | Sequence[Mapping[str, Any]] | None = None,
 ) -> SearchOutcome:
     """Search hyperparameters on counts already checked, with a split already made.
 
@@ -206,6 +217,7 @@ def search(
     search_space = build_space(space, HYPERPARAMETERS)
     search_pruner = make_pruner(pruner, max_epochs, **dict(pruner_kwargs or {}))
     stopper = make_convergence_stop(patience, max_evals)
+    startup_list = startup_configs(startup, search_space)
     scoring = None
     if labels is not None:
         from ._scoring import make_scoring_plan
@@ -254,7 +266,7 @@ def search(
         )
         run = run_trials(
             pool, AskTellTPE(search_space, seed=seed), context, max_evals=max_evals,
-            resumed=resumed, journal=journal_obj, default_params=default_params,
+            resumed=resumed, journal=journal_obj, default_params=default_params, startup=startup_list,
             pruner=search_pruner, timeout=timeout, progress=progress, stopper=stopper,
         )
     finally:
@@ -275,6 +287,7 @@ def search(
         convergence=stopper.describe() if stopper is not None else "none", stop_reason=run.stop_reason,
         converged_after=run.converged_after,
         version=__version__, include_default=bool(include_default),
+        startup=_startup_setting(startup, startup_list),
         journal=os.fspath(journal) if journal is not None else "",
     )
     records = [run.records[t] for t in sorted(run.records)]

@@ -19,6 +19,7 @@ def optimization_history(
     adata: Any,
     *,
     key: str = DEFAULT_KEY,
+    x: str = "trials",
     log: bool = False,
     robust: bool = True,
     ax: Axes | None = None,
@@ -27,7 +28,9 @@ def optimization_history(
 ) -> Axes | None:
     """Held-out loss of each trial in the order the trials finished, with the running best.
 
-    x is the completion position (1 = first trial to finish). Successful trials
+    x is the completion position (1 = first trial to finish), or with
+    ``x="time"`` the minutes from the search's start until the trial finished,
+    which shows what a pruner or the convergence stop saved. Successful trials
     are points (``gid="points-ok"``), pruned trials with a loss triangles
     (``gid="points-pruned"``); trials without a loss are crosses along the bottom
     edge (``gid="points-fail"``, and ``"points-pruned-noloss"`` for pruned ones).
@@ -40,6 +43,10 @@ def optimization_history(
     Parameters
     ----------
     {doc_adata_key}
+    x
+        ``"trials"`` (the completion position) or ``"time"`` (wall-clock
+        minutes since the first trial started; searches resumed later include
+        the pause).
     log
         Logarithmic y axis.
     robust
@@ -50,17 +57,30 @@ def optimization_history(
     -------
     {doc_returns_ax}
     """
+    if x not in ("trials", "time"):
+        raise ValueError(f"x={x!r}: use 'trials' or 'time'.")
     res = read_results(adata, key)
     trials = res.trials.sort_values("completion_order", kind="stable")
+    position = trials["completion_order"].to_numpy(dtype=float) + 1
+    if x == "time":
+        finished = trials["finished_at"].to_numpy(dtype=float)
+        if not np.isfinite(finished).all():
+            raise ValueError(
+                "x='time' needs the time each trial finished (finished_at), which these results "
+                "were written without. Use x='trials'."
+            )
+        start = np.min(finished - trials["duration_s"].to_numpy(dtype=float))
+        x_values = (finished - start) / 60.0
+    else:
+        x_values = position
     fig, ax = new_ax(ax, (7.0, 4.2))
-    x = trials["completion_order"].to_numpy(dtype=float) + 1
     loss = trials["loss"].to_numpy(dtype=float)
     status = trials["status"].to_numpy()
     finite = np.isfinite(loss)
     ok = finite & (status == "ok")
     if ok.any():
         ax.scatter(
-            x[ok],
+            x_values[ok],
             loss[ok],
             s=24,
             color="C0",
@@ -69,7 +89,7 @@ def optimization_history(
             label=f"ok ({int(ok.sum())})",
         )
         running = np.minimum.accumulate(loss[ok])
-        xs = np.append(x[ok], x.max())
+        xs = np.append(x_values[ok], x_values.max())
         ax.step(
             xs,
             np.append(running, running[-1]),
@@ -83,7 +103,7 @@ def optimization_history(
     pruned = finite & (status == "pruned")
     if pruned.any():
         ax.scatter(
-            x[pruned],
+            x_values[pruned],
             loss[pruned],
             s=30,
             marker="^",
@@ -101,7 +121,7 @@ def optimization_history(
         sel = (status == "fail") if stat == "fail" else (~finite & (status == stat))
         if sel.any():
             ax.scatter(
-                x[sel],
+                x_values[sel],
                 np.full(sel.sum(), 0.03),
                 transform=bottom,
                 marker="x",
@@ -115,7 +135,7 @@ def optimization_history(
     if res.best["trial_id"] >= 0:
         at = (trials["trial_id"] == res.best["trial_id"]).to_numpy()
         ax.scatter(
-            x[at],
+            x_values[at],
             loss[at],
             marker="*",
             s=200,
@@ -143,8 +163,9 @@ def optimization_history(
         )
     converged_after = int(res.params.get("converged_after", 0) or 0)
     if converged_after > 0:
+        stopped_at = x_values[min(converged_after, len(x_values)) - 1]
         ax.axvline(
-            converged_after, ls=":", lw=1.4, color="C4", zorder=1, gid="converged",
+            stopped_at, ls=":", lw=1.4, color="C4", zorder=1, gid="converged",
             label=f"converged after {converged_after} trials",
         )
     if log:
@@ -156,7 +177,7 @@ def optimization_history(
         note_off_scale(ax, n_off)
     if log:
         log_axis(ax)
-    ax.set_xlabel("trials finished")
+    ax.set_xlabel("trials finished" if x == "trials" else "minutes since the search started")
     ax.set_ylabel(LOSS_LABEL)
     ax.set_title("optimization history")
     ax.legend(fontsize="small", loc="upper right", bbox_to_anchor=(1.0, 0.93))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -71,7 +71,7 @@ def autotune(
     copy: bool = False,
     progress: bool = True,
     n_mc: int = 100,
-    pruner: str | None = None,
+    pruner: str | None = "auto",
     pruner_kwargs: Mapping[str, Any] | None = None,
     backend: str = "local",
     client: Any = None,
@@ -80,6 +80,7 @@ def autotune(
     labels_key: str | None = None,
     score_cells: str = "heldout",
     patience: int | str | None = "auto",
+    startup: str | Sequence[Mapping[str, Any]] | None = None,
 ) -> AnnData | None:
     """Search hyperparameters of the scVI model with asynchronous TPE.
 
@@ -157,10 +158,16 @@ def autotune(
     n_mc
         Importance samples per cell for the loss.
     pruner, pruner_kwargs
-        ``"asha"``, ``"median"`` or ``None`` (default): stop unpromising trials
-        early. ASHA suits long searches (100 trials of 400 epochs: 3-4x faster,
-        best loss within 0.2%); in a short one an early rung can stop the
-        eventual winner, hence off by default.
+        Stop unpromising trials early, at rungs of their validation ELBO.
+        ``"auto"`` (default): ASHA with its first rung at ``min(25,
+        max_epochs // 4)`` epochs (25, 75, 225 for 400 epochs), no pruning for
+        trials under 20 epochs; replayed on finished searches it kept the best
+        configuration of the 12-trial demo on 3 seeds and of the 100-trial
+        searches within 0.2% at 3.6-4.1x fewer epochs
+        (``benchmarks/results/pruning_replay.md``, ``pruning.md``). ``"asha"``
+        (first rung ``min(25, max_epochs // 10)``, settings in
+        ``pruner_kwargs``), ``"median"``, or ``None`` (every trial runs until
+        early stopping). The default configuration is never pruned.
     backend, client, scheduler, data_path
         ``"local"`` (this machine) or ``"dask"`` (a ``distributed.Client`` or a
         scheduler address; ``data_path`` for data the workers read themselves).
@@ -185,6 +192,18 @@ def autotune(
         ``max_evals`` trials. Why the search ended is in
         ``uns[key_added]["params"]["stop_reason"]``; resuming a search that
         converged with a larger ``max_evals`` goes on.
+    startup
+        Configurations run first, right after the default one, in place of
+        TPE's first random draws; TPE learns from them like from any trial.
+        ``None`` (default): random draws only. ``"winners"``: the best
+        configuration of each 100-trial search in ``benchmarks/results/``
+        (Cortex, PBMC4k, CBMC), those inside ``space``. It is off by default
+        because it has not been shown to help on data it did not come from:
+        in the 12-trial, 40-epoch demo on PBMC cells every winner trained
+        worse than the default configuration (``benchmarks/results/startup.md``).
+        A list of dicts (a value for every searched hyperparameter) runs your
+        own configurations first. The ``startup`` column of
+        ``uns[key_added]["trials"]`` says where such a trial comes from.
     score_cells
         ``"heldout"`` (default): score the held-out cells, which no model
         trained on, so a configuration is judged on cells it has not seen, as
@@ -235,7 +254,7 @@ def autotune(
         train_size=train_size, test_size=test_size, layer=layer, batch_key=batch_key, backend=backend,
         n_workers=n_workers, gpus=gpus, trials_per_gpu=trials_per_gpu, client=client,
         scheduler=scheduler, data_path=data_path, labels=labels, labels_key=labels_key,
-        score_cells=score_cells, patience=patience,
+        score_cells=score_cells, patience=patience, startup=startup,
     )
     if save_dir is not None and outcome.model is not None:
         outcome.model.save(save_dir, overwrite=True)

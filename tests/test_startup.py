@@ -1,0 +1,124 @@
+"""Start-up configurations: which run, in which order, how they are recorded and resumed."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from _scripted_backend import Plan, ScriptedBackend
+
+from scanpy_autotune._record import NAN_FIELDS, TrialRecord
+from scanpy_autotune._results import build_results, read_results
+from scanpy_autotune._search._journal import Journal
+from scanpy_autotune._search._runner import run_trials
+from scanpy_autotune._search._space import build_space
+from scanpy_autotune._search._startup import WINNERS, startup_configs
+from scanpy_autotune._search._tpe import AskTellTPE
+from scanpy_autotune._vae._config import HYPERPARAMETERS
+
+SPACE = {"n_hidden": [64, 128, 256], "n_latent": ("int", 2, 12)}
+DEFAULT = {"n_hidden": 128, "n_latent": 10}
+
+
+def _space(spec=None):
+    return build_space(spec, HYPERPARAMETERS)
+
+
+def test_the_winners_fit_the_default_space_in_order():
+    chosen = startup_configs("winners", _space())
+    assert [c.source for c in chosen] == [w.source for w in WINNERS]
+    assert [c.params for c in chosen] == [dict(w.params) for w in WINNERS]
+    assert startup_configs(None, _space()) == []
+
+
+def test_winners_outside_the_space_are_left_out_and_fixed_values_imposed():
+    # n_latent 15 (the Cortex winner) is outside 2..12; the others are inside
+    chosen = startup_configs("winners", _space({**SPACE, "dispersion": "gene-batch"}))
+    assert [c.source for c in chosen] == [w.source for w in WINNERS if w.params["n_latent"] <= 12]
+    assert all(c.params["dispersion"] == "gene-batch" for c in chosen)
+    assert all(set(c.params) == {"n_hidden", "n_latent", "dispersion"} for c in chosen)
+
+
+def test_given_configurations_are_checked_against_the_space():
+    space = _space(SPACE)
+    given = startup_configs([{"n_hidden": 64, "n_latent": 3}], space)
+    assert [c.params for c in given] == [{"n_hidden": 64, "n_latent": 3}] and given[0].source == "given startup[0]"
+    with pytest.raises(ValueError, match=r"startup\[0\] gives no value .*n_latent"):
+        startup_configs([{"n_hidden": 64}], space)
+    with pytest.raises(ValueError, match=r"startup\[1\] = .* lies outside the search space"):
+        startup_configs([{"n_hidden": 64, "n_latent": 3}, {"n_hidden": 32, "n_latent": 3}], space)
+    with pytest.raises(ValueError, match="'winners'"):
+        startup_configs("best", space)
+    with pytest.raises(ValueError, match="not a dict"):
+        startup_configs([("n_hidden", 64)], space)
+    with pytest.raises(ValueError, match="list of configurations"):
+        startup_configs({"n_hidden": 64, "n_latent": 3}, space)
+
+
+def _loss(params):
+    return 100.0 + abs(params["n_latent"] - 7) + params["n_hidden"] / 64
+
+
+def test_startup_configurations_run_after_the_default_and_before_tpe(tmp_path):
+    space = _space(SPACE)
+    startup = startup_configs([{"n_hidden": 64, "n_latent": 7}, {"n_hidden": 256, "n_latent": 2}], space)
+    path = tmp_path / "journal.jsonl"
+    journal, _ = Journal.open(path, {"seed": 0})
+    backend = ScriptedBackend(lambda t, p: Plan(loss=_loss(p)), n_slots=2)
+    tuner = AskTellTPE(space, seed=0)
+    run = run_trials(
+        backend, tuner, None, max_evals=6, journal=journal, default_params=DEFAULT, startup=startup,
+        progress=False,
+    )
+    journal.close()
+    assert backend.submitted[:3] == [0, 1, 2]
+    assert run.records[0].is_default and run.records[0].startup == ""
+    assert run.records[1].params == {"n_hidden": 64, "n_latent": 7} and run.records[1].startup == "given startup[0]"
+    assert run.records[2].params == {"n_hidden": 256, "n_latent": 2} and run.records[2].startup == "given startup[1]"
+    assert all(run.records[t].startup == "" for t in (3, 4, 5))
+    assert run.best_record().trial_id == 1  # the best of this scripted loss, run first
+    # TPE learned from the start-up trials like from any other
+    assert tuner.n_finished == 6
+
+    # resume with a larger budget: nothing that finished runs again, the column survives the journal
+    _, resumed = Journal.open(path, {"seed": 0}, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json)
+    assert {r.trial_id: r.startup for r in resumed}[2] == "given startup[1]"
+    backend = ScriptedBackend(lambda t, p: Plan(loss=_loss(p)), n_slots=2)
+    more = run_trials(
+        backend, AskTellTPE(space, seed=0), None, max_evals=8, resumed=resumed, default_params=DEFAULT,
+        startup=startup, progress=False,
+    )
+    assert backend.submitted == [6, 7] and sorted(more.records) == list(range(8))
+
+
+def test_a_startup_trial_lost_with_its_worker_runs_again_on_resume():
+    space = _space(SPACE)
+    startup = startup_configs([{"n_hidden": 64, "n_latent": 7}, {"n_hidden": 256, "n_latent": 2}], space)
+    done = [TrialRecord(trial_id=0, params=DEFAULT, status="ok", loss=110.0, is_default=True),
+            TrialRecord(trial_id=1, params={"n_hidden": 64, "n_latent": 7}, status="ok", loss=101.0,
+                        startup="given startup[0]")]
+    backend = ScriptedBackend(lambda t, p: Plan(loss=_loss(p)), n_slots=1)
+    run = run_trials(
+        backend, AskTellTPE(space, seed=0), None, max_evals=4, resumed=done, default_params=DEFAULT,
+        startup=startup, progress=False,
+    )
+    assert backend.submitted == [2, 3]
+    assert run.records[2].params == {"n_hidden": 256, "n_latent": 2} and run.records[2].startup == "given startup[1]"
+
+
+def test_the_startup_column_reaches_uns_and_old_results_read_without_it(tmp_path):
+    records = [TrialRecord(trial_id=0, params=DEFAULT, status="ok", loss=110.0, is_default=True).to_json(),
+               TrialRecord(trial_id=1, params={"n_hidden": 64, "n_latent": 7}, status="ok", loss=101.0,
+                           startup="winner on x").to_json()]
+    uns = build_results(records, settings={"seed": 0}, searched={"n_hidden": "categorical", "n_latent": "numeric"})
+    assert list(uns["trials"]["startup"]) == ["", "winner on x"]
+    adata = ad.AnnData(np.zeros((2, 1), dtype=np.float32), uns={"autotune": uns})
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    back = read_results(ad.read_h5ad(tmp_path / "a.h5ad"))
+    assert list(back.trials["startup"]) == ["", "winner on x"]
+    old = {**uns, "trials": uns["trials"].drop(columns="startup")}
+    assert list(read_results(ad.AnnData(np.zeros((2, 1), dtype=np.float32), uns={"autotune": old})).trials["startup"]) == ["", ""]
+    assert isinstance(back.trials, pd.DataFrame) and json.dumps(list(back.trials.columns))
