@@ -66,7 +66,7 @@ def search(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     sat.tl.autotune(
         adata, batch_key="batch", labels_key="cell_type", objective="integration", max_evals=args.max_evals,
-        n_workers=args.workers, gpus=None, seed=SEED, patience=None, journal=SEARCHES / f"{tag}.jsonl",
+        n_workers=args.workers, gpus=None, seed=SEED, pruner=None, patience=None, journal=SEARCHES / f"{tag}.jsonl",
     )
     seconds = time.perf_counter() - start
     uns = ad.AnnData(obs=adata.obs[["autotune_split"]].copy(), uns={"autotune": adata.uns["autotune"]})

@@ -40,9 +40,12 @@ SEARCHES = RESULTS / "searches"
 
 
 def run_tag(dataset: str, workers: int, pruner: str, max_evals: int, seed: int,
-            max_epochs: int | None = None, test_size: float = 0.0, gpu: bool = False) -> str:
+            max_epochs: int | None = None, test_size: float = 0.0, gpu: bool = False,
+            patience: str = "none") -> str:
     """The name of a run's files under ``results/searches/`` (``workers``: parallel trials)."""
     tag = f"{dataset}_w{workers}_{pruner}_n{max_evals}_s{seed}"
+    if patience != "none":
+        tag += f"_p{patience}"
     if max_epochs is not None:
         tag += f"_e{max_epochs}"
     if test_size > 0:
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> None:
     on_gpu = args.gpus > 0
     workers = args.gpus * args.trials_per_gpu if on_gpu else args.workers
     tag = run_tag(args.dataset, workers, args.pruner, args.max_evals, args.seed, args.max_epochs, args.test_size,
-                  gpu=on_gpu)
+                  gpu=on_gpu, patience=args.patience)
     SEARCHES.mkdir(parents=True, exist_ok=True)
     journal = SEARCHES / f"{tag}.jsonl"
     segments_file = SEARCHES / f"{tag}.segments.jsonl"
@@ -106,6 +109,7 @@ def run(args: argparse.Namespace) -> None:
             gpus=args.gpus if on_gpu else None, trials_per_gpu=args.trials_per_gpu, seed=args.seed,
             pruner=None if args.pruner == "none" else args.pruner, journal=journal, progress=False,
             test_size=args.test_size, timeout=args.timeout,
+            patience=None if args.patience == "none" else "auto" if args.patience == "auto" else int(args.patience),
         )
     except KeyboardInterrupt:  # the finished trials are in the journal (and in adata.uns, when any finished)
         interrupted = True
@@ -131,6 +135,8 @@ def run(args: argparse.Namespace) -> None:
         "workers": workers,
         "device": f"{args.gpus} GPU x {args.trials_per_gpu} trials" if on_gpu else "cpu",
         "pruner": args.pruner,
+        "patience": args.patience,
+        "stop_reason": str(uns["params"].get("stop_reason", "")),
         "max_evals": args.max_evals,
         "seed": args.seed,
         "max_epochs": int(uns["params"]["max_epochs"]),
@@ -165,8 +171,10 @@ def report(_: argparse.Namespace) -> None:
         runs["test_size"] = 0.0
     runs["test_size"] = runs["test_size"].fillna(0.0)
     runs["device"] = runs["device"].fillna("cpu") if "device" in runs else "cpu"
+    runs["patience"] = runs["patience"].fillna("none") if "patience" in runs else "none"
     runs = runs.drop_duplicates(
-        ["dataset", "device", "workers", "pruner", "max_evals", "max_epochs", "seed", "test_size"], keep="last"
+        ["dataset", "device", "workers", "pruner", "patience", "max_evals", "max_epochs", "seed", "test_size"],
+        keep="last",
     )
     (RESULTS / "runtime.md").write_text(runtime(runs))
     runs = runs[runs["device"] == "cpu"]
@@ -176,6 +184,8 @@ def report(_: argparse.Namespace) -> None:
     columns = ["dataset", "workers", "pruner", "max_evals", "max_epochs", "test_size", "segments", "wall_s",
                "trials_per_hour", "mean_epochs", "ok", "pruned", "failed", "default_loss", "best_loss", "gain_%"]
     sections = []
+    converging = runs[runs["patience"] != "none"]
+    runs = runs[runs["patience"] == "none"]
     plain = runs[runs["pruner"] == "none"]
     for (dataset, max_evals, max_epochs), group in plain.groupby(["dataset", "max_evals", "max_epochs"]):
         by_workers = group.drop_duplicates("workers", keep="last").set_index("workers")
@@ -218,8 +228,35 @@ def report(_: argparse.Namespace) -> None:
         "# Top-10 and bottom-10 trials of each 100-trial search (the 2019 study's Tables 2-4)\n\n"
         + header + "\n" + top_bottom(runs[runs["max_evals"] >= 100]) + "\n"
     )
+    write_keeping_notes(RESULTS / "convergence.md", convergence(converging, plain, header))
     print((RESULTS / "search_scaling.md").read_text())
     print((RESULTS / "pruning.md").read_text())
+    print((RESULTS / "convergence.md").read_text())
+
+
+def convergence(converging: pd.DataFrame, plain: pd.DataFrame, header: str) -> str:
+    """Searches with the convergence stop (and their pruner) against the same search run to the end unpruned."""
+    lines = []
+    for _, row in converging.iterrows():
+        base = plain[(plain["dataset"] == row["dataset"]) & (plain["workers"] == row["workers"])
+                     & (plain["max_evals"] == row["max_evals"]) & (plain["seed"] == row["seed"])
+                     & (plain["max_epochs"] == row["max_epochs"]) & (plain["test_size"] == row["test_size"])]
+        if not len(base):
+            continue
+        b = base.iloc[-1]
+        lines.append(
+            f"- {row['dataset']}, pruner {row['pruner']}, patience {row['patience']}: ended after "
+            f"{int(row['trials'])} of {int(row['max_evals'])} trials ({row['stop_reason']}); "
+            f"{row['wall_s'] / 60:.1f} min against {b['wall_s'] / 60:.1f} min for all {int(b['trials'])} trials "
+            f"unpruned (**{b['wall_s'] / row['wall_s']:.2f}x** less wall time); best {row['best_loss']:.2f} "
+            f"against {b['best_loss']:.2f} (**{100 * (row['best_loss'] - b['best_loss']) / b['best_loss']:+.2f}%**)"
+        )
+    columns = ["dataset", "workers", "pruner", "patience", "max_evals", "test_size", "trials", "wall_s", "ok",
+               "pruned", "failed", "default_loss", "best_loss", "gain_%", "stop_reason"]
+    return (
+        "# Searches that stop on convergence, against the full unpruned search\n\n" + header + "\n"
+        + markdown_table(converging[columns]) + "\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def write_keeping_notes(path: Path, text: str) -> None:
@@ -305,7 +342,8 @@ def main() -> None:
     r = sub.add_parser("run")
     r.add_argument("--dataset", default="cortex_zeisel_3005x200")
     r.add_argument("--workers", type=int, default=2)
-    r.add_argument("--pruner", default="none", choices=["none", "asha", "median"])
+    r.add_argument("--pruner", default="none", choices=["none", "auto", "asha", "median"])
+    r.add_argument("--patience", default="none", help="the convergence stop: none (every trial), auto or N")
     r.add_argument("--max-evals", type=int, default=100)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--max-epochs", type=int, default=None, help="default: sat.tl.default_max_epochs")

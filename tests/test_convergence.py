@@ -145,3 +145,14 @@ def test_the_command_line_takes_the_patience():
     assert parser.parse_args(["demo", "--patience", "none"]).patience is None
     assert parser.parse_args(["demo", "--patience", "7"]).patience == 7
     assert cli.main(["demo", "--patience", "soon"]) == 2
+
+
+def test_the_command_line_defaults_to_auto_pruning_and_random_startup():
+    from scanpy_autotune import cli
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["demo"])
+    assert args.pruner == "auto" and args.startup == "none"
+    kwargs = cli._search_kwargs(parser.parse_args(["demo", "--pruner", "none", "--startup", "winners"]))
+    assert kwargs["pruner"] is None and kwargs["startup"] == "winners"
+    assert cli._search_kwargs(args)["pruner"] == "auto" and cli._search_kwargs(args)["startup"] is None
