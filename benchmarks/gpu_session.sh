@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One lease of a GPU machine, the GPU numbers in one command (about 8.5 minutes; 10 at most):
+# One lease of a GPU machine, the GPU numbers in one command (about 10 minutes; 12.5 at most):
+#   0. the CUDA-graph tests (pytest -m cuda) and eager against graphed epochs (gpu_graphs.py),
 #   1. our model against scvi-tools on the GPU (peer_scvi.py --device cuda),
 #   2. 20-trial searches of the default space on the three study datasets (the study's Table 1 on a GPU),
 #      4 trials at a time, each stopped after SEARCH_SECONDS (default 100) with what finished,
@@ -42,6 +43,11 @@ print("torch", torch.__version__, "scvi", scvi.__version__, "hyperopt", hyperopt
       "device", model.device, "NLL after 3 epochs", model.marginal_nll(adata, n_mc=10, cells="heldout"))
 EOF
 grep -q "NLL after 3 epochs" "$LOG" || { echo "sanity check failed" | tee -a "$LOG"; pack; exit 1; }
+
+# CUDA graphs (issue 18): the tests that need a GPU, then eager against graphed epochs.
+step 90 python3 -m pytest -q -m cuda -p no:cacheprovider tests/test_cuda_graphs.py
+step 90 python3 benchmarks/gpu_graphs.py --epochs 40
+pack
 
 step 150 python3 benchmarks/peer_scvi.py --scvi-python python3 --device cuda --epochs 30 --n-mc 100 \
     --out peer_scvi_gpu

@@ -8,6 +8,21 @@ import pytest
 DATA = Path(__file__).resolve().parent / "data"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` need a CUDA device: without one they are deselected (not skipped).
+
+    They run on a lent GPU machine (``benchmarks/gpu_session.sh`` runs ``pytest -m cuda``).
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    kept = [item for item in items if item.get_closest_marker("cuda") is None]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
 @pytest.fixture(scope="session")
 def cortex_path() -> Path:
     """800 Zeisel cortex cells x 200 genes, ``obs["cell_type"]``."""

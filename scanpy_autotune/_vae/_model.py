@@ -114,6 +114,7 @@ class Model:
         max_epochs: int = 400,
         device: str | torch.device | None = None,
         callback: EpochCallback | None = None,
+        cuda_graphs: bool | None = None,
         **hyperparameters: Any,
     ) -> Model:
         """Train one configuration on ``adata``.
@@ -142,6 +143,11 @@ class Model:
         callback
             Called after every epoch with ``(epoch, train_elbo, validation_elbo)``;
             returning ``True`` stops training.
+        cuda_graphs
+            On a CUDA device, replay each minibatch's training step as a CUDA
+            graph (one launch instead of a few hundred): ``None`` (default)
+            does so unless ``SCANPY_AUTOTUNE_CUDA_GRAPHS=0``, ``False`` never.
+            Elsewhere training is eager.
         **hyperparameters
             ``n_hidden`` (128), ``n_latent`` (10), ``n_layers`` (1), ``dropout_rate`` (0.1),
             ``reconstruction_loss`` (``"zinb"``, ``"nb"``, ``"poisson"``), ``dispersion``
@@ -171,7 +177,7 @@ class Model:
         counts = DeviceCounts(data, device)
         return cls.fit_prepared(
             data, counts, split, config, seed=seed, max_epochs=int(max_epochs),
-            callback=callback, layer=layer, batch_key=batch_key,
+            callback=callback, layer=layer, batch_key=batch_key, cuda_graphs=cuda_graphs,
         )
 
     @classmethod
@@ -187,6 +193,7 @@ class Model:
         callback: EpochCallback | None = None,
         layer: str | None = None,
         batch_key: str | None = None,
+        cuda_graphs: bool | None = None,
     ) -> Model:
         """Train on data already validated and on the device (the search's workers use this)."""
         torch.manual_seed(seed)
@@ -206,6 +213,7 @@ class Model:
             max_epochs=max_epochs,
             callback=callback,
             generator=generator,
+            cuda_graphs=cuda_graphs,
             **{name: config[name] for name in _TRAINING},
         )
         logger.debug(

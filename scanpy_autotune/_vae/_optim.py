@@ -23,6 +23,10 @@ class FlatAdam:
         Its parameters are moved into the flat buffer (values unchanged).
     lr, betas, eps, weight_decay
         As in ``torch.optim.Adam``.
+    capturable
+        Keep the step count and the learning rate in device tensors, so that
+        the step can be captured in a CUDA graph and the learning rate still
+        changed between replays (``reduce_lr_on_plateau``). CUDA only.
     """
 
     def __init__(
@@ -32,6 +36,7 @@ class FlatAdam:
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        capturable: bool = False,
     ) -> None:
         params = [p for p in module.parameters() if p.requires_grad]
         with torch.no_grad():
@@ -44,6 +49,10 @@ class FlatAdam:
             p.grad = self.flat.grad[offset : offset + n].view_as(p)
             offset += n
         kwargs = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        if capturable:
+            kwargs.update(lr=torch.tensor(float(lr), device=self.flat.device), capturable=True)
+            self.optimizer = torch.optim.Adam([self.flat], fused=True, **kwargs)
+            return
         try:
             self.optimizer = torch.optim.Adam([self.flat], fused=True, **kwargs)
         except RuntimeError:  # no fused kernel for this device
@@ -51,11 +60,16 @@ class FlatAdam:
 
     @property
     def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
+        lr = self.optimizer.param_groups[0]["lr"]
+        return float(lr) if isinstance(lr, torch.Tensor) else lr
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self.optimizer.param_groups[0]["lr"] = value
+        lr = self.optimizer.param_groups[0]["lr"]
+        if isinstance(lr, torch.Tensor):
+            lr.fill_(value)  # in place: a captured step reads this tensor
+        else:
+            self.optimizer.param_groups[0]["lr"] = value
 
     def zero_grad(self) -> None:
         self.flat.grad.zero_()

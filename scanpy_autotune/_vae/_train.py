@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,8 +14,11 @@ import torch
 from ._data import DeviceCounts, index_tensor
 from ._module import VAE
 from ._optim import FlatAdam
+from ._step import GraphedTrainStep, TrainStep, graphs_choice
 
 EVAL_BATCH_SIZE = 1024
+
+logger = logging.getLogger("scanpy_autotune")
 
 # Called after every epoch with (epoch, train_elbo, validation_elbo); returning True stops training.
 EpochCallback = Callable[[int, float, float], bool]
@@ -83,6 +87,7 @@ def train(
     lr_factor: float = 0.6,
     callback: EpochCallback | None = None,
     generator: torch.Generator | None = None,
+    cuda_graphs: bool | None = None,
 ) -> TrainResult:
     """Train ``module`` in place and keep the weights of its best validation epoch.
 
@@ -107,6 +112,11 @@ def train(
         returning ``True`` stops training.
     generator
         Random generator for the minibatch order.
+    cuda_graphs
+        Replay each minibatch's step as a CUDA graph (:mod:`._step`): ``None``
+        (default) does so on a CUDA device with dense counts unless
+        ``SCANPY_AUTOTUNE_CUDA_GRAPHS=0``; ``False`` never. Elsewhere, or when
+        capture fails, training is eager (the reason is logged once).
 
     Returns
     -------
@@ -116,7 +126,15 @@ def train(
         the last epoch's weights are kept.
     """
     device = data.device
-    optimizer = FlatAdam(module, lr=lr, eps=0.01, weight_decay=weight_decay)
+    use_graphs, why_not = graphs_choice(device, data, cuda_graphs)
+    if not use_graphs and device.type == "cuda":
+        logger.info("training eagerly: %s", why_not)
+    optimizer = FlatAdam(module, lr=lr, eps=0.01, weight_decay=weight_decay, capturable=use_graphs)
+    kl_weight = torch.zeros((), device=device)
+    total = torch.zeros((), device=device)
+    step = TrainStep(module, data, optimizer, kl_weight, total)
+    if use_graphs:
+        step = GraphedTrainStep(step)
     train_index = index_tensor(train_idx, device)
     n_train = len(train_index)
     # scVI drops a last minibatch of fewer than 3 cells (BatchNorm needs several).
@@ -130,20 +148,12 @@ def train(
     best_state = None
     for epoch in range(max_epochs):
         module.train()
-        kl_weight = _kl_weight(epoch, n_epochs_kl_warmup)
+        kl_weight.fill_(_kl_weight(epoch, n_epochs_kl_warmup))
         order = train_index[torch.randperm(n_train, generator=generator).to(device)][:n_full]
-        total = torch.zeros((), device=device)
+        total.zero_()
         for start in range(0, n_full, batch_size):
-            rows = order[start : start + batch_size]
-            x, x_log1p, nz = data.rows_and_nonzeros(rows)
-            recon, kl_z, kl_l = module(x, x_log1p, data.log_library[rows], data.batch[rows], nz)
-            loss = (recon + kl_weight * kl_z + kl_l).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += (recon + kl_z + kl_l).detach().sum()
-        total += data.log_x_factorial[order].sum()
-        train_elbo = -float(total) / max(n_full, 1)
+            step(order[start : start + batch_size])
+        train_elbo = -float(total + data.log_x_factorial[order].sum()) / max(n_full, 1)
         if has_validation:
             validation_elbo = float(np.mean(evaluate_elbo(module, data, validation_idx)))
         else:
