@@ -382,3 +382,16 @@ def test_auto_pruner_starts_at_a_quarter_of_the_epochs_up_to_25(max_epochs, firs
 def test_auto_pruner_takes_no_settings():
     with pytest.raises(ValueError, match="pruner='auto', which sets its own; pass pruner='asha'"):
         make_pruner("auto", 400, min_epochs=5)
+
+
+def test_auto_pruner_leaves_searches_with_another_objective_unpruned(caplog):
+    from scanpy_autotune._search._search import _make_search_pruner
+
+    assert isinstance(_make_search_pruner("auto", None, 400, {}), ASHAPruner)
+    with caplog.at_level(logging.INFO, logger="scanpy_autotune"):
+        assert _make_search_pruner("auto", "integration", 400, {}) is None
+        assert _make_search_pruner("AUTO", lambda model, adata: 0.0, 400, {}) is None
+    assert "optimises integration; pass pruner='asha'" in caplog.text and "a custom objective" in caplog.text
+    assert isinstance(_make_search_pruner("asha", "integration", 400, {}), ASHAPruner)  # asked for: pruned
+    with pytest.raises(ValueError, match="pruner='auto', which sets its own"):
+        _make_search_pruner("auto", "integration", 400, {"min_epochs": 5})

@@ -130,6 +130,29 @@ def _resume_settings(
     }
 
 
+def _make_search_pruner(
+    pruner: str | None, objective: Callable | str | None, max_epochs: int, kwargs: dict[str, Any]
+) -> Pruner | None:
+    """The search's pruner; ``"auto"`` prunes only searches that minimise the held-out ``-log p(x)``.
+
+    The rungs compare validation ELBOs, which rank configurations the way the
+    held-out likelihood does, not the way an integration score or a custom
+    objective does: in the integration tutorial the default pruner stopped
+    the trial with the best Total at its first rung. Such searches are
+    pruned only when asked (``pruner="asha"`` or ``"median"``).
+    """
+    if isinstance(pruner, str) and pruner.lower() == "auto" and objective is not None:
+        if kwargs:
+            make_pruner(pruner, max_epochs, **kwargs)  # raises: 'auto' takes no settings
+        what = "integration" if objective == "integration" else "a custom objective"
+        logger.info(
+            "pruner 'auto': no pruning, since the rungs compare validation ELBOs and this search "
+            "optimises %s; pass pruner='asha' to prune anyway", what,
+        )
+        return None
+    return make_pruner(pruner, max_epochs, **kwargs)
+
+
 def _startup_setting(startup: Any, chosen: list) -> str:
     """How ``uns[key]["params"]`` records the start-up configurations."""
     if startup is None:
@@ -215,7 +238,7 @@ def search(
             "conservation: pass labels_key= (cell types) and batch_key= (the batches to integrate)."
         )
     search_space = build_space(space, HYPERPARAMETERS)
-    search_pruner = make_pruner(pruner, max_epochs, **dict(pruner_kwargs or {}))
+    search_pruner = _make_search_pruner(pruner, objective, max_epochs, dict(pruner_kwargs or {}))
     stopper = make_convergence_stop(patience, max_evals)
     startup_list = startup_configs(startup, search_space)
     scoring = None

@@ -161,7 +161,9 @@ def autotune(
         Stop unpromising trials early, at rungs of their validation ELBO.
         ``"auto"`` (default): ASHA with its first rung at ``min(25,
         max_epochs // 4)`` epochs (25, 75, 225 for 400 epochs), no pruning for
-        trials under 20 epochs; replayed on finished searches it kept the best
+        trials under 20 epochs nor for searches with another ``objective``
+        (the rungs compare validation ELBOs, which do not rank configurations
+        by integration scores); replayed on finished searches it kept the best
         configuration of the 12-trial demo on 3 seeds and of the 100-trial
         searches within 0.2% at 3.6-4.1x fewer epochs
         (``benchmarks/results/pruning_replay.md``, ``pruning.md``). ``"asha"``
