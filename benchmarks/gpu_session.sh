@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# One lease of a GPU machine, the GPU numbers in one command (about 10 minutes; 12.5 at most):
+# One lease of a GPU machine, the GPU numbers in one command (about 9 minutes; 11.5 at most):
 #   0. the CUDA-graph tests (pytest -m cuda) and eager against graphed epochs (gpu_graphs.py),
 #   1. our model against scvi-tools on the GPU (peer_scvi.py --device cuda),
 #   2. 20-trial searches of the default space on the three study datasets (the study's Table 1 on a GPU),
-#      4 trials at a time, each stopped after SEARCH_SECONDS (default 100) with what finished,
+#      4 trials at a time, each stopped after SEARCH_SECONDS (default 80) with what finished,
 #   3. with TABLE5=1 (about 2 minutes more): tuned against default on those searches (Table 5; imputation
 #      without retraining).
 # Measured on an H200: a default-space Cortex trial takes about 45 s with 4 running at once.
@@ -55,8 +55,8 @@ pack
 
 DATASETS="cortex_zeisel_3005x200 pbmc4k_10x_4271x2000 cbmc_citeseq_8617x2000"
 for dataset in $DATASETS; do
-    step $(( ${SEARCH_SECONDS:-100} + 40 )) python3 benchmarks/search.py run --dataset "$dataset" --gpus 1 --trials-per-gpu 4 --max-evals 20 \
-        --test-size 0.1 --timeout "${SEARCH_SECONDS:-100}"
+    step $(( ${SEARCH_SECONDS:-80} + 40 )) python3 benchmarks/search.py run --dataset "$dataset" --gpus 1 --trials-per-gpu 4 --max-evals 20 \
+        --test-size 0.1 --timeout "${SEARCH_SECONDS:-80}"
     pack
 done
 
