@@ -156,3 +156,17 @@ def test_the_command_line_defaults_to_auto_pruning_and_random_startup():
     kwargs = cli._search_kwargs(parser.parse_args(["demo", "--pruner", "none", "--startup", "winners"]))
     assert kwargs["pruner"] is None and kwargs["startup"] == "winners"
     assert cli._search_kwargs(args)["pruner"] == "auto" and cli._search_kwargs(args)["startup"] is None
+
+
+def test_the_summary_says_what_pruning_stopped(caplog):
+    from scanpy_autotune.tl._autotune import _log_summary
+
+    records = [TrialRecord(0, {"n_latent": 5}, status="ok", loss=10.0, n_epochs=300, is_default=True),
+               TrialRecord(1, {"n_latent": 6}, status="ok", loss=9.0, n_epochs=200),
+               TrialRecord(2, {"n_latent": 7}, status="pruned", n_epochs=25),
+               TrialRecord(3, {"n_latent": 8}, status="pruned", n_epochs=75)]
+    uns = build_results(records, settings={"stop_reason": "the budget"}, searched={"n_latent": "numeric"})
+    with caplog.at_level("INFO", logger="scanpy_autotune"):
+        _log_summary(uns)
+    assert "best trial 1: loss 9.000 (default 10.000, 10.00% better)" in caplog.text
+    assert "pruning stopped 2 of 4 trials after 50 epochs on average (trials that finished: 250)" in caplog.text

@@ -330,3 +330,12 @@ def _log_summary(uns: dict) -> None:
             message += f" (default {default['loss']:.3f}, {gain:.2f}% better)"
     logger.info(message)
     logger.info("the search ended with %s", uns["params"].get("stop_reason", "its budget"))
+    trials = uns["trials"]
+    pruned = trials[trials["status"] == "pruned"]
+    if len(pruned):
+        finished = trials[trials["status"] == "ok"]
+        logger.info(
+            "pruning stopped %d of %d trials after %.0f epochs on average (trials that finished: %.0f)",
+            len(pruned), len(trials), pruned["n_epochs"].mean(),
+            finished["n_epochs"].mean() if len(finished) else float("nan"),
+        )
