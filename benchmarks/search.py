@@ -251,8 +251,9 @@ def convergence(converging: pd.DataFrame, plain: pd.DataFrame, header: str) -> s
             f"unpruned (**{b['wall_s'] / row['wall_s']:.2f}x** less wall time); best {row['best_loss']:.2f} "
             f"against {b['best_loss']:.2f} (**{100 * (row['best_loss'] - b['best_loss']) / b['best_loss']:+.2f}%**)"
         )
-    columns = ["dataset", "workers", "pruner", "patience", "max_evals", "test_size", "trials", "wall_s", "ok",
-               "pruned", "failed", "default_loss", "best_loss", "gain_%", "stop_reason"]
+    columns = [c for c in ("dataset", "workers", "pruner", "patience", "max_evals", "test_size", "trials", "wall_s",
+                           "ok", "pruned", "failed", "default_loss", "best_loss", "gain_%", "stop_reason")
+               if c in converging]
     return (
         "# Searches that stop on convergence, against the full unpruned search\n\n" + header + "\n"
         + markdown_table(converging[columns]) + "\n\n" + "\n".join(lines) + "\n"
