@@ -154,7 +154,7 @@ def report(args: argparse.Namespace) -> None:
     trials = [line for line in lines if line.get("kind") == "trial"]
     ok = [t for t in trials if t["status"] == "ok" and t.get("scores")]
     best = max(ok, key=lambda t: t["scores"]["total"])
-    nll_best = min(ok, key=lambda t: t["marginal_nll"])
+    nll_best = min((t for t in ok if t.get("marginal_nll") is not None), key=lambda t: t["marginal_nll"])
     default = next(t for t in trials if t.get("is_default"))
     defaults_csv = pd.read_csv(WORK / "defaults.csv")
     rows = []

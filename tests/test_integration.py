@@ -225,3 +225,21 @@ def test_integration_search_records_scores_in_uns_journal_and_summary(cellbench,
     best_row = after.loc[cellbench.uns["autotune"]["best"]["trial_id"]]
     assert summary[-2].split()[0] == "best" and float(summary[-2].split()[1]) == pytest.approx(best_row["total"], abs=1e-4)
     assert summary[-1].split()[0] == "default"
+
+
+def test_a_trial_that_diverges_at_once_fails_even_when_its_latent_could_be_scored(cellbench):
+    from scanpy_autotune._search._context import TrialContext
+    from scanpy_autotune._search._objective import evaluate_trial
+    from scanpy_autotune._search._scoring import make_scoring_plan
+    from scanpy_autotune._vae._data import extract_counts, make_split
+
+    data = extract_counts(cellbench, batch_key="batch")
+    split = make_split(data.n_obs, train_size=0.75, validation_size=0.1, seed=0)
+    labels = cellbench.obs["cell_type"].astype(str).to_numpy()
+    plan = make_scoring_plan(data, split, labels, labels_key="cell_type", batch_key="batch", score_cells="heldout")
+    context = TrialContext(data=data, split=split, max_epochs=3, n_mc=2, batch_key="batch", scoring=plan,
+                           maximize_total=True)
+    record, model = evaluate_trial(context, 1, {"lr": 1.0, "n_layers": 5, "n_hidden": 256})
+    assert record.status == "fail" and model is None
+    assert "diverged (non-finite ELBO) at epoch 1 with no finite epoch before it" in record.error
+    assert record.scores == {} and not np.isfinite(record.loss)

@@ -134,8 +134,12 @@ def evaluate_trial(
             record.status, record.pruned_at = "pruned", pruned["at"]
             record.duration_s = time.perf_counter() - start
             return record, None
-        if result.stopped_by == "diverged" and result.best_epoch < 0:
-            raise FloatingPointError("training diverged (non-finite ELBO) before its first epoch ended")
+        if result.stopped_by == "diverged" and result.best_epoch == result.n_epochs - 1:
+            # no earlier epoch to fall back to: the kept weights are the diverged ones (a latent from
+            # them can still score, so an integration objective alone would not notice)
+            raise FloatingPointError(
+                f"training diverged (non-finite ELBO) at epoch {result.n_epochs} with no finite epoch before it"
+            )
         loss = _loss_and_scores(model, context, counts, record)
         record.elbo_train = float(np.mean(evaluate_elbo(model.module, counts, context.split.train)))
         record.elbo_heldout = float(np.mean(evaluate_elbo(model.module, counts, context.split.heldout)))
