@@ -247,7 +247,8 @@ def convergence(converging: pd.DataFrame, plain: pd.DataFrame, header: str) -> s
         lines.append(
             f"- {row['dataset']}, pruner {row['pruner']}, patience {row['patience']}: ended after "
             f"{int(row['trials'])} of {int(row['max_evals'])} trials ({row['stop_reason']}); "
-            f"{row['wall_s'] / 60:.1f} min against {b['wall_s'] / 60:.1f} min for all {int(b['trials'])} trials "
+            f"{row['wall_s'] / 60:.1f} min against {b['wall_s'] / 60:.1f} min for all "
+            f"{int(b['ok'] + b['pruned'] + b['failed'])} trials "
             f"unpruned (**{b['wall_s'] / row['wall_s']:.2f}x** less wall time); best {row['best_loss']:.2f} "
             f"against {b['best_loss']:.2f} (**{100 * (row['best_loss'] - b['best_loss']) / b['best_loss']:+.2f}%**)"
         )
