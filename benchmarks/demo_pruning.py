@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> None:
 
 def report(args: argparse.Namespace) -> None:
     rows = [json.loads(line) for line in RUNS.read_text().splitlines() if line.strip()]
-    table = pd.DataFrame(rows).assign(startup=lambda t: t.get("startup", "none"))
-    table["startup"] = table["startup"].fillna("none")
+    table = pd.DataFrame(rows)
+    table["startup"] = table["startup"].fillna("none") if "startup" in table else "none"  # rows before --startup
     table = table.drop_duplicates(["pruner", "startup", "seed"], keep="last").sort_values(["pruner", "startup", "seed"])
     notes = """
 The README demo (12 trials, at most 40 epochs, pbmc68k counts, every other setting default) on each seed.

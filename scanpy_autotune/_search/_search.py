@@ -141,16 +141,16 @@ def _make_search_pruner(
     the trial with the best Total at its first rung. Such searches are
     pruned only when asked (``pruner="asha"`` or ``"median"``).
     """
-    if isinstance(pruner, str) and pruner.lower() == "auto" and objective is not None:
-        if kwargs:
-            make_pruner(pruner, max_epochs, **kwargs)  # raises: 'auto' takes no settings
-        what = "integration" if objective == "integration" else "a custom objective"
-        logger.info(
-            "pruner 'auto': no pruning, since the rungs compare validation ELBOs and this search "
-            "optimises %s; pass pruner='asha' to prune anyway", what,
-        )
-        return None
-    return make_pruner(pruner, max_epochs, **kwargs)
+    built = make_pruner(pruner, max_epochs, **kwargs)  # checks the name and the settings
+    auto = isinstance(pruner, str) and pruner.lower() == "auto"
+    if built is None or objective is None or not auto:
+        return built
+    what = "integration" if objective == "integration" else "a custom objective"
+    logger.info(
+        "pruner 'auto': no pruning, since the rungs compare validation ELBOs and this search "
+        "optimises %s; pass pruner='asha' to prune anyway", what,
+    )
+    return None
 
 
 def _startup_setting(startup: Any, chosen: list) -> str:

@@ -31,7 +31,7 @@ from ._data import DeviceCounts
 from ._module import VAE
 from ._optim import FlatAdam
 
-__all__ = ["GRAPHS_ENV", "GraphedTrainStep", "TrainStep", "graphs_choice"]
+__all__ = ["GRAPHS_ENV", "GraphedTrainStep", "TrainStep", "graphs_choice", "log_once"]
 
 logger = logging.getLogger("scanpy_autotune")
 
@@ -43,7 +43,8 @@ WARMUP_STEPS = 3
 _logged: set[str] = set()
 
 
-def _log_once(message: str) -> None:
+def log_once(message: str) -> None:
+    """Log ``message`` at info level the first time this process sees it (every trial would repeat it)."""
     if message not in _logged:
         _logged.add(message)
         logger.info(message)
@@ -161,7 +162,7 @@ class GraphedTrainStep:
         except Exception as error:  # noqa: BLE001 - any capture failure means: train eagerly
             self.failed = f"{type(error).__name__}: {error}"
             torch.cuda.synchronize(self.step.data.device)
-            _log_once(f"CUDA graph capture failed ({self.failed}); training eagerly")
+            log_once(f"CUDA graph capture failed ({self.failed}); training eagerly")
             return None
         if self.pool is None:
             self.pool = graph.pool()

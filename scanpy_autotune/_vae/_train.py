@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,11 +13,9 @@ import torch
 from ._data import DeviceCounts, index_tensor
 from ._module import VAE
 from ._optim import FlatAdam
-from ._step import GraphedTrainStep, TrainStep, graphs_choice
+from ._step import GraphedTrainStep, TrainStep, graphs_choice, log_once
 
 EVAL_BATCH_SIZE = 1024
-
-logger = logging.getLogger("scanpy_autotune")
 
 # Called after every epoch with (epoch, train_elbo, validation_elbo); returning True stops training.
 EpochCallback = Callable[[int, float, float], bool]
@@ -128,7 +125,7 @@ def train(
     device = data.device
     use_graphs, why_not = graphs_choice(device, data, cuda_graphs)
     if not use_graphs and device.type == "cuda":
-        logger.info("training eagerly: %s", why_not)
+        log_once(f"training eagerly: {why_not}")
     optimizer = FlatAdam(module, lr=lr, eps=0.01, weight_decay=weight_decay, capturable=use_graphs)
     kl_weight = torch.zeros((), device=device)
     total = torch.zeros((), device=device)
