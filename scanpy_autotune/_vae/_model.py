@@ -115,6 +115,7 @@ class Model:
         device: str | torch.device | None = None,
         callback: EpochCallback | None = None,
         cuda_graphs: bool | None = None,
+        compiled_likelihood: bool | None = None,
         **hyperparameters: Any,
     ) -> Model:
         """Train one configuration on ``adata``.
@@ -148,6 +149,13 @@ class Model:
             graph (one launch instead of a few hundred): ``None`` (default)
             does so unless ``SCANPY_AUTOTUNE_CUDA_GRAPHS=0``, ``False`` never.
             Elsewhere training is eager.
+        compiled_likelihood
+            On the CPU, compute the likelihood and its gradients in one compiled
+            pass (``torch.compile``; needs a C++ compiler, compiles once per
+            process): ``None`` (default) does so when the training is large
+            enough for the compile to pay, unless ``SCANPY_AUTOTUNE_COMPILE=0``;
+            ``False`` never. Where compiling fails, the likelihood is computed
+            eagerly with the same numbers and the reason is logged once.
         **hyperparameters
             ``n_hidden`` (128), ``n_latent`` (10), ``n_layers`` (1), ``dropout_rate`` (0.1),
             ``reconstruction_loss`` (``"zinb"``, ``"nb"``, ``"poisson"``), ``dispersion``
@@ -178,6 +186,7 @@ class Model:
         return cls.fit_prepared(
             data, counts, split, config, seed=seed, max_epochs=int(max_epochs),
             callback=callback, layer=layer, batch_key=batch_key, cuda_graphs=cuda_graphs,
+            compiled_likelihood=compiled_likelihood,
         )
 
     @classmethod
@@ -194,6 +203,7 @@ class Model:
         layer: str | None = None,
         batch_key: str | None = None,
         cuda_graphs: bool | None = None,
+        compiled_likelihood: bool | None = None,
     ) -> Model:
         """Train on data already validated and on the device (the search's workers use this)."""
         torch.manual_seed(seed)
@@ -214,6 +224,7 @@ class Model:
             callback=callback,
             generator=generator,
             cuda_graphs=cuda_graphs,
+            compiled_likelihood=compiled_likelihood,
             **{name: config[name] for name in _TRAINING},
         )
         logger.debug(

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._compiled_likelihood import compiled_count_nll
 from ._likelihood import NonZeros, count_nll
 
 _VAR_EPS = 1e-4
@@ -116,6 +117,8 @@ class VAE(nn.Module):
             library_prior = (torch.zeros(n_batch), torch.ones(n_batch))
         self.register_buffer("library_mean", library_prior[0].reshape(-1).clone())
         self.register_buffer("library_var", library_prior[1].reshape(-1).clone())
+        #: Compute the likelihood through :mod:`._compiled_likelihood` (training decides).
+        self.compiled_likelihood = False
 
     # -- pieces ---------------------------------------------------------------
     def batch_onehot(self, batch: torch.Tensor) -> torch.Tensor | None:
@@ -145,6 +148,10 @@ class VAE(nn.Module):
 
     def reconstruction_nll(self, x, nz, scale_logits, log_library, log_theta, pi_logits):
         """Per-cell -log p(x|z, l) without the lgamma(x + 1) constant."""
+        if self.compiled_likelihood and nz.mask is None:
+            nll = compiled_count_nll(x, nz, self.reconstruction_loss, scale_logits, log_library, log_theta, pi_logits)
+            if nll is not None:
+                return nll
         return count_nll(x, nz, self.reconstruction_loss, scale_logits, log_library, log_theta, pi_logits)
 
     # -- the ELBO ---------------------------------------------------------------

@@ -22,33 +22,21 @@ turns graphs off (the search's workers inherit it).
 
 from __future__ import annotations
 
-import logging
 import os
 
 import torch
 
 from ._data import DeviceCounts
+from ._log import log_once
 from ._module import VAE
 from ._optim import FlatAdam
 
-__all__ = ["GRAPHS_ENV", "GraphedTrainStep", "TrainStep", "graphs_choice", "log_once"]
-
-logger = logging.getLogger("scanpy_autotune")
+__all__ = ["GRAPHS_ENV", "GraphedTrainStep", "TrainStep", "graphs_choice"]
 
 #: Environment variable that turns CUDA graphs off when set to ``0``.
 GRAPHS_ENV = "SCANPY_AUTOTUNE_CUDA_GRAPHS"
 #: Eager steps of a shape before it is captured (allocator and library warm-up).
 WARMUP_STEPS = 3
-
-_logged: set[str] = set()
-
-
-def log_once(message: str) -> None:
-    """Log ``message`` at info level the first time this process sees it (every trial would repeat it)."""
-    if message not in _logged:
-        _logged.add(message)
-        logger.info(message)
-
 
 def graphs_choice(device: torch.device, data: DeviceCounts, requested: bool | None) -> tuple[bool, str]:
     """Whether training on ``device`` replays CUDA graphs, and why not when it does not.

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ._compiled_likelihood import compile_choice
 from ._data import DeviceCounts, index_tensor
+from ._log import log_once
 from ._module import VAE
 from ._optim import FlatAdam
-from ._step import GraphedTrainStep, TrainStep, graphs_choice, log_once
+from ._step import GraphedTrainStep, TrainStep, graphs_choice
 
 EVAL_BATCH_SIZE = 1024
 
@@ -85,6 +87,7 @@ def train(
     callback: EpochCallback | None = None,
     generator: torch.Generator | None = None,
     cuda_graphs: bool | None = None,
+    compiled_likelihood: bool | None = None,
 ) -> TrainResult:
     """Train ``module`` in place and keep the weights of its best validation epoch.
 
@@ -114,6 +117,13 @@ def train(
         (default) does so on a CUDA device with dense counts unless
         ``SCANPY_AUTOTUNE_CUDA_GRAPHS=0``; ``False`` never. Elsewhere, or when
         capture fails, training is eager (the reason is logged once).
+    compiled_likelihood
+        On the CPU, compute the likelihood's dense terms and gradients in one
+        compiled pass (:mod:`._compiled_likelihood`): ``None`` (default) does
+        so when the training is large enough for the compile to pay, unless
+        ``SCANPY_AUTOTUNE_COMPILE=0``; ``True`` always, ``False`` never. Where
+        compiling fails the likelihood is eager (the reason is logged once).
+        The module keeps the choice for its evaluation passes.
 
     Returns
     -------
@@ -126,6 +136,11 @@ def train(
     use_graphs, why_not = graphs_choice(device, data, cuda_graphs)
     if not use_graphs and device.type == "cuda":
         log_once(f"training eagerly: {why_not}")
+    module.compiled_likelihood, why_not_compiled = compile_choice(
+        device, len(train_idx), data.n_vars, max_epochs, compiled_likelihood
+    )
+    if compiled_likelihood and not module.compiled_likelihood:
+        log_once(f"likelihood not compiled: {why_not_compiled}")
     optimizer = FlatAdam(module, lr=lr, eps=0.01, weight_decay=weight_decay, capturable=use_graphs)
     kl_weight = torch.zeros((), device=device)
     total = torch.zeros((), device=device)
