@@ -60,30 +60,44 @@ def _steady(adata, epochs: int, compiled: bool) -> tuple[float, sat.Model]:
     return clock.seconds_per_epoch(np.median), model
 
 
-def timings(names: list[str], epochs: int, scvi_python: str | None) -> pd.DataFrame:
+def timings(names: list[str], epochs: int, scvi_python: str | None, repeats: int) -> pd.DataFrame:
+    """Per dataset, the median of ``repeats`` rounds, each timing the floor, both our paths and the peer in turn.
+
+    This machine's speed drifts by tens of percent within minutes (other
+    tenants of its host), so the rounds are interleaved and the ratios are
+    taken within a round.
+    """
     floor = _floor_function()
     rows = []
     for name in names:
         path = DATA / f"{name}.h5ad"
         adata = ad.read_h5ad(path)
-        compiled_s, model = _steady(adata, epochs, True)
-        assert model.module.compiled_likelihood, "the likelihood was not compiled (see the log)"
-        eager_s, _ = _steady(adata, epochs, False)
-        n_train = len(model.split["train"])
-        floor_s = floor(adata.n_vars, n_train)
-        row = {
-            "dataset": name, "genes": adata.n_vars, "training cells": n_train,
-            "floor s": floor_s, "ours s": compiled_s, "ours / floor": compiled_s / floor_s,
-            "ours eager s": eager_s, "eager / floor": eager_s / floor_s,
-        }
-        if scvi_python:
-            split = {"train": model.split["train"], "heldout": model.split["heldout"]}
-            peer = theirs(scvi_python, path, split, epochs, 1, "cpu")
-            row["scvi-tools s"] = peer["steady_s_per_epoch"]
-            row["speed-up over scvi-tools"] = peer["steady_s_per_epoch"] / compiled_s
-            row["scvi-tools / floor"] = peer["steady_s_per_epoch"] / floor_s
+        rounds = []
+        for _ in range(repeats):
+            compiled_s, model = _steady(adata, epochs, True)
+            assert model.module.compiled_likelihood, "the likelihood was not compiled (see the log)"
+            eager_s, _ = _steady(adata, epochs, False)
+            n_train = len(model.split["train"])
+            floor_s = floor(adata.n_vars, n_train)
+            one = {
+                "floor s": floor_s, "ours s": compiled_s, "ours / floor": compiled_s / floor_s,
+                "ours eager s": eager_s, "eager / floor": eager_s / floor_s,
+            }
+            if scvi_python:
+                split = {"train": model.split["train"], "heldout": model.split["heldout"]}
+                peer = theirs(scvi_python, path, split, epochs, 1, "cpu")["steady_s_per_epoch"]
+                one.update({
+                    "scvi-tools s": peer, "speed-up over scvi-tools": peer / compiled_s,
+                    "scvi-tools / floor": peer / floor_s,
+                })
+            print(name, one, flush=True)
+            rounds.append(one)
+        row = {"dataset": name, "genes": adata.n_vars, "training cells": n_train, "rounds": repeats}
+        row.update(pd.DataFrame(rounds).median().to_dict())
+        row["ours / floor, range"] = (
+            f"{min(r['ours / floor'] for r in rounds):.2f}-{max(r['ours / floor'] for r in rounds):.2f}"
+        )
         rows.append(row)
-        print(row, flush=True)
     return pd.DataFrame(rows)
 
 
@@ -108,19 +122,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
     parser.add_argument("--epochs", type=int, default=20, help="epochs per timing run")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds per dataset (medians reported)")
     parser.add_argument("--scvi-python", help="python of a venv with scvi-tools 1.4 (leave out: no peer column)")
     parser.add_argument("--nll-epochs", type=int, default=0, help="also compare held-out NLL after this many epochs")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    command = f"python benchmarks/cpu_floor.py --epochs {args.epochs} --datasets {' '.join(args.datasets)}"
+    command = (
+        f"python benchmarks/cpu_floor.py --epochs {args.epochs} --repeats {args.repeats} "
+        f"--datasets {' '.join(args.datasets)}"
+    )
     if args.scvi_python:
         command += f" --scvi-python {args.scvi_python}"
     if args.epochs:
-        table = timings(args.datasets, args.epochs, args.scvi_python)
+        table = timings(args.datasets, args.epochs, args.scvi_python, args.repeats)
         write(
             "cpu_floor", table, command,
             notes=(
-                "Seconds per epoch, steady state (median time between consecutive epoch ends), "
+                "Seconds per epoch, steady state (median time between consecutive epoch ends), the "
+                "median of interleaved rounds (each times the floor, both our paths and scvi-tools in "
+                "turn; this machine's speed drifts between rounds, so ratios are taken within a round), "
                 "2 torch threads, default configuration with observed library size, batch 128. "
                 "floor: the dense matrix products alone (`../shared/tools/matmul_floor.py`, the "
                 "same shapes and training cells). ours: the likelihood compiled "

@@ -31,12 +31,24 @@ def test_the_rule_counts_trials_without_a_real_gain():
     # 89.5 gains less than 1% of the best (90): no progress; 88.0 is progress; then three small gains
     decisions = [stop.observe(_ok(i, loss)) for i, loss in enumerate(losses)]
     assert decisions == [False, False, False, False, False, False, True]
-    assert stop.best == 87.7 and "3 finished trials in a row" in stop.reason()
+    assert stop.best == 87.7 and "3 trials in a row ran to the end" in stop.reason()
     never_early = ConvergenceStop(patience=1, min_trials=4)
     assert [never_early.observe(_ok(i, 1.0)) for i in range(4)] == [False, False, False, True]
     failing = ConvergenceStop(patience=2, min_trials=0)
     assert failing.observe(TrialRecord(0, {}, status="fail")) is False  # no best yet: no progress counted
-    assert failing.observe(TrialRecord(1, {}, status="pruned")) is True
+    assert failing.observe(TrialRecord(1, {}, status="fail")) is True
+
+
+def test_pruned_trials_do_not_fill_the_patience_window():
+    """A pruned trial's loss is unknown: it is neither progress nor a trial without progress."""
+    stop = ConvergenceStop(patience=2, tolerance=0.01, min_trials=0)
+    assert stop.observe(_ok(0, 10.0)) is False
+    pruned = [stop.observe(TrialRecord(i, {}, status="pruned", pruned_at=25)) for i in range(1, 6)]
+    assert pruned == [False] * 5 and stop.since == 0 and stop.finished == 6
+    assert stop.observe(_ok(6, 10.0)) is False
+    assert stop.observe(TrialRecord(7, {}, status="pruned", pruned_at=25)) is False
+    assert stop.observe(_ok(8, 9.95)) is True  # a gain under 1%: the second trial without progress
+    assert "2 trials in a row ran to the end" in stop.reason() and "after 9 trials" in stop.reason()
 
 
 def test_restore_keeps_the_best_and_starts_counting_again():
@@ -73,7 +85,7 @@ def test_a_converged_search_stops_early_lets_running_trials_finish_and_says_why(
     assert run.converged_after == 11  # trials 6..10 gained nothing; at least 8 finished
     n = len(run.records)  # the trials still running then finished and count; none started after
     assert 11 <= n <= 13 and sorted(run.records) == list(range(n)) == backend.submitted
-    assert run.stop_reason.startswith("converged: 5 finished trials in a row")
+    assert run.stop_reason.startswith("converged: 5 trials in a row ran to the end")
     assert backend.shut_down_with is False  # nothing was abandoned
     _, records = Journal.open(path, {"seed": 0}, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json)
     again, _ = Journal.open(path, {"seed": 0})

@@ -2,9 +2,13 @@
 
 The rule: once at least ``min_trials`` trials have finished (TPE's 20 random
 start-up trials by default, so the model of the space has data), the search
-stops starting trials when ``patience`` finished trials in a row have not
-lowered the best loss by more than ``tolerance`` (relative). Trials that are
-running then finish and count.
+stops starting trials when ``patience`` trials in a row that ran to the end
+(or failed) have not lowered the best loss by more than ``tolerance``
+(relative). Pruned trials do not count towards the patience: their loss is
+unknown, and a window full of cheap pruned trials ended the first Cortex run
+with every default after only 7 trials had run to the end, its best 0.53%
+above the full search's (``benchmarks/results/convergence.md``). Trials that
+are running when the search converges finish and count.
 
 Why this rule, and these numbers: replaying the unpruned 100-trial journals
 (``benchmarks/convergence_replay.py``), a stop after 12 trials without a gain
@@ -34,12 +38,12 @@ DEFAULT_MIN_TRIALS = 20
 
 @dataclass
 class ConvergenceStop:
-    """Stop after ``patience`` finished trials without a gain of more than ``tolerance``.
+    """Stop after ``patience`` trials without a gain of more than ``tolerance``, pruned trials not counted.
 
     Parameters
     ----------
     patience
-        Finished trials in a row without such a gain.
+        Trials in a row that ran to the end (or failed) without such a gain.
     tolerance
         Relative gain of the best loss that counts as progress.
     min_trials
@@ -63,6 +67,8 @@ class ConvergenceStop:
     def observe(self, record: TrialRecord) -> bool:
         """Count a finished trial; ``True`` when the search has converged."""
         self.finished += 1
+        if record.status == "pruned":
+            return self.finished >= self.min_trials and self.since >= self.patience
         loss = record.loss if record.succeeded else math.inf
         progress = loss < self.best - self.tolerance * abs(self.best) if math.isfinite(self.best) else loss < self.best
         self.since = 0 if progress else self.since + 1
@@ -72,7 +78,7 @@ class ConvergenceStop:
     def reason(self) -> str:
         """Why the search stopped, in words."""
         return (
-            f"converged: {self.since} finished trials in a row without lowering the best loss by more "
+            f"converged: {self.since} trials in a row ran to the end without lowering the best loss by more "
             f"than {100 * self.tolerance:g}% (after {self.finished} trials)"
         )
 

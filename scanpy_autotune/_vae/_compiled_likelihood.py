@@ -151,6 +151,25 @@ def poisson_nll_and_gradients(x, h, log_library):
     return -(x * log_mu - mu).sum(-1), g_h, g_lib
 
 
+def _digamma(y):
+    """``digamma(y)`` for ``y > 0``: six steps of its recurrence, then its asymptotic series.
+
+    Vectorised where ``torch.digamma`` on the CPU is not (about 10x faster on
+    the non-zeros of a minibatch); absolute error about 1e-6 in float32, 1e-12 in float64.
+    """
+    shift = 1 / y + 1 / (y + 1) + 1 / (y + 2) + 1 / (y + 3) + 1 / (y + 4) + 1 / (y + 5)
+    z = y + 6
+    r = 1 / (z * z)
+    series = r * (1 / 12 - r * (1 / 120 - r * (1 / 252 - r * (1 / 240 - r / 132))))
+    return torch.log(z) - 0.5 / z - series - shift
+
+
+def nonzero_terms_and_gradient(values, theta_nz, lgamma_theta_nz, digamma_theta_nz):
+    """At the non-zero counts: ``lgamma(x + theta) - lgamma(theta)`` and minus its derivative in ``log theta``."""
+    y = values + theta_nz
+    return torch.lgamma(y) - lgamma_theta_nz, -theta_nz * (_digamma(y) - digamma_theta_nz)
+
+
 _DENSE = {
     ("zinb", False): zinb_nll,
     ("zinb", True): zinb_nll_and_gradients,
@@ -169,9 +188,10 @@ def _run_compiled(fn: Callable, *tensors: torch.Tensor):
     compiled = _compiled.get(fn.__name__)
     if compiled is None:
         compiled = _compiled[fn.__name__] = torch.compile(fn)
+    # One compiled loop for every minibatch size (full, last, evaluation) and every number of non-zeros.
+    rows = tensors[0].shape[0]
     for tensor in tensors:
-        if tensor.dim() == 2:
-            # One compiled loop for full minibatches, the last one and the evaluation batches.
+        if tensor.dim() and tensor.shape[0] == rows:
             torch._dynamo.maybe_mark_dynamic(tensor, 0)
     try:
         return compiled(*tensors)
@@ -248,20 +268,25 @@ def compiled_count_nll(
         g_nonzero = None
         if kind != "poisson":
             theta = log_theta.exp()
-            if theta.dim() == 1:
+            if theta.dim() == 1:  # per gene: lgamma and digamma once per gene, gathered
                 theta_nz = theta.index_select(0, nz.cols)
                 lgamma_theta_nz = torch.lgamma(theta).index_select(0, nz.cols)
             else:
                 theta_nz = theta.reshape(-1).index_select(0, nz.flat)
                 lgamma_theta_nz = torch.lgamma(theta_nz)
-            nll = nll.index_add(0, nz.rows, torch.lgamma(nz.values + theta_nz) - lgamma_theta_nz, alpha=-1)
             if with_gradients:
                 digamma_theta_nz = (
-                    torch.digamma(theta).index_select(0, nz.cols)
-                    if theta.dim() == 1
-                    else torch.digamma(theta_nz)
+                    torch.digamma(theta).index_select(0, nz.cols) if theta.dim() == 1 else torch.digamma(theta_nz)
                 )
-                g_nonzero = -theta_nz * (torch.digamma(nz.values + theta_nz) - digamma_theta_nz)
+                terms = _run_compiled(
+                    nonzero_terms_and_gradient, nz.values, theta_nz, lgamma_theta_nz, digamma_theta_nz
+                )
+                if terms is None:
+                    return None
+                lgamma_terms, g_nonzero = terms
+            else:
+                lgamma_terms = torch.lgamma(nz.values + theta_nz) - lgamma_theta_nz
+            nll = nll.index_add(0, nz.rows, lgamma_terms, alpha=-1)
     if not with_gradients:
         return nll
     terms = _UnitGradients()

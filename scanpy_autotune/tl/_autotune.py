@@ -184,9 +184,10 @@ def autotune(
         held-out ``-log p(x)`` is recorded too (``marginal_nll``), whatever the
         objective. Failed and pruned trials have NaN scores.
     patience
-        End the search when this many finished trials in a row have not lowered
-        the best loss by more than 0.2%, once at least 20 have finished (TPE's
-        random start-up); running trials then finish. ``"auto"`` (default):
+        End the search when this many trials in a row ran to the end (or
+        failed) without lowering the best loss by more than 0.2%, once at least
+        20 have finished (TPE's random start-up); pruned trials do not count,
+        their loss being unknown. Running trials then finish. ``"auto"`` (default):
         ``max(8, round(0.12 * max_evals))``, 12 for 100 trials: replayed on
         finished 100-trial searches it stopped Cortex after 27-28 trials and
         PBMC4k after 20 with their best within 0.4% of all 100 trials' best
