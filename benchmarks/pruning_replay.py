@@ -44,6 +44,10 @@ JOURNALS = {
         f"README demo (pbmc68k 12 x 40 epochs), seed {seed}": f"pbmc68k_demo_none_n12_e40_s{seed}.jsonl"
         for seed in (0, 1, 2)
     },
+    **{
+        f"Cortex 20 x 400 epochs, 2 workers, seed {seed}": f"cortex_zeisel_3005x200_w2_none_n20_s{seed}.jsonl"
+        for seed in (1, 2)
+    },
 }
 
 

@@ -31,7 +31,7 @@ def test_the_rule_counts_trials_without_a_real_gain():
     # 89.5 gains less than 1% of the best (90): no progress; 88.0 is progress; then three small gains
     decisions = [stop.observe(_ok(i, loss)) for i, loss in enumerate(losses)]
     assert decisions == [False, False, False, False, False, False, True]
-    assert stop.best == 87.7 and "3 trials in a row ran to the end" in stop.reason()
+    assert stop.best == 87.7 and "3 trials' worth of training in a row" in stop.reason()
     never_early = ConvergenceStop(patience=1, min_trials=4)
     assert [never_early.observe(_ok(i, 1.0)) for i in range(4)] == [False, False, False, True]
     failing = ConvergenceStop(patience=2, min_trials=0)
@@ -39,16 +39,22 @@ def test_the_rule_counts_trials_without_a_real_gain():
     assert failing.observe(TrialRecord(1, {}, status="fail")) is True
 
 
-def test_pruned_trials_do_not_fill_the_patience_window():
-    """A pruned trial's loss is unknown: it is neither progress nor a trial without progress."""
-    stop = ConvergenceStop(patience=2, tolerance=0.01, min_trials=0)
+def test_a_pruned_trial_counts_as_the_share_of_the_epochs_it_trained():
+    """A pruned trial's loss is unknown: it counts by the training it got, not as a whole trial."""
+    stop = ConvergenceStop(patience=2, tolerance=0.01, min_trials=0, max_epochs=400)
     assert stop.observe(_ok(0, 10.0)) is False
-    pruned = [stop.observe(TrialRecord(i, {}, status="pruned", pruned_at=25)) for i in range(1, 6)]
-    assert pruned == [False] * 5 and stop.since == 0 and stop.finished == 6
-    assert stop.observe(_ok(6, 10.0)) is False
-    assert stop.observe(TrialRecord(7, {}, status="pruned", pruned_at=25)) is False
-    assert stop.observe(_ok(8, 9.95)) is True  # a gain under 1%: the second trial without progress
-    assert "2 trials in a row ran to the end" in stop.reason() and "after 9 trials" in stop.reason()
+    # fifteen trials pruned at 25 of 400 epochs: 15/16 of one trial's worth
+    pruned = [stop.observe(TrialRecord(i, {}, status="pruned", n_epochs=25, pruned_at=25)) for i in range(1, 16)]
+    assert pruned == [False] * 15 and stop.since == pytest.approx(15 / 16)
+    assert stop.observe(_ok(16, 9.95)) is False  # a gain under 1%: 1 + 15/16
+    assert stop.observe(TrialRecord(17, {}, status="pruned", n_epochs=25, pruned_at=25)) is True  # 2 in all
+    assert "2 trials' worth of training" in stop.reason() and "after 18 trials" in stop.reason()
+    # a real gain resets the count, whatever was pruned before it
+    again = ConvergenceStop(patience=2, tolerance=0.01, min_trials=0, max_epochs=100)
+    again.observe(_ok(0, 10.0))
+    assert again.observe(TrialRecord(1, {}, status="pruned", n_epochs=75, pruned_at=75)) is False
+    assert again.observe(_ok(2, 9.0)) is False and again.since == 0
+    assert make_convergence_stop("auto", 100, max_epochs=40).max_epochs == 40
 
 
 def test_restore_keeps_the_best_and_starts_counting_again():
@@ -85,7 +91,7 @@ def test_a_converged_search_stops_early_lets_running_trials_finish_and_says_why(
     assert run.converged_after == 11  # trials 6..10 gained nothing; at least 8 finished
     n = len(run.records)  # the trials still running then finished and count; none started after
     assert 11 <= n <= 13 and sorted(run.records) == list(range(n)) == backend.submitted
-    assert run.stop_reason.startswith("converged: 5 trials in a row ran to the end")
+    assert run.stop_reason.startswith("converged: 5 trials' worth of training in a row")
     assert backend.shut_down_with is False  # nothing was abandoned
     _, records = Journal.open(path, {"seed": 0}, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json)
     again, _ = Journal.open(path, {"seed": 0})

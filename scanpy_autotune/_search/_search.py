@@ -239,7 +239,7 @@ def search(
         )
     search_space = build_space(space, HYPERPARAMETERS)
     search_pruner = _make_search_pruner(pruner, objective, max_epochs, dict(pruner_kwargs or {}))
-    stopper = make_convergence_stop(patience, max_evals)
+    stopper = make_convergence_stop(patience, max_evals, max_epochs)
     startup_list = startup_configs(startup, search_space)
     scoring = None
     if labels is not None:

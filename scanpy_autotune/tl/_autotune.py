@@ -184,10 +184,11 @@ def autotune(
         held-out ``-log p(x)`` is recorded too (``marginal_nll``), whatever the
         objective. Failed and pruned trials have NaN scores.
     patience
-        End the search when this many trials in a row ran to the end (or
-        failed) without lowering the best loss by more than 0.2%, once at least
-        20 have finished (TPE's random start-up); pruned trials do not count,
-        their loss being unknown. Running trials then finish. ``"auto"`` (default):
+        End the search when this many trials' worth of training in a row has
+        not lowered the best loss by more than 0.2%, once at least 20 trials
+        have finished (TPE's random start-up). A trial that ran to the end (or
+        failed) counts as one; a pruned trial, its loss unknown, as the share
+        of ``max_epochs`` it trained. Running trials then finish. ``"auto"`` (default):
         ``max(8, round(0.12 * max_evals))``, 12 for 100 trials: replayed on
         finished 100-trial searches it stopped Cortex after 27-28 trials and
         PBMC4k after 20 with their best within 0.4% of all 100 trials' best
