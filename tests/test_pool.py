@@ -94,6 +94,10 @@ def test_worker_environment_pins_one_gpu_and_the_threads():
     assert _backends.worker_environment("cuda:1", 2, {"CUDA_VISIBLE_DEVICES": "2,3"})["CUDA_VISIBLE_DEVICES"] == "3"
     assert "CUDA_VISIBLE_DEVICES" not in _backends.worker_environment("cpu", 1, {})
     assert _backends.worker_environment("cpu", 2, {})["NUMBA_NUM_THREADS"] == "2"
+    # one compile in the worker, not a pool of compiler processes per worker
+    assert _backends.worker_environment("cpu", 2, {})["TORCHINDUCTOR_COMPILE_THREADS"] == "1"
+    assert _backends.worker_environment("cpu", 2, {"TORCHINDUCTOR_COMPILE_THREADS": "4"})[
+        "TORCHINDUCTOR_COMPILE_THREADS"] == "4"
     assert "OMP_WAIT_POLICY" not in _backends.worker_environment("cpu", 2, {})
     # extra settings (a scoring search's passive OpenMP threads) apply; a user's own setting wins
     passive = {"OMP_WAIT_POLICY": "PASSIVE"}

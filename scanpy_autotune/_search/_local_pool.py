@@ -41,11 +41,14 @@ def worker_environment(
 
     ``"cuda:N"`` is the N-th GPU this process sees, so under ``CUDA_VISIBLE_DEVICES=2,3``
     ``"cuda:1"`` is the GPU named ``3``. numba's thread pool gets the worker's
-    thread count too. ``extra`` settings apply unless ``environ`` sets them
-    (the user's own setting wins).
+    thread count too, and TorchInductor (the compiled likelihood) compiles in
+    the worker itself instead of starting a pool of compiler processes per
+    worker. ``extra`` settings apply unless ``environ`` sets them (the user's
+    own setting wins).
     """
     env = dict(environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     env.setdefault("NUMBA_NUM_THREADS", str(threads))
+    env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
     for name, value in (extra or {}).items():
         env.setdefault(name, value)
     if device.startswith("cuda"):

@@ -278,12 +278,12 @@ def compiled_count_nll(
                 digamma_theta_nz = (
                     torch.digamma(theta).index_select(0, nz.cols) if theta.dim() == 1 else torch.digamma(theta_nz)
                 )
-                terms = _run_compiled(
+                at_nonzeros = _run_compiled(
                     nonzero_terms_and_gradient, nz.values, theta_nz, lgamma_theta_nz, digamma_theta_nz
                 )
-                if terms is None:
+                if at_nonzeros is None:
                     return None
-                lgamma_terms, g_nonzero = terms
+                lgamma_terms, g_nonzero = at_nonzeros
             else:
                 lgamma_terms = torch.lgamma(nz.values + theta_nz) - lgamma_theta_nz
             nll = nll.index_add(0, nz.rows, lgamma_terms, alpha=-1)
