@@ -46,7 +46,9 @@ JOURNALS = {
     "Cortex, 2 workers, ASHA": "cortex_zeisel_3005x200_w2_asha_n100_s0.jsonl",
     "PBMC4k, 2 workers, ASHA": "pbmc4k_10x_4271x2000_w2_asha_n100_s0_t0.1.jsonl",
     "CBMC, 2 workers, ASHA": "cbmc_citeseq_8617x2000_w2_asha_n100_s0_t0.1.jsonl",
-    "Cortex, 2 workers, every default (run to 100)": "cortex_zeisel_3005x200_w2_auto_n100_s0_pauto.jsonl",
+    "Cortex, 2 workers, every default, pruned trials not counted (ran all 100)": (
+        "cortex_zeisel_3005x200_w2_auto_n100_s0_pauto_pruned_uncounted.jsonl"
+    ),
     "Cortex 40 trials x 100 epochs, 2 workers, no pruning": "cortex_zeisel_3005x200_w2_none_n40_s0_e100.jsonl",
     "Cortex 40 trials x 100 epochs, 1 worker, no pruning": "cortex_zeisel_3005x200_w1_none_n40_s0_e100.jsonl",
 }
@@ -55,7 +57,7 @@ UNPRUNED_100 = list(JOURNALS)[:3]
 REFERENCE = {name: name for name in JOURNALS} | {
     "Cortex, 2 workers, ASHA": "Cortex, 2 workers, no pruning",
     "PBMC4k, 2 workers, ASHA": "PBMC4k, 2 workers, no pruning",
-    "Cortex, 2 workers, every default (run to 100)": "Cortex, 2 workers, no pruning",
+    "Cortex, 2 workers, every default, pruned trials not counted (ran all 100)": "Cortex, 2 workers, no pruning",
 }
 
 
