@@ -112,6 +112,8 @@ def test_compile_choice_follows_the_work_the_setting_and_the_device(monkeypatch)
     assert compile_choice(CPU, big, 2000, 400, None) == (True, "")
     use, why = compile_choice(CPU, big - 2, 2000, 400, None)
     assert not use and "too little" in why
+    use, why = compile_choice(CPU, 10**7, 200, 400, None)  # Cortex-sized genes: no faster compiled
+    assert not use and "genes" in why
     assert compile_choice(CPU, 10, 10, 1, True) == (True, "")
     use, why = compile_choice(CPU, big, 2000, 400, False)
     assert not use and "off" in why

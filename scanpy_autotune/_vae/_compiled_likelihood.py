@@ -7,14 +7,18 @@ backward, each with its own call overhead and trip through memory. Compiled by
 ``torch.compile`` (TorchInductor's C++ backend, vectorised), the same
 arithmetic is one loop that reads the block once and writes the per-cell NLL
 and the gradients per unit of upstream gradient; the backward is then three
-scalings. A 128 x 2000 ZINB minibatch goes from about 8.7 ms to 1.3 ms on two
-cores (``benchmarks/results/cpu_floor.md``). Terms that live only at the
-non-zero counts (``lgamma``, ``digamma``) stay eager, on the coordinates.
+scalings. The loop is written for few transcendental calls per entry, which
+are its cost. A 128 x 2000 ZINB minibatch, forward and backward, goes from
+about 5.7 ms to 2.6 ms on two cores, the dense terms taking 1.1 ms of it
+(``benchmarks/results/likelihood_candidates.md``). Terms that live only at the
+non-zero counts (``lgamma``, and ``digamma`` as a vectorised series) are
+computed on their coordinates.
 
 The cost: a C++ compiler at run time and a compile the first time a process
 meets a kind of likelihood (about 12 s on a machine's first ever call, 2 s
 later, from TorchInductor's on-disk cache). :func:`compile_choice` therefore
-compiles only where the training's likelihood work pays for it, and where
+compiles only where the training's likelihood work pays for it (and from 500
+genes: with fewer, the loop is no faster than the eager kernels per epoch), and where
 compiling fails (no compiler) the likelihood runs eagerly and the reason is
 logged once as a warning. ``SCANPY_AUTOTUNE_COMPILE=0`` turns compiling off.
 """
@@ -26,7 +30,6 @@ import os
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from ._likelihood import NonZeros
 from ._log import log_once
@@ -39,6 +42,9 @@ COMPILE_ENV = "SCANPY_AUTOTUNE_COMPILE"
 #: against a compile of about 2 s from the disk cache); every real dataset is above it,
 #: the test suite's and the demo's small trainings below.
 MIN_COMPILED_WORK = 1e8
+#: Genes from which the compiled loop beats the call overhead it adds: measured per epoch,
+#: no gain at 200 genes (Cortex), 20-25% at 2000 (``benchmarks/results/cpu_floor.md``).
+MIN_COMPILED_GENES = 500
 
 _unavailable = ""
 _compiled: dict[str, Callable] = {}
@@ -57,7 +63,8 @@ def compile_choice(
         Training cells, genes and the epoch cap: the likelihood work the compile must pay for.
     requested
         ``True``/``False`` force the choice on the CPU; ``None`` compiles when the
-        work reaches :data:`MIN_COMPILED_WORK` unless ``SCANPY_AUTOTUNE_COMPILE=0``.
+        work reaches :data:`MIN_COMPILED_WORK` and the genes
+        :data:`MIN_COMPILED_GENES`, unless ``SCANPY_AUTOTUNE_COMPILE=0``.
 
     Returns
     -------
@@ -69,6 +76,8 @@ def compile_choice(
             return False, f"{COMPILE_ENV}=0"
         if n_cells * n_genes * max_epochs < MIN_COMPILED_WORK:
             return False, "too little training for a compile to pay"
+        if n_genes < MIN_COMPILED_GENES:
+            return False, f"under {MIN_COMPILED_GENES} genes the compiled likelihood is no faster"
     elif not requested:
         return False, "compiling is turned off"
     if device.type != "cpu":
@@ -79,78 +88,6 @@ def compile_choice(
 
 
 # -- the dense terms (pure tensor code, compiled) -----------------------------
-def _log_mu(h, log_library):
-    log_softmax = torch.log_softmax(h, dim=-1)
-    return log_softmax, log_softmax + log_library
-
-
-def _nb_terms(x, log_mu, log_theta):
-    theta = log_theta.exp()
-    log_theta_mu = torch.logaddexp(log_theta, log_mu)
-    d = log_theta - log_theta_mu  # log(theta / (theta + mu))
-    return theta, d, theta * d, x * (log_mu - log_theta_mu)
-
-
-def _nb_gradients(x, t1, d, log_softmax):
-    """Per unit of upstream gradient: d NLL / d h, d log_library and the element-wise d log_theta."""
-    r = -torch.expm1(d)  # mu / (theta + mu)
-    g_log_mu = t1 * r - x * (1 - r)
-    g_h, g_lib = _through_softmax(g_log_mu, log_softmax)
-    return g_h, g_lib, -g_log_mu - t1 * d
-
-
-def _through_softmax(g_log_mu, log_softmax):
-    g_lib = g_log_mu.sum(-1, keepdim=True)
-    return g_log_mu - log_softmax.exp() * g_lib, g_lib
-
-
-def _zinb_dense(x, theta_d, x_term, pi_logits):
-    a = theta_d - pi_logits
-    zero = x == 0
-    dense = torch.where(zero, F.softplus(a), a) - F.softplus(-pi_logits) + x_term
-    return a, zero, dense
-
-
-def zinb_nll(x, h, log_library, log_theta, pi_logits):
-    _, log_mu = _log_mu(h, log_library)
-    _, _, theta_d, x_term = _nb_terms(x, log_mu, log_theta)
-    return -_zinb_dense(x, theta_d, x_term, pi_logits)[2].sum(-1)
-
-
-def zinb_nll_and_gradients(x, h, log_library, log_theta, pi_logits):
-    log_softmax, log_mu = _log_mu(h, log_library)
-    theta, d, theta_d, x_term = _nb_terms(x, log_mu, log_theta)
-    a, zero, dense = _zinb_dense(x, theta_d, x_term, pi_logits)
-    w = torch.where(zero, torch.sigmoid(a), 1.0)
-    g_h, g_lib, g_theta = _nb_gradients(x, w * theta, d, log_softmax)
-    return -dense.sum(-1), g_h, g_lib, g_theta, w - torch.sigmoid(-pi_logits)
-
-
-def nb_nll(x, h, log_library, log_theta):
-    _, log_mu = _log_mu(h, log_library)
-    _, _, theta_d, x_term = _nb_terms(x, log_mu, log_theta)
-    return -(theta_d + x_term).sum(-1)
-
-
-def nb_nll_and_gradients(x, h, log_library, log_theta):
-    log_softmax, log_mu = _log_mu(h, log_library)
-    theta, d, theta_d, x_term = _nb_terms(x, log_mu, log_theta)
-    g_h, g_lib, g_theta = _nb_gradients(x, theta.expand_as(x), d, log_softmax)
-    return -(theta_d + x_term).sum(-1), g_h, g_lib, g_theta
-
-
-def poisson_nll(x, h, log_library):
-    _, log_mu = _log_mu(h, log_library)
-    return -(x * log_mu - log_mu.exp()).sum(-1)
-
-
-def poisson_nll_and_gradients(x, h, log_library):
-    log_softmax, log_mu = _log_mu(h, log_library)
-    mu = log_mu.exp()
-    g_h, g_lib = _through_softmax(mu - x, log_softmax)
-    return -(x * log_mu - mu).sum(-1), g_h, g_lib
-
-
 def _digamma(y):
     """``digamma(y)`` for ``y > 0``: six steps of its recurrence, then its asymptotic series.
 
@@ -168,6 +105,87 @@ def nonzero_terms_and_gradient(values, theta_nz, lgamma_theta_nz, digamma_theta_
     """At the non-zero counts: ``lgamma(x + theta) - lgamma(theta)`` and minus its derivative in ``log theta``."""
     y = values + theta_nz
     return torch.lgamma(y) - lgamma_theta_nz, -theta_nz * (_digamma(y) - digamma_theta_nz)
+
+
+# Written for few transcendental calls per entry, the loop's cost: mu is the
+# softmax times the library size (no exp of its own), log(theta + mu) one log,
+# and softplus and sigmoid of the same argument share one exp.
+def _softmax_terms(h, log_library):
+    """``log_softmax``, ``softmax``, ``log mu`` and ``mu`` of the decoder's scale logits."""
+    log_softmax = torch.log_softmax(h, dim=-1)
+    softmax = log_softmax.exp()
+    return log_softmax, softmax, log_softmax + log_library, softmax * log_library.exp()
+
+
+def _nb_terms(x, log_mu, mu, log_theta):
+    theta = log_theta.exp()
+    theta_mu = theta + mu
+    log_theta_mu = torch.log(theta_mu)
+    d = log_theta - log_theta_mu  # log(theta / (theta + mu))
+    return theta, theta_mu, d, theta * d, x * (log_mu - log_theta_mu)
+
+
+def _softplus_and_sigmoid(a):
+    """``softplus(a)`` and ``sigmoid(a)`` from one ``exp(-|a|)``."""
+    e = torch.exp(-a.abs())
+    one_plus = 1 + e
+    return a.clamp(min=0) + torch.log1p(e), torch.where(a >= 0, 1 / one_plus, e / one_plus)
+
+
+def _nb_gradients(x, t1, mu, theta_mu, d, softmax):
+    """Per unit of upstream gradient: d NLL / d h, d log_library and the element-wise d log_theta."""
+    r = mu / theta_mu
+    g_log_mu = t1 * r - x * (1 - r)
+    g_lib = g_log_mu.sum(-1, keepdim=True)
+    return g_log_mu - softmax * g_lib, g_lib, -g_log_mu - t1 * d
+
+
+def _zinb_dense(x, theta_d, x_term, pi_logits):
+    a = theta_d - pi_logits
+    zero = x == 0
+    softplus_a, sigmoid_a = _softplus_and_sigmoid(a)
+    softplus_neg_pi, sigmoid_neg_pi = _softplus_and_sigmoid(-pi_logits)
+    dense = torch.where(zero, softplus_a, a) - softplus_neg_pi + x_term
+    return dense, torch.where(zero, sigmoid_a, 1.0), sigmoid_neg_pi
+
+
+def zinb_nll(x, h, log_library, log_theta, pi_logits):
+    _, _, log_mu, mu = _softmax_terms(h, log_library)
+    _, _, _, theta_d, x_term = _nb_terms(x, log_mu, mu, log_theta)
+    return -_zinb_dense(x, theta_d, x_term, pi_logits)[0].sum(-1)
+
+
+def zinb_nll_and_gradients(x, h, log_library, log_theta, pi_logits):
+    _, softmax, log_mu, mu = _softmax_terms(h, log_library)
+    theta, theta_mu, d, theta_d, x_term = _nb_terms(x, log_mu, mu, log_theta)
+    dense, w, sigmoid_neg_pi = _zinb_dense(x, theta_d, x_term, pi_logits)
+    g_h, g_lib, g_theta = _nb_gradients(x, w * theta, mu, theta_mu, d, softmax)
+    return -dense.sum(-1), g_h, g_lib, g_theta, w - sigmoid_neg_pi
+
+
+def nb_nll(x, h, log_library, log_theta):
+    _, _, log_mu, mu = _softmax_terms(h, log_library)
+    _, _, _, theta_d, x_term = _nb_terms(x, log_mu, mu, log_theta)
+    return -(theta_d + x_term).sum(-1)
+
+
+def nb_nll_and_gradients(x, h, log_library, log_theta):
+    _, softmax, log_mu, mu = _softmax_terms(h, log_library)
+    theta, theta_mu, d, theta_d, x_term = _nb_terms(x, log_mu, mu, log_theta)
+    g_h, g_lib, g_theta = _nb_gradients(x, theta.expand_as(x), mu, theta_mu, d, softmax)
+    return -(theta_d + x_term).sum(-1), g_h, g_lib, g_theta
+
+
+def poisson_nll(x, h, log_library):
+    _, _, log_mu, mu = _softmax_terms(h, log_library)
+    return -(x * log_mu - mu).sum(-1)
+
+
+def poisson_nll_and_gradients(x, h, log_library):
+    _, softmax, log_mu, mu = _softmax_terms(h, log_library)
+    g_log_mu = mu - x
+    g_lib = g_log_mu.sum(-1, keepdim=True)
+    return -(x * log_mu - mu).sum(-1), g_log_mu - softmax * g_lib, g_lib
 
 
 _DENSE = {
