@@ -52,3 +52,20 @@ def log_zinb(
 def log_poisson(x: torch.Tensor, log_mu: torch.Tensor) -> torch.Tensor:
     """Element-wise Poisson log-pmf with mean ``exp(log_mu)``."""
     return x * log_mu - log_mu.exp() - torch.lgamma(x + 1)
+
+
+def count_nll_reference(kind, x, h, log_library, log_theta=None, pi_logits=None) -> torch.Tensor:
+    """Per-cell ``-log p(x)`` of decoder outputs (``log mu = log_softmax(h) + log_library``), plainly.
+
+    What :func:`scanpy_autotune._vae._likelihood.count_nll` and the compiled
+    likelihood compute, plus the ``lgamma(x + 1)`` they drop (added back here
+    so the value is the exact mass).
+    """
+    log_mu = torch.log_softmax(h, -1) + log_library
+    if kind == "zinb":
+        elem = log_zinb(x, log_mu, log_theta, pi_logits)
+    elif kind == "nb":
+        elem = log_nb(x, log_mu, log_theta)
+    else:
+        elem = log_poisson(x, log_mu)
+    return -(elem + torch.lgamma(x + 1)).sum(-1)

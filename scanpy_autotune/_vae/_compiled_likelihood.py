@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._likelihood import NonZeros
+from ._likelihood import NonZeros, _theta_at
 from ._log import log_once
 
 __all__ = ["COMPILE_ENV", "MIN_COMPILED_WORK", "compile_choice", "compiled_count_nll"]
@@ -286,15 +286,9 @@ def compiled_count_nll(
         g_nonzero = None
         if kind != "poisson":
             theta = log_theta.exp()
-            if theta.dim() == 1:  # per gene: lgamma and digamma once per gene, gathered
-                theta_nz = theta.index_select(0, nz.cols)
-                lgamma_theta_nz = torch.lgamma(theta).index_select(0, nz.cols)
-            else:
-                theta_nz = theta.reshape(-1).index_select(0, nz.flat)
-                lgamma_theta_nz = torch.lgamma(theta_nz)
             if with_gradients:
-                digamma_theta_nz = (
-                    torch.digamma(theta).index_select(0, nz.cols) if theta.dim() == 1 else torch.digamma(theta_nz)
+                theta_nz, lgamma_theta_nz, digamma_theta_nz = _theta_at(
+                    theta, nz.cols, nz.flat, torch.lgamma, torch.digamma
                 )
                 at_nonzeros = _run_compiled(
                     nonzero_terms_and_gradient, nz.values, theta_nz, lgamma_theta_nz, digamma_theta_nz
@@ -303,6 +297,7 @@ def compiled_count_nll(
                     return None
                 lgamma_terms, g_nonzero = at_nonzeros
             else:
+                theta_nz, lgamma_theta_nz = _theta_at(theta, nz.cols, nz.flat, torch.lgamma)
                 lgamma_terms = torch.lgamma(nz.values + theta_nz) - lgamma_theta_nz
             nll = nll.index_add(0, nz.rows, lgamma_terms, alpha=-1)
     if not with_gradients:

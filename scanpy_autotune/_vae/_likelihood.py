@@ -86,18 +86,18 @@ def _theta_at(
     theta: torch.Tensor,
     cols: torch.Tensor,
     flat: torch.Tensor,
-    fn: Callable[[torch.Tensor], torch.Tensor],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``theta`` and ``fn(theta)`` at the non-zero entries, for gene-wise (1-D) or per-cell (2-D) ``theta``.
+    *fns: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, ...]:
+    """``theta`` and each ``fn(theta)`` at the non-zero entries, for gene-wise (1-D) or per-cell (2-D) ``theta``.
 
-    Gene-wise, ``fn`` runs once per gene and is gathered at the entries'
+    Gene-wise, each ``fn`` runs once per gene and is gathered at the entries'
     columns: far fewer evaluations of ``lgamma`` or ``digamma`` than one per
     non-zero.
     """
     if theta.dim() == 1:
-        return theta.index_select(0, cols), fn(theta).index_select(0, cols)
+        return theta.index_select(0, cols), *(fn(theta).index_select(0, cols) for fn in fns)
     at = theta.reshape(-1).index_select(0, flat)
-    return at, fn(at)
+    return at, *(fn(at) for fn in fns)
 
 
 class CountNLL(torch.autograd.Function):
