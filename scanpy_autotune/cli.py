@@ -173,7 +173,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pruner", choices=("auto", "asha", "median", "none"), default="auto",
         help="stop unpromising trials early at rungs of their validation ELBO (default auto: ASHA "
-        "from min(25, max-epochs/4) epochs; none below 20 epochs)",
+        "from min(25, max-epochs/4) epochs; none below 20 epochs or 30 trials)",
     )
     parser.add_argument(
         "--patience", type=_patience, default="auto", metavar="N",

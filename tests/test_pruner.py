@@ -387,11 +387,44 @@ def test_auto_pruner_takes_no_settings():
 def test_auto_pruner_leaves_searches_with_another_objective_unpruned(caplog):
     from scanpy_autotune._search._search import _make_search_pruner
 
-    assert isinstance(_make_search_pruner("auto", None, 400, {}), ASHAPruner)
+    assert isinstance(_make_search_pruner("auto", None, 400, 100, {}), ASHAPruner)
     with caplog.at_level(logging.INFO, logger="scanpy_autotune"):
-        assert _make_search_pruner("auto", "integration", 400, {}) is None
-        assert _make_search_pruner("AUTO", lambda model, adata: 0.0, 400, {}) is None
+        assert _make_search_pruner("auto", "integration", 400, 100, {}) is None
+        assert _make_search_pruner("AUTO", lambda model, adata: 0.0, 400, 100, {}) is None
     assert "optimises integration; pass pruner='asha'" in caplog.text and "a custom objective" in caplog.text
-    assert isinstance(_make_search_pruner("asha", "integration", 400, {}), ASHAPruner)  # asked for: pruned
+    assert isinstance(_make_search_pruner("asha", "integration", 400, 100, {}), ASHAPruner)  # asked for: pruned
     with pytest.raises(ValueError, match="pruner='auto', which sets its own"):
-        _make_search_pruner("auto", "integration", 400, {"min_epochs": 5})
+        _make_search_pruner("auto", "integration", 400, 100, {"min_epochs": 5})
+
+
+def test_auto_pruner_leaves_short_searches_unpruned(caplog):
+    from scanpy_autotune._search._pruner import AUTO_MIN_TRIALS
+
+    with caplog.at_level(logging.INFO, logger="scanpy_autotune"):
+        assert make_pruner("auto", 40, max_evals=12) is None
+    assert "no pruning in a search of 12 trials (it prunes from 30)" in caplog.text
+    assert make_pruner("auto", 40, max_evals=AUTO_MIN_TRIALS - 1) is None
+    assert make_pruner("auto", 40, max_evals=AUTO_MIN_TRIALS).rungs() == [10, 30]
+    assert make_pruner("asha", 40, max_evals=12).rungs() == [4, 12, 36]  # asked for: pruned at any budget
+    with pytest.raises(ValueError, match="max_evals"):
+        make_pruner("auto", 40, max_evals=0)
+
+
+def test_a_resumed_auto_search_keeps_the_pruning_it_started_with(tmp_path, caplog):
+    from scanpy_autotune._search._search import _pruner_of_resumed_journal
+
+    short = tmp_path / "short.jsonl"
+    Journal.open(short, {"pruner": "none"})[0].close()
+    asha = make_pruner("auto", 400, max_evals=100)
+    with caplog.at_level(logging.INFO, logger="scanpy_autotune"):
+        assert _pruner_of_resumed_journal(short, "auto", asha, 400) is None
+    assert "was searched without pruning; so is the rest" in caplog.text
+    assert _pruner_of_resumed_journal(short, "asha", asha, 400) is asha  # asked for explicitly: kept
+
+    pruned = tmp_path / "pruned.jsonl"
+    Journal.open(pruned, {"pruner": asha.describe()})[0].close()
+    again = _pruner_of_resumed_journal(pruned, "auto", None, 400)
+    assert isinstance(again, ASHAPruner) and again.describe() == asha.describe()
+    assert _pruner_of_resumed_journal(tmp_path / "new.jsonl", "auto", None, 400) is None  # nothing to resume
+    (tmp_path / "notes.txt").write_text("my lab notes")
+    assert _pruner_of_resumed_journal(tmp_path / "notes.txt", "auto", asha, 400) is asha

@@ -229,3 +229,30 @@ def test_trial_seed_is_deterministic_and_distinct():
     assert trial_seed(0, 5) == trial_seed(0, 5)
     assert len({trial_seed(s, t) for s in range(5) for t in range(50)}) == 250
     assert 0 <= trial_seed(-1, 3) < 2**32
+
+
+@pytest.mark.parametrize(("max_evals", "expected"), [(1, 2), (5, 2), (12, 4), (20, 7), (30, 10), (58, 20), (100, 20), (1000, 20)])
+def test_startup_trials_is_a_third_of_the_budget_from_2_to_20(max_evals, expected):
+    from scanpy_autotune._search._tpe import startup_trials
+
+    assert startup_trials(max_evals) == expected
+
+
+def test_tpe_models_after_the_startup_trials():
+    """The first ``n_startup_jobs`` suggestions are random draws; the next ones come from TPE's model."""
+    space = build_space(None, H)
+
+    def draws(n_startup: int, seed: int) -> list[dict]:
+        tuner = AskTellTPE(space, seed=seed, n_startup_jobs=n_startup)
+        suggested = []
+        for _ in range(6):
+            trial_id, params = tuner.ask()
+            suggested.append(params)
+            tuner.tell(trial_id, 100.0 + params["n_latent"], "ok")
+        return suggested
+
+    for seed in range(3):
+        modelled, random, never = draws(4, seed), draws(20, seed), draws(1000, seed)
+        assert modelled[:4] == random[:4] == never[:4]  # start-up: the same random draws
+        assert random[4:] == never[4:]  # still drawing at random
+        assert modelled[4:] != random[4:]  # modelled from the 5th trial on

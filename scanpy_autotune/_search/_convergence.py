@@ -1,7 +1,8 @@
 """The convergence stop: end a search when further trials are unlikely to help.
 
-The rule: once at least ``min_trials`` trials have finished (TPE's 20 random
-start-up trials by default, so the model of the space has data), the search
+The rule: once at least ``min_trials`` trials have finished (20 by default,
+TPE's random start-up in a search of 58 trials or more, so the model of the
+space has data), the search
 stops starting trials when ``patience`` trials' worth of training in a row has
 not lowered the best loss by more than ``tolerance`` (relative). A trial that
 ran to the end (or failed) counts as one; a pruned trial, whose loss is

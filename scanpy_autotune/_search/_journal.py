@@ -319,6 +319,33 @@ class Journal:
             self._write_line(_dumps(header), mode="w")
             _fsync_dir(self.path.parent)
 
+    @staticmethod
+    def stored_settings(path: str | os.PathLike) -> dict[str, Any] | None:
+        """The settings in the header of an existing journal, or ``None``.
+
+        ``None`` when the file does not exist, is empty, or does not start with a
+        readable journal header; :meth:`open` then says what is wrong with it.
+
+        Parameters
+        ----------
+        path
+            The journal file.
+
+        Returns
+        -------
+        dict or None
+        """
+        path = Path(path)
+        if not path.is_file():
+            return None
+        with open(path, "rb") as fh:
+            first = fh.readline()
+        try:
+            header = json.loads(first.decode("utf-8"))
+            return _check_header(path, header) if isinstance(header, dict) else None
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            return None
+
     @classmethod
     def open(
         cls,

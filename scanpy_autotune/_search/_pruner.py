@@ -14,8 +14,9 @@ Three rules are offered (:func:`make_pruner`):
 
 ``"auto"`` (the default of :func:`scanpy_autotune.tl.autotune`)
     ASHA with its first rung at ``min(25, max_epochs // 4)`` epochs instead of
-    ``min(25, max_epochs // 10)``, and no pruning below 20 epochs. See
-    :func:`auto_min_epochs` for the measurements behind it.
+    ``min(25, max_epochs // 10)``, no pruning below 20 epochs nor in searches
+    of fewer than :data:`AUTO_MIN_TRIALS` trials. See :func:`auto_min_epochs`
+    and :func:`make_pruner` for the measurements behind it.
 ``"asha"``
     Asynchronous successive halving (Li et al. 2020, "A System for Massively
     Parallel Hyperparameter Tuning", in its stopping form as in Optuna's
@@ -77,6 +78,7 @@ __all__ = [
     "MedianPruner",
     "PRUNERS",
     "Pruner",
+    "AUTO_MIN_TRIALS",
     "auto_min_epochs",
     "default_min_epochs",
     "make_pruner",
@@ -88,6 +90,8 @@ logger = logging.getLogger("scanpy_autotune")
 MAX_DEFAULT_MIN_EPOCHS = 25
 #: The ``"auto"`` pruner's first rung is never earlier than this (and below it, nothing is pruned).
 AUTO_MIN_FIRST_RUNG = 5
+#: The ``"auto"`` pruner prunes only searches of at least this many trials.
+AUTO_MIN_TRIALS = 30
 
 
 @runtime_checkable
@@ -556,18 +560,23 @@ PRUNERS: dict[str, tuple[type[_RungTablePruner], tuple[str, ...]]] = {
 }
 
 
-def make_pruner(name: str | None, max_epochs: int, **kwargs: Any) -> Pruner | None:
+def make_pruner(
+    name: str | None, max_epochs: int, max_evals: int | None = None, **kwargs: Any
+) -> Pruner | None:
     """Build the pruner named ``name`` for trials of at most ``max_epochs`` epochs.
 
     Parameters
     ----------
     name
         ``"auto"`` (:class:`ASHAPruner` with ``min_epochs`` from
-        :func:`auto_min_epochs`; no pruner below 20 epochs), ``"asha"``
+        :func:`auto_min_epochs`; no pruner below 20 epochs, nor for a
+        ``max_evals`` under :data:`AUTO_MIN_TRIALS`), ``"asha"``
         (:class:`ASHAPruner`), ``"median"`` (:class:`MedianPruner`) or
         ``None`` (no pruning). Case-insensitive.
     max_epochs
         The epoch cap of every trial; every rung lies below it.
+    max_evals
+        The search's budget of trials, if known; only ``"auto"`` reads it.
     **kwargs
         The pruner's settings (``pruner_kwargs``): for ``"asha"``
         ``min_epochs``, ``eta``, ``min_trials_per_rung``; for ``"median"``
@@ -601,6 +610,12 @@ def make_pruner(name: str | None, max_epochs: int, **kwargs: Any) -> Pruner | No
         first = auto_min_epochs(check_int("max_epochs", max_epochs, low=1))
         if first is None:
             logger.info("pruner 'auto': no pruning, trials of %d epochs are too short to judge early", max_epochs)
+            return None
+        if max_evals is not None and check_int("max_evals", max_evals, low=1) < AUTO_MIN_TRIALS:
+            logger.info(
+                "pruner 'auto': no pruning in a search of %d trials (it prunes from %d): a rung "
+                "judges a trial against too few peers to spare a slow starter", max_evals, AUTO_MIN_TRIALS,
+            )
             return None
         return ASHAPruner(max_epochs, min_epochs=first)
     if key not in PRUNERS:

@@ -32,7 +32,7 @@ from ._scoring import scoring_settings
 from ._slots import make_backend
 from ._space import SearchSpace, build_space
 from ._startup import startup_configs
-from ._tpe import AskTellTPE
+from ._tpe import AskTellTPE, startup_trials
 
 if TYPE_CHECKING:
     from .._vae import Model
@@ -131,7 +131,11 @@ def _resume_settings(
 
 
 def _make_search_pruner(
-    pruner: str | None, objective: Callable | str | None, max_epochs: int, kwargs: dict[str, Any]
+    pruner: str | None,
+    objective: Callable | str | None,
+    max_epochs: int,
+    max_evals: int,
+    kwargs: dict[str, Any],
 ) -> Pruner | None:
     """The search's pruner; ``"auto"`` prunes only searches that minimise the held-out ``-log p(x)``.
 
@@ -141,7 +145,7 @@ def _make_search_pruner(
     the trial with the best Total at its first rung. Such searches are
     pruned only when asked (``pruner="asha"`` or ``"median"``).
     """
-    built = make_pruner(pruner, max_epochs, **kwargs)  # checks the name and the settings
+    built = make_pruner(pruner, max_epochs, max_evals, **kwargs)  # checks the name and the settings
     auto = isinstance(pruner, str) and pruner.lower() == "auto"
     if built is None or objective is None or not auto:
         return built
@@ -151,6 +155,28 @@ def _make_search_pruner(
         "optimises %s; pass pruner='asha' to prune anyway", what,
     )
     return None
+
+
+def _pruner_of_resumed_journal(
+    journal: str | os.PathLike | None, pruner: str | None, built: Pruner | None, max_epochs: int
+) -> Pruner | None:
+    """With ``pruner="auto"``, a resumed search keeps the pruning it started with.
+
+    ``"auto"`` depends on ``max_evals`` (no pruning under ``AUTO_MIN_TRIALS``
+    trials), so resuming a short search with a larger budget would otherwise
+    switch pruning on halfway, and the journal's settings would no longer match.
+    """
+    if journal is None or not (isinstance(pruner, str) and pruner.lower() == "auto"):
+        return built
+    stored = (Journal.stored_settings(journal) or {}).get("pruner")
+    if stored == "none" and built is not None:
+        logger.info("pruner 'auto': the resumed journal %s was searched without pruning; so is the rest", journal)
+        return None
+    if isinstance(stored, dict) and built is None and stored.get("max_epochs") == max_epochs:
+        logger.info("pruner 'auto': the resumed journal %s was pruned by %s; so is the rest", journal, stored)
+        kwargs = {k: v for k, v in stored.items() if k not in ("name", "max_epochs", "rungs")}
+        return make_pruner(stored.get("name"), max_epochs, **kwargs)
+    return built
 
 
 def _startup_setting(startup: Any, chosen: list) -> str:
@@ -238,7 +264,8 @@ def search(
             "conservation: pass labels_key= (cell types) and batch_key= (the batches to integrate)."
         )
     search_space = build_space(space, HYPERPARAMETERS)
-    search_pruner = _make_search_pruner(pruner, objective, max_epochs, dict(pruner_kwargs or {}))
+    search_pruner = _make_search_pruner(pruner, objective, max_epochs, max_evals, dict(pruner_kwargs or {}))
+    search_pruner = _pruner_of_resumed_journal(journal, pruner, search_pruner, max_epochs)
     stopper = make_convergence_stop(patience, max_evals, max_epochs)
     startup_list = startup_configs(startup, search_space)
     scoring = None
@@ -288,7 +315,8 @@ def search(
             max_evals, data.n_obs, data.n_vars, pool.n_slots, pool.name, max_epochs,
         )
         run = run_trials(
-            pool, AskTellTPE(search_space, seed=seed), context, max_evals=max_evals,
+            pool, AskTellTPE(search_space, seed=seed, n_startup_jobs=startup_trials(max_evals)), context,
+            max_evals=max_evals,
             resumed=resumed, journal=journal_obj, default_params=default_params, startup=startup_list,
             pruner=search_pruner, timeout=timeout, progress=progress, stopper=stopper,
         )
@@ -309,7 +337,7 @@ def search(
         trials_per_gpu=getattr(pool, "trials_per_gpu", None) or 0,
         convergence=stopper.describe() if stopper is not None else "none", stop_reason=run.stop_reason,
         converged_after=run.converged_after,
-        version=__version__, include_default=bool(include_default),
+        version=__version__, include_default=bool(include_default), tpe_startup_trials=startup_trials(max_evals),
         startup=_startup_setting(startup, startup_list),
         journal=os.fspath(journal) if journal is not None else "",
     )

@@ -1,7 +1,7 @@
 """Start-up configurations: configurations run first, after the default, before TPE's own.
 
-TPE's first trials are random draws (hyperopt's ``n_startup_jobs``). A short
-search is mostly those draws, so whether it beats the default configuration is
+TPE's first trials are random draws (hyperopt's ``n_startup_jobs``, a third of
+the budget up to 20: :func:`._tpe.startup_trials`), so what they find is partly
 luck (``benchmarks/results/startup.md``). This module supplies configurations
 worth trying first: the winners of the 100-trial searches recorded in
 ``benchmarks/results/searches/``, one per dataset, or configurations the user

@@ -108,6 +108,11 @@ def autotune(
     max_evals
         Number of trials in total (those resumed from ``journal`` included), at
         most: the search ends earlier once it has converged (``patience``).
+        TPE draws the first third of them (2 to 20, the default configuration
+        included) at random and models the rest; with hyperopt's fixed 20, a
+        short search was a random search (in the 12-trial demo, 0% gain over the
+        default on 2 of 3 seeds against 5.7-8.7% now:
+        ``benchmarks/results/demo_pruning.md``).
     max_epochs
         Epoch cap per trial; ``None``: :func:`default_max_epochs`. Trials stop early
         when their validation ELBO stalls.
@@ -161,12 +166,14 @@ def autotune(
         Stop unpromising trials early, at rungs of their validation ELBO.
         ``"auto"`` (default): ASHA with its first rung at ``min(25,
         max_epochs // 4)`` epochs (25, 75, 225 for 400 epochs), no pruning for
-        trials under 20 epochs nor for searches with another ``objective``
-        (the rungs compare validation ELBOs, which do not rank configurations
-        by integration scores); replayed on finished searches it kept the best
-        configuration of the 12-trial demo on 3 seeds and of the 100-trial
-        searches within 0.2% at 3.6-4.1x fewer epochs
-        (``benchmarks/results/pruning_replay.md``, ``pruning.md``). ``"asha"``
+        trials under 20 epochs, for searches of fewer than 30 trials (a rung
+        judges against too few peers: in the 12-trial demo it stopped the
+        eventual winner on 2 of 3 seeds), nor for searches with another
+        ``objective`` (the rungs compare validation ELBOs, which do not rank
+        configurations by integration scores); on 100-trial searches it kept
+        the best within 0.2% at 3.3-3.8x less wall time
+        (``benchmarks/results/pruning.md``). A resumed search keeps the
+        pruning it started with. ``"asha"``
         (first rung ``min(25, max_epochs // 10)``, settings in
         ``pruner_kwargs``), ``"median"``, or ``None`` (every trial runs until
         early stopping). The default configuration is never pruned.
@@ -186,7 +193,7 @@ def autotune(
     patience
         End the search when this many trials' worth of training in a row has
         not lowered the best loss by more than 0.2%, once at least 20 trials
-        have finished (TPE's random start-up). A trial that ran to the end (or
+        have finished. A trial that ran to the end (or
         failed) counts as one; a pruned trial, its loss unknown, as the share
         of ``max_epochs`` it trained. Running trials then finish. ``"auto"`` (default):
         ``max(8, round(0.12 * max_evals))``, 12 for 100 trials: with the
