@@ -7,9 +7,10 @@
 ``run`` appends one row to ``results/search_runs.csv`` and keeps the search's
 journal and trials table under ``results/searches/``. A search longer than one
 sitting runs in segments: ``--stop-at N`` ends a segment once N trials are in
-the journal (every started trial finishes, so no work is thrown away), and the
-next call with ``--resume`` goes on (Ctrl-C also ends a segment, throwing away
-the trials running then); the row is written when all ``--max-evals`` trials
+the journal, as Ctrl-C does (the trials running then are thrown away and count
+as wasted time; the search keeps its whole budget, so TPE's start-up and the
+"auto" pruner, which depend on ``max_evals``, are those of the unbroken search),
+and the next call with ``--resume`` goes on; the row is written when all ``--max-evals`` trials
 exist, with the segments' wall times summed and the worker-seconds each
 segment's end wasted reported beside it. ``report`` turns the rows into
 ``results/runtime.md`` (the 2019 study's Table 1, CPU and GPU runs),
@@ -23,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -61,16 +64,31 @@ def seconds_per_epoch(trials: pd.DataFrame) -> float:
 
 
 class FinishTimes(logging.Handler):
-    """Collects when each trial of this process's search finished (from the search's own log lines)."""
+    """Collects when each trial of this process's search finished (from the search's own log lines).
 
-    def __init__(self) -> None:
+    With ``stop_after`` it interrupts the search (a real SIGINT, as Ctrl-C)
+    once that many trials finished in this process: the search logs a trial
+    after its journal line is written, so the trial is kept.
+    """
+
+    def __init__(self, stop_after: int | None = None) -> None:
         super().__init__(logging.INFO)
         self.times: list[float] = []
+        self.stop_after = stop_after
 
     def emit(self, record: logging.LogRecord) -> None:
         if isinstance(record.msg, str) and record.msg.startswith("trial %d") and ":" in record.msg:
             if "started" not in record.msg:
                 self.times.append(time.perf_counter())
+                if self.stop_after is not None and len(self.times) == self.stop_after:
+                    os.kill(os.getpid(), signal.SIGINT)
+
+
+def journal_trials(journal: Path) -> int:
+    """Trials already in a journal (0 when there is none)."""
+    if not journal.exists():
+        return 0
+    return sum('"kind":"trial"' in line for line in journal.read_text().splitlines())
 
 
 def tail_idle_s(finish_times: list[float], start: float, end: float, workers: int) -> float:
@@ -98,13 +116,18 @@ def run(args: argparse.Namespace) -> None:
         segments_file.unlink(missing_ok=True)
     if args.stop_at is not None and not 0 < args.stop_at < args.max_evals:
         raise SystemExit(f"--stop-at {args.stop_at} must lie between 0 and --max-evals {args.max_evals}.")
-    finishes = FinishTimes()
-    logging.getLogger("scanpy_autotune").addHandler(finishes)
+    stop_after = None if args.stop_at is None else args.stop_at - journal_trials(journal)
+    if stop_after is not None and stop_after <= 0:
+        raise SystemExit(f"The journal {journal} already holds {args.stop_at} trials or more; raise --stop-at.")
+    finishes = FinishTimes(stop_after)
+    package_log = logging.getLogger("scanpy_autotune")
+    package_log.addHandler(finishes)
+    package_log.setLevel(logging.INFO)  # the finish lines are INFO; Scanpy's default verbosity hides them
     start = time.perf_counter()
     interrupted = False
     try:
         sat.tl.autotune(
-            adata, max_evals=args.stop_at or args.max_evals, max_epochs=args.max_epochs,
+            adata, max_evals=args.max_evals, max_epochs=args.max_epochs,
             n_workers=None if on_gpu else args.workers,
             gpus=args.gpus if on_gpu else None, trials_per_gpu=args.trials_per_gpu, seed=args.seed,
             pruner=None if args.pruner == "none" else args.pruner, journal=journal, progress=False,
@@ -122,7 +145,7 @@ def run(args: argparse.Namespace) -> None:
                "tail_idle_s": tail_idle_s(finishes.times, start, end, workers)}
     with segments_file.open("a") as out:
         out.write(json.dumps(segment) + "\n")
-    if interrupted or args.stop_at is not None:
+    if interrupted:
         print(f"segment done: {segment}; go on with --resume", flush=True)
         return
     segments = [json.loads(line) for line in segments_file.read_text().splitlines() if line.strip()]
