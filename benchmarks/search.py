@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATA, RESULTS, machine, markdown_table  # noqa: E402
 
 import scanpy_autotune as sat  # noqa: E402
+from scanpy_autotune._search._tpe import MAX_STARTUP_TRIALS, startup_trials  # noqa: E402
 
 RUNS = RESULTS / "search_runs.csv"
 SEARCHES = RESULTS / "searches"
@@ -44,11 +45,17 @@ SEARCHES = RESULTS / "searches"
 
 def run_tag(dataset: str, workers: int, pruner: str, max_evals: int, seed: int,
             max_epochs: int | None = None, test_size: float = 0.0, gpu: bool = False,
-            patience: str = "none") -> str:
-    """The name of a run's files under ``results/searches/`` (``workers``: parallel trials)."""
+            patience: str = "none", tpe_startup: int = MAX_STARTUP_TRIALS) -> str:
+    """The name of a run's files under ``results/searches/`` (``workers``: parallel trials).
+
+    ``tpe_startup``: TPE's random start-up trials; runs from before it scaled
+    with the budget had 20, and their names no suffix.
+    """
     tag = f"{dataset}_w{workers}_{pruner}_n{max_evals}_s{seed}"
     if patience != "none":
         tag += f"_p{patience}"
+    if int(tpe_startup) != MAX_STARTUP_TRIALS:
+        tag += f"_tpe{int(tpe_startup)}"
     if max_epochs is not None:
         tag += f"_e{max_epochs}"
     if test_size > 0:
@@ -107,7 +114,7 @@ def run(args: argparse.Namespace) -> None:
     on_gpu = args.gpus > 0
     workers = args.gpus * args.trials_per_gpu if on_gpu else args.workers
     tag = run_tag(args.dataset, workers, args.pruner, args.max_evals, args.seed, args.max_epochs, args.test_size,
-                  gpu=on_gpu, patience=args.patience)
+                  gpu=on_gpu, patience=args.patience, tpe_startup=startup_trials(args.max_evals))
     SEARCHES.mkdir(parents=True, exist_ok=True)
     journal = SEARCHES / f"{tag}.jsonl"
     segments_file = SEARCHES / f"{tag}.segments.jsonl"
@@ -159,6 +166,7 @@ def run(args: argparse.Namespace) -> None:
         "device": f"{args.gpus} GPU x {args.trials_per_gpu} trials" if on_gpu else "cpu",
         "pruner": args.pruner,
         "patience": args.patience,
+        "tpe_startup_trials": int(uns["params"].get("tpe_startup_trials", MAX_STARTUP_TRIALS)),
         "stop_reason": str(uns["params"].get("stop_reason", "")),
         "max_evals": args.max_evals,
         "seed": args.seed,
@@ -195,8 +203,12 @@ def report(_: argparse.Namespace) -> None:
     runs["test_size"] = runs["test_size"].fillna(0.0)
     runs["device"] = runs["device"].fillna("cpu") if "device" in runs else "cpu"
     runs["patience"] = runs["patience"].fillna("none") if "patience" in runs else "none"
+    if "tpe_startup_trials" not in runs:
+        runs["tpe_startup_trials"] = MAX_STARTUP_TRIALS
+    runs["tpe_startup_trials"] = runs["tpe_startup_trials"].fillna(MAX_STARTUP_TRIALS).astype(int)
     runs = runs.drop_duplicates(
-        ["dataset", "device", "workers", "pruner", "patience", "max_evals", "max_epochs", "seed", "test_size"],
+        ["dataset", "device", "workers", "pruner", "patience", "max_evals", "max_epochs", "seed", "test_size",
+         "tpe_startup_trials"],
         keep="last",
     )
     (RESULTS / "runtime.md").write_text(runtime(runs))
@@ -316,7 +328,8 @@ def runtime(runs: pd.DataFrame) -> str:
     for index, run in runs.iterrows():  # rows written before these columns: read them off the trials table
         # The row cannot tell an explicit epoch cap from the default one: look for both names.
         names = [run_tag(run["dataset"], run["workers"], run["pruner"], run["max_evals"], run["seed"],
-                         cap, run["test_size"], gpu=run["device"] != "cpu") for cap in (None, run["max_epochs"])]
+                         cap, run["test_size"], gpu=run["device"] != "cpu", tpe_startup=run["tpe_startup_trials"])
+                 for cap in (None, run["max_epochs"])]
         path = next((p for p in (SEARCHES / f"{n}_trials.csv" for n in names) if p.exists()), None)
         if pd.isna(run["s_per_epoch"]) and path is not None:
             trials = pd.read_csv(path)
@@ -345,7 +358,7 @@ def top_bottom(runs: pd.DataFrame, n: int = 10) -> str:
     for _, run in runs.iterrows():
         # Runs at the default epoch cap (the row cannot tell an explicit one from it).
         tag = run_tag(run["dataset"], run["workers"], run["pruner"], run["max_evals"], run["seed"],
-                      None, run["test_size"])
+                      None, run["test_size"], tpe_startup=run["tpe_startup_trials"])
         path = SEARCHES / f"{tag}_trials.csv"
         if not path.exists():
             continue
