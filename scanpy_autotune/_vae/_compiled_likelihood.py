@@ -107,22 +107,24 @@ def nonzero_terms_and_gradient(values, theta_nz, lgamma_theta_nz, digamma_theta_
     return torch.lgamma(y) - lgamma_theta_nz, -theta_nz * (_digamma(y) - digamma_theta_nz)
 
 
-# Written for few transcendental calls per entry, the loop's cost: mu is the
-# softmax times the library size (no exp of its own), log(theta + mu) one log,
-# and softplus and sigmoid of the same argument share one exp.
+# Written for few transcendental calls per entry, the loop's cost: log(theta + mu)
+# and mu / (theta + mu) come from one exp and one log1p (softplus and sigmoid of
+# log mu - log theta), as do softplus and sigmoid of the zero-inflation terms.
+# mu itself is never formed for NB and ZINB: exp(log library) overflows float32
+# above 88, which an early epoch with heavy dropout reaches, while eagerly
+# (``logaddexp``) the loss stays finite and training recovers.
 def _softmax_terms(h, log_library):
-    """``log_softmax``, ``softmax``, ``log mu`` and ``mu`` of the decoder's scale logits."""
+    """``log_softmax``, ``softmax`` and ``log mu`` of the decoder's scale logits."""
     log_softmax = torch.log_softmax(h, dim=-1)
-    softmax = log_softmax.exp()
-    return log_softmax, softmax, log_softmax + log_library, softmax * log_library.exp()
+    return log_softmax, log_softmax.exp(), log_softmax + log_library
 
 
-def _nb_terms(x, log_mu, mu, log_theta):
+def _nb_terms(x, log_mu, log_theta):
+    """``theta``, ``d = log(theta / (theta + mu))``, ``theta d``, ``x log(mu / (theta + mu))``, ``mu / (theta + mu)``."""
     theta = log_theta.exp()
-    theta_mu = theta + mu
-    log_theta_mu = torch.log(theta_mu)
-    d = log_theta - log_theta_mu  # log(theta / (theta + mu))
-    return theta, theta_mu, d, theta * d, x * (log_mu - log_theta_mu)
+    softplus_diff, r = _softplus_and_sigmoid(log_mu - log_theta)  # log((theta + mu) / theta), mu / (theta + mu)
+    d = -softplus_diff
+    return theta, d, theta * d, x * (log_mu - log_theta - softplus_diff), r
 
 
 def _softplus_and_sigmoid(a):
@@ -132,9 +134,8 @@ def _softplus_and_sigmoid(a):
     return a.clamp(min=0) + torch.log1p(e), torch.where(a >= 0, 1 / one_plus, e / one_plus)
 
 
-def _nb_gradients(x, t1, mu, theta_mu, d, softmax):
+def _nb_gradients(x, t1, r, d, softmax):
     """Per unit of upstream gradient: d NLL / d h, d log_library and the element-wise d log_theta."""
-    r = mu / theta_mu
     g_log_mu = t1 * r - x * (1 - r)
     g_lib = g_log_mu.sum(-1, keepdim=True)
     return g_log_mu - softmax * g_lib, g_lib, -g_log_mu - t1 * d
@@ -150,39 +151,40 @@ def _zinb_dense(x, theta_d, x_term, pi_logits):
 
 
 def zinb_nll(x, h, log_library, log_theta, pi_logits):
-    _, _, log_mu, mu = _softmax_terms(h, log_library)
-    _, _, _, theta_d, x_term = _nb_terms(x, log_mu, mu, log_theta)
+    _, _, log_mu = _softmax_terms(h, log_library)
+    _, _, theta_d, x_term, _ = _nb_terms(x, log_mu, log_theta)
     return -_zinb_dense(x, theta_d, x_term, pi_logits)[0].sum(-1)
 
 
 def zinb_nll_and_gradients(x, h, log_library, log_theta, pi_logits):
-    _, softmax, log_mu, mu = _softmax_terms(h, log_library)
-    theta, theta_mu, d, theta_d, x_term = _nb_terms(x, log_mu, mu, log_theta)
+    _, softmax, log_mu = _softmax_terms(h, log_library)
+    theta, d, theta_d, x_term, r = _nb_terms(x, log_mu, log_theta)
     dense, w, sigmoid_neg_pi = _zinb_dense(x, theta_d, x_term, pi_logits)
-    g_h, g_lib, g_theta = _nb_gradients(x, w * theta, mu, theta_mu, d, softmax)
+    g_h, g_lib, g_theta = _nb_gradients(x, w * theta, r, d, softmax)
     return -dense.sum(-1), g_h, g_lib, g_theta, w - sigmoid_neg_pi
 
 
 def nb_nll(x, h, log_library, log_theta):
-    _, _, log_mu, mu = _softmax_terms(h, log_library)
-    _, _, _, theta_d, x_term = _nb_terms(x, log_mu, mu, log_theta)
+    _, _, log_mu = _softmax_terms(h, log_library)
+    _, _, theta_d, x_term, _ = _nb_terms(x, log_mu, log_theta)
     return -(theta_d + x_term).sum(-1)
 
 
 def nb_nll_and_gradients(x, h, log_library, log_theta):
-    _, softmax, log_mu, mu = _softmax_terms(h, log_library)
-    theta, theta_mu, d, theta_d, x_term = _nb_terms(x, log_mu, mu, log_theta)
-    g_h, g_lib, g_theta = _nb_gradients(x, theta.expand_as(x), mu, theta_mu, d, softmax)
+    _, softmax, log_mu = _softmax_terms(h, log_library)
+    theta, d, theta_d, x_term, r = _nb_terms(x, log_mu, log_theta)
+    g_h, g_lib, g_theta = _nb_gradients(x, theta.expand_as(x), r, d, softmax)
     return -(theta_d + x_term).sum(-1), g_h, g_lib, g_theta
 
 
 def poisson_nll(x, h, log_library):
-    _, _, log_mu, mu = _softmax_terms(h, log_library)
-    return -(x * log_mu - mu).sum(-1)
+    _, _, log_mu = _softmax_terms(h, log_library)
+    return -(x * log_mu - log_mu.exp()).sum(-1)
 
 
 def poisson_nll_and_gradients(x, h, log_library):
-    _, softmax, log_mu, mu = _softmax_terms(h, log_library)
+    _, softmax, log_mu = _softmax_terms(h, log_library)
+    mu = log_mu.exp()  # as eagerly: infinite only where the eager loss is too
     g_log_mu = mu - x
     g_lib = g_log_mu.sum(-1, keepdim=True)
     return -(x * log_mu - mu).sum(-1), g_log_mu - softmax * g_lib, g_lib
