@@ -34,9 +34,13 @@ def test_the_rule_counts_trials_without_a_real_gain():
     assert stop.best == 87.7 and "3 trials' worth of training in a row" in stop.reason()
     never_early = ConvergenceStop(patience=1, min_trials=4)
     assert [never_early.observe(_ok(i, 1.0)) for i in range(4)] == [False, False, False, True]
-    failing = ConvergenceStop(patience=2, min_trials=0)
-    assert failing.observe(TrialRecord(0, {}, status="fail")) is False  # no best yet: no progress counted
-    assert failing.observe(TrialRecord(1, {}, status="fail")) is True
+    # a failed trial has no loss: it counts by the epochs it trained, like a pruned one
+    failing = ConvergenceStop(patience=2, min_trials=0, max_epochs=400)
+    instant = [failing.observe(TrialRecord(i, {}, status="fail", n_epochs=1)) for i in range(10)]
+    assert instant == [False] * 10 and failing.since == pytest.approx(10 / 400)  # diverged at once: nearly free
+    assert failing.observe(TrialRecord(10, {}, status="fail", n_epochs=400)) is False
+    assert failing.observe(TrialRecord(11, {}, status="fail", n_epochs=390)) is True  # two trials' worth
+    assert "pruned and failed trials counted by the share of their epochs" in failing.reason()
 
 
 def test_a_pruned_trial_counts_as_the_share_of_the_epochs_it_trained():

@@ -5,9 +5,11 @@ TPE's random start-up in a search of 58 trials or more, so the model of the
 space has data), the search
 stops starting trials when ``patience`` trials' worth of training in a row has
 not lowered the best loss by more than ``tolerance`` (relative). A trial that
-ran to the end (or failed) counts as one; a pruned trial, whose loss is
-unknown, counts as the share of ``max_epochs`` it trained (1/16 for a trial
-stopped at 25 of 400 epochs). Counted as whole trials, the cheap pruned ones
+ran to the end counts as one; a pruned or failed trial, whose loss is unknown,
+counts as the share of ``max_epochs`` it trained (1/16 for a trial stopped at
+25 of 400 epochs; nothing for one that diverged at its first epoch, which
+counted as a whole trial in the first CBMC search with every default).
+Counted as whole trials, the cheap pruned ones
 filled the window: the first Cortex search with every default stopped after
 30 trials, 7 of which had run to the end, its best 0.53% above the unpruned
 search's; not counted at all, a pruned search never stopped (Cortex: all 100
@@ -50,14 +52,14 @@ class ConvergenceStop:
     Parameters
     ----------
     patience
-        Trials in a row without such a gain; a pruned trial counts as the
-        share of ``max_epochs`` it trained.
+        Trials in a row without such a gain; a pruned or failed trial counts
+        as the share of ``max_epochs`` it trained.
     tolerance
         Relative gain of the best loss that counts as progress.
     min_trials
         Never stop before this many trials have finished (resumed ones included).
     max_epochs
-        The trials' epoch cap, against which a pruned trial's epochs are counted.
+        The trials' epoch cap, against which a pruned or failed trial's epochs are counted.
     """
 
     patience: int
@@ -78,23 +80,23 @@ class ConvergenceStop:
     def observe(self, record: TrialRecord) -> bool:
         """Count a finished trial; ``True`` when the search has converged."""
         self.finished += 1
-        if record.status == "pruned":
+        if not record.succeeded:  # pruned or failed: no loss, counted by the training it got
             self.since += min(1.0, max(record.n_epochs, 0) / self.max_epochs)
         else:
-            loss = record.loss if record.succeeded else math.inf
             progress = (
-                loss < self.best - self.tolerance * abs(self.best) if math.isfinite(self.best) else loss < self.best
+                record.loss < self.best - self.tolerance * abs(self.best)
+                if math.isfinite(self.best) else record.loss < self.best
             )
             self.since = 0.0 if progress else self.since + 1
-            self.best = min(self.best, loss)
+            self.best = min(self.best, record.loss)
         # A small epsilon: sixteen pruned trials at 25 of 400 epochs are one trial's worth.
         return self.finished >= self.min_trials and self.since >= self.patience - 1e-9
 
     def reason(self) -> str:
         """Why the search stopped, in words."""
         return (
-            f"converged: {self.patience} trials' worth of training in a row (pruned trials counted by the "
-            f"share of their epochs) without lowering the best loss by more than {100 * self.tolerance:g}% "
+            f"converged: {self.patience} trials' worth of training in a row (pruned and failed trials counted "
+            f"by the share of their epochs) without lowering the best loss by more than {100 * self.tolerance:g}% "
             f"(after {self.finished} trials)"
         )
 

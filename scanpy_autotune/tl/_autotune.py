@@ -193,9 +193,9 @@ def autotune(
     patience
         End the search when this many trials' worth of training in a row has
         not lowered the best loss by more than 0.2%, once at least 20 trials
-        have finished. A trial that ran to the end (or
-        failed) counts as one; a pruned trial, its loss unknown, as the share
-        of ``max_epochs`` it trained. Running trials then finish. ``"auto"`` (default):
+        have finished. A trial that ran to the end counts as one; a pruned or
+        failed trial, its loss unknown, as the share of ``max_epochs`` it
+        trained. Running trials then finish. ``"auto"`` (default):
         ``max(8, round(0.12 * max_evals))``, 12 for 100 trials: with the
         default pruning it ended 100-trial searches of Cortex after 87 trials
         and PBMC4k after 50, 8x and 14x sooner than unpruned searches of all
