@@ -199,7 +199,9 @@ def autotune(
         ``max(8, round(0.12 * max_evals))``, 12 for 100 trials: with the
         default pruning it ended 100-trial searches of Cortex after 87 trials
         and PBMC4k after 50, 8x and 14x sooner than unpruned searches of all
-        100, their best within 0.2% (``benchmarks/results/convergence.md``);
+        100, their best within 0.2%, and CBMC after 65, 3.8x sooner than a
+        100-trial ASHA search, its best within 0.15%
+        (``benchmarks/results/convergence.md``);
         without pruning, replayed, after 20-28 trials within 0.4%. ``None`` runs all
         ``max_evals`` trials. Why the search ended is in
         ``uns[key_added]["params"]["stop_reason"]``; resuming a search that
