@@ -113,6 +113,16 @@ def test_a_converged_search_stops_early_lets_running_trials_finish_and_says_why(
     assert more.submitted == list(range(n, n + 5)) and resumed.converged_after == n + 5
 
 
+def test_a_stop_that_comes_with_the_last_trial_leaves_the_budget_as_the_reason():
+    """Converging when every trial of the budget has started stops nothing early: the budget ended it."""
+    stop = ConvergenceStop(patience=5, min_trials=8)
+    run = run_trials(ScriptedBackend(_plateau, n_slots=1), _tuner(), None, max_evals=11, default_params=DEFAULT,
+                     progress=False, stopper=stop)
+    assert stop.since >= 5  # the rule was met by the 11th trial (see the test above) ...
+    assert len(run.records) == 11 and run.converged_after == 0  # ... but nothing was left to skip (0: never)
+    assert run.stop_reason == "the budget: 11 of max_evals=11 trials"
+
+
 def test_without_a_stop_the_budget_is_the_reason():
     run = run_trials(ScriptedBackend(_plateau), _tuner(), None, max_evals=9, default_params=DEFAULT, progress=False)
     assert len(run.records) == 9 and run.stop_reason == "the budget: 9 of max_evals=9 trials"

@@ -232,7 +232,8 @@ def run_trials(
         _log_record(record)
         bar.update(1, outcome, len(running))
         projection.update(len(outcome.records))
-        if stopper is not None and not converged and stopper.observe(record):
+        started_all = len(outcome.records) + len(running) >= max_evals  # nothing left to stop early
+        if stopper is not None and not converged and stopper.observe(record) and not started_all:
             converged = True
             outcome.stop_reason, outcome.converged_after = stopper.reason(), len(outcome.records)
             logger.info("stopping early: %s; %d running trial(s) finish", outcome.stop_reason, len(running))
