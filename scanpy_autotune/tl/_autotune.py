@@ -111,8 +111,8 @@ def autotune(
         TPE draws the first third of them (2 to 20, the default configuration
         included) at random and models the rest; with hyperopt's fixed 20, a
         short search was a random search (in the 12-trial demo, 0% gain over the
-        default on 2 of 3 seeds against 5.7-8.7% now:
-        ``benchmarks/results/demo_pruning.md``).
+        default on 2 of 3 seeds against 5.7-8.7% now; on 20 Cortex trials a
+        wash: ``benchmarks/results/demo_pruning.md``, ``pruning.md``).
     max_epochs
         Epoch cap per trial; ``None``: :func:`default_max_epochs`. Trials stop early
         when their validation ELBO stalls.
@@ -168,7 +168,8 @@ def autotune(
         max_epochs // 4)`` epochs (25, 75, 225 for 400 epochs), no pruning for
         trials under 20 epochs, for searches of fewer than 30 trials (a rung
         judges against too few peers: in the 12-trial demo it stopped the
-        eventual winner on 2 of 3 seeds), nor for searches with another
+        eventual winner on 2 of 3 seeds, in 20-trial Cortex searches it ended
+        over 1% worse on 2 of 3), nor for searches with another
         ``objective`` (the rungs compare validation ELBOs, which do not rank
         configurations by integration scores); on 100-trial searches it kept
         the best within 0.2% at 3.3-3.8x less wall time
