@@ -216,7 +216,7 @@ def report(_: argparse.Namespace) -> None:
     if "segments" not in runs:
         runs["segments"] = 1
     runs["segments"] = runs["segments"].fillna(1).astype(int)
-    columns = ["dataset", "workers", "pruner", "max_evals", "max_epochs", "test_size", "segments", "wall_s",
+    columns = ["dataset", "workers", "pruner", "max_evals", "tpe_startup_trials", "max_epochs", "test_size", "segments", "wall_s",
                "trials_per_hour", "mean_epochs", "ok", "pruned", "failed", "default_loss", "best_loss", "gain_%"]
     sections = []
     converging = runs[runs["patience"] != "none"]
@@ -238,7 +238,8 @@ def report(_: argparse.Namespace) -> None:
         # Same cells trained and scored: the test split must match too.
         base = plain[(plain["dataset"] == row["dataset"]) & (plain["workers"] == row["workers"])
                      & (plain["max_evals"] == row["max_evals"]) & (plain["seed"] == row["seed"])
-                     & (plain["max_epochs"] == row["max_epochs"]) & (plain["test_size"] == row["test_size"])]
+                     & (plain["max_epochs"] == row["max_epochs"]) & (plain["test_size"] == row["test_size"])
+                     & (plain["tpe_startup_trials"] == row["tpe_startup_trials"])]
         if len(base):
             b = base.iloc[-1]
             pruning.append(
@@ -275,7 +276,8 @@ def convergence(converging: pd.DataFrame, plain: pd.DataFrame, header: str) -> s
     for _, row in converging.iterrows():
         base = plain[(plain["dataset"] == row["dataset"]) & (plain["workers"] == row["workers"])
                      & (plain["max_evals"] == row["max_evals"]) & (plain["seed"] == row["seed"])
-                     & (plain["max_epochs"] == row["max_epochs"]) & (plain["test_size"] == row["test_size"])]
+                     & (plain["max_epochs"] == row["max_epochs"]) & (plain["test_size"] == row["test_size"])
+                     & (plain["tpe_startup_trials"] == row["tpe_startup_trials"])]
         if not len(base):
             continue
         b = base.iloc[-1]
@@ -287,7 +289,7 @@ def convergence(converging: pd.DataFrame, plain: pd.DataFrame, header: str) -> s
             f"unpruned (**{b['wall_s'] / row['wall_s']:.2f}x** less wall time); best {row['best_loss']:.2f} "
             f"against {b['best_loss']:.2f} (**{100 * (row['best_loss'] - b['best_loss']) / b['best_loss']:+.2f}%**)"
         )
-    columns = [c for c in ("dataset", "workers", "pruner", "patience", "max_evals", "test_size", "trials", "wall_s",
+    columns = [c for c in ("dataset", "workers", "pruner", "patience", "max_evals", "tpe_startup_trials", "test_size", "trials", "wall_s",
                            "ok", "pruned", "failed", "default_loss", "best_loss", "gain_%", "stop_reason")
                if c in converging]
     return (

@@ -231,8 +231,8 @@ def test_trial_seed_is_deterministic_and_distinct():
     assert 0 <= trial_seed(-1, 3) < 2**32
 
 
-@pytest.mark.parametrize(("max_evals", "expected"), [(1, 2), (5, 2), (12, 4), (20, 7), (30, 10), (58, 20), (100, 20), (1000, 20)])
-def test_startup_trials_is_a_third_of_the_budget_from_2_to_20(max_evals, expected):
+@pytest.mark.parametrize(("max_evals", "expected"), [(1, 4), (5, 4), (12, 4), (13, 5), (20, 7), (30, 10), (58, 20), (100, 20)])
+def test_startup_trials_is_a_third_of_the_budget_from_4_to_20(max_evals, expected):
     from scanpy_autotune._search._tpe import startup_trials
 
     assert startup_trials(max_evals) == expected

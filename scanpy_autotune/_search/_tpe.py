@@ -52,8 +52,12 @@ def _no_objective(params: Any) -> float:  # pragma: no cover - never evaluated h
     raise RuntimeError("AskTellTPE does not evaluate trials; the runner does.")
 
 
+#: The fewest random start-up trials: TPE's densities from fewer observations are mostly its prior.
+MIN_STARTUP_TRIALS = 4
+
+
 def startup_trials(max_evals: int) -> int:
-    """How many trials TPE draws at random before it models: a third of the budget, 2 to 20.
+    """How many trials TPE draws at random before it models: a third of the budget, 4 to 20.
 
     Parameters
     ----------
@@ -63,7 +67,7 @@ def startup_trials(max_evals: int) -> int:
     Returns
     -------
     int
-        ``ceil(max_evals / 3)`` clipped to ``[2, 20]``; the default configuration
+        ``ceil(max_evals / 3)`` clipped to ``[4, 20]``; the default configuration
         (trial 0) counts as one of them. 20 (hyperopt's default) from 58 trials on.
 
     Notes
@@ -74,7 +78,7 @@ def startup_trials(max_evals: int) -> int:
     demo, unpruned, gained 8.7%, 8.4% and 5.7% over the default on seeds 0, 1
     and 2 (``benchmarks/results/demo_pruning.md``).
     """
-    return max(2, min(MAX_STARTUP_TRIALS, math.ceil(int(max_evals) / 3)))
+    return max(MIN_STARTUP_TRIALS, min(MAX_STARTUP_TRIALS, math.ceil(int(max_evals) / 3)))
 
 
 class AskTellTPE:

@@ -108,7 +108,7 @@ def autotune(
     max_evals
         Number of trials in total (those resumed from ``journal`` included), at
         most: the search ends earlier once it has converged (``patience``).
-        TPE draws the first third of them (2 to 20, the default configuration
+        TPE draws the first third of them (4 to 20, the default configuration
         included) at random and models the rest; with hyperopt's fixed 20, a
         short search was a random search (in the 12-trial demo, 0% gain over the
         default on 2 of 3 seeds against 5.7-8.7% now; on 20 Cortex trials a
