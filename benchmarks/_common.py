@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from scanpy_autotune._search._tpe import MAX_STARTUP_TRIALS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SAT_DATA", ROOT.parent / "shared" / "data"))
@@ -89,3 +92,22 @@ class EpochClock:
     def seconds_per_epoch(self, statistic: Callable[[np.ndarray], float] = np.median) -> float:
         """``statistic`` of the times between consecutive epoch ends (set-up and first-call costs excluded)."""
         return float(statistic(np.diff(self.ends))) if len(self.ends) > 1 else float("nan")
+
+
+def journal_trials(path: Path) -> list[dict]:
+    """A journal's trials, in the order they finished; a last line cut short by a crash is left out."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    parsed = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            parsed.append(json.loads(line))
+        except ValueError:
+            if number < len(lines):
+                raise
+    trials = [t for t in parsed if t.get("kind") == "trial"]
+    return sorted(trials, key=lambda t: t["completion_order"])
+
+
+def tpe_startup_suffix(tpe_startup: int) -> str:
+    """How a run's file names say TPE's random start-up trials: nothing for hyperopt's 20, else ``_tpeN``."""
+    return "" if int(tpe_startup) == MAX_STARTUP_TRIALS else f"_tpe{int(tpe_startup)}"

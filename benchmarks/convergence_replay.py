@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write  # noqa: E402
+from _common import RESULTS, journal_trials, write  # noqa: E402
 
 from scanpy_autotune._record import TrialRecord  # noqa: E402
 from scanpy_autotune._search._convergence import ConvergenceStop  # noqa: E402
@@ -61,11 +60,6 @@ REFERENCE = {name: name for name in JOURNALS} | {
 }
 
 
-def trials_in_completion_order(path: Path) -> list[dict]:
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    return sorted((t for t in lines if t.get("kind") == "trial"), key=lambda t: t["completion_order"])
-
-
 def replay(trials: list[dict], patience: int, tol: float, min_trials: int) -> tuple[int, float]:
     """Where the rule stops (trials finished) and the best loss then."""
     stop = ConvergenceStop(patience, tolerance=tol, min_trials=min_trials, max_epochs=400)
@@ -85,7 +79,7 @@ def main() -> None:
     parser.add_argument("--tol", type=float, nargs="+", default=[0.0, 0.001, 0.002, 0.005])
     parser.add_argument("--min-trials", type=int, nargs="+", default=[15, 20])
     args = parser.parse_args()
-    searches = {name: trials_in_completion_order(SEARCHES / f) for name, f in JOURNALS.items()}
+    searches = {name: journal_trials(SEARCHES / f) for name, f in JOURNALS.items()}
     own_best = {name: min(t["loss"] for t in ts if t["status"] == "ok") for name, ts in searches.items()}
     finals = {name: own_best[REFERENCE[name]] for name in searches}
     rows = []

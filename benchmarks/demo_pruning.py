@@ -24,11 +24,11 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write  # noqa: E402
+from _common import RESULTS, tpe_startup_suffix, write  # noqa: E402
 
 import scanpy_autotune as sat  # noqa: E402
 from scanpy_autotune._record import gain_over_default  # noqa: E402
-from scanpy_autotune._search._tpe import startup_trials  # noqa: E402
+from scanpy_autotune._search._tpe import MAX_STARTUP_TRIALS, startup_trials  # noqa: E402
 
 SEARCHES = RESULTS / "searches"
 RUNS = RESULTS / "demo_pruning_runs.jsonl"
@@ -41,8 +41,7 @@ def _label(args: argparse.Namespace) -> str:
 
 def _journal(pruner: str, startup: str, seed: int) -> Path:
     tag = "" if startup == "none" else f"_{startup}"
-    tpe = startup_trials(MAX_EVALS)  # journals of 20 random start-up trials have no suffix
-    suffix = "" if tpe == 20 else f"_tpe{tpe}"
+    suffix = tpe_startup_suffix(startup_trials(MAX_EVALS))
     return SEARCHES / f"pbmc68k_demo_{pruner}{tag}_n{MAX_EVALS}_e{MAX_EPOCHS}_s{seed}{suffix}.jsonl"
 
 
@@ -75,7 +74,7 @@ def run(args: argparse.Namespace) -> None:
             "pruned": int((trials["status"] == "pruned").sum()),
             "epochs": int(trials["n_epochs"].sum()),
             "wall_s": seconds,
-            "tpe_startup_trials": uns["params"].get("tpe_startup_trials", 20),
+            "tpe_startup_trials": uns["params"]["tpe_startup_trials"],
             "pruner_settings": json.dumps(uns["params"].get("pruner"), default=str),
         }
         print(row, flush=True)
@@ -88,8 +87,8 @@ def report(args: argparse.Namespace) -> None:
     table = pd.DataFrame(rows)
     table["startup"] = table["startup"].fillna("none") if "startup" in table else "none"  # rows before --startup
     if "tpe_startup_trials" not in table:
-        table["tpe_startup_trials"] = 20  # rows before TPE's start-up scaled with the budget
-    table["tpe_startup_trials"] = table["tpe_startup_trials"].fillna(20).astype(int)
+        table["tpe_startup_trials"] = MAX_STARTUP_TRIALS  # rows before TPE's start-up scaled with the budget
+    table["tpe_startup_trials"] = table["tpe_startup_trials"].fillna(MAX_STARTUP_TRIALS).astype(int)
     keys = ["pruner", "startup", "tpe_startup_trials", "seed"]
     table = table.drop_duplicates(keys, keep="last").sort_values(keys)
     notes = """

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, RESULTS, write  # noqa: E402
+from _common import DATA, RESULTS, journal_trials, write  # noqa: E402
 
 import scanpy_autotune as sat  # noqa: E402
 from scanpy_autotune._scib import integration_scores, unintegrated_embedding  # noqa: E402
@@ -150,8 +150,7 @@ def scvi(args: argparse.Namespace) -> None:
 
 def report(args: argparse.Namespace) -> None:
     tag = _tag(args.max_evals)
-    lines = [json.loads(line) for line in (SEARCHES / f"{tag}.jsonl").read_text().splitlines()]
-    trials = [line for line in lines if line.get("kind") == "trial"]
+    trials = journal_trials(SEARCHES / f"{tag}.jsonl")
     ok = [t for t in trials if t["status"] == "ok" and t.get("scores")]
     best = max(ok, key=lambda t: t["scores"]["total"])
     nll_best = min((t for t in ok if t.get("marginal_nll") is not None), key=lambda t: t["marginal_nll"])

@@ -34,7 +34,7 @@ import anndata as ad
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, RESULTS, machine, markdown_table  # noqa: E402
+from _common import DATA, RESULTS, journal_trials, machine, markdown_table, tpe_startup_suffix  # noqa: E402
 
 import scanpy_autotune as sat  # noqa: E402
 from scanpy_autotune._search._tpe import MAX_STARTUP_TRIALS, startup_trials  # noqa: E402
@@ -54,8 +54,7 @@ def run_tag(dataset: str, workers: int, pruner: str, max_evals: int, seed: int,
     tag = f"{dataset}_w{workers}_{pruner}_n{max_evals}_s{seed}"
     if patience != "none":
         tag += f"_p{patience}"
-    if int(tpe_startup) != MAX_STARTUP_TRIALS:
-        tag += f"_tpe{int(tpe_startup)}"
+    tag += tpe_startup_suffix(tpe_startup)
     if max_epochs is not None:
         tag += f"_e{max_epochs}"
     if test_size > 0:
@@ -91,13 +90,6 @@ class FinishTimes(logging.Handler):
                     os.kill(os.getpid(), signal.SIGINT)
 
 
-def journal_trials(journal: Path) -> int:
-    """Trials already in a journal (0 when there is none)."""
-    if not journal.exists():
-        return 0
-    return sum('"kind":"trial"' in line for line in journal.read_text().splitlines())
-
-
 def tail_idle_s(finish_times: list[float], start: float, end: float, workers: int) -> float:
     """Worker-seconds a segment's end wasted, against one unbroken run.
 
@@ -123,7 +115,8 @@ def run(args: argparse.Namespace) -> None:
         segments_file.unlink(missing_ok=True)
     if args.stop_at is not None and not 0 < args.stop_at < args.max_evals:
         raise SystemExit(f"--stop-at {args.stop_at} must lie between 0 and --max-evals {args.max_evals}.")
-    stop_after = None if args.stop_at is None else args.stop_at - journal_trials(journal)
+    done = len(journal_trials(journal)) if journal.exists() else 0
+    stop_after = None if args.stop_at is None else args.stop_at - done
     if stop_after is not None and stop_after <= 0:
         raise SystemExit(f"The journal {journal} already holds {args.stop_at} trials or more; raise --stop-at.")
     finishes = FinishTimes(stop_after)

@@ -18,7 +18,6 @@ losses), its own best, and its gain over the default configuration.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write  # noqa: E402
+from _common import RESULTS, journal_trials, write  # noqa: E402
 
 import scanpy_autotune as sat  # noqa: E402
 from scanpy_autotune._record import gain_over_default  # noqa: E402
@@ -51,12 +50,6 @@ def run(args: argparse.Namespace) -> None:
         print(args.startup, seed, adata.uns["autotune"]["best"]["loss"], flush=True)
 
 
-def _trials(path: Path) -> list[dict]:
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    trials = [t for t in lines if t.get("kind") == "trial"]
-    return sorted(trials, key=lambda t: t["completion_order"])
-
-
 def _loss(trial: dict) -> float:
     return float(trial["loss"]) if trial["status"] == "ok" and trial["loss"] is not None else np.inf
 
@@ -64,7 +57,7 @@ def _loss(trial: dict) -> float:
 def report(args: argparse.Namespace) -> None:
     rows = []
     for seed in (0, 1, 2):
-        searches = {s: _trials(_journal(s, seed)) for s in ("none", "winners") if _journal(s, seed).exists()}
+        searches = {s: journal_trials(_journal(s, seed)) for s in ("none", "winners") if _journal(s, seed).exists()}
         if len(searches) < 2 or any(len(trials) < MAX_EVALS for trials in searches.values()):
             continue  # both searches of this seed must be complete
         reference = min(_loss(t) for trials in searches.values() for t in trials)

@@ -130,6 +130,10 @@ def _resume_settings(
     }
 
 
+def _is_auto(pruner: str | None) -> bool:
+    return isinstance(pruner, str) and pruner.lower() == "auto"
+
+
 def _make_search_pruner(
     pruner: str | None,
     objective: Callable | str | None,
@@ -146,8 +150,7 @@ def _make_search_pruner(
     pruned only when asked (``pruner="asha"`` or ``"median"``).
     """
     built = make_pruner(pruner, max_epochs, max_evals, **kwargs)  # checks the name and the settings
-    auto = isinstance(pruner, str) and pruner.lower() == "auto"
-    if built is None or objective is None or not auto:
+    if built is None or objective is None or not _is_auto(pruner):
         return built
     what = "integration" if objective == "integration" else "a custom objective"
     logger.info(
@@ -166,7 +169,7 @@ def _pruner_of_resumed_journal(
     trials), so resuming a short search with a larger budget would otherwise
     switch pruning on halfway, and the journal's settings would no longer match.
     """
-    if journal is None or not (isinstance(pruner, str) and pruner.lower() == "auto"):
+    if journal is None or not _is_auto(pruner):
         return built
     stored = (Journal.stored_settings(journal) or {}).get("pruner")
     if stored == "none" and built is not None:
@@ -267,6 +270,7 @@ def search(
     search_pruner = _make_search_pruner(pruner, objective, max_epochs, max_evals, dict(pruner_kwargs or {}))
     search_pruner = _pruner_of_resumed_journal(journal, pruner, search_pruner, max_epochs)
     stopper = make_convergence_stop(patience, max_evals, max_epochs)
+    tpe_startup = startup_trials(max_evals)
     startup_list = startup_configs(startup, search_space)
     scoring = None
     if labels is not None:
@@ -315,8 +319,7 @@ def search(
             max_evals, data.n_obs, data.n_vars, pool.n_slots, pool.name, max_epochs,
         )
         run = run_trials(
-            pool, AskTellTPE(search_space, seed=seed, n_startup_jobs=startup_trials(max_evals)), context,
-            max_evals=max_evals,
+            pool, AskTellTPE(search_space, seed=seed, n_startup_jobs=tpe_startup), context, max_evals=max_evals,
             resumed=resumed, journal=journal_obj, default_params=default_params, startup=startup_list,
             pruner=search_pruner, timeout=timeout, progress=progress, stopper=stopper,
         )
@@ -337,7 +340,7 @@ def search(
         trials_per_gpu=getattr(pool, "trials_per_gpu", None) or 0,
         convergence=stopper.describe() if stopper is not None else "none", stop_reason=run.stop_reason,
         converged_after=run.converged_after,
-        version=__version__, include_default=bool(include_default), tpe_startup_trials=startup_trials(max_evals),
+        version=__version__, include_default=bool(include_default), tpe_startup_trials=tpe_startup,
         startup=_startup_setting(startup, startup_list),
         journal=os.fspath(journal) if journal is not None else "",
     )

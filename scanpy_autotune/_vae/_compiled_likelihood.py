@@ -114,9 +114,9 @@ def nonzero_terms_and_gradient(values, theta_nz, lgamma_theta_nz, digamma_theta_
 # above 88, which an early epoch with heavy dropout reaches, while eagerly
 # (``logaddexp``) the loss stays finite and training recovers.
 def _softmax_terms(h, log_library):
-    """``log_softmax``, ``softmax`` and ``log mu`` of the decoder's scale logits."""
+    """``softmax`` and ``log mu`` of the decoder's scale logits."""
     log_softmax = torch.log_softmax(h, dim=-1)
-    return log_softmax, log_softmax.exp(), log_softmax + log_library
+    return log_softmax.exp(), log_softmax + log_library
 
 
 def _nb_terms(x, log_mu, log_theta):
@@ -151,13 +151,13 @@ def _zinb_dense(x, theta_d, x_term, pi_logits):
 
 
 def zinb_nll(x, h, log_library, log_theta, pi_logits):
-    _, _, log_mu = _softmax_terms(h, log_library)
+    _, log_mu = _softmax_terms(h, log_library)
     _, _, theta_d, x_term, _ = _nb_terms(x, log_mu, log_theta)
     return -_zinb_dense(x, theta_d, x_term, pi_logits)[0].sum(-1)
 
 
 def zinb_nll_and_gradients(x, h, log_library, log_theta, pi_logits):
-    _, softmax, log_mu = _softmax_terms(h, log_library)
+    softmax, log_mu = _softmax_terms(h, log_library)
     theta, d, theta_d, x_term, r = _nb_terms(x, log_mu, log_theta)
     dense, w, sigmoid_neg_pi = _zinb_dense(x, theta_d, x_term, pi_logits)
     g_h, g_lib, g_theta = _nb_gradients(x, w * theta, r, d, softmax)
@@ -165,25 +165,25 @@ def zinb_nll_and_gradients(x, h, log_library, log_theta, pi_logits):
 
 
 def nb_nll(x, h, log_library, log_theta):
-    _, _, log_mu = _softmax_terms(h, log_library)
+    _, log_mu = _softmax_terms(h, log_library)
     _, _, theta_d, x_term, _ = _nb_terms(x, log_mu, log_theta)
     return -(theta_d + x_term).sum(-1)
 
 
 def nb_nll_and_gradients(x, h, log_library, log_theta):
-    _, softmax, log_mu = _softmax_terms(h, log_library)
+    softmax, log_mu = _softmax_terms(h, log_library)
     theta, d, theta_d, x_term, r = _nb_terms(x, log_mu, log_theta)
     g_h, g_lib, g_theta = _nb_gradients(x, theta.expand_as(x), r, d, softmax)
     return -(theta_d + x_term).sum(-1), g_h, g_lib, g_theta
 
 
 def poisson_nll(x, h, log_library):
-    _, _, log_mu = _softmax_terms(h, log_library)
+    _, log_mu = _softmax_terms(h, log_library)
     return -(x * log_mu - log_mu.exp()).sum(-1)
 
 
 def poisson_nll_and_gradients(x, h, log_library):
-    _, softmax, log_mu = _softmax_terms(h, log_library)
+    softmax, log_mu = _softmax_terms(h, log_library)
     mu = log_mu.exp()  # as eagerly: infinite only where the eager loss is too
     g_log_mu = mu - x
     g_lib = g_log_mu.sum(-1, keepdim=True)
