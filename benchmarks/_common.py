@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scanpy_autotune._search._journal import _parse_lines as parse_journal_lines
 from scanpy_autotune._search._tpe import MAX_STARTUP_TRIALS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,16 +95,10 @@ class EpochClock:
 
 
 def journal_trials(path: Path) -> list[dict]:
-    """A journal's trials, in the order they finished; a last line cut short by a crash is left out."""
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    parsed = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            parsed.append(json.loads(line))
-        except ValueError:
-            if number < len(lines):
-                raise
-    trials = [t for t in parsed if t.get("kind") == "trial"]
+    """A journal's trials as stored, in the order they finished (read as the package reads journals:
+    a last line cut short by a crash is left out)."""
+    lines, _ = parse_journal_lines(path)
+    trials = [line for _, line in lines if line.get("kind") == "trial"]
     return sorted(trials, key=lambda t: t["completion_order"])
 
 

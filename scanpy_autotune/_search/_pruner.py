@@ -141,6 +141,11 @@ def default_min_epochs(max_epochs: int) -> int:
     return min(MAX_DEFAULT_MIN_EPOCHS, max(1, int(max_epochs) // 10))
 
 
+def is_auto(name: str | None) -> bool:
+    """Whether ``name`` asks for the default pruner, ``"auto"`` (any case)."""
+    return isinstance(name, str) and name.lower() == "auto"
+
+
 def auto_min_epochs(max_epochs: int) -> int | None:
     """The first rung of the ``"auto"`` pruner: ``min(25, max_epochs // 4)``, or ``None`` below 5.
 
@@ -602,8 +607,7 @@ def make_pruner(
                 f"choose one of {sorted(PRUNERS)}."
             )
         return None
-    key = name.lower() if isinstance(name, str) else name
-    if key == "auto":
+    if is_auto(name):
         if kwargs:
             raise ValueError(
                 f"pruner_kwargs {sorted(kwargs)} were given with pruner='auto', which sets its own; "
@@ -620,6 +624,7 @@ def make_pruner(
             )
             return None
         return ASHAPruner(max_epochs, min_epochs=first)
+    key = name.lower() if isinstance(name, str) else name
     if key not in PRUNERS:
         raise ValueError(f"Unknown pruner {name!r}; valid are {['auto', *sorted(PRUNERS)]} or None.")
     cls, valid = PRUNERS[key]

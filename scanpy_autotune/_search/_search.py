@@ -26,7 +26,7 @@ from ._context import TrialContext
 from ._convergence import make_convergence_stop
 from ._gpu_sizing import trial_device_bytes
 from ._journal import Journal
-from ._pruner import Pruner, make_pruner
+from ._pruner import Pruner, is_auto, make_pruner
 from ._runner import run_trials
 from ._scoring import scoring_settings
 from ._slots import make_backend
@@ -130,10 +130,6 @@ def _resume_settings(
     }
 
 
-def _is_auto(pruner: str | None) -> bool:
-    return isinstance(pruner, str) and pruner.lower() == "auto"
-
-
 def _make_search_pruner(
     pruner: str | None,
     objective: Callable | str | None,
@@ -150,7 +146,7 @@ def _make_search_pruner(
     pruned only when asked (``pruner="asha"`` or ``"median"``).
     """
     built = make_pruner(pruner, max_epochs, max_evals, **kwargs)  # checks the name and the settings
-    if built is None or objective is None or not _is_auto(pruner):
+    if built is None or objective is None or not is_auto(pruner):
         return built
     what = "integration" if objective == "integration" else "a custom objective"
     logger.info(
@@ -169,7 +165,7 @@ def _pruner_of_resumed_journal(
     trials), so resuming a short search with a larger budget would otherwise
     switch pruning on halfway, and the journal's settings would no longer match.
     """
-    if journal is None or not _is_auto(pruner):
+    if journal is None or not is_auto(pruner):
         return built
     stored = (Journal.stored_settings(journal) or {}).get("pruner")
     if stored == "none" and built is not None:
