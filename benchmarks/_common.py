@@ -64,7 +64,11 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 
 def write(name: str, table: pd.DataFrame, command: str, notes: str = "") -> Path:
-    """Write ``results/{name}.csv`` and ``results/{name}.md`` (table, machine, command, date)."""
+    """Write ``results/{name}.csv`` and ``results/{name}.md`` (table, machine, command, date).
+
+    Hand-written notes at the end of an existing ``{name}.md`` (from its first
+    "Notes (" line) are kept below the new table.
+    """
     RESULTS.mkdir(parents=True, exist_ok=True)
     table.to_csv(RESULTS / f"{name}.csv", index=False)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -75,8 +79,18 @@ def write(name: str, table: pd.DataFrame, command: str, notes: str = "") -> Path
     if notes:
         text += f"\n{notes.strip()}\n"
     path = RESULTS / f"{name}.md"
-    path.write_text(text)
+    write_keeping_notes(path, text)
     return path
+
+
+def write_keeping_notes(path: Path, text: str) -> None:
+    """Write a generated report, keeping the hand-written notes (from the first "Notes (" line) of the old one."""
+    notes = ""
+    if path.exists():
+        old = path.read_text()
+        start = old.find("\nNotes (")
+        notes = old[start:] if start >= 0 else ""
+    path.write_text(text + notes)
 
 
 class EpochClock:

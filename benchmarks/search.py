@@ -34,7 +34,15 @@ import anndata as ad
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, RESULTS, journal_trials, machine, markdown_table, tpe_startup_suffix  # noqa: E402
+from _common import (  # noqa: E402
+    DATA,
+    RESULTS,
+    journal_trials,
+    machine,
+    markdown_table,
+    tpe_startup_suffix,
+    write_keeping_notes,
+)
 
 import scanpy_autotune as sat  # noqa: E402
 from scanpy_autotune._search._tpe import MAX_STARTUP_TRIALS, startup_trials  # noqa: E402
@@ -289,16 +297,6 @@ def convergence(converging: pd.DataFrame, plain: pd.DataFrame, header: str) -> s
         "# Searches that stop on convergence, against the full unpruned search\n\n" + header + "\n"
         + markdown_table(converging[columns]) + "\n\n" + "\n".join(lines) + "\n"
     )
-
-
-def write_keeping_notes(path: Path, text: str) -> None:
-    """Write a generated report, keeping the hand-written notes (from the first "Notes (" line) of the old one."""
-    notes = ""
-    if path.exists():
-        old = path.read_text()
-        start = old.find("\nNotes (")
-        notes = old[start:] if start >= 0 else ""
-    path.write_text(text + notes)
 
 
 def segment_note(base: pd.Series, row: pd.Series) -> str:

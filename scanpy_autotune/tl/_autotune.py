@@ -213,11 +213,15 @@ def autotune(
         ``None`` (default): random draws only. ``"winners"``: the best
         configuration of each 100-trial search in ``benchmarks/results/``
         (Cortex, PBMC4k, CBMC), those inside ``space``. It is off by default
-        because it has not been shown to help reliably on data it did not come
-        from: on 700 PBMC cells (30 trials, 3 seeds) it once ended 8% better
-        than random start-up draws and otherwise the same, but did not reach
-        the final best in fewer trials; in the 40-epoch demo every winner
-        trained worse than the default (``benchmarks/results/startup.md``).
+        because it does not improve what a default search ends with on data
+        it did not come from: in default 100-trial searches of 700 PBMC cells
+        and of CellBench (3 seeds each) it ended 0.1-0.3% higher on average
+        and came within 0.5% of the best later on one and sooner on the
+        other, although the best of the first
+        10 trials was better with it on 5 of 6 seeds, so it can help a search
+        you stop early; in the 40-epoch demo every winner trained worse than
+        the default (``benchmarks/results/startup_held_out.md``,
+        ``startup.md``).
         A list of dicts (a value for every searched hyperparameter) runs your
         own configurations first. The ``startup`` column of
         ``uns[key_added]["trials"]`` says where such a trial comes from.
