@@ -217,11 +217,10 @@ def autotune(
         it did not come from: in default 100-trial searches of 700 PBMC cells
         and of CellBench (3 seeds each) it ended 0.1-0.3% higher on average
         and came within 0.5% of the best later on one and sooner on the
-        other, although the best of the first
-        10 trials was better with it on 5 of 6 seeds, so it can help a search
-        you stop early; in the 40-epoch demo every winner trained worse than
-        the default (``benchmarks/results/startup_held_out.md``,
-        ``startup.md``).
+        other; in 10-trial searches it ended 0.15-3.2% higher on all 6 seeds
+        (its trials leave TPE fewer of its own), and in the 40-epoch demo
+        every winner trained worse than the default
+        (``benchmarks/results/startup_held_out.md``, ``startup.md``).
         A list of dicts (a value for every searched hyperparameter) runs your
         own configurations first. The ``startup`` column of
         ``uns[key_added]["trials"]`` says where such a trial comes from.
