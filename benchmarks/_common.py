@@ -108,6 +108,11 @@ class EpochClock:
         return float(statistic(np.diff(self.ends))) if len(self.ends) > 1 else float("nan")
 
 
+def trial_loss(trial: dict) -> float:
+    """A journal trial's loss, infinite for a trial that did not finish (pruned, failed)."""
+    return float(trial["loss"]) if trial["status"] == "ok" and trial["loss"] is not None else np.inf
+
+
 def journal_trials(path: Path) -> list[dict]:
     """A journal's trials as stored, in the order they finished (read as the package reads journals:
     a last line cut short by a crash is left out)."""

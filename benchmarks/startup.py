@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, journal_trials, write  # noqa: E402
+from _common import RESULTS, journal_trials, trial_loss, write  # noqa: E402
 
 import scanpy_autotune as sat  # noqa: E402
 from scanpy_autotune._record import gain_over_default  # noqa: E402
@@ -50,19 +50,15 @@ def run(args: argparse.Namespace) -> None:
         print(args.startup, seed, adata.uns["autotune"]["best"]["loss"], flush=True)
 
 
-def _loss(trial: dict) -> float:
-    return float(trial["loss"]) if trial["status"] == "ok" and trial["loss"] is not None else np.inf
-
-
 def report(args: argparse.Namespace) -> None:
     rows = []
     for seed in (0, 1, 2):
         searches = {s: journal_trials(_journal(s, seed)) for s in ("none", "winners") if _journal(s, seed).exists()}
         if len(searches) < 2 or any(len(trials) < MAX_EVALS for trials in searches.values()):
             continue  # both searches of this seed must be complete
-        reference = min(_loss(t) for trials in searches.values() for t in trials)
+        reference = min(trial_loss(t) for trials in searches.values() for t in trials)
         for startup, trials in searches.items():
-            best_so_far = np.minimum.accumulate([_loss(t) for t in trials])
+            best_so_far = np.minimum.accumulate([trial_loss(t) for t in trials])
             reached = np.flatnonzero(best_so_far <= reference * (1 + WITHIN))
             own = np.flatnonzero(best_so_far <= best_so_far[-1] * (1 + WITHIN))
             default = next(t for t in trials if t.get("is_default"))
@@ -74,10 +70,10 @@ def report(args: argparse.Namespace) -> None:
                 "trials_to_within_0.5%_of_own_best": int(own[0]) + 1,
                 "best_loss": float(best_so_far[-1]),
                 "best_vs_reference_%": 100 * (best_so_far[-1] - reference) / reference,
-                "gain_over_default_%": gain_over_default(float(best_so_far[-1]), _loss(default)),
+                "gain_over_default_%": gain_over_default(float(best_so_far[-1]), trial_loss(default)),
                 "best_trial_source": next(
                     (t.get("startup") or "TPE" if not t.get("is_default") else "default")
-                    for t in trials if _loss(t) == best_so_far[-1]
+                    for t in trials if trial_loss(t) == best_so_far[-1]
                 ),
                 "pruned": sum(t["status"] == "pruned" for t in trials),
             })

@@ -40,7 +40,7 @@ import pandas as pd
 import scanpy as sc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, RESULTS, journal_trials, machine, markdown_table, write  # noqa: E402
+from _common import DATA, RESULTS, journal_trials, machine, markdown_table, trial_loss, write  # noqa: E402
 
 import scanpy_autotune as sat  # noqa: E402
 from scanpy_autotune._record import gain_over_default  # noqa: E402
@@ -82,9 +82,10 @@ def _journal(dataset: str, startup: str, seed: int, max_evals: int = DEFAULT_MAX
 
 def run(args: argparse.Namespace) -> None:
     SEARCHES.mkdir(parents=True, exist_ok=True)
+    counts = load(args.dataset)
     for seed in args.seeds:
         for startup in args.startup:
-            adata = load(args.dataset)
+            adata = counts.copy()  # the search writes its results into adata
             journal = _journal(args.dataset, startup, seed, args.max_evals)
             journal.unlink(missing_ok=True)
             start = time.perf_counter()
@@ -105,35 +106,29 @@ def run(args: argparse.Namespace) -> None:
             pd.concat([old, pd.DataFrame([row])], ignore_index=True).to_csv(RUNS, index=False)
 
 
-def _loss(trial: dict) -> float:
-    return float(trial["loss"]) if trial["status"] == "ok" and trial["loss"] is not None else np.inf
-
-
 def _vs_unpruned(dataset: str, seed: int, best: float) -> float:
     """Against the best of ``search.py``'s unpruned 100-trial search of the same data and seed, where one exists."""
     journal = SEARCHES / f"{dataset}_w{WORKERS}_none_n100_s{seed}.jsonl"
     if not journal.exists():
         return float("nan")
-    reference = min(_loss(t) for t in journal_trials(journal))
+    reference = min(trial_loss(t) for t in journal_trials(journal))
     return 100 * (best - reference) / reference
 
 
 def report(_: argparse.Namespace) -> None:
-    runs = pd.read_csv(RUNS)
-    runs["max_evals"] = runs["max_evals"].fillna(DEFAULT_MAX_EVALS).astype(int) if "max_evals" in runs else 100
-    runs = runs.drop_duplicates(["dataset", "max_evals", "startup", "seed"], keep="last")
+    runs = pd.read_csv(RUNS).drop_duplicates(["dataset", "max_evals", "startup", "seed"], keep="last")
     rows = []
     for (dataset, max_evals, seed), pair in runs.groupby(["dataset", "max_evals", "seed"]):
         if set(pair["startup"]) != {"none", "winners"}:
             continue  # both start-ups of this seed must have run
         searches = {s: journal_trials(_journal(dataset, s, seed, max_evals)) for s in ("none", "winners")}
-        reference = min(_loss(t) for trials in searches.values() for t in trials)
+        reference = min(trial_loss(t) for trials in searches.values() for t in trials)
         for startup, trials in searches.items():
             run_row = pair[pair["startup"] == startup].iloc[0]
-            best_so_far = np.minimum.accumulate([_loss(t) for t in trials])
+            best_so_far = np.minimum.accumulate([trial_loss(t) for t in trials])
             reached = np.flatnonzero(best_so_far <= reference * 1.005)
             best = float(best_so_far[-1])
-            best_trial = next(t for t in trials if _loss(t) == best)
+            best_trial = next(t for t in trials if trial_loss(t) == best)
             default = next(t for t in trials if t.get("is_default"))
             rows.append({
                 "dataset": f"{dataset} ({run_row['shape']})", "max_evals": max_evals, "seed": seed,
@@ -141,7 +136,7 @@ def report(_: argparse.Namespace) -> None:
                 "trials": len(trials), "wall_min": round(run_row["wall_s"] / 60, 1),
                 "epochs_trained": int(sum(t.get("n_epochs") or 0 for t in trials)),
                 "best_loss": best, "best_vs_reference_%": 100 * (best - reference) / reference,
-                "gain_over_default_%": gain_over_default(best, _loss(default)),
+                "gain_over_default_%": gain_over_default(best, trial_loss(default)),
                 # completion order; one more than the search's trials when never reached
                 "trials_to_within_0.5%": int(reached[0]) + 1 if reached.size else len(trials) + 1,
                 "best_of_first_10_vs_reference_%": 100 * (best_so_far[min(9, len(trials) - 1)] - reference) / reference,
@@ -154,11 +149,12 @@ def report(_: argparse.Namespace) -> None:
         "trials_to_within_0.5%", "best_of_first_10_vs_reference_%"]].mean().round(2)
     notes = f"""
 Every default of `sat.tl.autotune` (max_evals 100 unless the column says otherwise, pruner "auto", patience
-"auto", 400 epochs; "auto" prunes no search under 30 trials), {WORKERS} CPU workers, `startup=None` against `startup="winners"`. "reference" is the best held-out loss either search
-found on that seed (same seed: same cells). trials_to_within_0.5% counts trials in completion order until the
-best so far is within 0.5% of the reference; best_of_first_10 is the best of the first 10 finished trials
-(the default and, with winners, the start-up configurations among them); vs_unpruned_100 compares with the
-unpruned 100-trial search of the same data and seed (`search.py`), where one exists. Two workers and multi-threaded training make reruns of one
+"auto", 400 epochs; "auto" prunes no search under 30 trials), {WORKERS} CPU workers, `startup=None` against
+`startup="winners"`. "reference" is the best held-out loss either search found on that seed (same seed: same
+cells). trials_to_within_0.5% counts trials in completion order until the best so far is within 0.5% of the
+reference; best_of_first_10 is the best of the first 10 finished trials (the default and, with winners, the
+start-up configurations among them); vs_unpruned_100 compares with the unpruned 100-trial search of the same
+data and seed (`search.py`), where one exists. Two workers and multi-threaded training make reruns of one
 configuration differ by about 0.2%.
 
 Means over the seeds of each dataset:
