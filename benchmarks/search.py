@@ -2,6 +2,7 @@
 
     python benchmarks/search.py run --dataset cortex_zeisel_3005x200 --workers 2 [--pruner asha]
     python benchmarks/search.py run --dataset cortex_zeisel_3005x200 --gpus 1 --trials-per-gpu 4 --max-evals 20
+    python benchmarks/search.py run --dataset cortex_zeisel_3005x200 --gpus all --timeout 90   # GPU defaults
     python benchmarks/search.py report
 
 ``run`` appends one row to ``results/search_runs.csv`` and keeps the search's
@@ -109,10 +110,17 @@ def tail_idle_s(finish_times: list[float], start: float, end: float, workers: in
     return float(sum(end - t for t in last))
 
 
+def gpus_argument(text: str) -> int | str:
+    """``--gpus``: a count of GPUs or ``all``."""
+    return text if text == "all" else int(text)
+
+
 def run(args: argparse.Namespace) -> None:
     adata = ad.read_h5ad(DATA / f"{args.dataset}.h5ad")
-    on_gpu = args.gpus > 0
-    workers = args.gpus * args.trials_per_gpu if on_gpu else args.workers
+    on_gpu = args.gpus != 0
+    # With "all" GPUs or "auto" trials per GPU the slots are known after the search; the tag says "auto".
+    workers = (args.gpus * args.trials_per_gpu if isinstance(args.gpus, int) and isinstance(args.trials_per_gpu, int)
+               else "auto") if on_gpu else args.workers
     tag = run_tag(args.dataset, workers, args.pruner, args.max_evals, args.seed, args.max_epochs, args.test_size,
                   gpu=on_gpu, patience=args.patience, tpe_startup=startup_trials(args.max_evals))
     SEARCHES.mkdir(parents=True, exist_ok=True)
@@ -148,6 +156,8 @@ def run(args: argparse.Namespace) -> None:
     wall = end - start
     uns = adata.uns.get("autotune")
     trials = uns["trials"] if uns is not None else pd.DataFrame()
+    if workers == "auto":  # the slots the search chose (GPUs x trials per GPU)
+        workers = int(uns["params"]["n_workers"]) if uns is not None else 1
     segment = {"date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": wall, "interrupted": interrupted,
                "trials_before": len(trials) - len(finishes.times), "trials_after": len(trials),
                "tail_idle_s": tail_idle_s(finishes.times, start, end, workers)}
@@ -164,7 +174,7 @@ def run(args: argparse.Namespace) -> None:
     row = {
         "dataset": args.dataset,
         "workers": workers,
-        "device": f"{args.gpus} GPU x {args.trials_per_gpu} trials" if on_gpu else "cpu",
+        "device": f"{args.gpus} GPU x {uns['params']['trials_per_gpu']} trials" if on_gpu else "cpu",
         "pruner": args.pruner,
         "patience": args.patience,
         "tpe_startup_trials": int(uns["params"].get("tpe_startup_trials", MAX_STARTUP_TRIALS)),
@@ -328,15 +338,17 @@ def runtime(runs: pd.DataFrame) -> str:
             trials = pd.read_csv(path)
             runs.loc[index, "trials"] = len(trials)
             runs.loc[index, "s_per_epoch"] = seconds_per_epoch(trials)
+    runs["min_per_100_trials"] = 100 / runs["trials_per_hour"] * 60  # a search cut by --timeout: projected
     columns = ["dataset", "device", "workers", "pruner", "max_epochs", "trials", "wall_s", "trials_per_hour",
-               "mean_epochs", "s_per_epoch", "default_loss", "best_loss", "gain_%", "machine"]
+               "min_per_100_trials", "mean_epochs", "s_per_epoch", "default_loss", "best_loss", "gain_%", "machine"]
     return (
         "# Search runtime (the 2019 study's Table 1)\n\n"
         "Command: `python benchmarks/search.py run ...` then `python benchmarks/search.py report`\n\n"
         + markdown_table(runs[columns].sort_values(["dataset", "device", "pruner", "workers"]))
         + "\n\nworkers: trials run at once (CPU worker processes, or GPU slots); s_per_epoch: trial time "
         "(set-up and scoring included) per epoch trained, summed over trials; a GPU search may have been cut "
-        "by a timeout, so trials can be fewer than planned. The 2019 study: 100 trials on Cortex in 9 hours "
+        "by a timeout, so trials can be fewer than planned; min_per_100_trials: minutes for 100 trials at the "
+        "run's pace (a projection for such a run). The 2019 study: 100 trials on Cortex in 9 hours "
         "on one GPU.\n"
     )
 
@@ -380,8 +392,10 @@ def main() -> None:
     r.add_argument("--max-epochs", type=int, default=None, help="default: sat.tl.default_max_epochs")
     r.add_argument("--test-size", type=float, default=0.0, help="fraction of cells kept untouched for a test loss")
     r.add_argument("--resume", action="store_true", help="keep an existing journal and resume it")
-    r.add_argument("--gpus", type=int, default=0, help="GPUs to use (0: CPU workers, --workers of them)")
-    r.add_argument("--trials-per-gpu", type=int, default=1)
+    r.add_argument("--gpus", type=gpus_argument, default=0,
+                   help="GPUs to use: a count or 'all' (0: CPU workers, --workers of them)")
+    r.add_argument("--trials-per-gpu", type=lambda v: v if v == "auto" else int(v), default="auto",
+                   help="trials sharing each GPU: a count or 'auto' (the package's default)")
     r.add_argument("--timeout", type=float, default=None, help="seconds; the search stops with what it finished")
     r.add_argument("--stop-at", type=int, default=None,
                    help="end this segment once this many trials exist; go on later with --resume")
