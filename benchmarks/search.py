@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> None:
     workers = (args.gpus * args.trials_per_gpu if isinstance(args.gpus, int) and isinstance(args.trials_per_gpu, int)
                else "auto") if on_gpu else args.workers
     tag = run_tag(args.dataset, workers, args.pruner, args.max_evals, args.seed, args.max_epochs, args.test_size,
-                  gpu=on_gpu, patience=args.patience, tpe_startup=startup_trials(args.max_evals))
+                  gpu=on_gpu, patience=args.patience, tpe_startup=startup_trials(args.max_evals)) + args.label
     SEARCHES.mkdir(parents=True, exist_ok=True)
     journal = SEARCHES / f"{tag}.jsonl"
     segments_file = SEARCHES / f"{tag}.segments.jsonl"
@@ -201,6 +201,7 @@ def run(args: argparse.Namespace) -> None:
         "gain_%": 100 * (uns["best"]["loss"] - uns["default"]["loss"]) / uns["default"]["loss"],
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
+        "label": args.label,
     }
     old = pd.read_csv(RUNS) if RUNS.exists() else pd.DataFrame()
     pd.concat([old, pd.DataFrame([row])], ignore_index=True).to_csv(RUNS, index=False)
@@ -217,9 +218,10 @@ def report(_: argparse.Namespace) -> None:
     if "tpe_startup_trials" not in runs:
         runs["tpe_startup_trials"] = MAX_STARTUP_TRIALS
     runs["tpe_startup_trials"] = runs["tpe_startup_trials"].fillna(MAX_STARTUP_TRIALS).astype(int)
+    runs["label"] = runs["label"].fillna("") if "label" in runs else ""
     runs = runs.drop_duplicates(
         ["dataset", "device", "workers", "pruner", "patience", "max_evals", "max_epochs", "seed", "test_size",
-         "tpe_startup_trials"],
+         "tpe_startup_trials", "label"],
         keep="last",
     )
     (RESULTS / "runtime.md").write_text(runtime(runs))
@@ -293,14 +295,14 @@ def convergence(converging: pd.DataFrame, plain: pd.DataFrame, header: str) -> s
             continue
         b = base.iloc[-1]
         lines.append(
-            f"- {row['dataset']}, pruner {row['pruner']}, patience {row['patience']}: ended after "
+            f"- {row['dataset']}{row.get('label', '') or ''}, pruner {row['pruner']}, patience {row['patience']}: ended after "
             f"{int(row['trials'])} of {int(row['max_evals'])} trials ({row['stop_reason']}); "
             f"{row['wall_s'] / 60:.1f} min against {b['wall_s'] / 60:.1f} min for all "
             f"{int(b['ok'] + b['pruned'] + b['failed'])} trials "
             f"unpruned (**{b['wall_s'] / row['wall_s']:.2f}x** less wall time); best {row['best_loss']:.2f} "
             f"against {b['best_loss']:.2f} (**{100 * (row['best_loss'] - b['best_loss']) / b['best_loss']:+.2f}%**)"
         )
-    columns = [c for c in ("dataset", "workers", "pruner", "patience", "max_evals", "tpe_startup_trials", "test_size", "trials", "wall_s",
+    columns = [c for c in ("dataset", "label", "workers", "pruner", "patience", "max_evals", "tpe_startup_trials", "test_size", "trials", "wall_s",
                            "ok", "pruned", "failed", "default_loss", "best_loss", "gain_%", "stop_reason")
                if c in converging]
     return (
@@ -397,6 +399,7 @@ def main() -> None:
     r.add_argument("--trials-per-gpu", type=lambda v: v if v == "auto" else int(v), default="auto",
                    help="trials sharing each GPU: a count or 'auto' (the package's default)")
     r.add_argument("--timeout", type=float, default=None, help="seconds; the search stops with what it finished")
+    r.add_argument("--label", default="", help="appended to the run's file names (a rerun beside an earlier one)")
     r.add_argument("--stop-at", type=int, default=None,
                    help="end this segment once this many trials exist; go on later with --resume")
     sub.add_parser("report")

@@ -178,7 +178,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--patience", type=_patience, default="auto", metavar="N",
         help="end the search when this many trials' worth of training in a row did not lower the best "
-        "loss by more than 0.2%% (after at least 20; a pruned or failed trial counts as the share of epochs it trained): a number, 'auto' (default: 12 for 100 trials) or "
+        "loss by more than 0.2%% (after at least 20; a pruned or failed trial counts as the share of epochs it trained): a number, 'auto' (default: 8 for 100 trials) or "
         "'none' to run every trial",
     )
     parser.add_argument(

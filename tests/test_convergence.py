@@ -68,7 +68,7 @@ def test_restore_keeps_the_best_and_starts_counting_again():
     assert stop.observe(_ok(3, 4.5)) is False and stop.observe(_ok(4, 4.2)) is True
 
 
-@pytest.mark.parametrize("patience, max_evals, expected", [("auto", 100, 12), ("auto", 25, 8), ("auto", 300, 36), (5, 100, 5)])
+@pytest.mark.parametrize("patience, max_evals, expected", [("auto", 100, 8), ("auto", 25, 8), ("auto", 300, 24), (5, 100, 5)])
 def test_patience_scales_with_the_budget(patience, max_evals, expected):
     assert make_convergence_stop(patience, max_evals).patience == expected
 

@@ -428,3 +428,44 @@ def test_a_resumed_auto_search_keeps_the_pruning_it_started_with(tmp_path, caplo
     assert _pruner_of_resumed_journal(tmp_path / "new.jsonl", "auto", None, 400) is None  # nothing to resume
     (tmp_path / "notes.txt").write_text("my lab notes")
     assert _pruner_of_resumed_journal(tmp_path / "notes.txt", "auto", asha, 400) is asha
+
+
+def test_start_up_trials_are_judged_only_from_the_second_rung():
+    pruner = ASHAPruner(400, min_epochs=25, startup_trials=4)
+    assert pruner.rungs() == [25, 75, 225]
+    for trial_id, value in enumerate([-100.0, -101.0, -102.0]):  # grace: the first eta at a rung go on
+        assert not pruner.report(trial_id, 25, value)
+    assert not pruner.report(3, 25, -500.0)  # the worst so far, but a start-up trial at the first rung
+    assert pruner.report(4, 25, -500.0)  # the same value after the start-up is stopped
+    assert pruner.rung_table()[25][3] == -500.0  # the start-up trial's value still counts for the others
+    for trial_id, value in enumerate([-92.0, -91.0, -90.0]):  # the third is judged, and the best
+        assert not pruner.report(trial_id, 75, value)
+    assert pruner.report(3, 75, -400.0)  # from the second rung on, start-up trials are judged too
+    assert pruner.report(0, 25, math.nan)  # a diverged start-up trial is stopped at once
+
+
+def test_the_auto_pruner_spares_tpe_start_up_at_its_first_rung():
+    from scanpy_autotune._search._search import _make_search_pruner
+    from scanpy_autotune._search._tpe import startup_trials
+
+    pruner = _make_search_pruner("auto", None, 400, 100, {})
+    assert pruner.startup_trials == startup_trials(100) == 20
+    assert pruner.describe()["startup_trials"] == 20
+    assert "startup_trials" not in make_pruner("asha", 400).describe()  # 0: as journals before it read
+    assert make_pruner("asha", 400, startup_trials=7).describe()["startup_trials"] == 7
+    with pytest.raises(ValueError, match="startup_trials"):
+        make_pruner("asha", 400, startup_trials=-1)
+
+
+def test_a_journal_pruned_before_the_start_up_rule_is_resumed_with_its_own_pruning(tmp_path):
+    from scanpy_autotune._search._search import _pruner_of_resumed_journal
+
+    old = make_pruner("asha", 400, min_epochs=25)  # what "auto" stored before start-up trials were spared
+    journal = tmp_path / "old.jsonl"
+    Journal.open(journal, {"pruner": old.describe()})[0].close()
+    now = make_pruner("auto", 400, max_evals=100, tpe_startup=20)
+    resumed = _pruner_of_resumed_journal(journal, "auto", now, 400)
+    assert resumed.describe() == old.describe() and resumed.startup_trials == 0
+    current = tmp_path / "current.jsonl"
+    Journal.open(current, {"pruner": now.describe()})[0].close()
+    assert _pruner_of_resumed_journal(current, "auto", now, 400) is now

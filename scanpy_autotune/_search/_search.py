@@ -145,7 +145,8 @@ def _make_search_pruner(
     the trial with the best Total at its first rung. Such searches are
     pruned only when asked (``pruner="asha"`` or ``"median"``).
     """
-    built = make_pruner(pruner, max_epochs, max_evals, **kwargs)  # checks the name and the settings
+    # checks the name and the settings
+    built = make_pruner(pruner, max_epochs, max_evals, tpe_startup=startup_trials(max_evals), **kwargs)
     if built is None or objective is None or not is_auto(pruner):
         return built
     what = "integration" if objective == "integration" else "a custom objective"
@@ -162,8 +163,11 @@ def _pruner_of_resumed_journal(
     """With ``pruner="auto"``, a resumed search keeps the pruning it started with.
 
     ``"auto"`` depends on ``max_evals`` (no pruning under ``AUTO_MIN_TRIALS``
-    trials), so resuming a short search with a larger budget would otherwise
-    switch pruning on halfway, and the journal's settings would no longer match.
+    trials, TPE's start-up trials judged from the second rung on) and on the
+    package's version (journals written before the start-up rule prune every
+    trial from the first rung), so resuming with another budget or version
+    would otherwise change the pruning halfway, and the journal's settings
+    would no longer match.
     """
     if journal is None or not is_auto(pruner):
         return built
@@ -171,7 +175,9 @@ def _pruner_of_resumed_journal(
     if stored == "none" and built is not None:
         logger.info("pruner 'auto': the resumed journal %s was searched without pruning; so is the rest", journal)
         return None
-    if isinstance(stored, dict) and built is None and stored.get("max_epochs") == max_epochs:
+    if isinstance(stored, dict) and stored.get("max_epochs") == max_epochs and (
+        built is None or built.describe() != stored
+    ):
         logger.info("pruner 'auto': the resumed journal %s was pruned by %s; so is the rest", journal, stored)
         kwargs = {k: v for k, v in stored.items() if k not in ("name", "max_epochs", "rungs")}
         return make_pruner(stored.get("name"), max_epochs, **kwargs)

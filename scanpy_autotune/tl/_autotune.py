@@ -165,7 +165,10 @@ def autotune(
     pruner, pruner_kwargs
         Stop unpromising trials early, at rungs of their validation ELBO.
         ``"auto"`` (default): ASHA with its first rung at ``min(25,
-        max_epochs // 4)`` epochs (25, 75, 225 for 400 epochs), no pruning for
+        max_epochs // 4)`` epochs (25, 75, 225 for 400 epochs), TPE's random
+        start-up trials judged only from the second rung on (the first rung
+        ranks some datasets' trials poorly: on Cortex it stopped the best
+        start-up configurations, which learn slowly), no pruning for
         trials under 20 epochs, for searches of fewer than 30 trials (a rung
         judges against too few peers: in the 12-trial demo it stopped the
         eventual winner on 2 of 3 seeds, in 20-trial Cortex searches it ended
@@ -197,13 +200,12 @@ def autotune(
         have finished. A trial that ran to the end counts as one; a pruned or
         failed trial, its loss unknown, as the share of ``max_epochs`` it
         trained. Running trials then finish. ``"auto"`` (default):
-        ``max(8, round(0.12 * max_evals))``, 12 for 100 trials: with the
-        default pruning it ended 100-trial searches of Cortex after 87 trials
-        and PBMC4k after 50, 8x and 14x sooner than unpruned searches of all
-        100, their best within 0.2%, and CBMC after 65, 3.8x sooner than a
-        100-trial ASHA search, its best within 0.15%
-        (``benchmarks/results/convergence.md``);
-        without pruning, replayed, after 20-28 trials within 0.4%. ``None`` runs all
+        ``max(8, round(0.08 * max_evals))``, 8 for 100 trials: with the
+        default pruning it ended 100-trial searches of Cortex after 36 trials
+        and PBMC4k after 24, 11.8x and 16.9x sooner than unpruned searches of
+        all 100, their best within 0.26% and 0.20% of theirs, and CBMC after
+        24 (6.9x, +0.11%) (``benchmarks/results/convergence.md``);
+        without pruning, replayed, after 20-24 trials within 0.4%. ``None`` runs all
         ``max_evals`` trials. Why the search ended is in
         ``uns[key_added]["params"]["stop_reason"]``; resuming a search that
         converged with a larger ``max_evals`` goes on.
