@@ -174,9 +174,9 @@ def autotune(
         eventual winner on 2 of 3 seeds, in 20-trial Cortex searches it ended
         over 1% worse on 2 of 3), nor for searches with another
         ``objective`` (the rungs compare validation ELBOs, which do not rank
-        configurations by integration scores); on 100-trial searches it kept
-        the best within 0.2% at 3.3-3.8x less wall time
-        (``benchmarks/results/pruning.md``). A resumed search keeps the
+        configurations by integration scores); on 100-trial searches
+        (replayed, ``benchmarks/results/pruning_replay.md``) it keeps the best
+        within 0.14% for 3.1-3.5x fewer epochs. A resumed search keeps the
         pruning it started with. ``"asha"``
         (first rung ``min(25, max_epochs // 10)``, settings in
         ``pruner_kwargs``), ``"median"``, or ``None`` (every trial runs until
