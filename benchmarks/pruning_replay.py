@@ -32,7 +32,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write  # noqa: E402
+from _common import RESULTS, trial_loss, write  # noqa: E402
 
 from scanpy_autotune._record import TrialRecord  # noqa: E402
 from scanpy_autotune._search._convergence import ConvergenceStop  # noqa: E402
@@ -80,7 +80,7 @@ class _Candidate:
         return bool(spearmanr(values, [loss for _, loss in finished])[0] >= self.trust)
 
     def sequence(self, trials: list[dict], max_epochs: int) -> list[tuple[float, int]]:
-        """Each trial under the rule, in completion order: its loss (NaN when stopped or failed) and epochs."""
+        """Each trial under the rule, in completion order: its loss (infinite when stopped or failed) and epochs."""
         brackets = self.make(max_epochs)
         out: list[tuple[float, int]] = []
         finished: list[tuple[np.ndarray, float]] = []
@@ -97,12 +97,12 @@ class _Candidate:
                     stopped = rung
                     break
             if stopped is None:
-                ok = trial["status"] == "ok" and trial["loss"] is not None
-                out.append((trial["loss"] if ok else math.nan, trial["n_epochs"]))
-                if ok:
-                    finished.append((curve, trial["loss"]))
+                loss = trial_loss(trial)
+                out.append((loss, trial["n_epochs"]))
+                if math.isfinite(loss):
+                    finished.append((curve, loss))
             else:
-                out.append((math.nan, stopped))
+                out.append((math.inf, stopped))
         return out
 
     def replay(self, trials: list[dict], max_epochs: int) -> tuple[int, float, float]:
@@ -210,7 +210,7 @@ def main() -> None:
         header = lines[0]["settings"]
         trials = sorted((t for t in lines if t.get("kind") == "trial"), key=lambda t: t["completion_order"])
         full_epochs = sum(t["n_epochs"] for t in trials)
-        full_best = min(t["loss"] for t in trials if t["status"] == "ok" and t["loss"] is not None)
+        full_best = min(map(trial_loss, trials))
         for candidate in CANDIDATES:
             epochs, best, best_at_third = candidate.replay(trials, int(header["max_epochs"]))
             rows.append({

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ def synthetic_counts(n_cells: int, n_genes: int, seed: int = 0) -> sp.csr_matrix
     gene_theta = rng.lognormal(mean=0.0, sigma=0.5, size=n_genes)
     sizes = [min(BLOCK, n_cells - start) for start in range(0, n_cells, BLOCK)]
     with ProcessPoolExecutor(min(len(sizes), os.cpu_count() or 1)) as pool:
-        blocks = list(pool.map(_block, sizes, [gene_mean] * len(sizes), [gene_theta] * len(sizes), block_seeds))
+        blocks = list(pool.map(_block, sizes, repeat(gene_mean), repeat(gene_theta), block_seeds))
     X = sp.vstack(blocks, format="csr")
     X.indices = X.indices.astype(np.int32)
     X.indptr = X.indptr.astype(np.int64)

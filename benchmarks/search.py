@@ -110,9 +110,9 @@ def tail_idle_s(finish_times: list[float], start: float, end: float, workers: in
     return float(sum(end - t for t in last))
 
 
-def gpus_argument(text: str) -> int | str:
-    """``--gpus``: a count of GPUs or ``all``."""
-    return text if text == "all" else int(text)
+def count_or(word: str):
+    """An argparse type: a count, or ``word`` (``all`` GPUs, ``auto`` trials per GPU)."""
+    return lambda text: text if text == word else int(text)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -295,7 +295,7 @@ def convergence(converging: pd.DataFrame, plain: pd.DataFrame, header: str) -> s
             continue
         b = base.iloc[-1]
         lines.append(
-            f"- {row['dataset']}{row.get('label', '') or ''}, pruner {row['pruner']}, patience {row['patience']}: ended after "
+            f"- {row['dataset']}{row['label']}, pruner {row['pruner']}, patience {row['patience']}: ended after "
             f"{int(row['trials'])} of {int(row['max_evals'])} trials ({row['stop_reason']}); "
             f"{row['wall_s'] / 60:.1f} min against {b['wall_s'] / 60:.1f} min for all "
             f"{int(b['ok'] + b['pruned'] + b['failed'])} trials "
@@ -394,9 +394,9 @@ def main() -> None:
     r.add_argument("--max-epochs", type=int, default=None, help="default: sat.tl.default_max_epochs")
     r.add_argument("--test-size", type=float, default=0.0, help="fraction of cells kept untouched for a test loss")
     r.add_argument("--resume", action="store_true", help="keep an existing journal and resume it")
-    r.add_argument("--gpus", type=gpus_argument, default=0,
+    r.add_argument("--gpus", type=count_or("all"), default=0,
                    help="GPUs to use: a count or 'all' (0: CPU workers, --workers of them)")
-    r.add_argument("--trials-per-gpu", type=lambda v: v if v == "auto" else int(v), default="auto",
+    r.add_argument("--trials-per-gpu", type=count_or("auto"), default="auto",
                    help="trials sharing each GPU: a count or 'auto' (the package's default)")
     r.add_argument("--timeout", type=float, default=None, help="seconds; the search stops with what it finished")
     r.add_argument("--label", default="", help="appended to the run's file names (a rerun beside an earlier one)")
