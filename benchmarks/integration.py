@@ -70,7 +70,7 @@ def search(args: argparse.Namespace) -> None:
     )
     seconds = time.perf_counter() - start
     uns = ad.AnnData(obs=adata.obs[["autotune_split"]].copy(), uns={"autotune": adata.uns["autotune"]})
-    uns.write_h5ad(SEARCHES / f"{tag}_uns.h5ad")
+    uns.write_h5ad(SEARCHES / f"{tag}_uns.h5ad", compression="gzip")
     WORK.mkdir(parents=True, exist_ok=True)
     (WORK / f"{tag}.wall.json").write_text(json.dumps({"seconds_this_call": seconds}))
     print(f"{tag}: {seconds:.0f} s")

@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> None:
     wall = sum(s["wall_s"] for s in segments)
     trials.to_csv(SEARCHES / f"{tag}_trials.csv", index=False)
     # The search's adata.uns alone, for benchmarks/render_plots.py (plots read only uns).
-    ad.AnnData(uns={"autotune": uns}).write_h5ad(SEARCHES / f"{tag}_uns.h5ad")
+    ad.AnnData(uns={"autotune": uns}).write_h5ad(SEARCHES / f"{tag}_uns.h5ad", compression="gzip")
     row = {
         "dataset": args.dataset,
         "workers": workers,
