@@ -146,6 +146,7 @@ CANDIDATES = [
     _Candidate("Hyperband, 3 brackets (trials alternate)", _hyperband(3)),
     _Candidate("Hyperband, 2 brackets, none in the first 20", _hyperband(2), startup=20),
     _Candidate("ASHA, the first 20 trials judged from the second rung on", _asha(), startup=20, startup_from_rung=1),
+    _Candidate("ASHA, the first 20 trials judged from the third rung on", _asha(), startup=20, startup_from_rung=2),
     _Candidate(
         "ASHA, first rung epochs/8, the first 20 judged from the second rung on",
         lambda m: [ASHAPruner(m, min_epochs=max(1, m // 8))], startup=20, startup_from_rung=1,

@@ -224,6 +224,7 @@ def report(_: argparse.Namespace) -> None:
          "tpe_startup_trials", "label"],
         keep="last",
     )
+    runs = with_trial_columns(runs)
     (RESULTS / "runtime.md").write_text(runtime(runs))
     runs = runs[runs["device"] == "cpu"]
     if "segments" not in runs:
@@ -235,7 +236,8 @@ def report(_: argparse.Namespace) -> None:
     converging = runs[runs["patience"] != "none"]
     runs = runs[runs["patience"] == "none"]
     plain = runs[runs["pruner"] == "none"]
-    for (dataset, max_evals, max_epochs), group in plain.groupby(["dataset", "max_evals", "max_epochs"]):
+    # A rerun (--label) is compared only with runs of the same label: the code may have got faster between them.
+    for (dataset, max_evals, max_epochs, _), group in plain.groupby(["dataset", "max_evals", "max_epochs", "label"]):
         by_workers = group.drop_duplicates("workers", keep="last").set_index("workers")
         if {1, 2} <= set(by_workers.index):
             one, two = by_workers.loc[1], by_workers.loc[2]
@@ -248,11 +250,7 @@ def report(_: argparse.Namespace) -> None:
     asha = runs[runs["pruner"] == "asha"]
     pruning = []
     for _, row in asha.iterrows():
-        # Same cells trained and scored: the test split must match too.
-        base = plain[(plain["dataset"] == row["dataset"]) & (plain["workers"] == row["workers"])
-                     & (plain["max_evals"] == row["max_evals"]) & (plain["seed"] == row["seed"])
-                     & (plain["max_epochs"] == row["max_epochs"]) & (plain["test_size"] == row["test_size"])
-                     & (plain["tpe_startup_trials"] == row["tpe_startup_trials"])]
+        base = baselines(plain, row)
         if len(base):
             b = base.iloc[-1]
             pruning.append(
@@ -260,7 +258,7 @@ def report(_: argparse.Namespace) -> None:
                 f"{row['test_size']:g}: ASHA {b['wall_s'] / row['wall_s']:.2f}x faster "
                 f"(target >= 3x){segment_note(b, row)}; best loss {row['best_loss']:.2f} vs {b['best_loss']:.2f} "
                 f"without pruning ({100 * (row['best_loss'] - b['best_loss']) / b['best_loss']:+.2f}%, "
-                "target within 0.5%)"
+                f"target within 0.5%){earlier_baselines(base, row)}"
             )
     header = f"Machine: {machine()}\n\nCommand: `python benchmarks/search.py run ...` then `python benchmarks/search.py report`\n"
     write_keeping_notes(RESULTS / "search_scaling.md",
@@ -287,10 +285,7 @@ def convergence(converging: pd.DataFrame, plain: pd.DataFrame, header: str) -> s
     """Searches with the convergence stop (and their pruner) against the same search run to the end unpruned."""
     lines = []
     for _, row in converging.iterrows():
-        base = plain[(plain["dataset"] == row["dataset"]) & (plain["workers"] == row["workers"])
-                     & (plain["max_evals"] == row["max_evals"]) & (plain["seed"] == row["seed"])
-                     & (plain["max_epochs"] == row["max_epochs"]) & (plain["test_size"] == row["test_size"])
-                     & (plain["tpe_startup_trials"] == row["tpe_startup_trials"])]
+        base = baselines(plain, row)
         if not len(base):
             continue
         b = base.iloc[-1]
@@ -301,6 +296,7 @@ def convergence(converging: pd.DataFrame, plain: pd.DataFrame, header: str) -> s
             f"{int(b['ok'] + b['pruned'] + b['failed'])} trials "
             f"unpruned (**{b['wall_s'] / row['wall_s']:.2f}x** less wall time); best {row['best_loss']:.2f} "
             f"against {b['best_loss']:.2f} (**{100 * (row['best_loss'] - b['best_loss']) / b['best_loss']:+.2f}%**)"
+            f"{earlier_baselines(base, row)}"
         )
     columns = [c for c in ("dataset", "label", "workers", "pruner", "patience", "max_evals", "tpe_startup_trials", "test_size", "trials", "wall_s",
                            "ok", "pruned", "failed", "default_loss", "best_loss", "gain_%", "stop_reason")
@@ -309,6 +305,26 @@ def convergence(converging: pd.DataFrame, plain: pd.DataFrame, header: str) -> s
         "# Searches that stop on convergence, against the full unpruned search\n\n" + header + "\n"
         + markdown_table(converging[columns]) + "\n\n" + "\n".join(lines) + "\n"
     )
+
+
+def baselines(plain: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
+    """The unpruned runs to compare ``row`` with, oldest first: same data, workers, budget, seed and cells."""
+    base = plain[(plain["dataset"] == row["dataset"]) & (plain["workers"] == row["workers"])
+                 & (plain["max_evals"] == row["max_evals"]) & (plain["seed"] == row["seed"])
+                 & (plain["max_epochs"] == row["max_epochs"]) & (plain["test_size"] == row["test_size"])
+                 & (plain["tpe_startup_trials"] == row["tpe_startup_trials"])]
+    return base.sort_values("date", kind="stable")
+
+
+def earlier_baselines(base: pd.DataFrame, row: pd.Series) -> str:
+    """The comparison with each earlier unpruned run (its code may have been slower per epoch than the latest's)."""
+    notes = [
+        f"{b['wall_s'] / row['wall_s']:.2f}x less wall time and {100 * (row['best_loss'] - b['best_loss']) / b['best_loss']:+.2f}% "
+        f"against the unpruned run of {b['date']} ({b['wall_s'] / 60:.1f} min, best {b['best_loss']:.2f}, "
+        f"{b['s_per_epoch']:.3f} s per epoch against {row['s_per_epoch']:.3f})"
+        for _, b in base.iloc[:-1].iterrows()
+    ]
+    return "".join(f"; {note}" for note in notes)
 
 
 def segment_note(base: pd.Series, row: pd.Series) -> str:
@@ -324,8 +340,8 @@ def segment_note(base: pd.Series, row: pd.Series) -> str:
     return f" ({counts}; {net(base) / net(row):.2f}x without their ends' idle workers)"
 
 
-def runtime(runs: pd.DataFrame) -> str:
-    """The 2019 study's Table 1: wall time, trials per hour and seconds per epoch of each search."""
+def with_trial_columns(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with ``trials`` and ``s_per_epoch`` filled in from each run's trials table where missing."""
     runs = runs.copy()
     for column in ("trials", "s_per_epoch"):
         if column not in runs:
@@ -340,6 +356,12 @@ def runtime(runs: pd.DataFrame) -> str:
             trials = pd.read_csv(path)
             runs.loc[index, "trials"] = len(trials)
             runs.loc[index, "s_per_epoch"] = seconds_per_epoch(trials)
+    return runs
+
+
+def runtime(runs: pd.DataFrame) -> str:
+    """The 2019 study's Table 1: wall time, trials per hour and seconds per epoch of each search."""
+    runs = runs.copy()
     runs["min_per_100_trials"] = 100 / runs["trials_per_hour"] * 60  # a search cut by --timeout: projected
     columns = ["dataset", "device", "workers", "pruner", "max_epochs", "trials", "wall_s", "trials_per_hour",
                "min_per_100_trials", "mean_epochs", "s_per_epoch", "default_loss", "best_loss", "gain_%", "machine"]
@@ -365,14 +387,14 @@ def top_bottom(runs: pd.DataFrame, n: int = 10) -> str:
     for _, run in runs.iterrows():
         # Runs at the default epoch cap (the row cannot tell an explicit one from it).
         tag = run_tag(run["dataset"], run["workers"], run["pruner"], run["max_evals"], run["seed"],
-                      None, run["test_size"], tpe_startup=run["tpe_startup_trials"])
+                      None, run["test_size"], tpe_startup=run["tpe_startup_trials"]) + run["label"]
         path = SEARCHES / f"{tag}_trials.csv"
         if not path.exists():
             continue
         trials = pd.read_csv(path)
         ok = trials[trials["status"] == "ok"].sort_values("loss")
         ok = ok[[c for c in TRIAL_COLUMNS if c in ok.columns]].assign(loss=ok["loss"].map("{:.2f}".format))
-        title = f"## {run['dataset']}, {run['workers']} worker(s), pruner {run['pruner']}"
+        title = f"## {run['dataset']}{run['label']}, {run['workers']} worker(s), pruner {run['pruner']}"
         if run["test_size"] > 0:
             title += f", {run['test_size']:g} of cells kept as a test split"
         note = f"{len(ok)} finished trials of {len(trials)}; loss: held-out marginal NLL per cell."
