@@ -202,9 +202,10 @@ def autotune(
         trained. Running trials then finish. ``"auto"`` (default):
         ``max(8, round(0.08 * max_evals))``, 8 for 100 trials: with the
         default pruning it ended 100-trial searches of Cortex after 36 trials
-        and PBMC4k after 24, 11.8x and 16.9x sooner than unpruned searches of
-        all 100, their best within 0.26% and 0.20% of theirs, and CBMC after
-        24 (6.9x, +0.11%) (``benchmarks/results/convergence.md``);
+        and PBMC4k after 24, 6.9x and about 8-9x sooner than unpruned
+        searches of all 100 at the same speed per epoch, their best within
+        0.40% and 0.20% of theirs, and CBMC after 24 (6.9x, +0.11%)
+        (``benchmarks/results/convergence.md``);
         without pruning, replayed, after 20-24 trials within 0.4%. ``None`` runs all
         ``max_evals`` trials. Why the search ended is in
         ``uns[key_added]["params"]["stop_reason"]``; resuming a search that
