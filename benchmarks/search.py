@@ -257,7 +257,7 @@ def report(_: argparse.Namespace) -> None:
                 f"- {row['dataset']}, {row['max_evals']} trials, max_epochs {row['max_epochs']}, test split "
                 f"{row['test_size']:g}: ASHA {b['wall_s'] / row['wall_s']:.2f}x faster "
                 f"(target >= 3x){segment_note(b, row)}; best loss {row['best_loss']:.2f} vs {b['best_loss']:.2f} "
-                f"without pruning ({100 * (row['best_loss'] - b['best_loss']) / b['best_loss']:+.2f}%, "
+                f"without pruning ({loss_gap(row, b):+.2f}%, "
                 f"target within 0.5%){earlier_baselines(base, row)}"
             )
     header = f"Machine: {machine()}\n\nCommand: `python benchmarks/search.py run ...` then `python benchmarks/search.py report`\n"
@@ -295,7 +295,7 @@ def convergence(converging: pd.DataFrame, plain: pd.DataFrame, header: str) -> s
             f"{row['wall_s'] / 60:.1f} min against {b['wall_s'] / 60:.1f} min for all "
             f"{int(b['ok'] + b['pruned'] + b['failed'])} trials "
             f"unpruned (**{b['wall_s'] / row['wall_s']:.2f}x** less wall time); best {row['best_loss']:.2f} "
-            f"against {b['best_loss']:.2f} (**{100 * (row['best_loss'] - b['best_loss']) / b['best_loss']:+.2f}%**)"
+            f"against {b['best_loss']:.2f} (**{loss_gap(row, b):+.2f}%**)"
             f"{earlier_baselines(base, row)}"
         )
     columns = [c for c in ("dataset", "label", "workers", "pruner", "patience", "max_evals", "tpe_startup_trials", "test_size", "trials", "wall_s",
@@ -305,6 +305,11 @@ def convergence(converging: pd.DataFrame, plain: pd.DataFrame, header: str) -> s
         "# Searches that stop on convergence, against the full unpruned search\n\n" + header + "\n"
         + markdown_table(converging[columns]) + "\n\n" + "\n".join(lines) + "\n"
     )
+
+
+def loss_gap(row: pd.Series, base: pd.Series) -> float:
+    """How far ``row``'s best loss lies above ``base``'s, in percent."""
+    return 100 * (row["best_loss"] - base["best_loss"]) / base["best_loss"]
 
 
 def baselines(plain: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
@@ -319,7 +324,7 @@ def baselines(plain: pd.DataFrame, row: pd.Series) -> pd.DataFrame:
 def earlier_baselines(base: pd.DataFrame, row: pd.Series) -> str:
     """The comparison with each earlier unpruned run (its code may have been slower per epoch than the latest's)."""
     notes = [
-        f"{b['wall_s'] / row['wall_s']:.2f}x less wall time and {100 * (row['best_loss'] - b['best_loss']) / b['best_loss']:+.2f}% "
+        f"{b['wall_s'] / row['wall_s']:.2f}x less wall time and {loss_gap(row, b):+.2f}% "
         f"against the unpruned run of {b['date']} ({b['wall_s'] / 60:.1f} min, best {b['best_loss']:.2f}, "
         f"{b['s_per_epoch']:.3f} s per epoch against {row['s_per_epoch']:.3f})"
         for _, b in base.iloc[:-1].iterrows()
