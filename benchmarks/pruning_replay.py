@@ -168,11 +168,12 @@ CANDIDATES = [
 
 
 #: The default search's pruning, before and since session 16, and the patience of "auto" for 100 trials.
-DEFAULT_SEARCHES = [
-    ("auto before session 16 (every trial judged from the first rung)", 0, 12),
-    ("auto before session 16 (every trial judged from the first rung)", 0, 8),
-    ("auto (TPE's start-up trials judged from the second rung)", startup_trials(100), 12),
-    ("auto (TPE's start-up trials judged from the second rung)", startup_trials(100), 8),
+DEFAULT_SEARCHES = [  # name, trials spared at the first rungs, how many rungs spare them, patience
+    ("auto before session 16 (every trial judged from the first rung)", 0, 1, 12),
+    ("auto before session 16 (every trial judged from the first rung)", 0, 1, 8),
+    ("auto (TPE's start-up trials judged from the second rung)", startup_trials(100), 1, 12),
+    ("auto (TPE's start-up trials judged from the second rung)", startup_trials(100), 1, 8),
+    ("TPE's start-up trials judged from the third rung", startup_trials(100), 2, 8),
 ]
 UNPRUNED_100 = [name for name in JOURNALS if " 100 x " in name]
 
@@ -180,9 +181,9 @@ UNPRUNED_100 = [name for name in JOURNALS if " 100 x " in name]
 def default_search_rows(trials: list[dict], search: str, max_epochs: int, full_epochs: int, full_best: float) -> list:
     """The pruning rule and the convergence stop replayed together on one unpruned journal."""
     rows = []
-    for name, spared, patience in DEFAULT_SEARCHES:
-        rule = _Candidate(name, lambda m, spared=spared: [
-            ASHAPruner(m, min_epochs=auto_min_epochs(m), startup_trials=spared)
+    for name, spared, spared_rungs, patience in DEFAULT_SEARCHES:
+        rule = _Candidate(name, lambda m, spared=spared, spared_rungs=spared_rungs: [
+            ASHAPruner(m, min_epochs=auto_min_epochs(m), startup_trials=spared, startup_rungs=spared_rungs)
         ])
         seq = rule.sequence(trials, max_epochs)
         stop = ConvergenceStop(patience, max_epochs=max_epochs)

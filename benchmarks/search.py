@@ -46,6 +46,7 @@ from _common import (  # noqa: E402
 )
 
 import scanpy_autotune as sat  # noqa: E402
+from scanpy_autotune._search._pruner import auto_min_epochs  # noqa: E402
 from scanpy_autotune._search._tpe import MAX_STARTUP_TRIALS, startup_trials  # noqa: E402
 
 RUNS = RESULTS / "search_runs.csv"
@@ -115,8 +116,33 @@ def count_or(word: str):
     return lambda text: text if text == word else int(text)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pruner_settings(args: argparse.Namespace, n_cells: int) -> tuple[str | None, dict | None]:
+    """``pruner`` and ``pruner_kwargs`` for ``sat.tl.autotune``.
+
+    ``--startup-rungs N`` with ``--pruner auto``: the "auto" pruner's rungs and
+    start-up trials, those trials spared at its first N rungs (the "auto"
+    pruner itself spares them at 1), passed as the ASHA pruner it builds.
+    """
+    if args.startup_rungs is None:
+        return (None if args.pruner == "none" else args.pruner), None
+    if args.pruner != "auto":
+        raise SystemExit("--startup-rungs goes with --pruner auto.")
+    max_epochs = args.max_epochs or sat.tl.default_max_epochs(n_cells)
+    return "asha", {"min_epochs": auto_min_epochs(max_epochs), "startup_trials": startup_trials(args.max_evals),
+                    "startup_rungs": args.startup_rungs}
+
+
 def run(args: argparse.Namespace) -> None:
+    # Ctrl-C and `kill` end a segment cleanly (the finished trials kept, the segment recorded), also for a
+    # process started in the background, which would otherwise ignore SIGINT (and --stop-at with it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     adata = ad.read_h5ad(DATA / f"{args.dataset}.h5ad")
+    pruner, pruner_kwargs = pruner_settings(args, adata.n_obs)
     on_gpu = args.gpus != 0
     # With "all" GPUs or "auto" trials per GPU the slots are known after the search; the tag says "auto".
     workers = (args.gpus * args.trials_per_gpu if isinstance(args.gpus, int) and isinstance(args.trials_per_gpu, int)
@@ -146,7 +172,7 @@ def run(args: argparse.Namespace) -> None:
             adata, max_evals=args.max_evals, max_epochs=args.max_epochs,
             n_workers=None if on_gpu else args.workers,
             gpus=args.gpus if on_gpu else None, trials_per_gpu=args.trials_per_gpu, seed=args.seed,
-            pruner=None if args.pruner == "none" else args.pruner, journal=journal, progress=False,
+            pruner=pruner, pruner_kwargs=pruner_kwargs, journal=journal, progress=False,
             test_size=args.test_size, timeout=args.timeout,
             patience=None if args.patience == "none" else "auto" if args.patience == "auto" else int(args.patience),
         )
@@ -177,6 +203,7 @@ def run(args: argparse.Namespace) -> None:
         "device": f"{args.gpus} GPU x {uns['params']['trials_per_gpu']} trials" if on_gpu else "cpu",
         "pruner": args.pruner,
         "patience": args.patience,
+        "startup_rungs": 1 if args.pruner == "auto" and args.startup_rungs is None else args.startup_rungs,
         "tpe_startup_trials": int(uns["params"].get("tpe_startup_trials", MAX_STARTUP_TRIALS)),
         "stop_reason": str(uns["params"].get("stop_reason", "")),
         "max_evals": args.max_evals,
@@ -427,6 +454,8 @@ def main() -> None:
                    help="trials sharing each GPU: a count or 'auto' (the package's default)")
     r.add_argument("--timeout", type=float, default=None, help="seconds; the search stops with what it finished")
     r.add_argument("--label", default="", help="appended to the run's file names (a rerun beside an earlier one)")
+    r.add_argument("--startup-rungs", type=int, default=None,
+                   help="with --pruner auto: TPE's start-up trials are spared at this many rungs (auto: 1)")
     r.add_argument("--stop-at", type=int, default=None,
                    help="end this segment once this many trials exist; go on later with --resume")
     sub.add_parser("report")

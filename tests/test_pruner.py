@@ -444,6 +444,24 @@ def test_start_up_trials_are_judged_only_from_the_second_rung():
     assert pruner.report(0, 25, math.nan)  # a diverged start-up trial is stopped at once
 
 
+def test_start_up_trials_can_be_spared_at_more_rungs():
+    pruner = make_pruner("asha", 400, min_epochs=25, startup_trials=4, startup_rungs=2)
+    for rung in (25, 75):
+        for trial_id, value in enumerate([-100.0, -101.0, -102.0]):
+            assert not pruner.report(trial_id, rung, value)
+        assert not pruner.report(3, rung, -500.0)  # the worst, spared at the first two rungs
+        assert pruner.report(4 + (rung == 75), rung, -500.0)  # a modelled trial with the same value is stopped
+    assert not pruner.report(0, 225, -100.0) and not pruner.report(1, 225, -101.0)
+    assert pruner.report(3, 225, -500.0)  # judged from the third rung on
+    description = json.loads(json.dumps(pruner.describe()))
+    assert description["startup_rungs"] == 2
+    kwargs = {k: v for k, v in description.items() if k not in ("name", "max_epochs", "rungs")}
+    assert make_pruner("asha", 400, **kwargs).describe() == description
+    assert "startup_rungs" not in make_pruner("auto", 400, max_evals=100, tpe_startup=20).describe()
+    with pytest.raises(ValueError, match="startup_rungs"):
+        make_pruner("asha", 400, startup_rungs=0)
+
+
 def test_the_auto_pruner_spares_tpe_start_up_at_its_first_rung():
     from scanpy_autotune._search._search import _make_search_pruner
     from scanpy_autotune._search._tpe import startup_trials

@@ -382,6 +382,12 @@ class ASHAPruner(_RungTablePruner):
         best after a third of the trials came within 0.36% of the final best on
         Cortex instead of 0.69%, for 32% of the epochs instead of 24%
         (``benchmarks/results/pruning_replay.md``).
+    startup_rungs
+        How many rungs, from the first, do not judge a start-up trial.
+        Default 1: judged from the second rung on. 2 judges them from the third
+        (225 epochs of 400), which on Cortex seed 1 keeps the two best start-up
+        configurations that the second rung stopped, for more epochs
+        (``benchmarks/results/pruning.md``).
 
     Notes
     -----
@@ -406,10 +412,12 @@ class ASHAPruner(_RungTablePruner):
         eta: int = 3,
         min_trials_per_rung: int | None = None,
         startup_trials: int = 0,
+        startup_rungs: int = 1,
     ) -> None:
         super().__init__(max_epochs)
         self.eta = check_int("eta", eta, low=2)
         self.startup_trials = check_int("startup_trials", startup_trials, low=0)
+        self.startup_rungs = check_int("startup_rungs", startup_rungs, low=1)
         if min_epochs is None:
             self.min_epochs = default_min_epochs(self.max_epochs)
         else:
@@ -436,7 +444,7 @@ class ASHAPruner(_RungTablePruner):
             )
 
     def _decide(self, rung: int, trial_id: int, value: float) -> bool:
-        if trial_id < self.startup_trials and rung == self._rungs[0]:
+        if trial_id < self.startup_trials and rung in self._rungs[: self.startup_rungs]:
             return False
         ordered = self._sorted[rung]
         n = len(ordered)
@@ -466,7 +474,8 @@ class ASHAPruner(_RungTablePruner):
         dict
             ``name``, ``max_epochs``, ``min_epochs``, ``eta``,
             ``min_trials_per_rung``, ``startup_trials`` (only when not 0, so
-            journals written before it existed read the same) and ``rungs``;
+            journals written before it existed read the same), ``startup_rungs``
+            (only when not 1) and ``rungs``;
             all but ``name``, ``max_epochs`` and ``rungs`` are
             :func:`make_pruner` keyword arguments.
         """
@@ -479,6 +488,8 @@ class ASHAPruner(_RungTablePruner):
         }
         if self.startup_trials:
             described["startup_trials"] = self.startup_trials
+        if self.startup_rungs != 1:
+            described["startup_rungs"] = self.startup_rungs
         return {**described, "rungs": self.rungs()}
 
 
@@ -583,7 +594,7 @@ class MedianPruner(_RungTablePruner):
 
 #: Pruner names accepted by :func:`make_pruner`, with their keyword arguments.
 PRUNERS: dict[str, tuple[type[_RungTablePruner], tuple[str, ...]]] = {
-    "asha": (ASHAPruner, ("min_epochs", "eta", "min_trials_per_rung", "startup_trials")),
+    "asha": (ASHAPruner, ("min_epochs", "eta", "min_trials_per_rung", "startup_trials", "startup_rungs")),
     "median": (MedianPruner, ("n_startup_trials", "n_warmup_epochs", "interval")),
 }
 
@@ -610,7 +621,7 @@ def make_pruner(
         second rung on (it passes them as :class:`ASHAPruner`'s ``startup_trials``).
     **kwargs
         The pruner's settings (``pruner_kwargs``): for ``"asha"``
-        ``min_epochs``, ``eta``, ``min_trials_per_rung``, ``startup_trials``; for ``"median"``
+        ``min_epochs``, ``eta``, ``min_trials_per_rung``, ``startup_trials``, ``startup_rungs``; for ``"median"``
         ``n_startup_trials``, ``n_warmup_epochs``, ``interval``.
 
     Returns
