@@ -46,7 +46,6 @@ from _common import (  # noqa: E402
 )
 
 import scanpy_autotune as sat  # noqa: E402
-from scanpy_autotune._search._pruner import auto_min_epochs  # noqa: E402
 from scanpy_autotune._search._tpe import MAX_STARTUP_TRIALS, startup_trials  # noqa: E402
 
 RUNS = RESULTS / "search_runs.csv"
@@ -120,20 +119,13 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def pruner_settings(args: argparse.Namespace, n_cells: int) -> tuple[str | None, dict | None]:
-    """``pruner`` and ``pruner_kwargs`` for ``sat.tl.autotune``.
-
-    ``--startup-rungs N`` with ``--pruner auto``: the "auto" pruner's rungs and
-    start-up trials, those trials spared at its first N rungs (the "auto"
-    pruner itself spares them at 1), passed as the ASHA pruner it builds.
-    """
+def pruner_settings(args: argparse.Namespace) -> tuple[str | None, dict | None]:
+    """``pruner`` and ``pruner_kwargs`` for ``sat.tl.autotune`` (``--startup-rungs`` goes with ``--pruner auto``)."""
     if args.startup_rungs is None:
         return (None if args.pruner == "none" else args.pruner), None
     if args.pruner != "auto":
         raise SystemExit("--startup-rungs goes with --pruner auto.")
-    max_epochs = args.max_epochs or sat.tl.default_max_epochs(n_cells)
-    return "asha", {"min_epochs": auto_min_epochs(max_epochs), "startup_trials": startup_trials(args.max_evals),
-                    "startup_rungs": args.startup_rungs}
+    return "auto", {"startup_rungs": args.startup_rungs}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -142,7 +134,7 @@ def run(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     adata = ad.read_h5ad(DATA / f"{args.dataset}.h5ad")
-    pruner, pruner_kwargs = pruner_settings(args, adata.n_obs)
+    pruner, pruner_kwargs = pruner_settings(args)
     on_gpu = args.gpus != 0
     # With "all" GPUs or "auto" trials per GPU the slots are known after the search; the tag says "auto".
     workers = (args.gpus * args.trials_per_gpu if isinstance(args.gpus, int) and isinstance(args.trials_per_gpu, int)

@@ -379,9 +379,14 @@ def test_auto_pruner_starts_at_a_quarter_of_the_epochs_up_to_25(max_epochs, firs
         assert pruner.describe()["eta"] == 3 and pruner.describe()["min_trials_per_rung"] == 3
 
 
-def test_auto_pruner_takes_no_settings():
-    with pytest.raises(ValueError, match="pruner='auto', which sets its own; pass pruner='asha'"):
+def test_auto_pruner_takes_only_startup_rungs():
+    with pytest.raises(ValueError, match=r"pruner='auto', which sets its own; it takes only \['startup_rungs'\]"):
         make_pruner("auto", 400, min_epochs=5)
+    spared = make_pruner("auto", 400, max_evals=100, tpe_startup=20, startup_rungs=2)
+    assert spared.rungs() == [25, 75, 225] and spared.startup_trials == 20 and spared.startup_rungs == 2
+    assert make_pruner("auto", 40, max_evals=12, startup_rungs=2) is None  # short: unpruned, as without it
+    with pytest.raises(ValueError, match="startup_rungs"):
+        make_pruner("auto", 40, max_evals=12, startup_rungs=0)  # checked even where it would not apply
 
 
 def test_auto_pruner_leaves_searches_with_another_objective_unpruned(caplog):

@@ -592,6 +592,9 @@ class MedianPruner(_RungTablePruner):
 # factory
 # ---------------------------------------------------------------------------
 
+#: The one setting the ``"auto"`` pruner takes (it chooses the others).
+AUTO_KWARGS = ("startup_rungs",)
+
 #: Pruner names accepted by :func:`make_pruner`, with their keyword arguments.
 PRUNERS: dict[str, tuple[type[_RungTablePruner], tuple[str, ...]]] = {
     "asha": (ASHAPruner, ("min_epochs", "eta", "min_trials_per_rung", "startup_trials", "startup_rungs")),
@@ -620,7 +623,9 @@ def make_pruner(
         TPE's random start-up trials; ``"auto"`` judges them only from its
         second rung on (it passes them as :class:`ASHAPruner`'s ``startup_trials``).
     **kwargs
-        The pruner's settings (``pruner_kwargs``): for ``"asha"``
+        The pruner's settings (``pruner_kwargs``): for ``"auto"`` only
+        ``startup_rungs`` (at how many rungs TPE's start-up trials are spared;
+        default 1); for ``"asha"``
         ``min_epochs``, ``eta``, ``min_trials_per_rung``, ``startup_trials``, ``startup_rungs``; for ``"median"``
         ``n_startup_trials``, ``n_warmup_epochs``, ``interval``.
 
@@ -643,11 +648,13 @@ def make_pruner(
             )
         return None
     if is_auto(name):
-        if kwargs:
+        others = sorted(set(kwargs) - set(AUTO_KWARGS))
+        if others:
             raise ValueError(
-                f"pruner_kwargs {sorted(kwargs)} were given with pruner='auto', which sets its own; "
-                "pass pruner='asha' (or 'median') with them."
+                f"pruner_kwargs {others} were given with pruner='auto', which sets its own; "
+                f"it takes only {list(AUTO_KWARGS)}; pass pruner='asha' (or 'median') with them."
             )
+        startup_rungs = check_int("startup_rungs", kwargs.get("startup_rungs", 1), low=1)
         first = auto_min_epochs(check_int("max_epochs", max_epochs, low=1))
         if first is None:
             logger.info("pruner 'auto': no pruning, trials of %d epochs are too short to judge early", max_epochs)
@@ -658,7 +665,7 @@ def make_pruner(
                 "judges a trial against too few peers to spare a slow starter", max_evals, AUTO_MIN_TRIALS,
             )
             return None
-        return ASHAPruner(max_epochs, min_epochs=first, startup_trials=tpe_startup)
+        return ASHAPruner(max_epochs, min_epochs=first, startup_trials=tpe_startup, startup_rungs=startup_rungs)
     key = name.lower() if isinstance(name, str) else name
     if key not in PRUNERS:
         raise ValueError(f"Unknown pruner {name!r}; valid are {['auto', *sorted(PRUNERS)]} or None.")
