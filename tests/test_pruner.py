@@ -385,6 +385,10 @@ def test_auto_pruner_takes_only_startup_rungs():
     spared = make_pruner("auto", 400, max_evals=100, tpe_startup=20, startup_rungs=2)
     assert spared.rungs() == [25, 75, 225] and spared.startup_trials == 20 and spared.startup_rungs == 2
     assert make_pruner("auto", 40, max_evals=12, startup_rungs=2) is None  # short: unpruned, as without it
+    from scanpy_autotune._search._search import _make_search_pruner
+
+    searched = _make_search_pruner("auto", None, 400, 100, {"startup_rungs": 2})  # pruner_kwargs of autotune
+    assert searched.describe() == spared.describe() and searched.describe()["startup_rungs"] == 2
     with pytest.raises(ValueError, match="startup_rungs"):
         make_pruner("auto", 40, max_evals=12, startup_rungs=0)  # checked even where it would not apply
 
