@@ -19,7 +19,9 @@ import argparse
 import json
 import logging
 import math
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +38,7 @@ PROG = "scanpy-autotune"
 KEY = "autotune"
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process it ended
 PLOTS = ("trial_history", "sensitivity", "optimization_history", "param_importance", "pareto")
 _SHORTHAND_TUPLES = ("log", "int", "uniform")
 
@@ -486,20 +489,29 @@ def _search_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch system's time limit), handled as Ctrl-C is: the finished trials are written."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated(f"signal {signum}")
+
+
 def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> int:
-    """Search, then write the output and the plots; on Ctrl-C write what finished."""
+    """Search, then write the output and the plots; on Ctrl-C or SIGTERM write what finished."""
     from . import tl
 
     try:
         tl.autotune(adata, **kwargs)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
         trials = adata.uns.get(KEY, {}).get("trials")
         if output is not None and trials is not None and len(trials):
             _write_h5ad(adata, output)
-            print(f"{PROG}: interrupted; wrote {len(trials)} finished trial(s) to {output}", file=sys.stderr)
+            print(f"{PROG}: {how}; wrote {len(trials)} finished trial(s) to {output}", file=sys.stderr)
         else:
-            print(f"{PROG}: interrupted before any trial finished", file=sys.stderr)
-        return EXIT_INTERRUPTED
+            print(f"{PROG}: {how} before any trial finished", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
     if output is not None:
         _write_h5ad(adata, output)
     print(_summary(adata))
@@ -599,7 +611,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit code: 0, 2 for bad input, 130 after Ctrl-C.
+        The exit code: 0, 2 for bad input, 130 after Ctrl-C, 143 after SIGTERM
+        (both write the trials that finished to ``-o`` first).
     """
     parser = build_parser()
     try:
@@ -607,17 +620,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:  # --help, --version, usage errors
         return int(done.code or 0)
     undo_logging = _configure_logging(args)
+    # A batch system's time limit or `kill` sends SIGTERM: end as after Ctrl-C, not with the results lost.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return args.handler(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        print(f"{PROG}: {'terminated (SIGTERM)' if terminated else 'interrupted'}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except (ValueError, OSError, ImportError, JournalLockedError) as error:  # FileNotFoundError is an OSError
         if args.verbose:
             traceback.print_exc()
         print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous_sigterm is None else previous_sigterm)
         undo_logging()
 
 

@@ -139,21 +139,29 @@ def test_ctrl_c_keeps_trials_and_resume_completes(small, tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_while_a_trial_is_recorded_keeps_it_everywhere(small, tmp_path, monkeypatch):
-    """A Ctrl-C right after a trial reached the journal still puts it in adata.uns."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_while_a_trial_is_recorded_keeps_it_everywhere(small, tmp_path, monkeypatch, signum):
+    """A Ctrl-C (or a SIGTERM the command line handles) right after a trial reached the journal still
+    puts it in adata.uns."""
     from scanpy_autotune._search._journal import Journal
+    from scanpy_autotune.cli import _terminate
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = signal.signal(signal.SIGTERM, _terminate) if signum == signal.SIGTERM else None
     append = Journal.append
 
-    def append_then_ctrl_c(self, record):
+    def append_then_signal(self, record):
         append(self, record)
-        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signum)
 
-    monkeypatch.setattr(Journal, "append", append_then_ctrl_c)
+    monkeypatch.setattr(Journal, "append", append_then_signal)
     journal = tmp_path / "search.jsonl"
-    with pytest.raises(KeyboardInterrupt):
-        sat.tl.autotune(small, max_evals=3, n_workers=1, journal=journal, **SMALL)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sat.tl.autotune(small, max_evals=3, n_workers=1, journal=journal, **SMALL)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     kept = journal_trials(journal)
     assert [r["trial_id"] for r in kept] == [0]
     assert small.uns["autotune"]["trials"]["trial_id"].tolist() == [0]

@@ -3,13 +3,17 @@
 import contextlib
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from _helpers import journal_trials
 
 import scanpy_autotune as sat
 from scanpy_autotune import cli
@@ -105,6 +109,45 @@ def test_bad_input_file_is_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and "Traceback" not in run.stderr
     assert lines[0].startswith("scanpy-autotune: error: ") and "notes.h5ad" in lines[0]
     assert not (tmp_path / "o.h5ad").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_writes_the_finished_trials_and_exits_143(pbmc68k_path, tmp_path):
+    """A batch system's time limit: SIGTERM to the command and its workers, as `kill -TERM -PGID` sends it.
+
+    The workers ignore it (ended by it, their trials would be recorded as failed); the command stops
+    them, writes the finished trials to -o, and exits 143.
+    """
+    out, journal = tmp_path / "tuned.h5ad", tmp_path / "search.jsonl"
+    command = subprocess.Popen(
+        [sys.executable, "-m", "scanpy_autotune.cli", "tune", str(pbmc68k_path), "-o", str(out),
+         "--journal", str(journal), "--max-evals", "200", "--max-epochs", "2", "--n-mc", "2",
+         "--workers", "2", "--gpus", "none", "--patience", "none", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and command.poll() is None:
+            if journal.exists() and len(journal_trials(journal)) >= 3:
+                break
+            time.sleep(0.1)
+        assert command.poll() is None, command.communicate()[1]
+        os.killpg(command.pid, signal.SIGTERM)
+        _, stderr = command.communicate(timeout=120)
+    finally:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+    assert command.returncode == 143, stderr
+    assert "terminated (SIGTERM); wrote" in stderr and "Traceback" not in stderr
+    kept = journal_trials(journal)
+    assert 3 <= len(kept) < 200
+    assert {t["status"] for t in kept} == {"ok"}  # no worker was ended by the signal
+    trials = ad.read_h5ad(out).uns["autotune"]["trials"]
+    assert sorted(trials["trial_id"]) == sorted(t["trial_id"] for t in kept)
+    with pytest.raises(ProcessLookupError):  # no worker left behind in the group
+        for _ in range(50):
+            os.killpg(command.pid, 0)
+            time.sleep(0.1)
 
 
 def _negative_counts(path, cortex):

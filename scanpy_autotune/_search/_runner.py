@@ -78,25 +78,31 @@ class _Running:
 
 
 @contextmanager
-def _ctrl_c_held() -> Iterator[None]:
-    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block ends.
+def _interrupts_held() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT), and a SIGTERM that Python handles, arriving inside the block until it ends.
 
     A finished trial goes to the journal and to the search's records in one
-    step: a Ctrl-C between the two would leave it in one and not the other.
-    The signal is delivered again, to the handler in place before, on leaving.
-    Outside the main thread (where Python delivers signals) it does nothing.
+    step: an interrupt between the two would leave it in one and not the other.
+    SIGTERM is held only where a Python handler was installed for it (the
+    command line turns it into a Ctrl-C); by default it ends the process at
+    once, and the journal still holds every finished trial. Each signal is
+    delivered again, to the handler in place before, on leaving. Outside the
+    main thread (where Python delivers signals) it does nothing.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     held: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))}
+    if callable(signal.getsignal(signal.SIGTERM)):
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, lambda signum, frame: held.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if held:
-            signal.raise_signal(signal.SIGINT)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(held):
+            signal.raise_signal(signum)
 
 
 class _Progress:
@@ -220,7 +226,7 @@ def run_trials(
         record.startup = info.startup
         record.finished_at = time.time()
         record.rung_values = dict(info.rung_values)
-        with _ctrl_c_held():
+        with _interrupts_held():
             if journal is not None:
                 journal.append(record.to_json())
             outcome.records[record.trial_id] = record

@@ -80,7 +80,11 @@ def main(argv: list[str]) -> None:
     fd, device, threads, parent = int(argv[0]), argv[1], int(argv[2]), int(argv[3])
     # Importing the package (torch with it) took this long already: the driver may be gone by now.
     exit_when_orphaned(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C stops
+    # The driver decides what Ctrl-C or a SIGTERM sent to the whole process group (a batch system's time
+    # limit) stops: a worker ended by it would be recorded as a failed trial. It stops workers with SIGKILL,
+    # and a worker whose driver is gone exits by itself (exit_when_orphaned).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     local_device = "cuda:0" if device.startswith("cuda") else "cpu"  # its one visible GPU
     import torch
 

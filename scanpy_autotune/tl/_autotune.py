@@ -207,7 +207,7 @@ def autotune(
         trained. Running trials then finish. ``"auto"`` (default):
         ``max(8, round(0.08 * max_evals))``, 8 for 100 trials: with the
         default pruning it ended 100-trial searches of Cortex after 36 trials
-        and PBMC4k after 24, 6.9x and about 8-9x sooner than unpruned
+        and PBMC4k after 24, 6.9x and 8.5x sooner than unpruned
         searches of all 100 at the same speed per epoch, their best within
         0.40% and 0.20% of theirs, and CBMC after 24 (6.9x, +0.11%)
         (``benchmarks/results/convergence.md``);
