@@ -86,13 +86,18 @@ DEFAULT_RUNS = {
 }
 
 
+def best_loss(trials: list[dict]) -> float:
+    """The best loss among a journal's trials that finished."""
+    return min(t["loss"] for t in trials if t["status"] == "ok")
+
+
 def default_runs_table(patiences: list[int], workers: int = 2) -> pd.DataFrame:
     """The stop replayed with a smaller patience on the real default searches (exact: a stop changes no
     trial before it); each search then ends with its running trials, ``workers - 1`` more."""
     rows = []
     for name, (journal, unpruned) in DEFAULT_RUNS.items():
         trials = journal_trials(SEARCHES / journal)
-        reference = min(t["loss"] for t in journal_trials(SEARCHES / unpruned) if t["status"] == "ok")
+        reference = best_loss(journal_trials(SEARCHES / unpruned))
         row = {"search": name, "trials run": len(trials)}
         for patience in patiences:
             stop, best = replay(trials, patience, 0.002, 20)
@@ -124,7 +129,7 @@ def main() -> None:
                         help="also replay these patiences on the real default searches (none: skip)")
     args = parser.parse_args()
     searches = {name: journal_trials(SEARCHES / f) for name, f in JOURNALS.items()}
-    own_best = {name: min(t["loss"] for t in ts if t["status"] == "ok") for name, ts in searches.items()}
+    own_best = {name: best_loss(ts) for name, ts in searches.items()}
     finals = {name: own_best[REFERENCE[name]] for name in searches}
     rows = []
     for patience, tol, min_trials in itertools.product(args.patience, args.tol, args.min_trials):

@@ -47,6 +47,7 @@ from _common import (  # noqa: E402
 
 import scanpy_autotune as sat  # noqa: E402
 from scanpy_autotune._search._tpe import MAX_STARTUP_TRIALS, startup_trials  # noqa: E402
+from scanpy_autotune.cli import _terminate as terminate_as_ctrl_c  # noqa: E402
 
 RUNS = RESULTS / "search_runs.csv"
 SEARCHES = RESULTS / "searches"
@@ -115,10 +116,6 @@ def count_or(word: str):
     return lambda text: text if text == word else int(text)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def pruner_settings(args: argparse.Namespace) -> tuple[str | None, dict | None]:
     """``pruner`` and ``pruner_kwargs`` for ``sat.tl.autotune`` (``--startup-rungs`` goes with ``--pruner auto``)."""
     if args.startup_rungs is None:
@@ -132,7 +129,7 @@ def run(args: argparse.Namespace) -> None:
     # Ctrl-C and `kill` end a segment cleanly (the finished trials kept, the segment recorded), also for a
     # process started in the background, which would otherwise ignore SIGINT (and --stop-at with it).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, terminate_as_ctrl_c)
     adata = ad.read_h5ad(DATA / f"{args.dataset}.h5ad")
     pruner, pruner_kwargs = pruner_settings(args)
     on_gpu = args.gpus != 0

@@ -497,6 +497,13 @@ def _terminate(signum: int, frame: Any) -> None:
     raise Terminated(f"signal {signum}")
 
 
+def _how_stopped(stop: KeyboardInterrupt) -> tuple[str, int]:
+    """What a stop is called on stderr, and the exit code it ends with."""
+    if isinstance(stop, Terminated):
+        return "terminated (SIGTERM)", EXIT_TERMINATED
+    return "interrupted", EXIT_INTERRUPTED
+
+
 def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> int:
     """Search, then write the output and the plots; on Ctrl-C or SIGTERM write what finished."""
     from . import tl
@@ -504,14 +511,14 @@ def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> 
     try:
         tl.autotune(adata, **kwargs)
     except KeyboardInterrupt as stop:
-        how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+        how, code = _how_stopped(stop)
         trials = adata.uns.get(KEY, {}).get("trials")
         if output is not None and trials is not None and len(trials):
             _write_h5ad(adata, output)
             print(f"{PROG}: {how}; wrote {len(trials)} finished trial(s) to {output}", file=sys.stderr)
         else:
             print(f"{PROG}: {how} before any trial finished", file=sys.stderr)
-        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+        return code
     if output is not None:
         _write_h5ad(adata, output)
     print(_summary(adata))
@@ -626,9 +633,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except KeyboardInterrupt as stop:
-        terminated = isinstance(stop, Terminated)
-        print(f"{PROG}: {'terminated (SIGTERM)' if terminated else 'interrupted'}", file=sys.stderr)
-        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        how, code = _how_stopped(stop)
+        print(f"{PROG}: {how}", file=sys.stderr)
+        return code
     except (ValueError, OSError, ImportError, JournalLockedError) as error:  # FileNotFoundError is an OSError
         if args.verbose:
             traceback.print_exc()
