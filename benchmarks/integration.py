@@ -3,6 +3,7 @@
     python benchmarks/integration.py search [--max-evals 50] [--workers 2]   # resumable (journal)
     python benchmarks/integration.py defaults [--seeds 3]
     python benchmarks/integration.py scvi --scvi-python VENV/bin/python
+    python benchmarks/integration.py kl [--warmups 400 0] [--weights 10 100] [--seeds 3]   # resumable
     python benchmarks/integration.py report
 
 ``search`` runs ``sat.tl.autotune(objective="integration", batch_key="batch",
@@ -11,6 +12,11 @@ trains scVI's default configuration on the same training cells with several
 seeds and scores it with the same code; ``scvi`` trains scvi-tools' default
 ``SCVI`` (``batch_key="batch"``) on the same training cells in its own virtual
 environment and scores its latent of the same held-out cells with the same code;
+``kl`` retrains the integration winner and the default configuration with
+other KL warm-up lengths (``n_epochs_kl_warmup``; 0 is the full KL weight from
+the first epoch) and other final KL weights (``max_kl_weight``, after scVI's
+400-epoch warm-up), several seeds each, and scores them the same way: does the
+KL weight, which the 2019 space leaves at scVI's schedule, hold integration back?
 ``report`` writes ``results/integration.md``: Total, Bio conservation, Batch
 correction and held-out NLL of each, the share of the trial time that scoring
 took, and the NLL of the integration winner beside the NLL winner's.
@@ -97,6 +103,70 @@ def defaults(args: argparse.Namespace) -> None:
         print(rows[-1])
     WORK.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(WORK / "defaults.csv", index=False)
+
+
+KL_CSV = WORK / "kl_warmup.csv"
+
+
+def kl(args: argparse.Namespace) -> None:
+    _, data, split, labels, batch = _data()
+    pre = unintegrated_embedding(data.X[split.heldout])
+    counts = DeviceCounts(data, "cpu")
+    trials = journal_trials(SEARCHES / f"{_tag(args.max_evals)}.jsonl")
+    ok = [t for t in trials if t["status"] == "ok" and t.get("scores")]
+    winner = max(ok, key=lambda t: t["scores"]["total"])
+    configs = {
+        "default": default_hyperparameters(),
+        f"integration winner (trial {winner['trial_id']})": {**default_hyperparameters(), **winner["params"]},
+    }
+    done = pd.read_csv(KL_CSV) if KL_CSV.exists() else pd.DataFrame(columns=["config", "warmup", "seed"])
+    if "max_kl_weight" not in done:
+        done.insert(2, "max_kl_weight", 1.0)  # rows written before the weight was varied
+    finished = {(r.config, int(r.warmup), float(r.max_kl_weight), int(r.seed)) for r in done.itertuples()}
+    variants = [(warmup, 1.0) for warmup in args.warmups]
+    variants += [(400, float(weight)) for weight in args.weights if weight != 1]
+    for warmup, weight in variants:
+        for name, config in configs.items():
+            for seed in range(SEED, SEED + args.seeds):
+                if (name, warmup, weight, seed) in finished:
+                    continue
+                start = time.perf_counter()
+                model = sat.Model.fit_prepared(
+                    data, counts, split, {**config, "n_epochs_kl_warmup": warmup, "max_kl_weight": weight},
+                    seed=seed, max_epochs=400, batch_key="batch",
+                )
+                seconds = time.perf_counter() - start
+                scores = _score(latent_mean(model.module, counts, split.heldout), split.heldout, labels, batch, pre)
+                nll = float(np.mean(marginal_nll(model.module, counts, split.heldout, n_mc=N_MC)))
+                result = model.train_result
+                row = {"config": name, "warmup": warmup, "max_kl_weight": weight, "seed": seed, "n_epochs": result.n_epochs,
+                       "best_epoch": result.best_epoch, "marginal_nll": nll, "train_s": seconds, **scores}
+                print(row, flush=True)
+                WORK.mkdir(parents=True, exist_ok=True)
+                done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
+                done.to_csv(KL_CSV, index=False)
+    _kl_report(done, args)
+
+
+def _kl_report(runs: pd.DataFrame, args: argparse.Namespace) -> None:
+    """Mean and range over seeds of each (configuration, warm-up, final KL weight)."""
+    columns = ["total", "bio_conservation", "batch_correction", "marginal_nll", "n_epochs"]
+    groups = runs.groupby(["config", "warmup", "max_kl_weight"], sort=False)
+    table = groups[columns].mean()
+    table.insert(1, "total_min", groups["total"].min())
+    table.insert(2, "total_max", groups["total"].max())
+    table.insert(0, "seeds", groups.size())
+    table = table.reset_index()
+    warmups = " ".join(str(w) for w in args.warmups)
+    weights = " ".join(f"{w:g}" for w in args.weights)
+    command = f"python benchmarks/integration.py kl --warmups {warmups} --weights {weights} --seeds {args.seeds}"
+    notes = (
+        f"\n- each row: the mean over seeds {SEED}-{SEED + args.seeds - 1} (Total's min and max beside it), "
+        "trained on the search's training cells, scored on its held-out cells as the search scores\n"
+        f"- runs: `{KL_CSV.relative_to(RESULTS.parent.parent)}`\n"
+    )
+    write("integration_kl", table, command, notes)
+    print((RESULTS / "integration_kl.md").read_text())
 
 
 SCVI_SIDE = '''
@@ -191,14 +261,16 @@ def report(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("search", "defaults", "scvi", "report"):
+    for name in ("search", "defaults", "scvi", "kl", "report"):
         sub = commands.add_parser(name)
         sub.add_argument("--max-evals", type=int, default=50)
         sub.add_argument("--workers", type=int, default=2)
         sub.add_argument("--seeds", type=int, default=3)
+        sub.add_argument("--warmups", type=int, nargs="+", default=[400, 0])
+        sub.add_argument("--weights", type=float, nargs="+", default=[])
         sub.add_argument("--scvi-python", default=str(Path("/work/scvi-venv/bin/python")))
     args = parser.parse_args()
-    {"search": search, "defaults": defaults, "scvi": scvi, "report": report}[args.command](args)
+    {"search": search, "defaults": defaults, "scvi": scvi, "kl": kl, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":

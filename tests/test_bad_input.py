@@ -215,6 +215,8 @@ def saved_model(tmp_path_factory):
         (lambda c: c.update(split=5), r"'split' must map some of"),
         (lambda c: c.update(colour="blue"), r"unknown entry \['colour'\]"),
         (lambda c: c.pop("var_names"), r"missing \['var_names'\]"),
+        (lambda c: c["hyperparameters"].pop("lr"), r"'hyperparameters' lacks \['lr'\]"),
+        (lambda c: c["hyperparameters"].update(max_kl_weight=-1.0), r"max_kl_weight=-1.0 is out of range"),
         (lambda c: c.update(var_names=[1, 2]), r"'var_names' must be a list of names"),
         (lambda c: c["history"].update(stopped_by="magic"), r"'stopped_by' must be one of"),
     ],
@@ -233,6 +235,18 @@ def test_model_load_checks_the_config_before_building(saved_model, tmp_path, mon
     monkeypatch.setattr(_model, "VAE", never)
     with pytest.raises(ValueError, match=message):
         sat.Model.load(folder)
+
+
+def test_model_saved_before_max_kl_weight_loads_with_the_weight_it_trained_with(saved_model, tmp_path):
+    folder = tmp_path / "older"
+    folder.mkdir()
+    config = json.loads((saved_model / "config.json").read_text())
+    del config["hyperparameters"]["max_kl_weight"]  # as saved before the hyperparameter existed
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "weights.pt").write_bytes((saved_model / "weights.pt").read_bytes())
+    loaded = sat.Model.load(folder)
+    assert loaded.hyperparameters["max_kl_weight"] == 1.0
+    assert loaded.hyperparameters == sat.Model.load(saved_model).hyperparameters
 
 
 def test_model_load_refuses_weights_that_do_not_match(saved_model, tmp_path):

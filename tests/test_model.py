@@ -14,7 +14,7 @@ from scanpy_autotune._vae import _data
 from scanpy_autotune._vae._data import DeviceCounts, extract_counts, make_split
 from scanpy_autotune._vae._likelihood import NonZeros
 from scanpy_autotune._vae._module import VAE
-from scanpy_autotune._vae._train import train
+from scanpy_autotune._vae._train import _kl_weight, train
 
 FAST = dict(max_epochs=3, n_hidden=32, n_latent=4)
 
@@ -100,6 +100,22 @@ def test_early_stopping_stops_after_patience(small):
     result = model.train_result
     assert result.stopped_by == "early_stopping"
     assert result.n_epochs - 1 - result.best_epoch == 3
+
+
+def test_kl_weight_rises_over_the_warm_up_to_its_maximum():
+    assert [_kl_weight(e, 4, 2.0) for e in (0, 1, 2, 4, 9)] == [0.0, 0.5, 1.0, 2.0, 2.0]
+    assert _kl_weight(0, 0, 3.0) == 3.0 and _kl_weight(7, 400) == 7 / 400
+
+
+def test_a_larger_kl_weight_pulls_the_latent_toward_its_prior(small):
+    spread = {}
+    for weight in (1.0, 100.0):
+        model = sat.Model.fit(small, device="cpu", seed=0, max_kl_weight=weight, n_epochs_kl_warmup=0,
+                              early_stopping=False, **{**FAST, "max_epochs": 15})
+        assert model.hyperparameters["max_kl_weight"] == weight
+        spread[weight] = float(np.mean(np.sum(model.latent(small) ** 2, axis=1)))
+    # the prior is N(0, I): a heavier KL term shrinks the posterior means toward 0
+    assert spread[100.0] < 0.6 * spread[1.0]
 
 
 def test_callback_can_stop_training(small):

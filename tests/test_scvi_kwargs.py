@@ -81,7 +81,7 @@ def _expected(params: dict, settings: dict = SETTINGS) -> dict:
             "early_stopping_patience": p["early_stopping_patience"],
             "plan_kwargs": {
                 "lr": p["lr"], "weight_decay": p["weight_decay"],
-                "n_epochs_kl_warmup": p["n_epochs_kl_warmup"],
+                "n_epochs_kl_warmup": p["n_epochs_kl_warmup"], "max_kl_weight": p["max_kl_weight"],
                 "reduce_lr_on_plateau": p["reduce_lr_on_plateau"], "lr_patience": p["lr_patience"],
                 "eps": 0.01, "lr_factor": 0.6,
             },
@@ -115,13 +115,13 @@ def test_unrecorded_hyperparameters_take_the_defaults(searched):
     assert kw["train"]["batch_size"] == defaults["batch_size"] == 128
     assert kw["train"]["early_stopping"] is True
     assert kw["train"]["early_stopping_patience"] == defaults["early_stopping_patience"] == 45
-    assert plan["weight_decay"] == 1e-6 and plan["n_epochs_kl_warmup"] == 400
+    assert plan["weight_decay"] == 1e-6 and plan["n_epochs_kl_warmup"] == 400 and plan["max_kl_weight"] == 1.0
     assert plan["reduce_lr_on_plateau"] is False and plan["lr_patience"] == 8
 
 
 def test_fixed_hyperparameters_and_settings_carry_over():
     fixed = {"dispersion": "gene-batch", "use_observed_lib_size": True, "batch_size": 256,
-             "weight_decay": 0.0, "n_epochs_kl_warmup": 50, "early_stopping": False,
+             "weight_decay": 0.0, "n_epochs_kl_warmup": 50, "max_kl_weight": 4.0, "early_stopping": False,
              "early_stopping_patience": 12, "reduce_lr_on_plateau": True, "lr_patience": 5}
     settings = {"max_epochs": 30, "validation_size": 0.1}
     adata = _adata([_record(0, {**DEFAULT, **fixed}, 9.0), _record(1, {**BEST, **fixed}, 8.0)],

@@ -91,7 +91,10 @@ HYPERPARAMETERS: dict[str, ParamSpec] = {
     "weight_decay": ParamSpec(1e-6, "float", 0.0, 1.0, doc="Adam weight decay"),
     "batch_size": ParamSpec(128, "int", 2, 65536, doc="cells per minibatch"),
     "n_epochs_kl_warmup": ParamSpec(
-        400, "int", 0, 100000, doc="epochs over which the KL weight rises from 0 to 1"
+        400, "int", 0, 100000, doc="epochs over which the KL weight rises from 0 to max_kl_weight"
+    ),
+    "max_kl_weight": ParamSpec(
+        1.0, "float", 0.0, 1000.0, doc="weight of the latent's KL term after the warm-up"
     ),
     "early_stopping": ParamSpec(True, "bool", doc="stop when the validation ELBO stalls"),
     "early_stopping_patience": ParamSpec(

@@ -49,6 +49,7 @@ _TRAINING = (
     "weight_decay",
     "batch_size",
     "n_epochs_kl_warmup",
+    "max_kl_weight",
     "early_stopping",
     "early_stopping_patience",
     "reduce_lr_on_plateau",
@@ -161,7 +162,7 @@ class Model:
             ``reconstruction_loss`` (``"zinb"``, ``"nb"``, ``"poisson"``), ``dispersion``
             (``"gene"``, ``"gene-batch"``), ``use_observed_lib_size`` (False), ``lr`` (1e-3),
             ``weight_decay``, ``batch_size`` (128), ``n_epochs_kl_warmup`` (400),
-            ``early_stopping`` (True), ``early_stopping_patience`` (45),
+            ``max_kl_weight`` (1.0), ``early_stopping`` (True), ``early_stopping_patience`` (45),
             ``reduce_lr_on_plateau`` (False), ``lr_patience``.
 
         Returns

@@ -24,6 +24,9 @@ CONFIG_KEYS = (
     "history",
 )
 _SPLIT_NAMES = ("train", "validation", "heldout", "test")
+#: Hyperparameters added after models were first saved: a config without one was
+#: trained with its default (scVI's), so it is filled in rather than refused.
+ADDED_LATER = ("max_kl_weight",)
 _STOPPED_BY = ("max_epochs", "early_stopping", "callback", "diverged")
 
 
@@ -97,7 +100,7 @@ def check_saved_config(config: Any, where: str = "config.json") -> dict[str, Any
     hyper = config["hyperparameters"]
     if not isinstance(hyper, Mapping):
         raise _fail(where, "'hyperparameters' must be an object")
-    absent = sorted(set(HYPERPARAMETERS) - set(hyper))
+    absent = sorted(set(HYPERPARAMETERS) - set(hyper) - set(ADDED_LATER))
     if absent:
         raise _fail(where, f"'hyperparameters' lacks {absent}")
     try:

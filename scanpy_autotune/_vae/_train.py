@@ -46,10 +46,10 @@ class TrainResult:
     stopped_by: str = "max_epochs"
 
 
-def _kl_weight(epoch: int, n_epochs_kl_warmup: int) -> float:
+def _kl_weight(epoch: int, n_epochs_kl_warmup: int, max_kl_weight: float = 1.0) -> float:
     if n_epochs_kl_warmup <= 0:
-        return 1.0
-    return min(1.0, epoch / n_epochs_kl_warmup)
+        return max_kl_weight
+    return max_kl_weight * min(1.0, epoch / n_epochs_kl_warmup)
 
 
 @torch.no_grad()
@@ -79,6 +79,7 @@ def train(
     batch_size: int = 128,
     max_epochs: int = 400,
     n_epochs_kl_warmup: int = 400,
+    max_kl_weight: float = 1.0,
     early_stopping: bool = True,
     early_stopping_patience: int = 45,
     reduce_lr_on_plateau: bool = False,
@@ -102,7 +103,12 @@ def train(
     lr, weight_decay
         Adam settings (``eps=0.01`` as in scVI).
     batch_size, max_epochs, n_epochs_kl_warmup
-        Minibatch size, epoch cap, and epochs over which the KL weight of z rises to 1.
+        Minibatch size, epoch cap, and epochs over which the KL weight of z
+        rises linearly from 0 to ``max_kl_weight``.
+    max_kl_weight
+        The KL weight of z after the warm-up (scVI's 1 gives the ELBO; more
+        pulls the latent toward its prior). Validation and reported ELBOs
+        always use the full ELBO.
     early_stopping, early_stopping_patience
         Stop when the validation ELBO has not improved for this many epochs.
     reduce_lr_on_plateau, lr_patience, lr_factor
@@ -160,7 +166,7 @@ def train(
     best_state = None
     for epoch in range(max_epochs):
         module.train()
-        kl_weight.fill_(_kl_weight(epoch, n_epochs_kl_warmup))
+        kl_weight.fill_(_kl_weight(epoch, n_epochs_kl_warmup, max_kl_weight))
         order = train_index[torch.randperm(n_train, generator=generator).to(device)][:n_full]
         total.zero_()
         for start in range(0, n_full, batch_size):

@@ -32,6 +32,7 @@ SCVI_TOOLS_NAMES: dict[str, tuple[str, str]] = {
     "lr": ("plan_kwargs", "lr"),
     "weight_decay": ("plan_kwargs", "weight_decay"),
     "n_epochs_kl_warmup": ("plan_kwargs", "n_epochs_kl_warmup"),
+    "max_kl_weight": ("plan_kwargs", "max_kl_weight"),
     "reduce_lr_on_plateau": ("plan_kwargs", "reduce_lr_on_plateau"),
     "lr_patience": ("plan_kwargs", "lr_patience"),
 }
@@ -70,7 +71,8 @@ def scvi_kwargs(
     early_stopping,           ``train(early_stopping=,``
     early_stopping_patience   ``early_stopping_patience=)``
     lr, weight_decay          ``train(plan_kwargs={"lr", "weight_decay"})``
-    n_epochs_kl_warmup        ``train(plan_kwargs={"n_epochs_kl_warmup"})``
+    n_epochs_kl_warmup,       ``train(plan_kwargs={"n_epochs_kl_warmup",``
+    max_kl_weight             ``"max_kl_weight"})``
     reduce_lr_on_plateau,     ``train(plan_kwargs={"reduce_lr_on_plateau",``
     lr_patience               ``"lr_patience"})``
     ========================  ==================================================
