@@ -119,6 +119,7 @@ def kl(args: argparse.Namespace) -> None:
         "default": default_hyperparameters(),
         f"integration winner (trial {winner['trial_id']})": {**default_hyperparameters(), **winner["params"]},
     }
+    configs = {name: config for name, config in configs.items() if name.split()[0] in args.configs}
     done = pd.read_csv(KL_CSV) if KL_CSV.exists() else pd.DataFrame(columns=["config", "warmup", "seed"])
     if "max_kl_weight" not in done:
         done.insert(2, "max_kl_weight", 1.0)  # rows written before the weight was varied
@@ -159,9 +160,11 @@ def _kl_report(runs: pd.DataFrame, args: argparse.Namespace) -> None:
     table = table.reset_index()
     warmups = " ".join(str(w) for w in args.warmups)
     weights = " ".join(f"{w:g}" for w in args.weights)
-    command = f"python benchmarks/integration.py kl --warmups {warmups} --weights {weights} --seeds {args.seeds}"
+    configs = " ".join(args.configs)
+    command = (f"python benchmarks/integration.py kl --warmups {warmups} --weights {weights} --seeds {args.seeds}"
+               f" --configs {configs}")
     notes = (
-        f"\n- each row: the mean over seeds {SEED}-{SEED + args.seeds - 1} (Total's min and max beside it), "
+        f"\n- each row: the mean over its seeds ({SEED} to {SEED} + seeds - 1; Total's min and max beside it), "
         "trained on the search's training cells, scored on its held-out cells as the search scores\n"
         f"- runs: `{KL_CSV.relative_to(RESULTS.parent.parent)}`\n"
     )
@@ -268,6 +271,7 @@ def main() -> None:
         sub.add_argument("--seeds", type=int, default=3)
         sub.add_argument("--warmups", type=int, nargs="+", default=[400, 0])
         sub.add_argument("--weights", type=float, nargs="+", default=[])
+        sub.add_argument("--configs", nargs="+", choices=("default", "integration"), default=["default", "integration"])
         sub.add_argument("--scvi-python", default=str(Path("/work/scvi-venv/bin/python")))
     args = parser.parse_args()
     {"search": search, "defaults": defaults, "scvi": scvi, "kl": kl, "report": report}[args.command](args)

@@ -200,11 +200,15 @@ def test_integration_search_records_scores_in_uns_journal_and_summary(cellbench,
     journal = tmp_path / "integration.jsonl"
     kwargs = dict(batch_key="batch", labels_key="cell_type", objective="integration", max_epochs=15,
                   n_mc=5, n_workers=1, progress=False, journal=journal, pruner="asha",
-                  pruner_kwargs={"min_epochs": 3, "eta": 2, "min_trials_per_rung": 1})
+                  pruner_kwargs={"min_epochs": 3, "eta": 2, "min_trials_per_rung": 1},
+                  space=sat.tl.integration_space())
     sat.tl.autotune(cellbench, max_evals=3, **kwargs)
     trials = cellbench.uns["autotune"]["trials"]
     ok = trials[trials["status"] == "ok"]
     assert len(ok) >= 1 and len(trials) == 3
+    # the KL weight was searched: the default's 1, then TPE's draws in [1, 100]
+    assert trials.loc[trials["trial_id"] == 0, "max_kl_weight"].item() == 1.0
+    assert trials["max_kl_weight"].between(1.0, 100.0).all() and trials["max_kl_weight"].nunique() == 3
     np.testing.assert_allclose(ok["loss"], -ok["total"])  # TPE minimised -Total
     assert np.all(np.isfinite(ok["marginal_nll"])) and np.all(ok["marginal_nll"] > 0)
     assert trials.loc[trials["status"] != "ok", list(SCORE_COLUMNS)].isna().all().all()

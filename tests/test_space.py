@@ -6,8 +6,8 @@ from hyperopt import hp
 from hyperopt.pyll import scope
 from hyperopt.pyll.stochastic import sample
 
-from scanpy_autotune._search._space import build_space, default_space
-from scanpy_autotune._vae._config import HYPERPARAMETERS
+from scanpy_autotune._search._space import build_space, default_space, integration_space
+from scanpy_autotune._vae._config import HYPERPARAMETERS, default_hyperparameters
 
 H = HYPERPARAMETERS
 DEFAULT_NAMES = ["dropout_rate", "lr", "n_hidden", "n_latent", "n_layers", "reconstruction_loss"]
@@ -55,6 +55,23 @@ def test_default_space_expressions_are_labelled_by_name():
     assert draw["reconstruction_loss"] in ("zinb", "nb")
     # the dict built from it equals the shorthand default
     assert build_space(exprs, H).to_text() == build_space(None, H).to_text()
+
+
+def test_integration_space_adds_a_log_uniform_kl_weight_to_the_default_space():
+    space = build_space(integration_space(), H)
+    assert space.names == sorted([*DEFAULT_NAMES, "max_kl_weight"])
+    assert space.searched_kinds()["max_kl_weight"] == "log"  # plotted and modelled on a log axis
+    weights = np.array([space.decode(space.encode(d))["max_kl_weight"] for d in _draws(space, n=400)])
+    assert weights.min() >= 1.0 and weights.max() <= 100.0
+    # log-uniform: about half the draws below 10, the geometric middle of [1, 100]
+    assert 0.4 < np.mean(weights < 10.0) < 0.6
+    # the rest is the default space, dimension by dimension
+    default = build_space(None, H)
+    for name in DEFAULT_NAMES:
+        assert space.dimensions[name].to_text() == default.dimensions[name].to_text()
+    # the default configuration (weight 1) lies inside it
+    defaults = default_hyperparameters()
+    assert space.encode({name: defaults[name] for name in space.names}) is not None
 
 
 def test_default_configuration_encodes_and_decodes_to_python_types():

@@ -44,6 +44,8 @@ __all__ = [
     "build_space",
     "default_space",
     "default_space_spec",
+    "integration_space",
+    "integration_space_spec",
 ]
 
 _SHORTHAND_KINDS = ("choice", "uniform", "log", "int")
@@ -90,7 +92,28 @@ def default_space() -> dict[str, Apply]:
         ``scope.int(hp.quniform(...))`` so that TPE keeps their order; the
         others are ``hp.choice``.
     """
-    dims = [_parse_shorthand(name, value) for name, value in default_space_spec().items()]
+    return _expressions(default_space_spec())
+
+
+def integration_space_spec() -> dict[str, Any]:
+    """The 2019 space with the latent's KL weight searched too, in the shorthand.
+
+    Returns
+    -------
+    dict
+        :func:`default_space_spec` and ``max_kl_weight`` log-uniform in
+        ``[1, 100]`` (the weight after scVI's 400-epoch warm-up).
+    """
+    return {**default_space_spec(), "max_kl_weight": ("log", 1.0, 100.0)}
+
+
+def integration_space() -> dict[str, Apply]:
+    """:func:`integration_space_spec` as hyperopt expressions."""
+    return _expressions(integration_space_spec())
+
+
+def _expressions(spec: Mapping[str, Any]) -> dict[str, Apply]:
+    dims = [_parse_shorthand(name, value) for name, value in spec.items()]
     return {dim.name: dim.expression() for dim in dims}
 
 
