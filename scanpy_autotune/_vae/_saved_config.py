@@ -16,7 +16,7 @@ from typing import Any
 
 from ._config import HYPERPARAMETERS, resolve_hyperparameters
 
-__all__ = ["CONFIG_KEYS", "check_saved_config"]
+__all__ = ["ADDED_LATER", "CONFIG_KEYS", "check_saved_config"]
 
 #: The entries of a saved model's ``config.json``.
 CONFIG_KEYS = (
@@ -81,7 +81,8 @@ def check_saved_config(config: Any, where: str = "config.json") -> dict[str, Any
     Returns
     -------
     dict
-        The config, hyperparameters resolved (every one present and valid).
+        The config, hyperparameters resolved (every one present and valid;
+        one of :data:`ADDED_LATER` that an older save lacks takes its default).
 
     Raises
     ------
