@@ -86,6 +86,13 @@ def _score(latent: np.ndarray, heldout: np.ndarray, labels, batch, pre) -> dict:
     return integration_scores(latent, labels[heldout], batch[heldout], pre)
 
 
+def _evaluate(model, counts: DeviceCounts, heldout: np.ndarray, labels, batch, pre) -> dict:
+    """A trained model's held-out NLL and integration scores, as the search computes them."""
+    scores = _score(latent_mean(model.module, counts, heldout), heldout, labels, batch, pre)
+    nll = float(np.mean(marginal_nll(model.module, counts, heldout, n_mc=N_MC)))
+    return {"marginal_nll": nll, **scores}
+
+
 def defaults(args: argparse.Namespace) -> None:
     _, data, split, labels, batch = _data()
     pre = unintegrated_embedding(data.X[split.heldout])
@@ -97,9 +104,8 @@ def defaults(args: argparse.Namespace) -> None:
             data, counts, split, default_hyperparameters(), seed=SEED + seed, max_epochs=400, batch_key="batch"
         )
         seconds = time.perf_counter() - start
-        scores = _score(latent_mean(model.module, counts, split.heldout), split.heldout, labels, batch, pre)
-        nll = float(np.mean(marginal_nll(model.module, counts, split.heldout, n_mc=N_MC)))
-        rows.append({"what": f"default, seed {SEED + seed}", "marginal_nll": nll, "train_s": seconds, **scores})
+        evaluated = _evaluate(model, counts, split.heldout, labels, batch, pre)
+        rows.append({"what": f"default, seed {SEED + seed}", "train_s": seconds, **evaluated})
         print(rows[-1])
     WORK.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(WORK / "defaults.csv", index=False)
@@ -120,9 +126,9 @@ def kl(args: argparse.Namespace) -> None:
         f"integration winner (trial {winner['trial_id']})": {**default_hyperparameters(), **winner["params"]},
     }
     configs = {name: config for name, config in configs.items() if name.split()[0] in args.configs}
-    done = pd.read_csv(KL_CSV) if KL_CSV.exists() else pd.DataFrame(columns=["config", "warmup", "seed"])
-    if "max_kl_weight" not in done:
-        done.insert(2, "max_kl_weight", 1.0)  # rows written before the weight was varied
+    columns = ["config", "warmup", "max_kl_weight", "seed"]
+    done = pd.read_csv(KL_CSV) if KL_CSV.exists() else pd.DataFrame(columns=columns)
+    WORK.mkdir(parents=True, exist_ok=True)
     finished = {(r.config, int(r.warmup), float(r.max_kl_weight), int(r.seed)) for r in done.itertuples()}
     variants = [(warmup, 1.0) for warmup in args.warmups]
     variants += [(400, float(weight)) for weight in args.weights if weight != 1]
@@ -137,13 +143,11 @@ def kl(args: argparse.Namespace) -> None:
                     seed=seed, max_epochs=400, batch_key="batch",
                 )
                 seconds = time.perf_counter() - start
-                scores = _score(latent_mean(model.module, counts, split.heldout), split.heldout, labels, batch, pre)
-                nll = float(np.mean(marginal_nll(model.module, counts, split.heldout, n_mc=N_MC)))
+                evaluated = _evaluate(model, counts, split.heldout, labels, batch, pre)
                 result = model.train_result
-                row = {"config": name, "warmup": warmup, "max_kl_weight": weight, "seed": seed, "n_epochs": result.n_epochs,
-                       "best_epoch": result.best_epoch, "marginal_nll": nll, "train_s": seconds, **scores}
+                row = {"config": name, "warmup": warmup, "max_kl_weight": weight, "seed": seed,
+                       "n_epochs": result.n_epochs, "best_epoch": result.best_epoch, "train_s": seconds, **evaluated}
                 print(row, flush=True)
-                WORK.mkdir(parents=True, exist_ok=True)
                 done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
                 done.to_csv(KL_CSV, index=False)
     _kl_report(done, args)

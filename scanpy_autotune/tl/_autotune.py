@@ -47,12 +47,12 @@ def integration_space() -> dict[str, Any]:
     The 2019 space leaves the KL weight at 1. On CellBench (16,074 genes, 3
     plates) a weight of 100 raised the scIB Total of the default configuration
     from 0.717 to 0.782 (mean over 5 seeds), and of the best configuration of a
-    50-trial integration search over the 2019 space from 0.828 to 0.847, with
+    50-trial integration search over the 2019 space from 0.828 to 0.846, with
     a lower held-out NLL too; a weight of 10 did not help, nor did the full
     weight of 1 from the first epoch (no warm-up), and 1000 lowered the
-    default's Total to 0.656. The KL term is
-    small beside the reconstruction of thousands of genes, so it takes a large
-    weight to pull batches together (``benchmarks/results/integration_kl.md``).
+    default's Total to 0.656. The KL term is small beside the reconstruction
+    of thousands of genes, so it takes a large weight to pull batches together
+    (``benchmarks/results/integration_kl.md``).
     Use ``sat.tl.autotune(adata, space=sat.tl.integration_space(),
     objective="integration", ...)``.
     """
