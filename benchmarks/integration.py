@@ -1,18 +1,20 @@
 """Tuning for integration on CellBench (5 cell lines over 3 plates): issue 19's targets.
 
-    python benchmarks/integration.py search [--max-evals 50] [--workers 2]   # resumable (journal)
+    python benchmarks/integration.py search [--max-evals 50] [--workers 2] [--space integration]   # resumable
     python benchmarks/integration.py defaults [--seeds 3]
     python benchmarks/integration.py scvi --scvi-python VENV/bin/python
-    python benchmarks/integration.py kl [--warmups 400 0] [--weights 10 100] [--seeds 3]   # resumable
+    python benchmarks/integration.py kl [--warmups 400 0] [--weights 10 100] [--seeds 3] [--configs ...]  # resumable
     python benchmarks/integration.py report
 
 ``search`` runs ``sat.tl.autotune(objective="integration", batch_key="batch",
-labels_key="cell_type")`` on ``cellbench_5cl_3plates_909x16074.h5ad``; ``defaults``
+labels_key="cell_type")`` on ``cellbench_5cl_3plates_909x16074.h5ad`` over the
+2019 space (or, ``--space integration``, over ``sat.tl.integration_space()``); ``defaults``
 trains scVI's default configuration on the same training cells with several
 seeds and scores it with the same code; ``scvi`` trains scvi-tools' default
 ``SCVI`` (``batch_key="batch"``) on the same training cells in its own virtual
 environment and scores its latent of the same held-out cells with the same code;
-``kl`` retrains the integration winner and the default configuration with
+``kl`` retrains the integration winner and the default configuration (``--configs``;
+``space`` adds the winner of the ``integration_space()`` search) with
 other KL warm-up lengths (``n_epochs_kl_warmup``; 0 is the full KL weight from
 the first epoch) and other final KL weights (``max_kl_weight``, after scVI's
 400-epoch warm-up), several seeds each, and scores them the same way: does the
@@ -52,8 +54,16 @@ SEARCHES = RESULTS / "searches"
 WORK = RESULTS / "integration_runs"
 
 
-def _tag(max_evals: int) -> str:
-    return f"cellbench_5cl_3plates_909x16074_w2_integration_n{max_evals}_s{SEED}"
+def _tag(max_evals: int, space: str = "default") -> str:
+    suffix = "" if space == "default" else f"_{space}_space"
+    return f"cellbench_5cl_3plates_909x16074_w2_integration_n{max_evals}_s{SEED}{suffix}"
+
+
+def _winner(max_evals: int, space: str) -> dict:
+    """The trial with the highest Total in the search over ``space``."""
+    trials = journal_trials(SEARCHES / f"{_tag(max_evals, space)}.jsonl")
+    ok = [t for t in trials if t["status"] == "ok" and t.get("scores")]
+    return max(ok, key=lambda t: t["scores"]["total"])
 
 
 def _data():
@@ -68,11 +78,13 @@ def _data():
 def search(args: argparse.Namespace) -> None:
     adata = ad.read_h5ad(DATA / DATASET)
     SEARCHES.mkdir(parents=True, exist_ok=True)
-    tag = _tag(args.max_evals)
+    tag = _tag(args.max_evals, args.space)
+    space = sat.tl.integration_space() if args.space == "integration" else None
     start = time.perf_counter()
     sat.tl.autotune(
         adata, batch_key="batch", labels_key="cell_type", objective="integration", max_evals=args.max_evals,
         n_workers=args.workers, gpus=None, seed=SEED, pruner=None, patience=None, journal=SEARCHES / f"{tag}.jsonl",
+        space=space,
     )
     seconds = time.perf_counter() - start
     uns = ad.AnnData(obs=adata.obs[["autotune_split"]].copy(), uns={"autotune": adata.uns["autotune"]})
@@ -118,13 +130,15 @@ def kl(args: argparse.Namespace) -> None:
     _, data, split, labels, batch = _data()
     pre = unintegrated_embedding(data.X[split.heldout])
     counts = DeviceCounts(data, "cpu")
-    trials = journal_trials(SEARCHES / f"{_tag(args.max_evals)}.jsonl")
-    ok = [t for t in trials if t["status"] == "ok" and t.get("scores")]
-    winner = max(ok, key=lambda t: t["scores"]["total"])
+    winner = _winner(args.max_evals, "default")
     configs = {
         "default": default_hyperparameters(),
         f"integration winner (trial {winner['trial_id']})": {**default_hyperparameters(), **winner["params"]},
     }
+    if "space" in args.configs:
+        space_winner = _winner(args.max_evals, "integration")
+        name = f"space winner (trial {space_winner['trial_id']} of integration_space())"
+        configs[name] = {**default_hyperparameters(), **space_winner["params"]}
     configs = {name: config for name, config in configs.items() if name.split()[0] in args.configs}
     columns = ["config", "warmup", "max_kl_weight", "seed"]
     done = pd.read_csv(KL_CSV) if KL_CSV.exists() else pd.DataFrame(columns=columns)
@@ -166,7 +180,7 @@ def _kl_report(runs: pd.DataFrame, args: argparse.Namespace) -> None:
     weights = " ".join(f"{w:g}" for w in args.weights)
     configs = " ".join(args.configs)
     command = (f"python benchmarks/integration.py kl --warmups {warmups} --weights {weights} --seeds {args.seeds}"
-               f" --configs {configs}")
+               f" --configs {configs}").replace("--warmups  ", "--warmups ")
     notes = (
         f"\n- each row: the mean over its seeds ({SEED} to {SEED} + seeds - 1; Total's min and max beside it), "
         "trained on the search's training cells, scored on its held-out cells as the search scores\n"
@@ -239,6 +253,14 @@ def report(args: argparse.Namespace) -> None:
                     ("default configuration (trial 0)", default)):
         rows.append({"what": f"{name}: trial {t['trial_id']}", **{c: t["scores"][c] for c in columns[:3]},
                      "marginal_nll": t["marginal_nll"]})
+    space_journal = SEARCHES / f"{_tag(args.max_evals, 'integration')}.jsonl"
+    if space_journal.exists():
+        space_trials = journal_trials(space_journal)
+        space_best = _winner(args.max_evals, "integration")
+        weight = space_best["params"]["max_kl_weight"]
+        rows.append({"what": f"tuned over integration_space() ({len(space_trials)} trials): trial "
+                             f"{space_best['trial_id']}, max_kl_weight {weight:.3g}",
+                     **{c: space_best["scores"][c] for c in columns[:3]}, "marginal_nll": space_best["marginal_nll"]})
     for _, row in defaults_csv.iterrows():
         rows.append({"what": row["what"], **{c: row[c] for c in columns}})
     if (WORK / "scvi.csv").exists():
@@ -273,9 +295,13 @@ def main() -> None:
         sub.add_argument("--max-evals", type=int, default=50)
         sub.add_argument("--workers", type=int, default=2)
         sub.add_argument("--seeds", type=int, default=3)
-        sub.add_argument("--warmups", type=int, nargs="+", default=[400, 0])
+        sub.add_argument("--warmups", type=int, nargs="*", default=[400, 0],
+                         help="KL warm-ups at weight 1 (none: only --weights)")
         sub.add_argument("--weights", type=float, nargs="+", default=[])
-        sub.add_argument("--configs", nargs="+", choices=("default", "integration"), default=["default", "integration"])
+        sub.add_argument("--configs", nargs="+", choices=("default", "integration", "space"),
+                         default=["default", "integration"])
+        sub.add_argument("--space", choices=("default", "integration"), default="default",
+                         help="search: the 2019 space or sat.tl.integration_space()")
         sub.add_argument("--scvi-python", default=str(Path("/work/scvi-venv/bin/python")))
     args = parser.parse_args()
     {"search": search, "defaults": defaults, "scvi": scvi, "kl": kl, "report": report}[args.command](args)
