@@ -52,7 +52,11 @@ def integration_space() -> dict[str, Any]:
     weight of 1 from the first epoch (no warm-up), and 1000 lowered the
     default's Total to 0.656. The KL term is small beside the reconstruction
     of thousands of genes, so it takes a large weight to pull batches together
-    (``benchmarks/results/integration_kl.md``).
+    (``benchmarks/results/integration_kl.md``). A 50-trial integration search
+    over this space found a configuration with a weight of 68 that scored
+    0.874 over 3 seeds, above the 2019 space's winner at either weight; its
+    best after 30 trials was still below the 2019 search's, so give it a
+    budget of about 50 trials or more (``benchmarks/results/integration.md``).
     Use ``sat.tl.autotune(adata, space=sat.tl.integration_space(),
     objective="integration", ...)``.
     """
