@@ -59,11 +59,18 @@ def _tag(max_evals: int, space: str = "default") -> str:
     return f"cellbench_5cl_3plates_909x16074_w2_integration_n{max_evals}_s{SEED}{suffix}"
 
 
-def _winner(max_evals: int, space: str) -> dict:
-    """The trial with the highest Total in the search over ``space``."""
-    trials = journal_trials(SEARCHES / f"{_tag(max_evals, space)}.jsonl")
-    ok = [t for t in trials if t["status"] == "ok" and t.get("scores")]
-    return max(ok, key=lambda t: t["scores"]["total"])
+def _scored(trials: list[dict]) -> list[dict]:
+    """The trials that finished with integration scores."""
+    return [t for t in trials if t["status"] == "ok" and t.get("scores")]
+
+
+def _winner(trials: list[dict]) -> dict:
+    """The scored trial with the highest Total."""
+    return max(_scored(trials), key=lambda t: t["scores"]["total"])
+
+
+def _search_trials(max_evals: int, space: str = "default") -> list[dict]:
+    return journal_trials(SEARCHES / f"{_tag(max_evals, space)}.jsonl")
 
 
 def _data():
@@ -130,13 +137,13 @@ def kl(args: argparse.Namespace) -> None:
     _, data, split, labels, batch = _data()
     pre = unintegrated_embedding(data.X[split.heldout])
     counts = DeviceCounts(data, "cpu")
-    winner = _winner(args.max_evals, "default")
+    winner = _winner(_search_trials(args.max_evals))
     configs = {
         "default": default_hyperparameters(),
         f"integration winner (trial {winner['trial_id']})": {**default_hyperparameters(), **winner["params"]},
     }
     if "space" in args.configs:
-        space_winner = _winner(args.max_evals, "integration")
+        space_winner = _winner(_search_trials(args.max_evals, "integration"))
         name = f"space winner (trial {space_winner['trial_id']} of integration_space())"
         configs[name] = {**default_hyperparameters(), **space_winner["params"]}
     configs = {name: config for name, config in configs.items() if name.split()[0] in args.configs}
@@ -176,11 +183,10 @@ def _kl_report(runs: pd.DataFrame, args: argparse.Namespace) -> None:
     table.insert(2, "total_max", groups["total"].max())
     table.insert(0, "seeds", groups.size())
     table = table.reset_index()
-    warmups = " ".join(str(w) for w in args.warmups)
-    weights = " ".join(f"{w:g}" for w in args.weights)
-    configs = " ".join(args.configs)
-    command = (f"python benchmarks/integration.py kl --warmups {warmups} --weights {weights} --seeds {args.seeds}"
-               f" --configs {configs}").replace("--warmups  ", "--warmups ")
+    command = " ".join([
+        "python benchmarks/integration.py kl", "--warmups", *(str(w) for w in args.warmups),
+        "--weights", *(f"{w:g}" for w in args.weights), "--seeds", str(args.seeds), "--configs", *args.configs,
+    ])
     notes = (
         f"\n- each row: the mean over its seeds ({SEED} to {SEED} + seeds - 1; Total's min and max beside it), "
         "trained on the search's training cells, scored on its held-out cells as the search scores\n"
@@ -240,10 +246,9 @@ def scvi(args: argparse.Namespace) -> None:
 
 
 def report(args: argparse.Namespace) -> None:
-    tag = _tag(args.max_evals)
-    trials = journal_trials(SEARCHES / f"{tag}.jsonl")
-    ok = [t for t in trials if t["status"] == "ok" and t.get("scores")]
-    best = max(ok, key=lambda t: t["scores"]["total"])
+    trials = _search_trials(args.max_evals)
+    ok = _scored(trials)
+    best = _winner(trials)
     nll_best = min((t for t in ok if t.get("marginal_nll") is not None), key=lambda t: t["marginal_nll"])
     default = next(t for t in trials if t.get("is_default"))
     defaults_csv = pd.read_csv(WORK / "defaults.csv")
@@ -253,10 +258,9 @@ def report(args: argparse.Namespace) -> None:
                     ("default configuration (trial 0)", default)):
         rows.append({"what": f"{name}: trial {t['trial_id']}", **{c: t["scores"][c] for c in columns[:3]},
                      "marginal_nll": t["marginal_nll"]})
-    space_journal = SEARCHES / f"{_tag(args.max_evals, 'integration')}.jsonl"
-    if space_journal.exists():
-        space_trials = journal_trials(space_journal)
-        space_best = _winner(args.max_evals, "integration")
+    if (SEARCHES / f"{_tag(args.max_evals, 'integration')}.jsonl").exists():
+        space_trials = _search_trials(args.max_evals, "integration")
+        space_best = _winner(space_trials)
         weight = space_best["params"]["max_kl_weight"]
         rows.append({"what": f"tuned over integration_space() ({len(space_trials)} trials): trial "
                              f"{space_best['trial_id']}, max_kl_weight {weight:.3g}",
