@@ -127,7 +127,8 @@ def check_uns_key(name: str, value: Any) -> str:
     """A key that names an entry of ``adata.uns`` (and ``obsm``/``obs``) and survives ``.h5ad``.
 
     ``.h5ad`` stores each entry as an HDF5 group named by the key: a ``/`` makes
-    a nested group that ``read_h5ad`` cannot read back, so it is refused here.
+    a nested group that ``read_h5ad`` cannot read back, ``.`` and ``..`` name
+    the enclosing group, and HDF5 names hold no NUL, so these are refused here.
     """
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{name}={value!r} must be a non-empty string.")
@@ -137,6 +138,13 @@ def check_uns_key(name: str, value: Any) -> str:
             "(read_h5ad would fail on the written file); use another name, e.g. "
             f"{value.replace('/', '_')!r}."
         )
+    if value in (".", ".."):
+        raise ValueError(
+            f"{name}={value!r} names the enclosing group in an .h5ad file (HDF5 paths), so the "
+            "results would be written over the rest of adata.uns; use another name, e.g. 'autotune'."
+        )
+    if "\x00" in value:
+        raise ValueError(f"{name}={value!r} contains a NUL character, which .h5ad files cannot store.")
     return value
 
 

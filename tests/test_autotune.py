@@ -92,6 +92,34 @@ def test_shorthand_space_and_failing_trials(small):
 
 
 @pytest.mark.slow
+def test_custom_objective_gets_the_heldout_cells_with_their_layer_and_obs(small):
+    """``adata_heldout`` works with the model (its layer) and keeps the cells' annotations."""
+    small.layers["counts"] = small.X.copy()
+    small.X = small.X.astype(np.float32) / 3.0  # X is not counts: only the layer is
+    small.obs["donor"] = np.where(np.arange(small.n_obs) % 2 == 0, "d1", "d2")
+
+    def objective(model, heldout):
+        from sklearn.metrics import silhouette_score
+
+        assert list(heldout.obs.columns) == ["cell_type", "donor"]
+        heldout.obs["scratch"] = 1  # changes no later trial's adata_heldout
+        latent = model.latent(heldout)
+        return -float(silhouette_score(latent, heldout.obs["cell_type"]))
+
+    sat.tl.autotune(small, layer="counts", max_evals=3, n_workers=1, objective=objective, **SMALL)
+    trials = small.uns["autotune"]["trials"]
+    assert list(trials["status"]) == ["ok"] * 3, list(trials["error"])
+    assert trials["loss"].between(-1, 1).all()
+    heldout = small.obs["autotune_split"] == "heldout"
+    best = small.uns["autotune"]["best"]
+    from sklearn.metrics import silhouette_score
+
+    latent = small.obsm["X_autotune"][heldout.to_numpy()]
+    expected = -silhouette_score(latent, small.obs.loc[heldout, "cell_type"])
+    assert best["loss"] == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.slow
 def test_worker_killed_mid_trial(small, tmp_path):
     """A SIGKILLed worker costs its trial only; the search still ends with max_evals records."""
     marker = tmp_path / "killed-once"
@@ -259,6 +287,8 @@ def test_backed_anndata_is_searched_and_its_copy_is_in_memory(small, tmp_path):
         (dict(pruner="hyperband2"), "pruner"),
         (dict(backend="slurm"), "backend"),
         (dict(space={"lr": ("log", 0.0, 1e-2)}), "lr"),
+        (dict(space={"n_hidden": [64, 128], "use_observed_lib_size": [True, False]}),
+         r"use_observed_lib_size cannot be searched with the default objective: .* -log p\(x \| library\)"),
     ],
 )
 def test_bad_arguments_fail_fast_and_leave_adata_untouched(small, kwargs, message):

@@ -110,7 +110,7 @@ def test_journal_lines_with_wrong_types_name_the_file_and_line(tmp_path):
         Journal.open(path, {"seed": 0}, decode=TrialRecord.from_json)
 
 
-@pytest.mark.parametrize("key", ["a/b", "", "  ", 3])
+@pytest.mark.parametrize("key", ["a/b", "", "  ", 3, ".", "..", "x\x00y"])
 def test_keys_that_h5ad_cannot_store_are_refused(tiny, key):
     _refused(tiny, "key_added=", key_added=key)
 
@@ -280,6 +280,23 @@ def test_model_save_never_leaves_half_a_model(saved_model, tmp_path, monkeypatch
         model.save(target, overwrite=True)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folder left
+
+
+def test_model_save_overwrites_only_a_saved_model(saved_model, tmp_path):
+    model = sat.Model.load(saved_model)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "analysis.ipynb").write_text("my notebook")
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match=r"holds files that are not a saved model \(analysis.ipynb\)"):
+            model.save(project, overwrite=overwrite)
+    assert [p.name for p in project.iterdir()] == ["analysis.ipynb"]
+    target = tmp_path / "model"
+    model.save(target)
+    with pytest.raises(ValueError, match=r"holds a saved model; pass overwrite=True"):
+        model.save(target)
+    model.save(target, overwrite=True)
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "weights.pt"]
 
 
 # ---------------------------------------------------------------------------

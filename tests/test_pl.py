@@ -28,7 +28,7 @@ from test_results import KEY, SEARCHED, SETTINGS, make_records, make_results_ada
 from scanpy_autotune import pl, tl  # noqa: E402
 from scanpy_autotune._importances import MIN_TRIALS_IMPORTANCE  # noqa: E402
 from scanpy_autotune._results import Results, build_results, read_results, write_results  # noqa: E402
-from scanpy_autotune.pl._utils import LOSS_LABEL, TRIAL_CMAP  # noqa: E402
+from scanpy_autotune.pl._utils import LOSS_LABEL, TRIAL_CMAP, loss_names  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = ["trial_history", "sensitivity", "optimization_history", "param_importance"]
@@ -237,7 +237,7 @@ def test_sensitivity_into_a_list_and_a_grid_of_axes(adata, res):
     out = pl.sensitivity(adata, params=names, ax=list(given), show=False)
     assert isinstance(out, np.ndarray) and list(out) == list(given)
     assert [_gid(ax) for ax in given] == [f"param-{n}" for n in names]
-    assert [ax.get_ylabel() for ax in given] == [LOSS_LABEL, ""]  # first column only
+    assert [ax.get_ylabel() for ax in given] == [loss_names(res.params)[0], ""]  # first column only
     for ax in given:
         assert _n_points(ax) > 0
     names = list(res.param_kinds())[:4]
@@ -332,6 +332,26 @@ def test_param_importance_needs_trials():
         pl.param_importance(adata, show=False)
     with pytest.raises(ValueError, match="method="):
         tl.importances(adata, method="shap")
+
+
+@pytest.mark.parametrize(
+    "objective, label, title",
+    [
+        ("marginal_nll", LOSS_LABEL, "the held-out loss"),
+        ("integration", "−Total (scIB integration score)", "−Total (scIB)"),
+        ("silhouette sha256:0123456789abcdef", "loss of your objective silhouette", "the objective silhouette"),
+    ],
+)
+def test_plots_name_the_loss_the_search_minimised(objective, label, title):
+    adata = ad.AnnData(np.zeros((2, 2), dtype=np.float32))
+    write_results(adata, KEY, build_results(make_records(), settings={**SETTINGS, "objective": objective},
+                                            searched=SEARCHED))
+    assert pl.optimization_history(adata, show=False).get_ylabel() == label
+    panels = pl.sensitivity(adata, show=False)
+    assert panels.flat[0].get_ylabel() == label
+    assert panels.flat[0].figure._suptitle.get_text().startswith(f"{title.removeprefix('the ')} vs hyperparameters")
+    importance = pl.param_importance(adata, show=False, n_estimators=10)
+    assert importance.get_title().startswith(f"hyperparameter importance for {title}\n")
 
 
 # ----------------------------------------------------------------------------- common behaviour

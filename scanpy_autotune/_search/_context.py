@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .._vae._data import CountData, DeviceCounts, Split
 
 __all__ = ["ScoringPlan", "TrialContext"]
@@ -59,6 +61,9 @@ class TrialContext:
         Score every finished trial's latent for integration (``None``: no scores).
     maximize_total
         The loss is minus the integration Total (``objective="integration"``).
+    heldout_obs
+        The held-out cells' rows of ``adata.obs``, for a callable objective's
+        ``adata_heldout``.
     """
 
     data: CountData
@@ -71,6 +76,7 @@ class TrialContext:
     batch_key: str | None = None
     scoring: ScoringPlan | None = None
     maximize_total: bool = False
+    heldout_obs: pd.DataFrame | None = None
     _counts: dict = field(default_factory=dict, repr=False)
 
     def counts(self, device: str) -> DeviceCounts:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._record import TrialRecord
 from .._vae import Model, resolve_hyperparameters
-from .._vae._data import CountData, DeviceCounts
+from .._vae._data import DeviceCounts
 from ._context import TrialContext
 
 logger = logging.getLogger("scanpy_autotune")
@@ -28,16 +28,23 @@ logger = logging.getLogger("scanpy_autotune")
 Reporter = Callable[[int, float, float], bool]
 
 
-def _heldout_adata(data: CountData, cells: np.ndarray, batch_key: str | None):
+def _heldout_adata(context: TrialContext):
+    """The held-out cells as an AnnData: counts in ``X`` (and in the search's layer), their ``obs``."""
     import pandas as pd
     from anndata import AnnData
 
-    obs = pd.DataFrame(index=data.obs_names[cells])
-    if batch_key is not None:
-        obs[batch_key] = pd.Categorical(
-            np.asarray(data.batch_categories)[data.batch[cells]], categories=data.batch_categories
-        )
-    return AnnData(X=data.X[cells], obs=obs, var=pd.DataFrame(index=data.var_names))
+    data, cells = context.data, context.split.heldout
+    if context.heldout_obs is not None:
+        obs = context.heldout_obs.copy()  # an objective that changes it changes no later trial
+    else:
+        obs = pd.DataFrame(index=data.obs_names[cells])
+        if context.batch_key is not None:
+            obs[context.batch_key] = pd.Categorical(
+                np.asarray(data.batch_categories)[data.batch[cells]], categories=data.batch_categories
+            )
+    counts = data.X[cells]
+    layers = {context.layer: counts} if context.layer is not None else None
+    return AnnData(X=counts, obs=obs, var=pd.DataFrame(index=data.var_names), layers=layers)
 
 
 def _heldout_nll(model: Model, context: TrialContext, counts: DeviceCounts) -> float:
@@ -50,7 +57,7 @@ def _custom_loss(model: Model, context: TrialContext) -> float:
     import cloudpickle
 
     objective = cloudpickle.loads(context.objective)
-    heldout = _heldout_adata(context.data, context.split.heldout, context.batch_key)
+    heldout = _heldout_adata(context)
     return float(objective(model, heldout))
 
 

@@ -35,6 +35,8 @@ from ._startup import startup_configs
 from ._tpe import AskTellTPE, startup_trials
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .._vae import Model
     from .._vae._data import CountData, Split
 
@@ -226,6 +228,7 @@ def search(
     score_cells: str = "heldout",
     patience: int | str | None = "auto",
     startup: str | Sequence[Mapping[str, Any]] | None = None,
+    obs: pd.DataFrame | None = None,
 ) -> SearchOutcome:
     """Search hyperparameters on counts already checked, with a split already made.
 
@@ -235,6 +238,8 @@ def search(
     (``train_size`` and ``test_size`` are recorded, not used). ``backend`` may
     also be an object implementing :class:`._backends.Backend`. ``labels`` (one
     per cell, from ``adata.obs[labels_key]``) turns on integration scoring.
+    ``obs`` (``adata.obs``, one row per cell of ``data``) gives a callable
+    objective's ``adata_heldout`` the held-out cells' annotations.
 
     Returns
     -------
@@ -269,6 +274,14 @@ def search(
             "conservation: pass labels_key= (cell types) and batch_key= (the batches to integrate)."
         )
     search_space = build_space(space, HYPERPARAMETERS)
+    if objective is None and "use_observed_lib_size" in search_space.names:
+        raise ValueError(
+            "use_observed_lib_size cannot be searched with the default objective: with the observed "
+            "library size the held-out loss is -log p(x | library), which leaves out the likelihood "
+            "of the library itself (about 2% of the loss), so the two settings' losses are not "
+            "comparable. Fix it in the space (e.g. 'use_observed_lib_size': True), or search it "
+            "with objective='integration' or your own objective."
+        )
     search_pruner = _make_search_pruner(pruner, objective, max_epochs, max_evals, dict(pruner_kwargs or {}))
     search_pruner = _pruner_of_resumed_journal(journal, pruner, search_pruner, max_epochs)
     stopper = make_convergence_stop(patience, max_evals, max_epochs)
@@ -309,6 +322,7 @@ def search(
         context = TrialContext(
             data=data, split=split, max_epochs=max_epochs, n_mc=n_mc, seed=seed,
             objective=objective_blob, layer=layer, batch_key=batch_key,
+            heldout_obs=obs.iloc[split.heldout].copy() if callable(objective) and obs is not None else None,
             scoring=scoring, maximize_total=objective == "integration",
         )
         default_params = None

@@ -16,7 +16,7 @@ import torch
 from anndata import AnnData
 
 from .._logging import follow_scanpy_verbosity
-from .._paths import replace_dir
+from .._paths import check_model_dir, replace_dir
 from .._validation import check_int
 from ._config import resolve_hyperparameters
 from ._data import SPLIT_NAMES, CountData, DeviceCounts, Split, extract_counts, make_split
@@ -309,6 +309,11 @@ class Model:
     ) -> float | np.ndarray:
         """Held-out negative marginal log-likelihood per cell, ``-log p(x)``, by importance sampling.
 
+        With ``use_observed_lib_size=True`` it is ``-log p(x | l)``, the
+        library ``l`` being the cell's observed total count (as in
+        scvi-tools): it leaves out the library's own likelihood, so it is not
+        comparable with a model that infers the library.
+
         Parameters
         ----------
         adata
@@ -457,14 +462,14 @@ class Model:
         """Write ``config.json`` and ``weights.pt`` (a plain state dict) to ``directory``.
 
         The folder is written all at once (a temporary folder beside it is
-        renamed), so it never holds half a model. A folder that is not empty
-        is only replaced with ``overwrite=True``.
+        renamed), so it never holds half a model. A model saved there earlier
+        is only replaced with ``overwrite=True``; a folder holding any other
+        file is refused even then, so that nothing the package did not write
+        is deleted.
         """
-        directory = Path(directory)
-        if directory.exists() and not directory.is_dir():
-            raise ValueError(f"{directory} is a file; pass a folder for the model.")
+        directory = check_model_dir(Path(directory).resolve(), "directory=")
         if directory.exists() and any(directory.iterdir()) and not overwrite:
-            raise ValueError(f"{directory} is not empty; pass overwrite=True to replace it.")
+            raise ValueError(f"{directory} holds a saved model; pass overwrite=True to replace it.")
         blob = self.to_dict()
 
         def write(folder: Path) -> None:

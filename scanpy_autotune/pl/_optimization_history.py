@@ -9,7 +9,7 @@ from matplotlib.axes import Axes
 
 from .._results import DEFAULT_KEY, read_results
 from ._docs import _doc_params, doc_adata_key, doc_returns_ax, doc_show_save_ax
-from ._utils import LOSS_LABEL, finish, log_axis, logger, new_ax, note_off_scale, value_limits
+from ._utils import finish, log_axis, logger, loss_names, new_ax, note_off_scale, value_limits
 
 
 @_doc_params(
@@ -178,7 +178,7 @@ def optimization_history(
     if log:
         log_axis(ax)
     ax.set_xlabel("trials finished" if x == "trials" else "minutes since the search started")
-    ax.set_ylabel(LOSS_LABEL)
+    ax.set_ylabel(loss_names(res.params)[0])
     ax.set_title("optimization history")
     ax.legend(fontsize="small", loc="upper right", bbox_to_anchor=(1.0, 0.93))
     return finish(fig, ax, "optimization_history", show, save)

@@ -11,7 +11,7 @@ from matplotlib.axes import Axes
 from .._importances import importances
 from .._results import DEFAULT_KEY, read_results
 from ._docs import _doc_params, doc_adata, doc_key, doc_returns_ax, doc_show_save_ax
-from ._utils import finish, finite_loss, new_ax
+from ._utils import finish, finite_loss, loss_names, new_ax
 
 _METHOD_TEXT = {
     "permutation": "out-of-fold permutation importance",
@@ -68,7 +68,8 @@ def param_importance(
     table = importances(
         adata, params, key=key, method=method, n_estimators=n_estimators, robust=robust
     )
-    trials = read_results(adata, key).trials
+    res = read_results(adata, key)
+    trials = res.trials
     n_ok = int(((trials["status"] == "ok") & finite_loss(trials)).sum())
     fig, ax = new_ax(ax, (6.0, 0.45 * len(table) + 1.6))
     pos = np.arange(len(table))[::-1]
@@ -90,7 +91,7 @@ def param_importance(
     )
     ax.set_xlabel(unit)
     ax.set_title(
-        f"hyperparameter importance for the held-out loss\n"
+        f"hyperparameter importance for {loss_names(res.params)[1]}\n"
         f"random forest, {_METHOD_TEXT[method]}, {n_ok} successful trials"
         + (" (outlying losses clipped)" if robust else ""),
         fontsize="medium",

@@ -16,12 +16,12 @@ from matplotlib.figure import Figure
 from .._results import DEFAULT_KEY, read_results
 from ._docs import _doc_params, doc_adata, doc_key, doc_show_save
 from ._utils import (
-    LOSS_LABEL,
     categories,
     finish,
     finite_loss,
     get_cmap,
     logger,
+    loss_names,
     panel_axes,
     value_limits,
 )
@@ -200,6 +200,7 @@ def sensitivity(
         axes = panel_axes(ax, names, "sensitivity")
         fig = axes[0].figure
     trials = res.trials
+    loss_label, loss_name = loss_names(res.params)
     cmap_ = get_cmap(cmap)
     finite = finite_loss(trials)
     epochs = trials["n_epochs"].to_numpy(dtype=float)[finite]
@@ -209,7 +210,7 @@ def sensitivity(
         _draw_panel(panel, trials, name, kind, color_norm, cmap_, res.best["trial_id"])
         spec = panel.get_subplotspec()
         if spec is None or spec.is_first_col():
-            panel.set_ylabel(LOSS_LABEL)
+            panel.set_ylabel(loss_label)
     n_off = 0
     if robust:
         limits, n_off = value_limits(trials["loss"].to_numpy(dtype=float), log=False)
@@ -221,7 +222,7 @@ def sensitivity(
     )
     n_status = trials.loc[~finite, "status"].value_counts()
     hidden = ", ".join(f"{n} {s if s != 'fail' else 'failed'}" for s, n in n_status.items())
-    title = f"held-out loss vs hyperparameters: {int(finite.sum())} trials shown"
+    title = f"{loss_name.removeprefix('the ')} vs hyperparameters: {int(finite.sum())} trials shown"
     title += f"; not shown (no loss): {hidden}" if hidden else "; none failed"
     if n_off:
         title += f"; {n_off} beyond the y-range"

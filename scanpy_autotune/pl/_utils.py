@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,17 @@ from .._importances import tukey_fences
 logger = logging.getLogger("scanpy_autotune")
 
 LOSS_LABEL = "held-out loss (−log p(x) per cell)"
+
+
+def loss_names(params: Mapping[str, Any]) -> tuple[str, str]:
+    """What a search's ``loss`` is, from ``uns[key]["params"]["objective"]``: an axis label and a short name."""
+    objective = str(params.get("objective", "marginal_nll"))
+    if objective == "marginal_nll":
+        return LOSS_LABEL, "the held-out loss"
+    if objective == "integration":
+        return "−Total (scIB integration score)", "−Total (scIB)"
+    name = objective.split(" sha256:")[0]  # a callable's identity: its name and a hash of its code
+    return f"loss of your objective {name}", f"the objective {name}"
 _IMAGE_SUFFIXES = {".png", ".pdf", ".svg", ".jpg", ".jpeg", ".tif", ".tiff", ".eps", ".ps", ".webp"}
 
 

@@ -152,7 +152,10 @@ def autotune(
         the scIB Total (needs ``labels_key`` and ``batch_key``; TPE minimises
         ``-Total``, and ``loss`` holds ``-Total``). A callable
         ``objective(model, adata_heldout) -> float`` to minimise instead
-        (serialized with cloudpickle for the workers). A
+        (serialized with cloudpickle for the workers): ``adata_heldout`` holds
+        the held-out cells, their counts in ``X`` (and in ``layers[layer]``
+        with ``layer=``, so ``model.latent(adata_heldout)`` works) and their
+        rows of ``adata.obs``. A
         journal records it by name and a hash of its source (and its
         ``version`` attribute, if set): resuming with changed code is refused.
     n_workers
@@ -308,6 +311,7 @@ def autotune(
         n_workers=n_workers, gpus=gpus, trials_per_gpu=trials_per_gpu, client=client,
         scheduler=scheduler, data_path=data_path, labels=labels, labels_key=labels_key,
         score_cells=score_cells, patience=patience, startup=startup,
+        obs=adata.obs if callable(objective) else None,
     )
     if save_dir is not None and outcome.model is not None:
         outcome.model.save(save_dir, overwrite=True)
