@@ -156,6 +156,25 @@ def test_pareto_plot_marks_front_best_and_default():
         sat.pl.pareto(unscored, show=False)
 
 
+def test_pareto_of_a_search_without_batch_key_draws_nll_against_bio_conservation():
+    import matplotlib.pyplot as plt
+
+    records = _scored_records()
+    for record in records:  # scored without batch_key: no batch correction, no Total
+        for name in [*BATCH_METRICS, "batch_correction", "total"]:
+            if name in record.scores:
+                record.scores[name] = float("nan")
+    adata = ad.AnnData(np.zeros((2, 2), dtype=np.float32))
+    adata.uns["autotune"] = build_results(records, settings={"seed": 0}, searched={"n_latent": "numeric"})
+    axes = sat.pl.pareto(adata, show=False)
+    assert len(axes) == 1 and axes[0].get_ylabel() == "Bio conservation (higher is better)"
+    ok = [r for r in records if r.status == "ok"]
+    np.testing.assert_allclose(
+        axes[0].collections[0].get_offsets(), [[r.marginal_nll, r.scores["bio_conservation"]] for r in ok]
+    )
+    plt.close("all")
+
+
 def test_unintegrated_embedding_is_a_pca_of_log_normalised_counts(cellbench):
     embedding = unintegrated_embedding(cellbench.X)
     assert embedding.shape == (cellbench.n_obs, 50)

@@ -133,7 +133,7 @@ def test_save_load_gives_identical_latents(trained, tmp_path):
     pd.testing.assert_frame_equal(loaded.history, model.history)
     state = torch.load(tmp_path / "model" / "weights.pt", weights_only=True)
     assert set(state) == set(model.module.state_dict())
-    with pytest.raises(ValueError, match="not empty"):
+    with pytest.raises(ValueError, match="holds a saved model; pass overwrite=True"):
         model.save(tmp_path / "model")
 
 
@@ -167,6 +167,67 @@ def test_batch_covariate(cortex):
     model = sat.Model.fit(adata, batch_key="plate", device="cpu", dispersion="gene-batch", **FAST)
     assert model.module.log_theta.shape == (2, adata.n_vars)
     assert np.isfinite(model.marginal_nll(adata, n_mc=5))
+
+
+@pytest.mark.filterwarnings("ignore:Observation names are not unique")
+def test_inference_takes_any_cells_of_the_model_genes_and_batches(cortex):
+    """A trained model embeds and scores a few cells, cells named twice, genes in another order."""
+    adata = cortex[:400].copy()
+    adata.obs["plate"] = np.where(np.arange(adata.n_obs) % 2, 1, 0)
+    model = sat.Model.fit(adata, batch_key="plate", device="cpu", seed=0, **FAST)
+    full = model.latent(adata)
+    np.testing.assert_allclose(model.latent(adata[:3].copy()), full[:3], rtol=1e-5, atol=1e-6)
+    query = adata[:12].copy()  # 12 cells from 2 batches would be refused as a training batch column
+    query.obs["plate"] = query.obs["plate"].astype(float)  # 0.0/1.0 name the batches 0/1
+    np.testing.assert_allclose(model.latent(query), full[:12], rtol=1e-5, atol=1e-6)
+    twice = ad.concat([adata[:5], adata[:5]])  # two samples with the same barcodes
+    np.testing.assert_allclose(model.latent(twice), np.vstack([full[:5], full[:5]]), rtol=1e-5, atol=1e-6)
+    assert model.marginal_nll(twice, n_mc=5, cells="all", per_cell=True).shape == (10,)
+    with pytest.raises(ValueError, match="obs_names has duplicates, so cells cannot be selected by name"):
+        model.marginal_nll(twice, n_mc=5, cells=[twice.obs_names[0]])
+    reordered = adata[:, adata.var_names[::-1]].copy()
+    np.testing.assert_allclose(model.latent(reordered), full, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    nll = model.marginal_nll(adata, n_mc=5, cells="all")
+    torch.manual_seed(0)
+    assert model.marginal_nll(reordered, n_mc=5, cells="all") == pytest.approx(nll, rel=1e-5)
+    unknown = adata[:20].copy()
+    unknown.obs["plate"] = 7
+    with pytest.raises(ValueError, match=r"Unknown batch '7' in adata.obs\['plate'\]; the model knows \['0', '1'\]"):
+        model.latent(unknown)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(cells=[]), r"cells=\[\] selects no cell of adata"),
+        (dict(cells=np.zeros(600, bool)), r"selects no cell of adata"),
+        (dict(cells=None), r"cells=None: use 'all'"),
+        (dict(cells=[1, 2]), r"adata does not contain those cells \(cells= takes obs names\) \(2 missing, e.g. '1'\)"),
+        (dict(cells=np.ones(5, bool)), r"one entry per cell \(600\)"),
+        (dict(n_mc=5.0), r"n_mc=5.0 must be an integer"),
+        (dict(n_mc="5"), r"n_mc='5' must be an integer"),
+        (dict(n_mc=0), r"n_mc=0 must be an integer >= 1"),
+    ],
+)
+def test_scoring_arguments_are_checked(trained, kwargs, message):
+    adata, model = trained
+    with pytest.raises(ValueError, match=message):
+        model.marginal_nll(adata, **kwargs)
+
+
+def test_duplicate_gene_names_and_missing_devices_are_refused(small, tmp_path):
+    twins = small.copy()
+    twins.var_names = ["MT-ND1"] * 3 + list(small.var_names[3:])
+    with pytest.raises(ValueError, match=r"var_names has 2 duplicate\(s\), e.g. 'MT-ND1'.*var_names_make_unique"):
+        sat.Model.fit(twins, **FAST)
+    sat.Model.fit(small, device="cpu", **FAST).save(tmp_path / "model")
+    if not torch.cuda.is_available():
+        for call in (lambda: sat.Model.fit(small, device="cuda", **FAST), lambda: sat.Model.load(tmp_path / "model", device="cuda")):
+            with pytest.raises(ValueError, match=r"device='cuda': no CUDA device is available"):
+                call()
+    with pytest.raises(ValueError, match=r"device='gpu' is not a device torch knows"):
+        sat.Model.fit(small, device="gpu", **FAST)
 
 
 def test_dense_csr_csc_agree_and_adata_untouched(small):

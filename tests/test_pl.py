@@ -354,6 +354,22 @@ def test_plots_name_the_loss_the_search_minimised(objective, label, title):
     assert importance.get_title().startswith(f"hyperparameter importance for {title}\n")
 
 
+@pytest.mark.parametrize(
+    "plot, kwargs, error, message",
+    [
+        ("trial_history", dict(ax="x"), TypeError, r"ax= must be a matplotlib Axes, not 'x'"),
+        ("optimization_history", dict(ax=3), TypeError, r"ax= must be a matplotlib Axes, not 3"),
+        ("sensitivity", dict(ncols=0), ValueError, r"ncols=0 must be an integer >= 1"),
+        ("sensitivity", dict(ncols=2.0), ValueError, r"ncols=2.0 must be an integer"),
+        ("sensitivity", dict(panel_size=3), ValueError, r"panel_size=3 must be \(width, height\)"),
+        ("sensitivity", dict(panel_size=(3, -1)), ValueError, r"two positive numbers"),
+    ],
+)
+def test_plot_arguments_are_checked(adata, plot, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        getattr(pl, plot)(adata, show=False, **kwargs)
+
+
 # ----------------------------------------------------------------------------- common behaviour
 
 

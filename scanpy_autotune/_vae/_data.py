@@ -181,16 +181,21 @@ def _lean_csr(matrix, where: str) -> sp.csr_matrix:
 
 
 def extract_counts(
-    adata: AnnData, layer: str | None = None, batch_key: str | None = None
+    adata: AnnData, layer: str | None = None, batch_key: str | None = None, *, training: bool = True
 ) -> CountData:
     """Validate ``adata`` and return its counts as :class:`CountData`.
+
+    ``training=False`` checks what a trained model needs to embed or score
+    cells (any number of them, duplicate cell names, any batch column that
+    names the model's batches); training also needs unique cell names (splits
+    are kept by name), 10 cells, and a batch column of real batches.
 
     Raises
     ------
     ValueError
-        For a missing layer or batch key, duplicate cell names, non-finite,
-        negative or non-integer values, too few cells or genes, or cells with
-        zero counts.
+        For a missing layer or batch key, duplicate cell names (training) or
+        gene names, non-finite, negative or non-integer values, too few cells
+        or genes, or cells with zero counts.
     """
     if not isinstance(adata, AnnData):
         raise ValueError(f"Expected an AnnData object, got {type(adata).__name__}.")
@@ -202,15 +207,22 @@ def extract_counts(
             f"(columns: {list(adata.obs.columns)})."
         )
     n_obs, n_vars = adata.shape
-    if not adata.obs_names.is_unique:
+    if training and not adata.obs_names.is_unique:
         duplicated = adata.obs_names[adata.obs_names.duplicated()]
         raise ValueError(
             f"adata.obs_names has {len(duplicated)} duplicate(s), e.g. {duplicated[0]!r}; splits and "
             "results are kept by cell name. Call adata.obs_names_make_unique() first."
         )
-    if n_obs < MIN_CELLS or n_vars < MIN_GENES:
+    if not adata.var_names.is_unique:
+        duplicated = adata.var_names[adata.var_names.duplicated()]
         raise ValueError(
-            f"adata has {n_obs} cells x {n_vars} genes; at least {MIN_CELLS} cells and "
+            f"adata.var_names has {len(duplicated)} duplicate(s), e.g. {duplicated[0]!r}; a model "
+            "matches data to its genes by name. Call adata.var_names_make_unique() first."
+        )
+    min_cells = MIN_CELLS if training else 1
+    if n_obs < min_cells or n_vars < MIN_GENES:
+        raise ValueError(
+            f"adata has {n_obs} cells x {n_vars} genes; at least {min_cells} {'cells' if training else 'cell'} and "
             f"{MIN_GENES} genes are needed."
         )
     matrix = _in_memory(matrix)
@@ -235,7 +247,8 @@ def extract_counts(
         column = adata.obs[batch_key]
         if column.isna().any():
             raise ValueError(f"adata.obs[{batch_key!r}] has missing values.")
-        _check_batch_column(column, batch_key)
+        if training:
+            _check_batch_column(column, batch_key)
         cat = pd.Categorical(column.astype(str))
         batch = cat.codes.astype(np.int64)
         categories = [str(c) for c in cat.categories]

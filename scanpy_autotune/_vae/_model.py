@@ -57,11 +57,37 @@ _TRAINING = (
 )
 
 
+def _as_number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` or ``"auto"``: the first GPU when there is one, else the CPU."""
+    """``None`` or ``"auto"``: the first GPU when there is one, else the CPU.
+
+    Raises
+    ------
+    ValueError
+        For a device torch does not know, or a CUDA device this machine does not have.
+    """
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a device torch knows ({err}); use 'cpu', 'cuda' or 'cuda:0'.") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r}: no CUDA device is available (torch {torch.__version__}"
+                + (", built without CUDA" if torch.version.cuda is None else ", no GPU visible")
+                + "); use device='cpu'."
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s).")
+    return resolved
 
 
 class Model:
@@ -266,22 +292,44 @@ class Model:
 
     # -- data access ----------------------------------------------------------
     def _counts(self, adata: AnnData) -> tuple[CountData, DeviceCounts]:
-        data = extract_counts(adata, layer=self.layer, batch_key=self.batch_key)
+        data = extract_counts(adata, layer=self.layer, batch_key=self.batch_key, training=False)
         if not data.var_names.equals(self.var_names):
-            raise ValueError(
-                "adata's genes differ from the genes the model was trained on "
-                f"({data.n_vars} vs {len(self.var_names)}); subset adata to model.var_names."
-            )
+            if len(data.var_names) != len(self.var_names) or set(data.var_names) != set(self.var_names):
+                raise ValueError(
+                    "adata's genes differ from the genes the model was trained on "
+                    f"({data.n_vars} vs {len(self.var_names)}); subset adata to model.var_names."
+                )
+            data.X = data.X[:, data.var_names.get_indexer(self.var_names)]  # same genes, another order
+            data.var_names = self.var_names
         if self.batch_key is not None:
-            unknown = set(data.batch_categories) - set(self.batch_categories)
-            if unknown:
-                raise ValueError(f"Unknown batch(es) {sorted(unknown)} in adata.obs[{self.batch_key!r}].")
-            mapping = np.array([self.batch_categories.index(c) for c in data.batch_categories])
+            mapping = np.array([self._batch_index(c) for c in data.batch_categories], dtype=np.int64)
             data.batch = mapping[data.batch]
             data.batch_categories = self.batch_categories
         return data, DeviceCounts(data, self.device)
 
+    def _batch_index(self, category: str) -> int:
+        """The model's batch named ``category`` (``"1"`` and ``"1.0"`` name the same batch)."""
+        if category in self.batch_categories:
+            return self.batch_categories.index(category)
+        try:
+            value = float(category)
+            matches = [i for i, known in enumerate(self.batch_categories) if _as_number(known) == value]
+        except ValueError:
+            matches = []
+        if len(matches) == 1:
+            return matches[0]
+        raise ValueError(
+            f"Unknown batch {category!r} in adata.obs[{self.batch_key!r}]; the model knows "
+            f"{self.batch_categories[:10]}" + (" ..." if len(self.batch_categories) > 10 else "") + "."
+        )
+
     def _cells(self, data: CountData, cells) -> np.ndarray:
+        selected = self._selected_cells(data, cells)
+        if selected.size == 0:
+            raise ValueError(f"cells={cells!r} selects no cell of adata.")
+        return selected
+
+    def _selected_cells(self, data: CountData, cells) -> np.ndarray:
         if isinstance(cells, str):
             if cells == "all":
                 return np.arange(data.n_obs)
@@ -290,18 +338,30 @@ class Model:
             names = self.split.get(cells, [])
             if not names:
                 raise ValueError(f"The model's split has no {cells!r} cells.")
-            try:
-                return Split.from_names({"train": names}, data.obs_names).train
-            except ValueError:
-                raise ValueError(
-                    f"adata does not contain the model's {cells!r} cells; pass cells='all'."
-                ) from None
+            return self._cells_by_name(data, names, f"the model's {cells!r} cells; pass cells='all'")
+        if cells is None or isinstance(cells, (int, float, np.number)):
+            raise ValueError(
+                f"cells={cells!r}: use 'all', one of {list(SPLIT_NAMES)}, a boolean mask or obs names."
+            )
         cells = np.asarray(cells)
         if cells.dtype == bool:
             if cells.shape != (data.n_obs,):
-                raise ValueError("A boolean cells mask needs one entry per cell.")
+                raise ValueError(f"A boolean cells mask needs one entry per cell ({data.n_obs}), not {cells.shape}.")
             return np.flatnonzero(cells)
-        return Split.from_names({"train": list(map(str, cells))}, data.obs_names).train
+        return self._cells_by_name(data, [str(c) for c in cells.ravel()], "those cells (cells= takes obs names)")
+
+    @staticmethod
+    def _cells_by_name(data: CountData, names: list[str], what: str) -> np.ndarray:
+        if not data.obs_names.is_unique:
+            raise ValueError(
+                "adata.obs_names has duplicates, so cells cannot be selected by name; pass cells='all', "
+                "a boolean mask, or call adata.obs_names_make_unique()."
+            )
+        position = data.obs_names.get_indexer(names)
+        missing = [name for name, at in zip(names, position, strict=True) if at < 0]
+        if missing:
+            raise ValueError(f"adata does not contain {what} ({len(missing)} missing, e.g. {missing[0]!r}).")
+        return position.astype(np.int64)
 
     # -- metrics --------------------------------------------------------------
     def marginal_nll(
@@ -327,6 +387,7 @@ class Model:
             Return one value per cell instead of the mean.
         """
         data, counts = self._counts(adata)
+        n_mc = check_int("n_mc", n_mc, low=1)
         values = marginal_nll(self.module, counts, self._cells(data, cells), n_mc=n_mc)
         return values if per_cell else float(np.mean(values))
 

@@ -13,11 +13,14 @@ from .._results import DEFAULT_KEY, read_results
 from ._docs import _doc_params, doc_adata, doc_key, doc_show_save
 from ._utils import finish, panel_axes
 
+_NLL_LABEL = "held-out −log p(x) per cell (lower is better)"
 #: The two panels: (x column, y column, x lower is better, y higher is better).
 _PANELS = (
-    ("marginal_nll", "total", "held-out −log p(x) per cell (lower is better)", "Total (higher is better)"),
+    ("marginal_nll", "total", _NLL_LABEL, "Total (higher is better)"),
     ("bio_conservation", "batch_correction", "Bio conservation", "Batch correction"),
 )
+#: The one panel of a search scored without ``batch_key`` (no batch correction, no Total).
+_BIO_PANELS = (("marginal_nll", "bio_conservation", _NLL_LABEL, "Bio conservation (higher is better)"),)
 
 
 def pareto_front(x: np.ndarray, y: np.ndarray, *, minimize_x: bool) -> np.ndarray:
@@ -60,20 +63,23 @@ def pareto(
     ``batch_key``); the trials no other trial beats on both axes form the
     Pareto front (a line). The best trial of the search's objective is a star,
     the default configuration a square. Left: ``-log p(x)`` against Total;
-    right: Bio conservation against Batch correction.
+    right: Bio conservation against Batch correction. A search scored without
+    ``batch_key`` has neither Total nor batch correction: one panel then,
+    ``-log p(x)`` against Bio conservation.
 
     Parameters
     ----------
     {doc_adata}
     {doc_key}
     ax
-        Two Axes, one per panel; a new figure when ``None``.
+        Two Axes, one per panel (one Axes without batch scores); a new figure
+        when ``None``.
     {doc_show_save}
 
     Returns
     -------
     numpy.ndarray of Axes, or None
-        The two Axes when ``show=False``.
+        The panels' Axes when ``show=False``.
 
     Raises
     ------
@@ -88,15 +94,16 @@ def pareto(
             "(and batch_key=) to record them."
         )
     trials = res.trials
-    if ax is None:
-        fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.0), layout="constrained")
-        axes = list(axes)
-    else:
-        axes = panel_axes(ax, [f"{x} against {y}" for x, y, _, _ in _PANELS], "pareto")
-        fig = axes[0].figure
     ok = trials[(trials["status"] == "ok")]
+    panels = _PANELS if np.isfinite(ok["batch_correction"].to_numpy(float)).any() else _BIO_PANELS
+    if ax is None:
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.9 * len(panels) - 0.3, 4.0), layout="constrained")
+        axes = list(np.atleast_1d(axes))
+    else:
+        axes = panel_axes(ax, [f"{x} against {y}" for x, y, _, _ in panels], "pareto")
+        fig = axes[0].figure
     best_id, default_id = res.best["trial_id"], (res.default or {}).get("trial_id", -1)
-    for axis, (x_name, y_name, x_label, y_label) in zip(axes, _PANELS):
+    for axis, (x_name, y_name, x_label, y_label) in zip(axes, panels):
         usable = ok[np.isfinite(ok[x_name].to_numpy(float)) & np.isfinite(ok[y_name].to_numpy(float))]
         if usable.empty:
             raise ValueError(f"no successful trial has both {x_name} and {y_name}.")

@@ -14,6 +14,7 @@ from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 
 from .._results import DEFAULT_KEY, read_results
+from .._validation import check_int
 from ._docs import _doc_params, doc_adata, doc_key, doc_show_save
 from ._utils import (
     categories,
@@ -187,8 +188,16 @@ def sensitivity(
     ------
     ValueError
         For an unknown hyperparameter name (the message lists the valid ones),
-        or an ``ax`` with a number of Axes other than the number of panels.
+        an ``ax`` with a number of Axes other than the number of panels, or a
+        bad ``ncols`` or ``panel_size``.
     """
+    ncols = check_int("ncols", ncols, low=1)
+    if (
+        not isinstance(panel_size, (tuple, list))
+        or len(panel_size) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < np.inf for v in panel_size)
+    ):
+        raise ValueError(f"panel_size={panel_size!r} must be (width, height) in inches, two positive numbers.")
     res = read_results(adata, key)
     kinds = res.param_kinds(params)
     if not kinds:

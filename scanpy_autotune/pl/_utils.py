@@ -106,6 +106,8 @@ def finish(fig: Figure, ret: Any, name: str, show: bool | None, save: bool | str
 def new_ax(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     """``ax`` and its figure, or a new figure of ``figsize`` inches with one Axes."""
     if ax is not None:
+        if not isinstance(ax, Axes):
+            raise TypeError(f"ax= must be a matplotlib Axes, not {ax!r}.")
         return ax.figure, ax
     fig, ax = plt.subplots(figsize=figsize, layout="constrained")
     return fig, ax
