@@ -16,6 +16,7 @@ from pathlib import Path
 __all__ = [
     "MODEL_FILES",
     "check_model_dir",
+    "check_output_dir",
     "check_output_file",
     "replace_dir",
     "replace_file",
@@ -62,9 +63,49 @@ def check_output_file(path: str | os.PathLike, what: str) -> Path:
     if path.exists():
         if not os.access(path, os.W_OK):
             raise PermissionError(f"{what} {path} is not writable.")
+        folder = path.resolve().parent
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(
+                f"{what} {path}: the folder {folder} is not writable (the file is replaced through "
+                "a temporary file beside it)."
+            )
         return path
     _writable_ancestor(path, what)
     return path
+
+
+def check_output_dir(path: str | os.PathLike, what: str) -> Path:
+    """Check that files can be written into the folder ``path`` (without creating anything).
+
+    Raises
+    ------
+    ValueError
+        When ``path`` or a folder above it is a file.
+    PermissionError
+        When it cannot be written.
+    """
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{what} {path} is a file, not a folder.")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(f"{what} {path} is not writable.")
+        return path
+    _writable_ancestor(path, what)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _permissions_of_a_new(kind: str, replaced: Path) -> int:
+    """The mode a plain write would give: the replaced file's, else what the umask leaves."""
+    if replaced.exists():
+        return replaced.stat().st_mode & 0o7777
+    return (0o777 if kind == "dir" else 0o666) & ~_umask()
 
 
 def check_model_dir(path: str | os.PathLike, what: str) -> Path:
@@ -111,6 +152,7 @@ def replace_file(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     os.close(fd)
     try:
         write(Path(temporary))
+        os.chmod(temporary, _permissions_of_a_new("file", path))  # mkstemp's are private (0600)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -128,6 +170,7 @@ def replace_dir(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
     temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         write(temporary)
+        os.chmod(temporary, _permissions_of_a_new("dir", path))  # mkdtemp's are private (0700)
         old = None
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))

@@ -14,6 +14,11 @@ import numbers
 from collections.abc import Collection
 from typing import Any
 
+#: Largest seed: numpy's legacy generators and every seed derived from it (seed + trial id) take it.
+MAX_SEED = 2**32 - 1
+#: Largest trial or epoch budget: stored as a 32-bit integer anywhere (``.h5ad``, JSON, hyperopt).
+MAX_BUDGET = 2**31 - 1
+
 __all__ = ["check_choice", "check_fraction", "check_int", "check_number", "check_uns_key"]
 
 

@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ._paths import check_output_file, replace_file
+from ._paths import check_output_dir, check_output_file, replace_file
 from ._record import gain_over_default
-from ._search._journal import JournalLockedError
+from ._search._journal import JournalLockedError, JournalWriteError
 from ._validation import check_int
 
 logger = logging.getLogger("scanpy_autotune")
@@ -492,6 +492,9 @@ def _search_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, a batch system's time limit), handled as Ctrl-C is: the finished trials are written."""
 
+    #: What the search records as the reason it ended (``uns[key]["params"]["stop_reason"]``).
+    reason = "terminated (SIGTERM)"
+
 
 def _terminate(signum: int, frame: Any) -> None:
     raise Terminated(f"signal {signum}")
@@ -510,12 +513,17 @@ def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> 
 
     try:
         tl.autotune(adata, **kwargs)
-    except KeyboardInterrupt as stop:
-        how, code = _how_stopped(stop)
+    except (KeyboardInterrupt, JournalWriteError) as stop:
+        if isinstance(stop, JournalWriteError):
+            how, code = f"error: {stop.strerror}", EXIT_BAD_INPUT
+        else:
+            how, code = _how_stopped(stop)
         trials = adata.uns.get(KEY, {}).get("trials")
         if output is not None and trials is not None and len(trials):
             _write_h5ad(adata, output)
             print(f"{PROG}: {how}; wrote {len(trials)} finished trial(s) to {output}", file=sys.stderr)
+        elif trials is not None and len(trials):
+            print(f"{PROG}: {how}; {len(trials)} trial(s) had finished", file=sys.stderr)
         else:
             print(f"{PROG}: {how} before any trial finished", file=sys.stderr)
         return code
@@ -530,9 +538,16 @@ def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> 
     return 0
 
 
-def _check_plots_dir(plots: Path | None) -> None:
-    if plots is not None and plots.exists() and not plots.is_dir():
-        raise ValueError(f"--plots {plots} is a file, not a directory")
+def _check_outputs(args: argparse.Namespace) -> Path | None:
+    """Check ``-o`` and ``--plots`` before anything runs; returns ``-o``."""
+    if args.plots is not None:
+        check_output_dir(args.plots, "--plots")
+    if args.output is None:
+        return None
+    output = check_output_file(args.output, "-o")
+    if output.suffix != ".h5ad":
+        raise ValueError(f"-o {output}: the result is written as an .h5ad file; give it the suffix .h5ad")
+    return output
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -543,10 +558,11 @@ def _tune(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.input}: no such file")
     # Every output is checked before the search (nothing is created yet): an
     # unwritable -o must not be found after the last trial.
-    output = check_output_file(args.output, "-o")
-    _check_plots_dir(args.plots)
+    output = _check_outputs(args)
     if args.journal is not None:
         check_output_file(args.journal, "--journal")
+        if args.journal.resolve() == output.resolve():
+            raise ValueError(f"-o and --journal are the same file ({output}); the result would replace the journal")
     adata = _read_h5ad(args.input)
     kwargs = _search_kwargs(args)
     if args.shared_input:
@@ -565,8 +581,7 @@ def _tune(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from . import datasets
 
-    output = check_output_file(args.output, "-o") if args.output is not None else None
-    _check_plots_dir(args.plots)
+    output = _check_outputs(args)
     adata = datasets.pbmc68k_counts()
     print(
         f"{PROG} demo: {args.max_evals} trials on pbmc68k_counts ({adata.n_obs} cells x "

@@ -1,8 +1,10 @@
 """The search end to end, on real counts, with real worker processes."""
 
 import json
+import logging
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -234,6 +236,70 @@ def test_save_dir_and_the_journal_keep_one_model_each(small, tmp_path):
         assert json.loads((kept / "trial.json").read_text())["trial_id"] == best["trial_id"]
         np.testing.assert_allclose(sat.Model.load(save_dir).latent(small), small.obsm["X_autotune"], rtol=1e-5, atol=1e-6)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "search.jsonl", "search.jsonl.best_model", "search.jsonl.lock"]
+
+
+@pytest.mark.slow
+def test_a_model_left_beside_the_journal_by_another_search_is_never_used(cortex, tmp_path):
+    """A journal path reused for other cells: the old ``.best_model`` folder does not pass for the new best."""
+    first, other = cortex[:300].copy(), cortex[300:600].copy()
+    journal = tmp_path / "search.jsonl"
+    kept = tmp_path / "search.jsonl.best_model"
+    sat.tl.autotune(first, max_evals=1, n_workers=1, journal=journal, **SMALL)
+    stale = tmp_path / "stale"
+    kept.rename(stale)
+    journal.unlink()
+    sat.tl.autotune(other, max_evals=1, n_workers=1, journal=journal, **SMALL)
+    shutil.rmtree(kept)
+    stale.rename(kept)  # the first search's model, trial 0 as well
+    sat.tl.autotune(other, max_evals=1, n_workers=1, journal=journal, **SMALL)  # nothing to run: best from the journal
+    model = sat.Model.load(kept)
+    assert set(model.split["train"]) <= set(other.obs_names)  # retrained on this search's cells
+    np.testing.assert_allclose(model.latent(other), other.obsm["X_autotune"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_best_model_is_retrained_keeps_the_trials(small, tmp_path):
+    journal = tmp_path / "search.jsonl"
+    sat.tl.autotune(small, max_evals=2, n_workers=1, journal=journal, **SMALL)
+    shutil.rmtree(tmp_path / "search.jsonl.best_model")  # so the resumed search retrains its best
+    del small.uns["autotune"], small.obsm["X_autotune"]
+
+    class CtrlCOnRetraining(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("retraining the best trial"):
+                signal.raise_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    handler = CtrlCOnRetraining()
+    logger = logging.getLogger("scanpy_autotune")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sat.tl.autotune(small, max_evals=2, n_workers=1, journal=journal, **SMALL)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    uns = small.uns["autotune"]
+    assert len(uns["trials"]) == 2 and "X_autotune" not in small.obsm
+    assert uns["params"]["stop_reason"].endswith("; then interrupted (Ctrl-C) while the best model was prepared")
+
+
+@pytest.mark.slow
+def test_a_hand_edited_journal_trial_outside_the_space_is_refused(small, tmp_path):
+    journal = tmp_path / "search.jsonl"
+    sat.tl.autotune(small, max_evals=2, n_workers=1, journal=journal, **SMALL)
+    lines = journal.read_text().splitlines()
+    for edit, message in (
+        (lambda params: params.update(n_hidden=999), r"trial 1 has \{.*'n_hidden': 999.*\} outside the space"),
+        (lambda params: params.update(dropout_raXXte=0.3), r"trial 1 has unknown hyperparameter\(s\) \['dropout_raXXte'\]"),
+    ):
+        record = json.loads(lines[-1])
+        edit(record["params"])
+        journal.write_text("\n".join([*lines[:-1], json.dumps(record)]) + "\n")
+        with pytest.raises(ValueError, match=message):
+            sat.tl.autotune(small, max_evals=3, n_workers=1, journal=journal, **SMALL)
 
 
 @pytest.mark.slow

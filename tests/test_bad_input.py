@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import stat
 
 import anndata as ad
 import numpy as np
@@ -129,7 +130,9 @@ def test_keys_that_h5ad_cannot_store_are_refused(tiny, key):
         (dict(gpus=[0, "1"]), r"gpus=\[0, '1'\] is not valid"),
         (dict(timeout=True), r"timeout=True must be a number"),
         (dict(timeout=-1), r"timeout=-1 must be a number in \(0, inf\)"),
-        (dict(max_evals=2.0), r"max_evals=2.0 must be an integer >= 1"),
+        (dict(max_evals=2.0), r"max_evals=2.0 must be an integer in \[1, 2147483647\]"),
+        (dict(seed=2**64), r"seed=18446744073709551616 must be an integer in \[0, 4294967295\]"),
+        (dict(max_evals=2**70), r"max_evals=\d+ must be an integer in \[1, 2147483647\]"),
         (dict(seed="0"), r"seed='0' must be an integer"),
         (dict(n_workers=True), r"n_workers=True must be an integer"),
         (dict(space={"n_hidden": [64, 128], "n_layers": True}), r"n_layers=True is not a number"),
@@ -313,6 +316,12 @@ def test_cli_checks_every_output_before_it_reads_the_input(tiny, tmp_path, capsy
         (["tune", str(source), "-o", str(tmp_path / "afile" / "out.h5ad")], "is a file, not a folder"),
         (["tune", str(source), "-o", str(tmp_path)], "is a folder; pass a file path"),
         (["tune", str(source), "-o", str(tmp_path / "o.h5ad"), "--journal", str(tmp_path)], "--journal"),
+        (["tune", str(source), "-o", str(tmp_path / "out.zarr")], "written as an .h5ad file; give it the suffix .h5ad"),
+        (["tune", str(source), "-o", str(tmp_path / "same.h5ad"), "--journal", str(tmp_path / "same.h5ad")],
+         "-o and --journal are the same file"),
+        (["tune", str(source), "-o", str(tmp_path / "o.h5ad"), "--plots", str(tmp_path / "afile")],
+         "--plots " + str(tmp_path / "afile") + " is a file, not a folder"),
+        (["tune", str(source), "-o", str(tmp_path / "o.h5ad"), "--seed", str(2**64)], "seed=18446744073709551616"),
     ]
     for argv, message in cases:
         assert cli.main([*argv, "--quiet"]) == 2
@@ -331,6 +340,27 @@ def test_cli_checks_every_output_before_it_reads_the_input(tiny, tmp_path, capsy
 def test_cli_space_shorthand_mistakes_say_how_to_write_it(space, message):
     with pytest.raises(ValueError, match=message):
         cli.space_from_json(space)
+
+
+def test_written_files_get_the_permissions_a_plain_write_gives(tmp_path):
+    """Temporary files are private (0600, 0700); what replaces a file must not be, or collaborators lose it."""
+    from scanpy_autotune._paths import replace_dir, replace_file
+
+    def mode(path):
+        return stat.S_IMODE(path.stat().st_mode)
+
+    previous = os.umask(0o022)
+    try:
+        replace_file(tmp_path / "new.txt", lambda p: p.write_text("x"))
+        shared = tmp_path / "shared.txt"
+        shared.write_text("old")
+        shared.chmod(0o664)
+        replace_file(shared, lambda p: p.write_text("new"))
+        replace_dir(tmp_path / "model", lambda p: (p / "weights").write_text("x"))
+    finally:
+        os.umask(previous)
+    assert (mode(tmp_path / "new.txt"), mode(shared), shared.read_text()) == (0o644, 0o664, "new")
+    assert mode(tmp_path / "model") == 0o755
 
 
 def test_cli_writes_its_output_all_at_once(tiny, tmp_path, monkeypatch):

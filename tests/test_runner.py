@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 from _scripted_backend import Plan, ScriptedBackend
 
 from scanpy_autotune._record import NAN_FIELDS, TrialRecord
 from scanpy_autotune._search._backends import Backend
-from scanpy_autotune._search._journal import Journal
+from scanpy_autotune._search._journal import Journal, JournalWriteError
 from scanpy_autotune._search._pruner import ASHAPruner
 from scanpy_autotune._search._runner import run_trials
 from scanpy_autotune._search._space import build_space
@@ -149,6 +150,40 @@ def test_journal_holds_every_record_before_it_counts(tmp_path):
     assert len(run.records) == 4 and seen_in_journal == sorted(seen_in_journal)
     _, lines = Journal.open(path, {"seed": 1})
     assert [line["trial_id"] for line in lines] == [r.trial_id for r in sorted(run.records.values(), key=lambda r: r.completion_order)]
+
+
+def test_a_journal_that_cannot_be_written_stops_the_search_and_keeps_every_finished_trial(tmp_path):
+    """A full disk under the journal (here /dev/full, the kernel's always-full device) ends the search
+    as Ctrl-C does: the finished trials are kept, the error names the journal."""
+    path, aside = tmp_path / "journal.jsonl", tmp_path / "aside.jsonl"
+    journal, _ = Journal.open(path, {"seed": 1})
+
+    class FillsTheDisk(ScriptedBackend):
+        def poll(self, timeout):
+            if not aside.exists() and len(Journal.open(path, {"seed": 1})[1]) == 2:
+                os.replace(path, aside)
+                path.symlink_to("/dev/full")
+            return super().poll(timeout)
+
+    backend = FillsTheDisk(lambda t, p: Plan(loss=_loss(p)), n_slots=1)
+    run = run_trials(backend, _tuner(1), None, max_evals=6, journal=journal, default_params=None, progress=False)
+    assert isinstance(run.interrupted, JournalWriteError) and isinstance(run.interrupted, OSError)
+    assert str(path) in str(run.interrupted) and "No space left on device" in str(run.interrupted)
+    assert run.stop_reason == f"stopped: the journal {path} could not be written (No space left on device)"
+    assert sorted(run.records) == [0, 1, 2]  # the third finished but could not be journaled: kept, not lost
+    assert backend.submitted == [0, 1, 2]  # nothing started after the failure
+    path.unlink()
+    os.replace(aside, path)
+    _, resumed = Journal.open(path, {"seed": 1}, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json)
+    assert [r.trial_id for r in resumed] == [0, 1]
+
+
+def test_a_journal_that_holds_the_budget_already_says_so():
+    resumed = [TrialRecord(t, {"n_hidden": 64, "n_latent": 3}, status="ok", loss=1.0 + t) for t in range(4)]
+    run = run_trials(ScriptedBackend(lambda t, p: Plan()), _tuner(), None, max_evals=2, resumed=resumed,
+                     default_params=None, progress=False)
+    assert run.stop_reason == "the budget: the journal already holds 4 trials (max_evals=2)"
+    assert sorted(run.records) == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("n_slots", [1, 3])

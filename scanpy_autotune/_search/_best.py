@@ -7,6 +7,7 @@ extracted again. This module imports the model (torch) when its functions run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -16,7 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._paths import check_model_dir, replace_dir
 from .._record import TrialRecord
+from ._journal import to_json_safe
 
 if TYPE_CHECKING:
     from .._vae import Model
@@ -71,10 +74,11 @@ def _recover(
     if journal is not None:
         folder = best_model_dir(journal)
         try:
-            kept = json.loads((folder / "trial.json").read_text())["trial_id"]
-            if kept == best.trial_id:
+            kept = json.loads((folder / "trial.json").read_text())
+            if kept == _kept_identity(best, context):
                 return Model.load(folder, counts.device)
-        except (OSError, ValueError, KeyError):
+            logger.info("%s holds another search's model; it is not used", folder)
+        except (OSError, ValueError):
             pass
     logger.info("retraining the best trial %d (its weights were not kept)", best.trial_id)
     return Model.fit_prepared(
@@ -84,10 +88,48 @@ def _recover(
     )
 
 
-def _keep_beside_journal(model: Model, trial_id: int, journal: str | os.PathLike) -> None:
+def _kept_identity(best: TrialRecord, context: TrialContext) -> dict:
+    """What ``trial.json`` records of the model kept beside a journal: its trial, data, split and settings.
+
+    A folder left by an earlier search on the same journal path (other data,
+    another seed) then never passes for this search's best model.
+    """
+    split = context.split
+    digest = hashlib.sha1()
+    for part in (split.train, split.validation, split.heldout, split.test):
+        digest.update(np.asarray(part, dtype=np.int64).tobytes() + b"|")
+    return {
+        "trial_id": int(best.trial_id),
+        "params": to_json_safe(best.params),
+        "data": context.data.fingerprint(),
+        "split": digest.hexdigest()[:16],
+        "seed": int(context.seed),
+        "max_epochs": int(context.max_epochs),
+        "layer": context.layer,
+        "batch_key": context.batch_key,
+    }
+
+
+def _keep_beside_journal(model: Model, best: TrialRecord, context: TrialContext, journal: str | os.PathLike) -> None:
+    """Save the best model beside the journal; a folder that cannot be written costs a retraining later, no more."""
     folder = best_model_dir(journal)
-    model.save(folder, overwrite=True)
-    (folder / "trial.json").write_text(json.dumps({"trial_id": int(trial_id)}))
+    identity = _kept_identity(best, context)
+
+    def write(temporary: Path) -> None:
+        model.save(temporary / "model")
+        for name in ("config.json", "weights.pt"):
+            os.replace(temporary / "model" / name, temporary / name)
+        (temporary / "model").rmdir()
+        (temporary / "trial.json").write_text(json.dumps(identity))
+
+    try:
+        check_model_dir(folder, "the best model's folder")
+        replace_dir(folder, write)
+    except (OSError, ValueError) as error:
+        logger.warning(
+            "could not keep the best model beside the journal (%s); the results are complete, and "
+            "a resumed search retrains it", error,
+        )
 
 
 def _refit(model: Model, best: TrialRecord, context: TrialContext, counts: DeviceCounts) -> Model:
@@ -148,7 +190,7 @@ def finish_best_model(
     if len(context.split.test):
         test_loss = float(np.mean(marginal_nll(model.module, counts, context.split.test, n_mc=context.n_mc)))
     if journal is not None:
-        _keep_beside_journal(model, best.trial_id, journal)
+        _keep_beside_journal(model, best, context, journal)
     if refit:
         model = _refit(model, best, context, counts)
     latent = latent_mean(model.module, counts, np.arange(context.data.n_obs))

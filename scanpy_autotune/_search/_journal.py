@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_NAN_KEYS", "JOURNAL_VERSION", "Journal", "JournalLockedError", "to_json_safe"]
+__all__ = ["DEFAULT_NAN_KEYS", "JOURNAL_VERSION", "Journal", "JournalLockedError", "JournalWriteError", "to_json_safe"]
 
 logger = logging.getLogger("scanpy_autotune")
 
@@ -236,6 +236,10 @@ def _trial_records(
 
 class JournalLockedError(RuntimeError):
     """Another search (process) is using the journal."""
+
+
+class JournalWriteError(OSError):
+    """A line could not be appended to the journal (a full disk, a lost mount): the search stops."""
 
 
 class _Lock:
@@ -492,10 +496,15 @@ class Journal:
         self.close()
 
     def _write_line(self, line: str, mode: str) -> None:
-        with open(self.path, mode, encoding="utf-8") as fh:
-            fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(self.path, mode, encoding="utf-8") as fh:
+                fh.write(line + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as error:  # a torn last line is repaired when the journal is opened again
+            raise JournalWriteError(
+                error.errno, f"the journal {self.path} could not be written ({error.strerror or error})"
+            ) from error
 
     def __repr__(self) -> str:
         return f"Journal({str(self.path)!r})"

@@ -22,7 +22,7 @@ from typing import Any
 from .._record import TrialRecord, best_of
 from ._backends import Backend, Event
 from ._convergence import ConvergenceStop
-from ._journal import Journal
+from ._journal import Journal, JournalWriteError
 from ._startup import StartupConfig
 from ._tpe import AskTellTPE
 
@@ -45,8 +45,10 @@ class RunResult:
     best_model_trial
         Trial id of ``best_model``.
     interrupted
-        The ``KeyboardInterrupt`` that stopped the search, to re-raise after
-        the results are written.
+        What stopped the search before its end, to re-raise after the results
+        are written: the ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM on the
+        command line), or the :class:`._journal.JournalWriteError` of a journal
+        that could not be written.
     timed_out
         Whether ``timeout`` stopped the search.
     stop_reason
@@ -56,7 +58,7 @@ class RunResult:
     records: dict[int, TrialRecord] = field(default_factory=dict)
     best_model: dict | None = None
     best_model_trial: int = -1
-    interrupted: KeyboardInterrupt | None = None
+    interrupted: BaseException | None = None
     timed_out: bool = False
     stop_reason: str = ""
     converged_after: int = 0
@@ -214,7 +216,12 @@ def run_trials(
     projection = _Projection(started, len(outcome.records), max_evals, backend.n_slots)
     bar = _Progress(progress, max_evals, min(len(outcome.records), max_evals))
     if len(outcome.records) >= max_evals:
-        logger.info("the journal already holds %d trials; nothing to run", len(outcome.records))
+        n = len(outcome.records)
+        outcome.stop_reason = f"the budget: the journal already holds {n} trials (max_evals={max_evals})"
+        if n > max_evals:
+            logger.warning("the journal holds %d trials, more than max_evals=%d; nothing to run", n, max_evals)
+        else:
+            logger.info("the journal already holds %d trials; nothing to run", n)
         bar.close()
         return outcome
 
@@ -226,15 +233,21 @@ def run_trials(
         record.startup = info.startup
         record.finished_at = time.time()
         record.rung_values = dict(info.rung_values)
+        unwritten = None
         with _interrupts_held():
             if journal is not None:
-                journal.append(record.to_json())
+                try:
+                    journal.append(record.to_json())
+                except JournalWriteError as error:  # the trial is kept in adata; the search stops
+                    unwritten = error
             outcome.records[record.trial_id] = record
             running.pop(record.trial_id, None)
             tuner.tell(record.trial_id, record.tpe_loss, record.status)
             best = outcome.best_record()
             if model is not None and best is not None and best.trial_id == record.trial_id:
                 outcome.best_model, outcome.best_model_trial = model, record.trial_id
+        if unwritten is not None:
+            raise unwritten
         _log_record(record)
         bar.update(1, outcome, len(running))
         projection.update(len(outcome.records))
@@ -287,7 +300,14 @@ def run_trials(
             len(running), len(outcome.records),
         )
         outcome.interrupted = interrupt
-        outcome.stop_reason = "interrupted (Ctrl-C)"
+        outcome.stop_reason = getattr(interrupt, "reason", "interrupted (Ctrl-C)")
+    except JournalWriteError as error:
+        logger.error(
+            "%s: stopping %d running trial(s); %d finished trial(s) are kept",
+            error.strerror, len(running), len(outcome.records),
+        )
+        outcome.interrupted = error
+        outcome.stop_reason = f"stopped: {error.strerror}"
     finally:
         backend.shutdown(kill=bool(running))
         bar.close()

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import __version__
 from .._record import NAN_FIELDS, TrialRecord, best_of
-from .._validation import check_int, check_number
+from .._validation import MAX_BUDGET, MAX_SEED, check_int, check_number
 from ._backends import Backend
 from ._context import TrialContext
 from ._convergence import make_convergence_stop
@@ -67,8 +67,9 @@ class SearchOutcome:
         latent of every cell, and its loss on the test cells; ``None`` when no
         trial succeeded or the search was interrupted.
     interrupted
-        The ``KeyboardInterrupt`` that stopped the search, to re-raise once the
-        results are written.
+        What stopped the search (a ``KeyboardInterrupt``, a
+        :class:`._journal.JournalWriteError`), to re-raise once the results
+        are written.
     timed_out
         Whether ``timeout`` stopped the search.
     stop_reason
@@ -82,7 +83,7 @@ class SearchOutcome:
     model: Model | None = None
     latent: np.ndarray | None = None
     test_loss: float | None = None
-    interrupted: KeyboardInterrupt | None = None
+    interrupted: BaseException | None = None
     timed_out: bool = False
     stop_reason: str = ""
 
@@ -186,6 +187,19 @@ def _pruner_of_resumed_journal(
     return built
 
 
+def _check_resumed(records: list[TrialRecord], space: SearchSpace, journal: Any) -> None:
+    """Refuse journal trials that this search could not have run (a hand-edited journal)."""
+    known = set(space.names) | set(space.fixed)
+    for record in records:
+        unknown = sorted(set(record.params) - known)
+        if unknown or (not record.is_default and space.encode(record.params) is None):
+            what = f"unknown hyperparameter(s) {unknown}" if unknown else f"{record.params} outside the space"
+            raise ValueError(
+                f"{journal}: trial {record.trial_id} has {what} (space: {space.to_text()}); the journal was edited "
+                "or written by other code. Remove that trial's line, or start a new journal."
+            )
+
+
 def _startup_setting(startup: Any, chosen: list) -> str:
     """How ``uns[key]["params"]`` records the start-up configurations."""
     if startup is None:
@@ -258,10 +272,10 @@ def search(
     """
     from .._vae import HYPERPARAMETERS, default_hyperparameters
 
-    max_evals = check_int("max_evals", max_evals, low=1)
-    max_epochs = check_int("max_epochs", max_epochs, low=1)
+    max_evals = check_int("max_evals", max_evals, low=1, high=MAX_BUDGET)
+    max_epochs = check_int("max_epochs", max_epochs, low=1, high=MAX_BUDGET)
     n_mc = check_int("n_mc", n_mc, low=1)
-    seed = check_int("seed", seed, low=0)
+    seed = check_int("seed", seed, low=0, high=MAX_SEED)
     timeout = check_number("timeout", timeout, low=0.0, low_open=True, allow_none=True)
     if objective is not None and not callable(objective) and objective != "integration":
         raise ValueError(
@@ -302,7 +316,7 @@ def search(
     pool = make_backend(
         backend, n_workers=n_workers, gpus=gpus, trials_per_gpu=trials_per_gpu,
         client=client, scheduler=scheduler, data_path=data_path, passive_threads=scoring is not None,
-        bytes_per_trial=trial_device_bytes(data.n_obs, data.n_vars, data.X.nnz),
+        bytes_per_trial=trial_device_bytes(data.n_obs, data.n_vars, data.X.nnz), max_trials=max_evals,
     )
     journal_obj, resumed = None, []
     try:
@@ -310,6 +324,7 @@ def search(
             journal_obj, resumed = Journal.open(
                 journal, settings, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json, lock=True
             )
+        _check_resumed(resumed, search_space, journal)
     except BaseException:
         pool.shutdown()  # a Dask client the backend opened is closed again
         raise
@@ -369,8 +384,20 @@ def search(
     if outcome.best is not None and run.interrupted is None:
         from ._best import finish_best_model
 
-        best = finish_best_model(
-            outcome.best, run.best_model, run.best_model_trial, context, journal=journal, refit=refit,
-        )
+        try:
+            best = finish_best_model(
+                outcome.best, run.best_model, run.best_model_trial, context, journal=journal, refit=refit,
+            )
+        except KeyboardInterrupt as interrupt:  # while the best model is retrained: the trials are kept
+            logger.warning(
+                "interrupted while the best model was prepared: the %d finished trials are kept, "
+                "without the best model's latent", len(records),
+            )
+            outcome.interrupted = interrupt
+            outcome.settings["stop_reason"] = (
+                f"{run.stop_reason}; then {getattr(interrupt, 'reason', 'interrupted (Ctrl-C)')} "
+                "while the best model was prepared"
+            )
+            return outcome
         outcome.model, outcome.latent, outcome.test_loss = best.model, best.latent, best.test_loss
     return outcome

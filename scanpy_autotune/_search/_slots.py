@@ -102,6 +102,7 @@ def _chosen_gpus(gpus: str | int | list[int], available: int) -> list[int]:
 def plan_local_slots(
     n_workers: int | None, gpus: Any, trials_per_gpu: int | str = "auto", *, cores: int | None = None,
     visible_gpus: int | None = None, gpu_info: list[GPUInfo] | None = None, bytes_per_trial: int = 0,
+    max_trials: int | None = None,
 ) -> SlotPlan:
     """The slots of a search on this machine.
 
@@ -118,6 +119,9 @@ def plan_local_slots(
         The machine (default: this one's); given by tests.
     bytes_per_trial
         What one trial holds on its GPU (:func:`._gpu_sizing.trial_device_bytes`).
+    max_trials
+        The search's budget: no more slots than trials (a CPU worker's cores
+        go to the slots that run).
 
     Returns
     -------
@@ -141,8 +145,12 @@ def plan_local_slots(
             if devices:
                 if n_workers is not None:
                     devices = devices[:n_workers]
+                if max_trials is not None:
+                    devices = devices[:max_trials]
                 return SlotPlan(devices, max(1, cores // len(devices)), trials_per_gpu, reason)
     n = n_workers if n_workers is not None else cores
+    if max_trials is not None:
+        n = min(n, max_trials)
     return SlotPlan(["cpu"] * n, max(1, cores // n))
 
 
@@ -157,6 +165,7 @@ def make_backend(
     data_path: str | os.PathLike | None = None,
     passive_threads: bool = False,
     bytes_per_trial: int = 0,
+    max_trials: int | None = None,
 ) -> Backend:
     """The backend a search runs its trials on, checked (and for Dask, connected) before any work.
 
@@ -167,7 +176,7 @@ def make_backend(
         cluster: ``client`` or ``scheduler``, and ``data_path`` for data the
         workers read themselves), or an object that implements
         :class:`._backends.Backend`, used as it is.
-    n_workers, gpus, trials_per_gpu, bytes_per_trial
+    n_workers, gpus, trials_per_gpu, bytes_per_trial, max_trials
         The slots (:func:`plan_local_slots`; with Dask, ``n_workers`` only).
     passive_threads
         Local workers' idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``)
@@ -193,7 +202,9 @@ def make_backend(
         for name, value in (("client", client), ("scheduler", scheduler), ("data_path", data_path)):
             if value is not None:
                 raise ValueError(f"{name}= is for backend='dask'; the local backend does not use it.")
-        plan = plan_local_slots(n_workers, gpus, trials_per_gpu, bytes_per_trial=bytes_per_trial)
+        plan = plan_local_slots(
+            n_workers, gpus, trials_per_gpu, bytes_per_trial=bytes_per_trial, max_trials=max_trials
+        )
         if plan.trials_per_gpu is not None:
             logger.info("autotune: %s", plan.reason)
         extra_env = {"OMP_WAIT_POLICY": "PASSIVE"} if passive_threads else None

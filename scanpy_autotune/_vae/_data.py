@@ -11,7 +11,7 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
-from .._validation import check_fraction, check_int
+from .._validation import MAX_SEED, check_fraction, check_int
 from ._likelihood import NonZeros
 
 MIN_CELLS = 10
@@ -319,7 +319,7 @@ def make_split(
     train_size = check_fraction("train_size", train_size)
     test_size = check_fraction("test_size", test_size, allow_zero=True)
     validation_size = check_fraction("validation_size", validation_size, allow_zero=True)
-    seed = check_int("seed", seed, low=0)
+    seed = check_int("seed", seed, low=0, high=MAX_SEED)
     if train_size + test_size >= 1:
         raise ValueError(
             f"test_size={test_size} must leave held-out cells "

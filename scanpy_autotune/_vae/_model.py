@@ -17,7 +17,7 @@ from anndata import AnnData
 
 from .._logging import follow_scanpy_verbosity
 from .._paths import check_model_dir, replace_dir
-from .._validation import check_int
+from .._validation import MAX_BUDGET, MAX_SEED, check_int
 from ._config import resolve_hyperparameters
 from ._data import SPLIT_NAMES, CountData, DeviceCounts, Split, extract_counts, make_split
 from ._metrics import (
@@ -198,8 +198,8 @@ class Model:
         """
         follow_scanpy_verbosity()
         config = resolve_hyperparameters(hyperparameters)
-        max_epochs = check_int("max_epochs", max_epochs, low=1)
-        seed = check_int("seed", seed, low=0)
+        max_epochs = check_int("max_epochs", max_epochs, low=1, high=MAX_BUDGET)
+        seed = check_int("seed", seed, low=0, high=MAX_SEED)
         data = extract_counts(adata, layer=layer, batch_key=batch_key)
         split = make_split(
             data.n_obs,

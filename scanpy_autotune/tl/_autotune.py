@@ -18,7 +18,7 @@ from .._search import VALIDATION_SIZE, SearchOutcome, search
 from .._search._space import default_space as _default_space
 from .._search._space import integration_space as _integration_space
 from .._vae._data import Split, extract_counts, make_split
-from .._validation import check_fraction, check_int, check_uns_key
+from .._validation import MAX_BUDGET, MAX_SEED, check_fraction, check_int, check_uns_key
 
 if TYPE_CHECKING:
     from .._vae import Model
@@ -283,6 +283,10 @@ def autotune(
         For an output path that cannot be written, before any training.
     KeyboardInterrupt
         After Ctrl-C, once the finished trials are written into ``adata``.
+    OSError
+        When the journal cannot be written during the search (a full disk),
+        once the finished trials are written into ``adata``; the error names
+        the journal.
     TimeoutError
         When ``timeout`` passed before any trial finished (``adata`` unchanged).
     """
@@ -290,8 +294,8 @@ def autotune(
     key_added = check_uns_key("key_added", key_added)
     train_size = check_fraction("train_size", train_size)
     test_size = check_fraction("test_size", test_size, allow_zero=True)
-    max_epochs = check_int("max_epochs", max_epochs, low=1, allow_none=True)
-    seed = check_int("seed", seed, low=0)
+    max_epochs = check_int("max_epochs", max_epochs, low=1, high=MAX_BUDGET, allow_none=True)
+    seed = check_int("seed", seed, low=0, high=MAX_SEED)
     if save_dir is not None:
         check_model_dir(save_dir, "save_dir=")
     if journal is not None:
