@@ -130,7 +130,8 @@ def importances(
     params
         Hyperparameters to rank; default every searched one.
     key
-        Where the results are stored in ``adata.uns``.
+        Where the results are stored in ``adata.uns`` (a ``KeyError`` when
+        there are none).
     method
         ``"permutation"``: out-of-fold permutation importance, the R² lost
         on trials unseen by the forest (5-fold) when a column is shuffled

@@ -140,8 +140,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``tune`` and ``demo``."""
     parser.add_argument(
         "--max-evals", type=_positive_int, metavar="N",
-        help="number of trials in total, those resumed from --journal included "
-        "(default: 100 for tune, 12 for demo)",
+        help="at most this many trials in total (tune: those resumed from --journal included; "
+        "the search may end sooner, see --patience) (default: 100 for tune, 12 for demo)",
     )
     parser.add_argument(
         "--max-epochs", type=_positive_int, metavar="N",
@@ -200,7 +200,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plots", type=Path, metavar="DIR",
         help="write every sat.pl figure (trial_history, sensitivity, optimization_history, "
-        "param_importance) as PNG into DIR",
+        "param_importance, and pareto with --labels-key) as PNG into DIR",
     )
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument(

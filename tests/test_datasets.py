@@ -675,6 +675,16 @@ def test_download_checked_by_md5_where_only_an_md5_is_published(tmp_path):
     assert dest.read_bytes() == payload
 
 
+def test_the_pbmc_archives_are_checked_against_their_md5(tmp_path, monkeypatch):
+    from scanpy_autotune.datasets import _pbmc
+
+    src, payload = _payload(tmp_path)
+    for sample, remote in list(_pbmc.PBMC_10X_FILES.items()):  # the real pins, a local address
+        monkeypatch.setitem(_pbmc.PBMC_10X_FILES, sample, dataclasses.replace(remote, url=file_url(src)))
+    with pytest.raises(datasets.DatasetDownloadError, match=rf"MD5 mismatch .* got {hashlib.md5(payload).hexdigest()}"):
+        _pbmc._pbmc_sample("pbmc4k", path=None, data_dir=tmp_path / "cache")
+
+
 def test_every_download_is_pinned_by_a_hash():
     from scanpy_autotune.datasets import _brain_large, _pbmc
 

@@ -24,7 +24,7 @@ __all__ = ["AskTellTPE", "startup_trials", "trial_seed"]
 logger = logging.getLogger("scanpy_autotune")
 
 _TPE_KWARGS = ("prior_weight", "n_EI_candidates", "gamma")
-#: hyperopt's own number of random start-up trials, kept for searches of 60 trials or more.
+#: hyperopt's own number of random start-up trials, kept for searches of 58 trials or more.
 MAX_STARTUP_TRIALS = 20
 _STATUSES = ("ok", "fail", "pruned")
 

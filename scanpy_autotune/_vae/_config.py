@@ -100,7 +100,7 @@ HYPERPARAMETERS: dict[str, ParamSpec] = {
     "early_stopping_patience": ParamSpec(
         45, "int", 1, 100000, doc="epochs without improvement before stopping"
     ),
-    "reduce_lr_on_plateau": ParamSpec(False, "bool", doc="halve lr when validation stalls"),
+    "reduce_lr_on_plateau": ParamSpec(False, "bool", doc="multiply lr by 0.6 when validation stalls"),
     "lr_patience": ParamSpec(8, "int", 1, 100000, doc="epochs before the lr is reduced"),
 }
 

@@ -181,7 +181,7 @@ class Model:
             pass (``torch.compile``; needs a C++ compiler, compiles once per
             process): ``None`` (default) does so when the training is large
             enough for the compile to pay, unless ``SCANPY_AUTOTUNE_COMPILE=0``;
-            ``False`` never. Where compiling fails, the likelihood is computed
+            ``True`` whatever the size; ``False`` never. Where compiling fails, the likelihood is computed
             eagerly with the same numbers and the reason is logged once.
         **hyperparameters
             ``n_hidden`` (128), ``n_latent`` (10), ``n_layers`` (1), ``dropout_rate`` (0.1),
@@ -431,6 +431,19 @@ class Model:
         difference between the original counts and the imputed means over its
         corrupted entries.
 
+        Parameters
+        ----------
+        adata
+            Data with the model's genes (and its training cells, with ``retrain``).
+        rate
+            Fraction of the non-zero counts corrupted.
+        seed
+            Seed of the corruption and of the retraining.
+        retrain
+            Train a model of this configuration on the corrupted cells first.
+        max_epochs
+            Epoch cap of that training.
+
         Returns
         -------
         dict
@@ -523,10 +536,24 @@ class Model:
         """Write ``config.json`` and ``weights.pt`` (a plain state dict) to ``directory``.
 
         The folder is written all at once (a temporary folder beside it is
-        renamed), so it never holds half a model. A model saved there earlier
-        is only replaced with ``overwrite=True``; a folder holding any other
-        file is refused even then, so that nothing the package did not write
-        is deleted.
+        renamed), so it never holds half a model.
+
+        Parameters
+        ----------
+        directory
+            The folder; created if needed.
+        overwrite
+            Replace a model saved there earlier. A folder holding any other
+            file is refused even then, so that nothing the package did not
+            write is deleted.
+
+        Raises
+        ------
+        ValueError
+            When ``directory`` is a file, holds other files, or holds a saved
+            model and ``overwrite`` is ``False``.
+        PermissionError
+            When it cannot be written.
         """
         directory = check_model_dir(Path(directory).resolve(), "directory=")
         if directory.exists() and any(directory.iterdir()) and not overwrite:
@@ -546,11 +573,20 @@ class Model:
         ``config.json`` is checked in full (entries, types, ranges) before
         anything is built, and the weights are read with ``weights_only=True``.
 
+        Parameters
+        ----------
+        directory
+            A folder written by :meth:`Model.save` (or a search's ``save_dir``).
+        device
+            Where the model runs: ``"cpu"``, ``"cuda"``, ``"cuda:1"``; ``None``
+            (default): the first GPU when there is one, else the CPU.
+
         Raises
         ------
         ValueError
-            When the folder holds no saved model, or its files are not valid;
-            the message names the file and the entry.
+            When the folder holds no saved model, or its files are not valid
+            (the message names the file and the entry), or ``device`` is not
+            available.
         """
         directory = Path(directory)
         config_file, weights_file = directory / "config.json", directory / "weights.pt"

@@ -84,7 +84,9 @@ def _pbmc_sample(
     cache = default_data_dir(data_dir) / "pbmc"
     extracted = cache / sample
     if not extracted.is_dir():
-        archive = download(remote.url, cache / remote.filename, sha256=remote.sha256, loader="pbmc")
+        archive = download(
+            remote.url, cache / remote.filename, sha256=remote.sha256, md5=remote.md5, loader="pbmc"
+        )
         logger.info("Extracting %s", archive)
         safe_extract(archive, extracted)
     return read_10x_mtx(extracted)

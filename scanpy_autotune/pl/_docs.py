@@ -21,7 +21,8 @@ adata
 
 doc_key = """\
 key
-    Where the results are stored in ``adata.uns``."""
+    Where the results are stored in ``adata.uns`` (a ``KeyError`` that says
+    to run :func:`scanpy_autotune.tl.autotune` when there are none)."""
 
 doc_adata_key = f"{doc_adata}\n{doc_key}"
 

@@ -46,7 +46,8 @@ def optimization_history(
     x
         ``"trials"`` (the completion position) or ``"time"`` (wall-clock
         minutes since the first trial started; searches resumed later include
-        the pause).
+        the pause; a ``ValueError`` for results that did not record when each
+        trial finished).
     log
         Logarithmic y axis.
     robust

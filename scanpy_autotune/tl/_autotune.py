@@ -64,7 +64,7 @@ def integration_space() -> dict[str, Any]:
 
 
 def default_max_epochs(n_cells: int) -> int:
-    """The epoch cap used when ``max_epochs=None``: ``min(400, round(400 * 20000 / n_cells))``.
+    """The epoch cap used when ``max_epochs=None``: ``max(1, min(400, round(400 * 20000 / n_cells)))``.
 
     About 8 million cell-passes per trial (scvi-tools' rule), so small data
     trains up to 400 epochs and a million cells a handful.
@@ -270,8 +270,9 @@ def autotune(
     Returns
     -------
     ``None``, or the modified copy with ``copy=True``. Writes, in one step
-    once the search is over, ``adata.uns[key_added]`` (trials, histories, best,
-    default, settings), ``adata.obsm[f"X_{key_added}"]`` (latent of the best
+    once the search is over, ``adata.uns[key_added]`` (``"trials"``,
+    ``"history"``, ``"best"``, ``"default"``, ``"params"``: the settings and
+    why the search ended), ``adata.obsm[f"X_{key_added}"]`` (latent of the best
     model) and ``adata.obs[f"{key_added}_split"]``; a call that fails changes
     none of them.
 
@@ -281,6 +282,12 @@ def autotune(
         For bad input, arguments or output paths, before any training.
     PermissionError
         For an output path that cannot be written, before any training.
+    ImportError
+        With ``labels_key`` when scib-metrics is not installed (the message
+        names the extra), before any training.
+    JournalLockedError
+        When another search (process) uses ``journal`` (a ``RuntimeError``;
+        the message names the process), before any training.
     KeyboardInterrupt
         After Ctrl-C, once the finished trials are written into ``adata``.
     OSError

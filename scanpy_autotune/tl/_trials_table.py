@@ -18,10 +18,11 @@ logger = logging.getLogger("scanpy_autotune")
 def trials_table(
     adata: Any, top: int = 10, bottom: int = 10, *, key: str = DEFAULT_KEY
 ) -> pd.DataFrame:
-    """The ``top`` best and ``bottom`` worst successful trials, ranked by held-out loss.
+    """The ``top`` best and ``bottom`` worst successful trials, ranked by the search's loss.
 
     Only trials with status ``"ok"`` and a finite loss are ranked (lowest loss
-    first, ties by trial id). When ``top + bottom`` exceeds their number, every
+    first, ties by trial id). The loss is the held-out ``-log p(x)``, ``-Total``
+    with ``objective="integration"``, or a custom objective's value. When ``top + bottom`` exceeds their number, every
     trial appears once, in the ``"top"`` group first.
 
     Parameters
