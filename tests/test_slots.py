@@ -27,6 +27,27 @@ def test_a_trial_holds_its_context_counts_model_and_activations():
     assert 1.6e9 < big - CUDA_CONTEXT_BYTES < 1.8e9
 
 
+def test_a_trial_is_sized_for_the_largest_network_of_its_space():
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from scanpy_autotune._search._search import _trial_device_bytes
+    from scanpy_autotune._search._space import build_space
+    from scanpy_autotune._vae import HYPERPARAMETERS
+    from scanpy_autotune._vae._data import CountData
+
+    X = sp.random(3005, 2000, density=0.1, format="csr", dtype=np.float32, random_state=0)
+    data = CountData(X=X, batch=np.zeros(3005, dtype=np.int64), batch_categories=["0"],
+                     obs_names=pd.Index([str(i) for i in range(3005)]), var_names=pd.Index([str(g) for g in range(2000)]))
+    default = _trial_device_bytes(data, build_space(None, HYPERPARAMETERS))
+    assert default == trial_device_bytes(3005, 2000, X.nnz)  # the 2019 space: at most 5 layers of 256
+    wide = build_space({"n_hidden": [128, 2048], "n_layers": ("int", 1, 3), "batch_size": 512}, HYPERPARAMETERS)
+    assert _trial_device_bytes(data, wide) == trial_device_bytes(3005, 2000, X.nnz, n_hidden=2048, n_layers=3, batch_size=512)
+    # weights, gradients and Adam's moments of 2 x 2000 x 2048 + 2 x 2048^2 parameters, and 4x the activations
+    assert _trial_device_bytes(data, wide) - default == 16 * (2 * 2000 * 2048 + 2 * 2048**2 - (2 * 2000 * 256 + 4 * 256**2)) + 40 * (512 - 128) * 2000 * 4
+
+
 def test_auto_is_limited_by_the_cores_on_a_large_gpu():
     n, reason = auto_trials_per_gpu([H200], cores=16, bytes_per_trial=PBMC4K)
     assert n == 16 and "limited by the CPU cores" in reason and "16 cores for 1 GPU(s)" in reason

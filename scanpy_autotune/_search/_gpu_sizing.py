@@ -33,8 +33,6 @@ CUDA_CONTEXT_BYTES = 600 * 2**20
 MEMORY_MARGIN = 0.8
 #: Counts up to this size are kept dense on the device (``_vae._data.DENSE_LIMIT_BYTES``).
 DENSE_LIMIT_BYTES = 1 << 30
-#: The largest network of the default space: 5 layers of 256 units.
-_LARGEST_HIDDEN, _LARGEST_LAYERS, _BATCH = 256, 5, 128
 
 
 @dataclass(frozen=True)
@@ -46,20 +44,23 @@ class GPUInfo:
     total_bytes: int
 
 
-def trial_device_bytes(n_obs: int, n_vars: int, nnz: int) -> int:
-    """What one trial holds on its GPU, in bytes, for the largest network of the default space.
+def trial_device_bytes(
+    n_obs: int, n_vars: int, nnz: int, *, n_hidden: int = 256, n_layers: int = 5, batch_size: int = 128
+) -> int:
+    """What one trial holds on its GPU, in bytes, for the largest network a space can draw.
 
     The counts (dense counts and ``log1p`` counts, float32, or CSR when larger
     than 1 GiB), the model with its gradients and Adam's two moments, and a
     minibatch's activations (about 40 ``batch x genes`` float32 temporaries in
-    the likelihood's forward and backward), plus the CUDA context.
+    the likelihood's forward and backward), plus the CUDA context. The
+    defaults are the default space's largest network (5 layers of 256 units).
     """
     dense = n_obs * n_vars * 4
     counts = 2 * dense if dense <= DENSE_LIMIT_BYTES else nnz * 8 + (n_obs + 1) * 8
     per_cell = n_obs * 4 * 4  # library, log library, batch, lgamma(x + 1)
-    weights = 2 * n_vars * _LARGEST_HIDDEN + (_LARGEST_LAYERS - 1) * _LARGEST_HIDDEN**2
+    weights = 2 * n_vars * n_hidden + (n_layers - 1) * n_hidden**2
     model = 4 * weights * 4  # parameters, gradients, Adam's m and v
-    activations = 40 * _BATCH * n_vars * 4
+    activations = 40 * batch_size * n_vars * 4
     return CUDA_CONTEXT_BYTES + counts + per_cell + model + activations
 
 

@@ -187,6 +187,25 @@ def _pruner_of_resumed_journal(
     return built
 
 
+def _trial_device_bytes(data: CountData, space: SearchSpace) -> int:
+    """What one trial of ``space`` holds on its GPU at most (its largest network and minibatch)."""
+    from .._vae import default_hyperparameters
+
+    defaults = default_hyperparameters()
+
+    def largest(name: str) -> int:
+        if name in space.fixed:
+            return int(space.fixed[name])
+        if name in space.names:
+            return int(space.dimensions[name].largest())
+        return int(defaults[name])
+
+    return trial_device_bytes(
+        data.n_obs, data.n_vars, data.X.nnz,
+        n_hidden=largest("n_hidden"), n_layers=largest("n_layers"), batch_size=largest("batch_size"),
+    )
+
+
 def _check_resumed(records: list[TrialRecord], space: SearchSpace, journal: Any) -> None:
     """Refuse journal trials that this search could not have run (a hand-edited journal)."""
     known = set(space.names) | set(space.fixed)
@@ -316,7 +335,7 @@ def search(
     pool = make_backend(
         backend, n_workers=n_workers, gpus=gpus, trials_per_gpu=trials_per_gpu,
         client=client, scheduler=scheduler, data_path=data_path, passive_threads=scoring is not None,
-        bytes_per_trial=trial_device_bytes(data.n_obs, data.n_vars, data.X.nnz), max_trials=max_evals,
+        bytes_per_trial=_trial_device_bytes(data, search_space), max_trials=max_evals,
     )
     journal_obj, resumed = None, []
     try:

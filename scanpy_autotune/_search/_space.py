@@ -172,6 +172,12 @@ class Dimension:
             lo, hi = math.trunc(lo), math.trunc(hi)
         return float(lo), float(hi)
 
+    def largest(self) -> Any:
+        """The largest value the dimension can produce (of a choice: its largest option)."""
+        if self.kind == "choice":
+            return max(self.options)
+        return self.bounds()[1]
+
     def integral(self) -> bool:
         """Whether every value the dimension produces is an integer."""
         if self.kind in ("int", "logint", "randint") or self.as_int:
