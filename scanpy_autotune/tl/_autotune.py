@@ -285,9 +285,10 @@ def autotune(
     ImportError
         With ``labels_key`` when scib-metrics is not installed (the message
         names the extra), before any training.
-    JournalLockedError
-        When another search (process) uses ``journal`` (a ``RuntimeError``;
-        the message names the process), before any training.
+    RuntimeError
+        When another search (process) uses ``journal`` (a
+        ``JournalLockedError``; the message names the process), before any
+        training.
     KeyboardInterrupt
         After Ctrl-C, once the finished trials are written into ``adata``.
     OSError
