@@ -405,9 +405,17 @@ def test_gpu_resources_are_the_slots(small):
         (dict(scheduler="tcp://127.0.0.1:8786", client=object()), ValueError, "not both"),
         (dict(scheduler="tcp://127.0.0.1:8786", data_path="/nonexistent/x.h5ad"), ValueError,
          "data_path"),
+        (dict(scheduler="tcp://127.0.0.1:8786", data_path=123), ValueError,
+         r"data_path=123 must be the path of an .h5ad file"),
+        ("closed", ValueError, r"client= is closed; pass an open distributed.Client"),
     ],
 )
 def test_bad_dask_arguments_fail_fast(small, kwargs, error, message):
+    if kwargs == "closed":
+        with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+            closed = distributed.Client(cluster)
+            closed.close()
+        kwargs = dict(client=closed)
     with pytest.raises(error, match=message):
         sat.tl.autotune(small, backend="dask", max_evals=2, **SMALL, **kwargs)
     assert "autotune" not in small.uns

@@ -48,6 +48,9 @@ def _snapshot(adata):
         (None, dict(objective="integration", labels_key="cell_type"), r"and batch_key="),
         (None, dict(objective="scib"), r"objective='scib': use None"),
         (None, dict(labels_key="cell_type", score_cells="train"), r"score_cells='train' is not valid"),
+        ("float_labels", dict(labels_key="total", batch_key="batch"), r"adata.obs\['total'\] holds non-integer numbers .* labels name cell types"),
+        ("id_labels", dict(labels_key="barcode"), r"has 360 distinct values for 360 cells, so most labels would hold one or two cells"),
+        (None, dict(labels_key="batch", batch_key="batch"), r"labels_key and batch_key are both 'batch'"),
     ],
 )
 def test_bad_integration_input_fails_before_training(cellbench, change, kwargs, message):
@@ -59,6 +62,10 @@ def test_bad_integration_input_fails_before_training(cellbench, change, kwargs, 
         cellbench.obs["cell_type"] = "HCC827"
     elif change == "one_batch":
         cellbench.obs["batch"] = "plate1"
+    elif change == "float_labels":
+        cellbench.obs["total"] = np.asarray(cellbench.X.sum(axis=1)).ravel() + 0.5
+    elif change == "id_labels":
+        cellbench.obs["barcode"] = cellbench.obs_names.astype(str)
     before = _snapshot(cellbench)
     with pytest.raises(ValueError, match=message):
         sat.tl.autotune(cellbench, **{**FAST, **kwargs})

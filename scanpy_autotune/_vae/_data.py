@@ -139,20 +139,26 @@ def _check_dtype(matrix, where: str) -> None:
         raise ValueError(f"{where} has {kind} values ({dtype}); raw counts are integers.")
 
 
-def _check_batch_column(column: pd.Series, batch_key: str) -> None:
-    """Refuse a batch column that is a measurement rather than a label (one batch per cell)."""
+#: What a column of groups holds, for the messages of :func:`check_group_column`.
+_GROUPS = {
+    "batch": ("a batch covariate is a label such as a plate, donor or sample", "batches", "batch labels (plates, donors, samples)"),
+    "labels": ("labels name cell types or states", "labels", "cell-type labels"),
+}
+
+
+def check_group_column(column: pd.Series, key: str, kind: str = "batch") -> None:
+    """Refuse a column of groups (``"batch"`` or ``"labels"``) that is a measurement (about one value per cell)."""
+    what, groups, wanted = _GROUPS[kind]
     if pd.api.types.is_float_dtype(column) and not np.all(np.mod(column.to_numpy(), 1) == 0):
         raise ValueError(
-            f"adata.obs[{batch_key!r}] holds non-integer numbers ({column.nunique()} distinct "
-            "values): a batch covariate is a label such as a plate, donor or sample; pass a "
-            "categorical column."
+            f"adata.obs[{key!r}] holds non-integer numbers ({column.nunique()} distinct "
+            f"values): {what}; pass a categorical column."
         )
-    n_batches = column.nunique()
-    if n_batches > 1 and n_batches > len(column) // 2:
+    n_groups = column.nunique()
+    if n_groups > 1 and n_groups > len(column) // 2:
         raise ValueError(
-            f"adata.obs[{batch_key!r}] has {n_batches} distinct values for {len(column)} cells, "
-            "so most batches would hold one or two cells; pass the column of batch labels "
-            "(plates, donors, samples)."
+            f"adata.obs[{key!r}] has {n_groups} distinct values for {len(column)} cells, "
+            f"so most {groups} would hold one or two cells; pass the column of {wanted}."
         )
 
 
@@ -248,7 +254,7 @@ def extract_counts(
         if column.isna().any():
             raise ValueError(f"adata.obs[{batch_key!r}] has missing values.")
         if training:
-            _check_batch_column(column, batch_key)
+            check_group_column(column, batch_key)
         cat = pd.Categorical(column.astype(str))
         batch = cat.codes.astype(np.int64)
         categories = [str(c) for c in cat.categories]

@@ -17,7 +17,7 @@ from .._results import build_results
 from .._search import VALIDATION_SIZE, SearchOutcome, search
 from .._search._space import default_space as _default_space
 from .._search._space import integration_space as _integration_space
-from .._vae._data import Split, extract_counts, make_split
+from .._vae._data import Split, check_group_column, extract_counts, make_split
 from .._validation import MAX_BUDGET, MAX_SEED, check_fraction, check_int, check_uns_key
 
 if TYPE_CHECKING:
@@ -308,6 +308,11 @@ def autotune(
         check_model_dir(save_dir, "save_dir=")
     if journal is not None:
         check_output_file(journal, "journal=")
+    if labels_key is not None and labels_key == batch_key:
+        raise ValueError(
+            f"labels_key and batch_key are both {labels_key!r}: integration scores how well batches mix "
+            "while cell types stay apart, so they need two columns."
+        )
     labels = _obs_labels(adata, labels_key) if labels_key is not None else None
     data = extract_counts(adata, layer=layer, batch_key=batch_key)
     _advise_on_genes(data.n_vars, layer)
@@ -364,6 +369,7 @@ def _obs_labels(adata: AnnData, labels_key: Any) -> np.ndarray:
             f"adata.obs[{labels_key!r}] has {int(column.isna().sum())} missing label(s); label every "
             "cell (e.g. 'unknown') or subset adata to the labelled cells."
         )
+    check_group_column(column, labels_key, "labels")
     return column.astype(str).to_numpy()
 
 

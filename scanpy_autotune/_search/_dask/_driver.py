@@ -174,7 +174,9 @@ class DaskBackend:
             raise ValueError("backend='dask': pass either client= or scheduler=, not both.")
         n_workers = check_int("n_workers", n_workers, low=1, allow_none=True)
         if data_path is not None:
-            data_path = os.fspath(data_path)
+            if not isinstance(data_path, (str, os.PathLike)):
+                raise ValueError(f"data_path={data_path!r} must be the path of an .h5ad file.")
+            data_path = os.path.abspath(os.fspath(data_path))  # the workers may run elsewhere
             if not os.path.isfile(data_path):
                 raise ValueError(
                     f"data_path={data_path!r} is not a file; it must be an .h5ad on storage "
@@ -188,13 +190,16 @@ class DaskBackend:
                 )
             try:
                 client = distributed.Client(scheduler, set_as_default=False)
-            except (OSError, TimeoutError) as err:
+            except Exception as err:  # noqa: BLE001 - whatever answered there is not a scheduler
                 raise ValueError(
-                    f"cannot connect to the Dask scheduler at {scheduler!r}: {err}"
-                ) from err
+                    f"cannot connect to the Dask scheduler at scheduler={scheduler!r} "
+                    f"({type(err).__name__}: {err}); is it a scheduler's address (port 8786 by default)?"
+                ) from None
             own = True
         elif not isinstance(client, distributed.Client):
             raise ValueError(f"client must be a distributed.Client, got {type(client).__name__}.")
+        elif client.status != "running":
+            raise ValueError(f"client= is {client.status}; pass an open distributed.Client.")
         if client.asynchronous:
             raise ValueError("backend='dask' needs a synchronous distributed.Client.")
         try:
