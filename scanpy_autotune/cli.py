@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 from ._paths import check_output_dir, check_output_file, replace_file
 from ._record import gain_over_default
 from ._search._journal import JournalLockedError, JournalWriteError
+from ._search._runner import BackendFailed
 from ._validation import check_int
 
 logger = logging.getLogger("scanpy_autotune")
@@ -513,9 +514,11 @@ def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> 
 
     try:
         tl.autotune(adata, **kwargs)
-    except (KeyboardInterrupt, JournalWriteError) as stop:
+    except (KeyboardInterrupt, JournalWriteError, BackendFailed) as stop:
         if isinstance(stop, JournalWriteError):
             how, code = f"error: {stop.strerror}", EXIT_BAD_INPUT
+        elif isinstance(stop, BackendFailed):
+            how, code = f"error: {stop.__cause__.__class__.__name__}: {stop.__cause__}", EXIT_BAD_INPUT
         else:
             how, code = _how_stopped(stop)
         trials = adata.uns.get(KEY, {}).get("trials")

@@ -13,7 +13,7 @@ from scanpy_autotune._record import NAN_FIELDS, TrialRecord
 from scanpy_autotune._search._backends import Backend
 from scanpy_autotune._search._journal import Journal, JournalWriteError
 from scanpy_autotune._search._pruner import ASHAPruner
-from scanpy_autotune._search._runner import run_trials
+from scanpy_autotune._search._runner import BackendFailed, run_trials
 from scanpy_autotune._search._space import build_space
 from scanpy_autotune._search._tpe import AskTellTPE
 from scanpy_autotune._vae._config import HYPERPARAMETERS
@@ -176,6 +176,23 @@ def test_a_journal_that_cannot_be_written_stops_the_search_and_keeps_every_finis
     os.replace(aside, path)
     _, resumed = Journal.open(path, {"seed": 1}, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json)
     assert [r.trial_id for r in resumed] == [0, 1]
+
+
+def test_a_backend_that_fails_mid_search_keeps_the_finished_trials():
+    """A Dask client closed under the search raises inside the backend: the finished trials are kept."""
+
+    class ClientClosed(ScriptedBackend):
+        def poll(self, timeout):
+            if len(self.submitted) >= 3:
+                raise AttributeError("'NoneType' object has no attribute 'queue_get'")
+            return super().poll(timeout)
+
+    backend = ClientClosed(lambda t, p: Plan(loss=_loss(p)), n_slots=1)
+    run = run_trials(backend, _tuner(), None, max_evals=6, default_params=DEFAULT, progress=False)
+    assert isinstance(run.interrupted, BackendFailed) and isinstance(run.interrupted.__cause__, AttributeError)
+    assert str(run.interrupted).startswith("the search stopped after 2 finished trial(s), which are kept")
+    assert sorted(run.records) == [0, 1] and run.stop_reason.startswith("stopped: AttributeError")
+    assert backend.shut_down_with is True  # trial 2 was running
 
 
 def test_a_journal_that_holds_the_budget_already_says_so():

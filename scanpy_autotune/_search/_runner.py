@@ -31,6 +31,10 @@ logger = logging.getLogger("scanpy_autotune")
 POLL_SECONDS = 0.5
 
 
+class BackendFailed(RuntimeError):
+    """The backend failed during the search (a Dask client closed, a cluster gone); the finished trials are kept."""
+
+
 @dataclass
 class RunResult:
     """What the trial loop produced.
@@ -47,8 +51,9 @@ class RunResult:
     interrupted
         What stopped the search before its end, to re-raise after the results
         are written: the ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM on the
-        command line), or the :class:`._journal.JournalWriteError` of a journal
-        that could not be written.
+        command line), the :class:`._journal.JournalWriteError` of a journal
+        that could not be written, or :class:`BackendFailed` when the backend
+        failed mid-search.
     timed_out
         Whether ``timeout`` stopped the search.
     stop_reason
@@ -258,8 +263,10 @@ def run_trials(
             logger.info("stopping early: %s; %d running trial(s) finish", outcome.stop_reason, len(running))
             bar.stopped(outcome.stop_reason)
 
+    started_backend = False
     try:
         backend.start(context)
+        started_backend = True
         while len(outcome.records) < max_evals and not (converged and not running):
             timed_out = timeout is not None and time.monotonic() - started > timeout
             while (
@@ -308,6 +315,20 @@ def run_trials(
         )
         outcome.interrupted = error
         outcome.stop_reason = f"stopped: {error.strerror}"
+    except Exception as error:
+        if not started_backend:  # nothing ran: the backend's own error says what to fix
+            raise
+        logger.error(
+            "the search stopped: %s: %s; %d finished trial(s) are kept", type(error).__name__, error,
+            len(outcome.records),
+        )
+        failed = BackendFailed(
+            f"the search stopped after {len(outcome.records)} finished trial(s), which are kept: "
+            f"{type(error).__name__}: {error}"
+        )
+        failed.__cause__ = error
+        outcome.interrupted = failed
+        outcome.stop_reason = f"stopped: {type(error).__name__}: {error}"
     finally:
         backend.shutdown(kill=bool(running))
         bar.close()

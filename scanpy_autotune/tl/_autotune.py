@@ -288,7 +288,8 @@ def autotune(
     RuntimeError
         When another search (process) uses ``journal`` (a
         ``JournalLockedError``; the message names the process), before any
-        training.
+        training; or when the backend fails mid-search (a Dask client or
+        cluster closed), once the finished trials are written into ``adata``.
     KeyboardInterrupt
         After Ctrl-C, once the finished trials are written into ``adata``.
     OSError
