@@ -132,11 +132,7 @@ def check_model_dir(path: str | os.PathLike, what: str) -> Path:
                 f"{what} {path} holds files that are not a saved model ({', '.join(others[:5])}); "
                 "pass a new or empty folder."
             )
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise PermissionError(f"{what} {path} is not writable.")
-        return path
-    _writable_ancestor(path, what)
-    return path
+    return check_output_dir(path, what)
 
 
 def replace_file(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
