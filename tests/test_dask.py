@@ -371,7 +371,7 @@ def test_each_worker_keeps_its_state_across_registrations(client):
     assert len(before) == 2 and client.run(_state_id) == before
 
 
-def test_gpu_resources_are_the_slots(small):
+def test_gpu_resources_are_the_slots(small, caplog):
     """Workers with ``--resources GPU=1``: one trial per GPU unit, on CUDA when torch sees one."""
     import torch
 
@@ -384,12 +384,19 @@ def test_gpu_resources_are_the_slots(small):
         backend = DaskBackend.create(client=gpu_client)
         assert backend.n_slots == 2 and backend.resources == {"GPU": 1}
         assert DaskBackend.create(client=gpu_client, n_workers=1).n_slots == 1
-        sat.tl.autotune(small, backend="dask", client=gpu_client, max_evals=2,
-                        include_default=False, **{**SMALL, "max_epochs": 2})
+        with caplog.at_level(logging.WARNING, logger="scanpy_autotune"):
+            sat.tl.autotune(small, backend="dask", client=gpu_client, max_evals=2,
+                            include_default=False, **{**SMALL, "max_epochs": 2})
         trials = small.uns["autotune"]["trials"]
         assert (trials["status"] == "ok").all()
         expected = "cuda" if torch.cuda.is_available() else "cpu"
         assert all(device.startswith(expected) for device in trials["device"])
+        blind = [r.getMessage() for r in caplog.records if "torch sees no CUDA device" in r.getMessage()]
+        if torch.cuda.is_available():
+            assert blind == []
+        else:  # both workers declare a GPU that torch cannot see: said once, naming them
+            assert len(blind) == 1 and blind[0].startswith("dask: 2 worker(s) declare a GPU")
+            assert all(address in blind[0] for address in gpu_client.scheduler_info()["workers"])
     with distributed.LocalCluster(
         n_workers=1, threads_per_worker=3, processes=False, dashboard_address=":0",
     ) as cluster, distributed.Client(cluster) as cpu_client:
@@ -427,3 +434,83 @@ def test_without_distributed_the_error_names_the_extra(small, monkeypatch):
         sat.tl.autotune(small, backend="dask", scheduler="tcp://127.0.0.1:8786", max_evals=2,
                         **SMALL)
     assert "autotune" not in small.uns
+
+
+def test_an_address_that_never_answers_dask_fails_fast(small):
+    """A scheduler= that accepts connections but never speaks Dask (a dashboard's or another
+    HTTP port) is refused after the connect timeout; ``distributed.Client`` alone waits forever."""
+    import http.server
+    import socketserver
+    import threading
+
+    import dask
+
+    server = socketserver.TCPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"tcp://127.0.0.1:{server.server_address[1]}"
+    try:
+        with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), pytest.raises(
+            ValueError, match=r"cannot connect to the Dask scheduler at scheduler='tcp://127\.0\.0\.1:"
+            r"\d+' \(TimeoutError: no Dask handshake within 2 s\)",
+        ):
+            sat.tl.autotune(small, backend="dask", scheduler=address, max_evals=2, **SMALL)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "autotune" not in small.uns
+
+
+_KILLED_DRIVER = """
+import sys
+import anndata as ad
+import scanpy_autotune as sat
+sat.tl.autotune(ad.read_h5ad(sys.argv[1]), backend="dask", scheduler=sys.argv[2], max_evals=50,
+                max_epochs=400, n_mc=5, progress=False)
+"""
+
+
+def _ended_searches(dask_worker) -> list[str]:
+    from scanpy_autotune._search._dask._worker import worker_state
+
+    return sorted(worker_state(dask_worker).ended)
+
+
+def test_data_left_by_a_killed_driver_is_removed_by_the_next_search(small, client, tmp_path):
+    """A driver killed mid-search cannot unpublish its data; the next search on the cluster
+    removes it (and has the workers forget its context), and keeps a live driver's data."""
+    import subprocess
+    import time
+
+    from scanpy_autotune._search._dask._protocol import SearchRef, payload_owner
+
+    small.write_h5ad(tmp_path / "small.h5ad")
+    with distributed.Client(client.scheduler.address, set_as_default=False) as live:
+        alive = SearchRef("live-search", driver=live.id)  # another driver, still running
+        live.publish_dataset(live.scatter(1, hash=False), name=alive.dataset)
+        driver = subprocess.Popen(
+            [sys.executable, "-c", _KILLED_DRIVER, str(tmp_path / "small.h5ad"),
+             client.scheduler.address],
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and driver.poll() is None:
+                owners = [payload_owner(name) for name in client.list_datasets()]
+                killed = [owner for owner in owners if owner and owner[0] != "live-search"]
+                if killed:
+                    break
+                time.sleep(0.2)
+            assert killed, "the driver never published its data"
+        finally:
+            driver.kill()
+            driver.wait()
+        (search_id, _), = killed
+        left = [name for name in client.list_datasets() if payload_owner(name)]
+        assert len(left) == 2  # the killed driver's and the live one's
+
+        sat.tl.autotune(small, backend="dask", client=client, max_evals=2, include_default=False,
+                        **SMALL)
+        assert (small.uns["autotune"]["trials"]["status"] == "ok").all()
+        assert list(client.list_datasets()) == [alive.dataset]
+        assert all(search_id in ended for ended in client.run(_ended_searches).values())
+        live.unpublish_dataset(alive.dataset)
+    _wait_for_two_workers(client)

@@ -8,8 +8,9 @@ as it drives the local pool, and the completion order of the tasks drives the
 next ask.
 
 Data
-    The :class:`.._context.TrialContext` is scattered to every worker once
-    (``broadcast=True``) and published under a per-search name. With
+    The :class:`.._context.TrialContext` is scattered to one worker and
+    published under a per-search name that also names the driver (a later
+    search removes what a killed driver left there). With
     ``data_path=`` the workers read the ``.h5ad`` themselves from shared
     storage (checked against the driver's fingerprint) and only a light
     context (split and settings) is scattered. A task carries only a small
@@ -18,12 +19,15 @@ Data
     ``distributed.WorkerPlugin``, see :mod:`._worker`), so the data reaches a
     worker once however many trials it runs (the tasks do not depend on the
     scattered key, which Dask's active memory manager would otherwise reduce
-    to one replica and ship again per trial). If every worker holding the
-    payload dies, the driver scatters it again.
+    to one replica and ship again per trial). If the worker holding the
+    payload dies, the driver scatters it again; a send that fails as workers
+    die or restart is tried again for a minute. Not ``broadcast=True``: the
+    scheduler's replication retries a worker that died under it without end.
 Slots
     Workers that declare a ``GPU`` resource (``dask worker ... --resources
     GPU=1``) run one trial per unit of it, on ``"cuda"``; otherwise every
-    worker thread is a slot and trials run on the CPU.
+    worker thread is a slot and trials run on the CPU. A worker that declares
+    a GPU on which torch sees none is named in a warning at the start.
 Rungs
     At a pruning rung the task puts ``["report", trial_id, n_epochs, value,
     reply]`` on the search's report queue (a ``distributed.Queue``) and waits

@@ -2,10 +2,11 @@
 
 It talks to the cluster through a synchronous ``distributed.Client``: it
 registers the per-worker state (:func:`._worker.register_worker_state`),
-scatters and publishes the search's payload, submits one task per trial
+removes what killed drivers left on the cluster, scatters and publishes the
+search's payload, submits one task per trial
 (:func:`._worker.run_trial`), reads the rung reports and answers them, turns
 finished tasks into :class:`.._backends.Event` objects, restarts a trial once
-when its task is lost, sends the payload again when every worker that held it
+when its task is lost, sends the payload again when the worker that held it
 died, and cleans up after the search.
 
 ``distributed`` and :mod:`._worker` (which needs it) are imported inside the
@@ -26,7 +27,7 @@ from ..._validation import check_int
 from .._backends import Event
 from .._context import TrialContext
 from ._client import clear_stale_gather
-from ._protocol import MAX_ATTEMPTS, QUEUE_POLL_S, Payload, SearchRef
+from ._protocol import MAX_ATTEMPTS, QUEUE_POLL_S, Payload, SearchRef, payload_owner
 
 logger = logging.getLogger("scanpy_autotune")
 
@@ -53,6 +54,47 @@ def import_distributed() -> Any:
             f"{EXTRA_HINT}"
         ) from err
     return distributed
+
+
+def _handshake(address: str) -> None:
+    """Connect to ``address`` and exchange Dask's handshake, within the connect timeout.
+
+    ``distributed.Client`` waits without end for the handshake of a server
+    that accepts the connection but never answers (a dashboard's or another
+    HTTP port); this bounded probe fails instead. It runs its own event loop
+    in a thread, so it also works inside a notebook's running loop.
+
+    Raises
+    ------
+    Exception
+        ``TimeoutError`` when nothing answers, ``OSError`` when the connection
+        fails, or whatever the server's reply raised.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask
+    from dask.utils import parse_timedelta
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="s")
+    arguments = Security().get_connection_args("client")
+
+    async def exchange() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=timeout, **arguments), timeout)
+        await comm.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            pool.submit(asyncio.run, exchange()).result()
+        except TimeoutError:
+            raise TimeoutError(f"no Dask handshake within {timeout:.0f} s") from None
+
+
+def _connected_clients(dask_scheduler: Any) -> list[str]:
+    """The ids of the clients connected to the scheduler (``client.run_on_scheduler``)."""
+    return list(dask_scheduler.clients)
 
 
 def _workers_info(client: Any) -> dict:
@@ -189,6 +231,7 @@ class DaskBackend:
                     f"scheduler={scheduler!r} must be an address like 'tcp://HOST:8786'."
                 )
             try:
+                _handshake(scheduler)
                 client = distributed.Client(scheduler, set_as_default=False)
             except Exception as err:  # noqa: BLE001 - whatever answered there is not a scheduler
                 raise ValueError(
@@ -220,20 +263,24 @@ class DaskBackend:
         return self._n_slots
 
     def start(self, context: TrialContext) -> None:
-        """Send the trial context to every worker once (or have them read ``data_path``)."""
+        """Send the trial context to the cluster once (or have the workers read ``data_path``)."""
         from distributed import Queue
 
         from ._worker import register_worker_state
 
         clear_stale_gather(self.client)  # an earlier search may have been stopped by Ctrl-C
         register_worker_state(self.client)
+        self._remove_orphans()
+        self._check_gpus()
         search_id = uuid.uuid4().hex[:12]
         fingerprint = context.data.fingerprint()
         scattered = context if self.data_path is None else replace(context, data=None, _counts={})
         self._payload = Payload(search_id, scattered, self.data_path, fingerprint)
-        self._ref = SearchRef(search_id)
+        counts = scattered.data.X if scattered.data is not None else None
+        size = 0 if counts is None else counts.data.nbytes + counts.indices.nbytes + counts.indptr.nbytes
+        self._ref = SearchRef(search_id, driver=self.client.id, payload_bytes=int(size))
         self._reports = Queue(self._ref.reports, client=self.client)
-        self._send_payload()
+        self._deliver_payload("could not send the search's data to the Dask cluster")
         if self.data_path is not None:
             self._prepare_workers()
         self._pause_workers()
@@ -369,31 +416,34 @@ class DaskBackend:
             ) from err
 
     def _send_payload(self) -> None:
-        """Scatter the payload to every worker and publish it for workers that start later."""
-        self._payload_future = self.client.scatter(self._payload, broadcast=True, hash=False)
+        """Scatter the payload to one worker and publish it; each worker fetches it from there.
+
+        Not ``broadcast=True``: the scheduler's replication retries a worker
+        that died under it without end, so the search would hang at its start
+        (and Dask's memory manager soon drops the extra replicas anyway).
+        """
+        self._payload_future = self.client.scatter(self._payload, hash=False)
         self.client.publish_dataset(self._payload_future, name=self._ref.dataset, override=True)
 
-    def _check_payload(self) -> None:
-        """Send the payload again when every worker that held it died.
+    def _deliver_payload(self, failure: str) -> None:
+        """Send the payload, again while workers die or restart under the send.
 
-        The workers may still be restarting then, and the scheduler can drop
-        the connection of a scatter to a worker that dies or restarts under
-        it; the data is sent again until it lands or :data:`RESEND_PAYLOAD_S` pass.
+        The scheduler can drop the connection of a scatter to a worker that dies
+        or restarts under it, or still list a worker that died; the data is sent
+        again until it lands or :data:`RESEND_PAYLOAD_S` pass, then
+        ``RuntimeError`` starting with ``failure``.
         """
-        if self._payload_future is None or self._payload_future.status == "finished":
-            return
-        logger.warning("dask: the search's data was lost with its workers; sending it again")
         deadline = time.monotonic() + RESEND_PAYLOAD_S
         while True:
             try:
                 self.client.wait_for_workers(1, timeout=max(1.0, deadline - time.monotonic()))
                 self._send_payload()
                 return
-            except (OSError, TimeoutError) as err:  # CommClosedError is an OSError
+            except (OSError, TimeoutError, KeyError) as err:  # CommClosedError is an OSError;
+                # KeyError: the scheduler lost the worker it had chosen (its address)
                 if time.monotonic() >= deadline:
                     raise RuntimeError(
-                        "the Dask cluster lost the search's data with its workers and could not "
-                        f"take it again within {RESEND_PAYLOAD_S:.0f} s "
+                        f"{failure} within {RESEND_PAYLOAD_S:.0f} s "
                         f"({type(err).__name__}: {err}); the finished trials are kept "
                         "(in the journal, when one is set)."
                     ) from err
@@ -402,6 +452,68 @@ class DaskBackend:
                     type(err).__name__, err,
                 )
                 time.sleep(1.0)
+
+    def _check_payload(self) -> None:
+        """Send the payload again when the worker that held it died."""
+        if self._payload_future is None or self._payload_future.status == "finished":
+            return
+        logger.warning("dask: the search's data was lost with its worker; sending it again")
+        self._deliver_payload(
+            "the Dask cluster lost the search's data with its workers and could not take it again"
+        )
+
+    def _remove_orphans(self) -> None:
+        """Remove the data that searches whose driver is gone (killed) left on the cluster.
+
+        A driver that ends normally unpublishes its payload and has the workers
+        forget its context (:meth:`shutdown`); one that was killed cannot, and
+        on a long-lived cluster its published payload would hold memory there
+        for good. A payload's name carries its driver's client id
+        (:attr:`._protocol.SearchRef.dataset`); one whose driver is no longer
+        connected to the scheduler is removed. Best effort.
+        """
+        from ._worker import forget_context
+
+        try:
+            names = self.client.list_datasets()
+            orphans = {name: payload_owner(name) for name in names}
+            orphans = {name: owner for name, owner in orphans.items() if owner is not None}
+            if not orphans:
+                return
+            connected = set(self.client.run_on_scheduler(_connected_clients))
+            for name, (search_id, driver) in orphans.items():
+                if driver in connected:
+                    continue  # a search running now, from this process or another
+                self.client.unpublish_dataset(name)
+                self.client.run(forget_context, search_id)
+                logger.info(
+                    "dask: removed the data of search %s, left on the cluster by a driver "
+                    "that is gone (%s)", search_id, driver,
+                )
+        except Exception as err:  # noqa: BLE001 - never stop a search for a clean-up
+            logger.debug("dask: could not look for data left by earlier searches: %s", err)
+
+    def _check_gpus(self) -> None:
+        """Warn about workers that declare a ``GPU`` resource but on which torch sees no GPU."""
+        from ._worker import cuda_visible
+
+        if self.device != "cuda":
+            return
+        try:
+            visible = self.client.run(cuda_visible)
+        except Exception as err:  # noqa: BLE001 - a worker that left meanwhile
+            logger.debug("dask: could not ask the workers for their GPUs: %s", err)
+            return
+        declared = {
+            address for address, info in self._workers().items()
+            if float(info.get("resources", {}).get("GPU", 0)) > 0
+        }
+        blind = sorted(address for address in declared if visible.get(address) is False)
+        if blind:
+            logger.warning(
+                "dask: %d worker(s) declare a GPU resource but torch sees no CUDA device there "
+                "(%s); their trials run on the CPU, one per GPU unit", len(blind), ", ".join(blind),
+            )
 
     def _submit_task(self, trial_id: int, running: _Running) -> Any:
         from ._worker import run_trial

@@ -31,6 +31,20 @@ MAX_ATTEMPTS = 2
 QUEUE_POLL_S = 0.1
 # Every name a search uses on the cluster starts with this.
 NAME_PREFIX = "scanpy-autotune"
+# Between a published payload's name and the client id of the driver that published it.
+PAYLOAD_DRIVER_SEPARATOR = "-by-"
+
+
+def payload_owner(name: str) -> tuple[str, str] | None:
+    """``(search_id, driver)`` of a published payload's name, or ``None`` for another name.
+
+    Also ``None`` for a payload published without its driver's id (its owner is unknown).
+    """
+    head, separator, driver = name.partition(PAYLOAD_DRIVER_SEPARATOR)
+    start, end = f"{NAME_PREFIX}-", "-payload"
+    if not (separator and driver and head.startswith(start) and head.endswith(end)):
+        return None
+    return head[len(start) : -len(end)], driver
 
 
 @dataclass
@@ -45,9 +59,22 @@ class Payload:
 
 @dataclass(frozen=True)
 class SearchRef:
-    """What each task carries instead of the payload: the search, and its names on the cluster."""
+    """What each task carries instead of the payload: the search, and its names on the cluster.
+
+    Attributes
+    ----------
+    search_id
+        The search's random id.
+    driver
+        The ``distributed`` client id of the driver; a later search removes
+        what a driver that is gone left on the cluster (:func:`payload_owner`).
+    payload_bytes
+        The size of the payload's counts, which bounds how long a fetch may take.
+    """
 
     search_id: str
+    driver: str = ""
+    payload_bytes: int = 0
 
     @property
     def prefix(self) -> str:
@@ -56,7 +83,7 @@ class SearchRef:
     @property
     def dataset(self) -> str:
         """The name under which the driver publishes the scattered :class:`Payload`."""
-        return f"{self.prefix}-payload"
+        return f"{self.prefix}-payload{PAYLOAD_DRIVER_SEPARATOR}{self.driver}"
 
     @property
     def reports(self) -> str:

@@ -2,7 +2,7 @@
 
 :func:`run_trial` and :func:`prepare_worker` are tasks and run in a worker's
 task threads; :func:`forget_context`, :func:`pause_callbacks`,
-:func:`resume_callbacks` and :func:`fetch_count` are sent with ``client.run``
+:func:`resume_callbacks`, :func:`cuda_visible` and :func:`fetch_count` are sent with ``client.run``
 and run on the worker's event loop. The driver (:mod:`._driver`) imports this
 module only once ``distributed`` is known to be there; this module imports it
 at the top, as it only ever runs where Dask does.
@@ -50,9 +50,12 @@ from ._protocol import MAX_ATTEMPTS, QUEUE_POLL_S, Payload, SearchRef
 PLUGIN_NAME = "scanpy-autotune"
 # Contexts (searches) a worker keeps in memory.
 KEEP_CONTEXTS = 2
-# How long a worker tries to fetch the search's data (the driver re-sends it after a loss).
+# How long a worker tries to fetch the search's data (the driver re-sends it after a loss):
+# one try waits FETCH_TRY_S plus the time the counts take at FETCH_BYTES_PER_S (a slow
+# network's rate), and the tries go on for FETCH_TIMEOUT_S plus one try.
 FETCH_TIMEOUT_S = 120.0
 FETCH_TRY_S = 5.0
+FETCH_BYTES_PER_S = 25e6
 # Periodic callbacks of a Dask worker that wake its event loop every 10-20 ms: the
 # statistical profiler and the event-loop tick monitor. Each wake-up takes the GIL
 # from the thread that trains, whose small tensor operations release and retake it
@@ -215,7 +218,8 @@ def _fetch_payload(ref: SearchRef, state: AutotuneWorkerState, key: str | None) 
     """
     client = get_client()
     state.fetches += 1
-    deadline = time.monotonic() + FETCH_TIMEOUT_S
+    try_s = FETCH_TRY_S + ref.payload_bytes / FETCH_BYTES_PER_S
+    deadline = time.monotonic() + FETCH_TIMEOUT_S + try_s
     while True:
         try:
             published = client.get_dataset(ref.dataset)
@@ -223,7 +227,7 @@ def _fetch_payload(ref: SearchRef, state: AutotuneWorkerState, key: str | None) 
             raise search_ended(ref.search_id) from err
         try:
             clear_stale_gather(client)
-            return published.result(timeout=FETCH_TRY_S)
+            return published.result(timeout=try_s)
         except Exception as err:  # lost with its worker (a timeout): the driver sends it again
             if time.monotonic() > deadline or (key is not None and task_cancelled(key)):
                 raise RuntimeError(
@@ -396,6 +400,13 @@ def fetch_count(dask_worker: Any) -> int:
     """How many times this worker fetched a search's data (``client.run(fetch_count)``)."""
     state = dask_worker.plugins.get(PLUGIN_NAME)
     return 0 if state is None else state.fetches
+
+
+def cuda_visible(dask_worker: Any) -> bool:
+    """Whether torch sees a CUDA device on this worker (``client.run(cuda_visible)``)."""
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def pause_callbacks(dask_worker: Any) -> list[str]:
