@@ -39,7 +39,8 @@ Faults
     is lost too becomes a failed record (``WorkerDied: ...``); a trial gives
     at most one record (events are guarded by trial id).
 
-Modules: :mod:`._driver` (:class:`DaskBackend`), :mod:`._worker` (what runs in
+Modules: :mod:`._driver` (:class:`DaskBackend`), :mod:`._cluster` (reaching
+the cluster and the housekeeping around a search), :mod:`._worker` (what runs in
 the workers), :mod:`._protocol` (the payload and the names both sides use),
 :mod:`._client` (a repair both sides' clients need).
 
@@ -49,6 +50,7 @@ the workers), :mod:`._protocol` (the payload and the names both sides use),
 """
 
 from ._client import clear_stale_gather
-from ._driver import EXTRA_HINT, DaskBackend, import_distributed
+from ._cluster import EXTRA_HINT, import_distributed
+from ._driver import DaskBackend
 
 __all__ = ["EXTRA_HINT", "DaskBackend", "clear_stale_gather", "import_distributed"]

@@ -2,8 +2,8 @@
 
 It talks to the cluster through a synchronous ``distributed.Client``: it
 registers the per-worker state (:func:`._worker.register_worker_state`),
-removes what killed drivers left on the cluster, scatters and publishes the
-search's payload, submits one task per trial
+has :mod:`._cluster` tidy the cluster, scatters and publishes the search's
+payload, submits one task per trial
 (:func:`._worker.run_trial`), reads the rung reports and answers them, turns
 finished tasks into :class:`.._backends.Event` objects, restarts a trial once
 when its task is lost, sends the payload again when the worker that held it
@@ -11,7 +11,7 @@ died, and cleans up after the search.
 
 ``distributed`` and :mod:`._worker` (which needs it) are imported inside the
 methods, so importing this module works without ``distributed``;
-:meth:`DaskBackend.create` then fails with :data:`EXTRA_HINT`.
+:meth:`DaskBackend.create` then fails with :data:`._cluster.EXTRA_HINT`.
 """
 
 from __future__ import annotations
@@ -27,83 +27,23 @@ from ..._validation import check_int
 from .._backends import Event
 from .._context import TrialContext
 from ._client import clear_stale_gather
-from ._protocol import MAX_ATTEMPTS, QUEUE_POLL_S, Payload, SearchRef, payload_owner
+from ._cluster import (
+    handshake,
+    import_distributed,
+    pause_workers,
+    remove_orphans,
+    resume_workers,
+    warn_blind_gpus,
+    workers_info,
+)
+from ._protocol import MAX_ATTEMPTS, QUEUE_POLL_S, Payload, SearchRef
 
 logger = logging.getLogger("scanpy_autotune")
 
-EXTRA_HINT = "pip install scanpy-autotune[dask]"
 # How long the driver waits for workers to join a cluster without any.
 WAIT_FOR_WORKERS_S = 30.0
 # How long the driver keeps trying to send the search's data again after its workers died.
 RESEND_PAYLOAD_S = 60.0
-
-
-def import_distributed() -> Any:
-    """Import ``distributed``, or fail with the name of the extra that installs it.
-
-    Raises
-    ------
-    ImportError
-        When ``distributed`` is not installed.
-    """
-    try:
-        import distributed
-    except ImportError as err:
-        raise ImportError(
-            "backend='dask' needs the optional dependency 'distributed' (Dask): "
-            f"{EXTRA_HINT}"
-        ) from err
-    return distributed
-
-
-def _handshake(address: str) -> None:
-    """Connect to ``address`` and exchange Dask's handshake, within the connect timeout.
-
-    ``distributed.Client`` waits without end for the handshake of a server
-    that accepts the connection but never answers (a dashboard's or another
-    HTTP port); this bounded probe fails instead. It runs its own event loop
-    in a thread, so it also works inside a notebook's running loop.
-
-    Raises
-    ------
-    Exception
-        ``TimeoutError`` when nothing answers, ``OSError`` when the connection
-        fails, or whatever the server's reply raised.
-    """
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
-    import dask
-    from dask.utils import parse_timedelta
-    from distributed.comm import connect
-    from distributed.security import Security
-
-    timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="s")
-    arguments = Security().get_connection_args("client")
-
-    async def exchange() -> None:
-        comm = await asyncio.wait_for(connect(address, timeout=timeout, **arguments), timeout)
-        await comm.close()
-
-    with ThreadPoolExecutor(1) as pool:
-        try:
-            pool.submit(asyncio.run, exchange()).result()
-        except TimeoutError:
-            raise TimeoutError(f"no Dask handshake within {timeout:.0f} s") from None
-
-
-def _connected_clients(dask_scheduler: Any) -> list[str]:
-    """The ids of the clients connected to the scheduler (``client.run_on_scheduler``)."""
-    return list(dask_scheduler.clients)
-
-
-def _workers_info(client: Any) -> dict:
-    """Address -> info (``nthreads``, ``resources``) of every worker of the cluster."""
-    try:
-        info = client.scheduler_info(n_workers=-1)  # newer distributed lists 5 by default
-    except TypeError:  # older distributed lists all of them and has no n_workers
-        info = client.scheduler_info()
-    return info["workers"]
 
 
 @dataclass
@@ -149,7 +89,7 @@ class DaskBackend:
         self.client = client
         self.own_client = own_client
         self.data_path = data_path
-        workers = _workers_info(client)
+        workers = workers_info(client)
         gpus = sum(float(w.get("resources", {}).get("GPU", 0)) for w in workers.values())
         threads = sum(int(w.get("nthreads", 0)) for w in workers.values())
         self.resources = {"GPU": 1} if gpus > 0 else None
@@ -231,7 +171,7 @@ class DaskBackend:
                     f"scheduler={scheduler!r} must be an address like 'tcp://HOST:8786'."
                 )
             try:
-                _handshake(scheduler)
+                handshake(scheduler)
                 client = distributed.Client(scheduler, set_as_default=False)
             except Exception as err:  # noqa: BLE001 - whatever answered there is not a scheduler
                 raise ValueError(
@@ -246,7 +186,7 @@ class DaskBackend:
         if client.asynchronous:
             raise ValueError("backend='dask' needs a synchronous distributed.Client.")
         try:
-            if not _workers_info(client):
+            if not workers_info(client):
                 client.wait_for_workers(1, timeout=WAIT_FOR_WORKERS_S)
             return cls(client, own_client=own, data_path=data_path, n_workers=n_workers)
         except (OSError, TimeoutError) as err:
@@ -270,8 +210,8 @@ class DaskBackend:
 
         clear_stale_gather(self.client)  # an earlier search may have been stopped by Ctrl-C
         register_worker_state(self.client)
-        self._remove_orphans()
-        self._check_gpus()
+        remove_orphans(self.client)
+        warn_blind_gpus(self.client)
         search_id = uuid.uuid4().hex[:12]
         fingerprint = context.data.fingerprint()
         scattered = context if self.data_path is None else replace(context, data=None, _counts={})
@@ -283,7 +223,7 @@ class DaskBackend:
         self._deliver_payload("could not send the search's data to the Dask cluster")
         if self.data_path is not None:
             self._prepare_workers()
-        self._pause_workers()
+        self._paused = pause_workers(self.client)
         logger.debug("dask: search %s sent to %d worker(s)", search_id, len(self._workers()))
 
     def free_slots(self) -> int:
@@ -358,7 +298,8 @@ class DaskBackend:
             logger.debug("dask: cleanup after the search failed: %s", err)
         finally:
             try:
-                self._resume_workers()
+                resume_workers(self.client, self._paused)
+                self._paused = {}
             except Exception as err:
                 logger.debug("dask: could not resume the workers' profilers: %s", err)
             self._running.clear()
@@ -370,31 +311,7 @@ class DaskBackend:
     # -- helpers ---------------------------------------------------------------------
 
     def _workers(self) -> dict:
-        return _workers_info(self.client)
-
-    def _pause_workers(self) -> None:
-        """Pause the workers' :data:`._worker.PAUSED_CALLBACKS` for the search (best effort)."""
-        from ._worker import pause_callbacks
-
-        try:
-            paused = self.client.run(pause_callbacks)
-        except Exception as err:  # a worker without them, or one that left meanwhile
-            logger.debug("dask: could not pause the workers' profilers: %s", err)
-            return
-        self._paused = {address: names for address, names in paused.items() if names}
-        if self._paused:
-            names = sorted({name for names in self._paused.values() for name in names})
-            logger.debug("dask: paused %s on %d worker(s)", ", ".join(names), len(self._paused))
-
-    def _resume_workers(self) -> None:
-        """Restart the callbacks :meth:`_pause_workers` paused, on the workers still there."""
-        from ._worker import resume_callbacks
-
-        alive = set(self._workers())
-        workers = [address for address in self._paused if address in alive]
-        if workers:
-            self.client.run(resume_callbacks, self._paused, workers=workers)
-        self._paused = {}
+        return workers_info(self.client)
 
     def _prepare_workers(self) -> None:
         """Have every worker read ``data_path`` now, so a wrong file fails before any trial."""
@@ -461,59 +378,6 @@ class DaskBackend:
         self._deliver_payload(
             "the Dask cluster lost the search's data with its workers and could not take it again"
         )
-
-    def _remove_orphans(self) -> None:
-        """Remove the data that searches whose driver is gone (killed) left on the cluster.
-
-        A driver that ends normally unpublishes its payload and has the workers
-        forget its context (:meth:`shutdown`); one that was killed cannot, and
-        on a long-lived cluster its published payload would hold memory there
-        for good. A payload's name carries its driver's client id
-        (:attr:`._protocol.SearchRef.dataset`); one whose driver is no longer
-        connected to the scheduler is removed. Best effort.
-        """
-        from ._worker import forget_context
-
-        try:
-            names = self.client.list_datasets()
-            orphans = {name: payload_owner(name) for name in names}
-            orphans = {name: owner for name, owner in orphans.items() if owner is not None}
-            if not orphans:
-                return
-            connected = set(self.client.run_on_scheduler(_connected_clients))
-            for name, (search_id, driver) in orphans.items():
-                if driver in connected:
-                    continue  # a search running now, from this process or another
-                self.client.unpublish_dataset(name)
-                self.client.run(forget_context, search_id)
-                logger.info(
-                    "dask: removed the data of search %s, left on the cluster by a driver "
-                    "that is gone (%s)", search_id, driver,
-                )
-        except Exception as err:  # noqa: BLE001 - never stop a search for a clean-up
-            logger.debug("dask: could not look for data left by earlier searches: %s", err)
-
-    def _check_gpus(self) -> None:
-        """Warn about workers that declare a ``GPU`` resource but on which torch sees no GPU."""
-        from ._worker import cuda_visible
-
-        if self.device != "cuda":
-            return
-        try:
-            visible = self.client.run(cuda_visible)
-        except Exception as err:  # noqa: BLE001 - a worker that left meanwhile
-            logger.debug("dask: could not ask the workers for their GPUs: %s", err)
-            return
-        declared = {
-            address for address, info in self._workers().items()
-            if float(info.get("resources", {}).get("GPU", 0)) > 0
-        }
-        blind = sorted(address for address in declared if visible.get(address) is False)
-        if blind:
-            logger.warning(
-                "dask: %d worker(s) declare a GPU resource but torch sees no CUDA device there "
-                "(%s); their trials run on the CPU, one per GPU unit", len(blind), ", ".join(blind),
-            )
 
     def _submit_task(self, trial_id: int, running: _Running) -> Any:
         from ._worker import run_trial
