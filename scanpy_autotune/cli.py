@@ -10,7 +10,8 @@ best configuration and its gain over the default one.
 Bad input ends the command with one line on stderr
 (``scanpy-autotune: error: ...``) and exit code 2; ``--verbose`` adds the
 traceback. Ctrl-C ends it with exit code 130, after writing the trials that
-finished. Unlike the library, this module prints (the results, to stdout).
+finished (beside ``-o`` when it holds an earlier run's finished search, which
+is kept). Unlike the library, this module prints (the results, to stdout).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any, NoReturn
 from ._paths import check_output_dir, check_output_file, replace_file
 from ._record import gain_over_default
 from ._search._journal import JournalLockedError, JournalWriteError
-from ._search._runner import BackendFailed
+from ._search._runner import BackendFailed, ended_on_its_own
 from ._validation import check_int
 
 logger = logging.getLogger("scanpy_autotune")
@@ -523,8 +524,10 @@ def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> 
             how, code = _how_stopped(stop)
         trials = adata.uns.get(KEY, {}).get("trials")
         if output is not None and trials is not None and len(trials):
-            _write_h5ad(adata, output)
-            print(f"{PROG}: {how}; wrote {len(trials)} finished trial(s) to {output}", file=sys.stderr)
+            target = _cut_short_output(output)
+            _write_h5ad(adata, target)
+            kept = "" if target == output else f" (beside the finished search kept in {output})"
+            print(f"{PROG}: {how}; wrote {len(trials)} finished trial(s) to {target}{kept}", file=sys.stderr)
         elif trials is not None and len(trials):
             print(f"{PROG}: {how}; {len(trials)} trial(s) had finished", file=sys.stderr)
         else:
@@ -539,6 +542,29 @@ def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> 
         written = write_plots(adata, plots)
         print(f"wrote {len(written)} plot(s) to {plots}")
     return 0
+
+
+def _cut_short_output(output: Path) -> Path:
+    """Where a search cut short writes its trials: ``-o``, unless it holds a finished search.
+
+    A finished search there (an earlier run's result) is never replaced by a
+    part of another: the trials go to ``<name>.interrupted.h5ad`` beside it.
+    """
+    if output.exists() and _holds_finished_search(output):
+        return output.with_name(f"{output.stem}.interrupted{output.suffix}")
+    return output
+
+
+def _holds_finished_search(path: Path) -> bool:
+    """Whether the ``.h5ad`` at ``path`` holds a search that ended on its own."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as file:
+            reason = file[f"uns/{KEY}/params/stop_reason"][()]
+    except (OSError, KeyError, TypeError):  # not an .h5ad, or no search result in it
+        return False
+    return ended_on_its_own(reason.decode() if isinstance(reason, bytes) else str(reason))
 
 
 def _check_outputs(args: argparse.Namespace) -> Path | None:

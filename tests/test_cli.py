@@ -13,7 +13,7 @@ import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from _helpers import journal_trials
+from _helpers import interrupt_when, journal_trials
 
 import scanpy_autotune as sat
 from scanpy_autotune import cli
@@ -235,6 +235,32 @@ def test_ctrl_c_writes_the_finished_trials_and_exits_130(tuned, tmp_path, monkey
     assert code == 130
     assert len(ad.read_h5ad(out).uns["autotune"]["trials"]) == 5
     assert "interrupted" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_never_replaces_a_finished_search_in_o(tuned, tmp_path, capsys):
+    """-o holds an earlier run's finished search: a run cut short writes its trials beside it."""
+    import shutil
+
+    out, journal = tmp_path / "tuned.h5ad", tmp_path / "search.jsonl"
+    shutil.copy(tuned["out"], out)
+    finished = ad.read_h5ad(out).uns["autotune"]
+    watcher = interrupt_when(journal, 2)
+    code = cli.main(["tune", str(tuned["source"]), "-o", str(out), "--journal", str(journal),
+                     "--max-evals", "40", "--max-epochs", "3", "--n-mc", "2", "--quiet"])
+    watcher.join()
+    assert code == 130
+    kept = ad.read_h5ad(out).uns["autotune"]
+    assert kept["params"]["stop_reason"] == finished["params"]["stop_reason"]
+    assert kept["trials"].equals(finished["trials"])
+    partial = ad.read_h5ad(tmp_path / "tuned.interrupted.h5ad").uns["autotune"]
+    assert partial["params"]["stop_reason"] == "interrupted (Ctrl-C)"
+    assert 2 <= len(partial["trials"]) < 40
+    err = capsys.readouterr().err
+    assert f"to {tmp_path / 'tuned.interrupted.h5ad'} (beside the finished search kept in {out})" in err
+
+    # the part it wrote is no finished search: the next cut-short run replaces it
+    assert cli._cut_short_output(tmp_path / "tuned.interrupted.h5ad") == tmp_path / "tuned.interrupted.h5ad"
 
 
 @pytest.mark.slow

@@ -29,6 +29,17 @@ from ._tpe import AskTellTPE
 logger = logging.getLogger("scanpy_autotune")
 
 POLL_SECONDS = 0.5
+# How the ``stop_reason`` of a search cut short begins (Ctrl-C, SIGTERM, a journal or a backend
+# that failed); any other reason is a search that ended on its own.
+CUT_SHORT = ("interrupted", "terminated", "stopped:")
+
+
+def ended_on_its_own(stop_reason: str) -> bool:
+    """Whether a search that ended for ``stop_reason`` finished (budget, convergence, timeout).
+
+    ``False`` for a search cut short, also while its best model was prepared.
+    """
+    return bool(stop_reason) and not stop_reason.startswith(CUT_SHORT) and "; then " not in stop_reason
 
 
 class BackendFailed(RuntimeError):
