@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import signal
 import sys
 import threading
@@ -646,9 +647,25 @@ def _configure_logging(args: argparse.Namespace) -> Any:
     return undo
 
 
+# The library's argument names in its messages, and the options that set them here.
+_OPTIONS = {
+    "layer": "--layer", "batch_key": "--batch-key", "labels_key": "--labels-key",
+    "objective": "--objective", "score_cells": "--score-cells", "max_evals": "--max-evals",
+    "max_epochs": "--max-epochs", "n_workers": "--workers", "gpus": "--gpus",
+    "trials_per_gpu": "--trials-per-gpu", "seed": "--seed", "timeout": "--timeout",
+    "n_mc": "--n-mc", "pruner": "--pruner", "patience": "--patience", "startup": "--startup",
+    "journal": "--journal", "space": "--space", "scheduler": "--scheduler",
+}
+
+
 def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text or type(error).__name__
+    """The error on one line, in the command line's words (``--layer counts``, not ``layer='counts'``)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    for name, option in _OPTIONS.items():
+        text = re.sub(rf"(?<![\w.\['\"]){name}=None\b", f"no {option}", text)
+        text = re.sub(rf"(?<![\w.\['\"]){name}=(?=\s)", option, text)
+        text = re.sub(rf"(?<![\w.\['\"]){name}=", f"{option} ", text)
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -161,7 +161,8 @@ def _negative_counts(path, cortex):
     [
         ("negative", [], "negative"),
         ("missing", [], "no such file"),
-        ("ok", ["--layer", "counts"], "layer='counts'"),
+        ("ok", ["--layer", "counts"], "--layer 'counts' is not in adata.layers"),  # in its words
+        ("no_x", [], "adata.X is None (no matrix); pass --layer with the layer that holds raw counts"),
         ("ok", ["--space", "SPACE"], "Unknown hyperparameter"),
         ("ok", ["--space", "NOTJSON"], "not valid JSON"),
         ("ok", ["--max-evals", "0"], "--max-evals"),
@@ -175,6 +176,10 @@ def test_bad_input_exits_2_with_one_line(cortex, tmp_path, capsys, make, extra, 
         _negative_counts(path, cortex)
     elif make == "ok":
         cortex[:50].copy().write_h5ad(path)
+    elif make == "no_x":
+        counts = cortex[:50].copy()
+        counts.layers["counts"], counts.X = counts.X, None
+        counts.write_h5ad(path)
     (tmp_path / "space.json").write_text(json.dumps({"n_hiden": [1, 2]}))
     (tmp_path / "bad.json").write_text("{n_hidden: [1, 2]")
     extra = [

@@ -99,16 +99,23 @@ def test_a_converged_search_stops_early_lets_running_trials_finish_and_says_why(
     assert backend.shut_down_with is False  # nothing was abandoned
     _, records = Journal.open(path, {"seed": 0}, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json)
     again, _ = Journal.open(path, {"seed": 0})
-    assert again.notes == [{"kind": "stop", "reason": run.stop_reason, "n_trials": n, "max_evals": 50}]
+    assert again.notes == [{"kind": "stop", "reason": run.stop_reason, "n_trials": n, "max_evals": 50,
+                            "converged_after": 11, "convergence": stop.describe()}]
 
-    # resumed with the same budget: nothing more runs
+    # resumed with the same budget and rule: nothing more runs, and it still says where it converged
     same = ScriptedBackend(_plateau, n_slots=3)
     rerun = run_trials(same, _tuner(), None, max_evals=50, resumed=records, journal=again,
                        default_params=DEFAULT, progress=False, stopper=ConvergenceStop(patience=5, min_trials=8))
-    assert same.submitted == [] and rerun.stop_reason == run.stop_reason
+    assert same.submitted == [] and rerun.stop_reason == run.stop_reason and rerun.converged_after == 11
+    # with another patience the journal's stop no longer applies: it goes on under the new rule
+    longer = ScriptedBackend(_plateau, n_slots=1)
+    patient = run_trials(longer, _tuner(), None, max_evals=50, resumed=records, default_params=DEFAULT,
+                         journal=again, progress=False, stopper=ConvergenceStop(patience=7, min_trials=8))
+    assert longer.submitted == list(range(n, n + 7)) and patient.converged_after == n + 7
+    assert patient.stop_reason.startswith("converged: 7 trials' worth")
     # with a larger budget it goes on, counting again from zero
     more = ScriptedBackend(_plateau, n_slots=1)
-    resumed = run_trials(more, _tuner(), None, max_evals=60, resumed=records, journal=again,
+    resumed = run_trials(more, _tuner(), None, max_evals=60, resumed=records, journal=None,
                          default_params=DEFAULT, progress=False, stopper=ConvergenceStop(patience=5, min_trials=8))
     assert more.submitted == list(range(n, n + 5)) and resumed.converged_after == n + 5
 

@@ -314,6 +314,9 @@ def test_missing_layer_and_batch_key(small):
         sat.Model.fit(small, layer="counts")
     with pytest.raises(ValueError, match="batch_key='plate'"):
         sat.Model.fit(small, batch_key="plate")
+    small.layers["counts"], small.X = small.X, None
+    with pytest.raises(ValueError, match=r"adata.X is None .*pass layer= .*\(layers: \['counts'\]\)"):
+        sat.Model.fit(small)
 
 
 def test_integer_valued_floats_and_layers_accepted(small):

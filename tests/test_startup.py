@@ -122,3 +122,39 @@ def test_the_startup_column_reaches_uns_and_old_results_read_without_it(tmp_path
     old = {**uns, "trials": uns["trials"].drop(columns="startup")}
     assert list(read_results(ad.AnnData(np.zeros((2, 1), dtype=np.float32), uns={"autotune": old})).trials["startup"]) == ["", ""]
     assert isinstance(back.trials, pd.DataFrame) and json.dumps(list(back.trials.columns))
+
+
+def test_startup_configurations_given_on_resume_run_next():
+    """A journal started without start-up configurations: those given on resume run next,
+    under the next free ids, and only once."""
+    space = _space(SPACE)
+    done = [TrialRecord(trial_id=0, params=DEFAULT, status="ok", loss=110.0, is_default=True)] + [
+        TrialRecord(trial_id=t, params={"n_hidden": 64, "n_latent": 8 + t}, status="ok", loss=100.0 + t)
+        for t in (1, 2, 3)
+    ]
+    startup = startup_configs([{"n_hidden": 256, "n_latent": 7}, {"n_hidden": 64, "n_latent": 2}], space)
+    backend = ScriptedBackend(lambda t, p: Plan(loss=_loss(p)), n_slots=1)
+    run = run_trials(backend, AskTellTPE(space, seed=0), None, max_evals=7, resumed=done,
+                     default_params=DEFAULT, startup=startup, progress=False)
+    assert backend.submitted == [4, 5, 6]
+    assert run.records[4].params == {"n_hidden": 256, "n_latent": 7} and run.records[4].startup == "given startup[0]"
+    assert run.records[5].params == {"n_hidden": 64, "n_latent": 2} and run.records[5].startup == "given startup[1]"
+    assert run.records[6].startup == ""  # then TPE
+
+    # resumed again with the same start-up configurations: they ran, so TPE goes on
+    again = ScriptedBackend(lambda t, p: Plan(loss=_loss(p)), n_slots=1)
+    more = run_trials(again, AskTellTPE(space, seed=0), None, max_evals=9, resumed=list(run.records.values()),
+                      default_params=DEFAULT, startup=startup, progress=False)
+    assert again.submitted == [7, 8] and all(more.records[t].startup == "" for t in (7, 8))
+
+
+def test_the_default_runs_on_resume_when_the_journal_started_without_it():
+    space = _space(SPACE)
+    done = [TrialRecord(trial_id=t, params={"n_hidden": 64, "n_latent": t + 2}, status="ok", loss=100.0 + t)
+            for t in (0, 1)]
+    backend = ScriptedBackend(lambda t, p: Plan(loss=_loss(p)), n_slots=1)
+    run = run_trials(backend, AskTellTPE(space, seed=0), None, max_evals=4, resumed=done,
+                     default_params=DEFAULT, progress=False)
+    assert backend.submitted == [2, 3]
+    assert run.records[2].is_default and run.records[2].params == DEFAULT
+    assert not run.records[3].is_default

@@ -189,10 +189,13 @@ def run_trials(
     journal
         Where each finished record is appended before it counts.
     default_params
-        Configuration run first as trial 0 (the scVI default), unless resumed.
+        Configuration run first as trial 0 (the scVI default), unless the
+        journal has it (a journal started without it runs it next, under the
+        next free id).
     startup
         Configurations run next, as trials 1, 2, ... (0, 1, ... without a
-        default), each unless its trial is in the journal; TPE's suggestions follow.
+        default), each unless the journal ran it (:func:`_startup_queue`);
+        TPE's suggestions follow.
     pruner
         Decides at rungs whether a trial stops (``None``: no pruning).
     timeout
@@ -212,21 +215,15 @@ def run_trials(
         pruner.restore(list(outcome.records.values()))
     if stopper is not None:
         stopper.restore(outcome.records.values())
-        earlier = _converged_before(journal, len(outcome.records), max_evals)
+        earlier, converged_after = _converged_before(journal, len(outcome.records), max_evals, stopper)
         if earlier:
-            outcome.stop_reason = earlier
+            outcome.stop_reason, outcome.converged_after = earlier, converged_after
             logger.info("the journal's search %s; nothing to run", earlier)
             return outcome
     converged = False
     rungs = pruner.rungs() if pruner is not None else []
-    run_default = default_params is not None and not any(
-        r.is_default for r in outcome.records.values()
-    ) and 0 not in outcome.records
-    first_startup_id = 1 if default_params is not None else 0
-    queued = [
-        (first_startup_id + k, config) for k, config in enumerate(startup)
-        if first_startup_id + k not in outcome.records
-    ]
+    run_default = default_params is not None and not any(r.is_default for r in outcome.records.values())
+    queued = _startup_queue(startup, outcome.records, first_id=1 if default_params is not None else 0)
     running: dict[int, _Running] = {}
     started = time.monotonic()
     projection = _Projection(started, len(outcome.records), max_evals, backend.n_slots)
@@ -287,8 +284,8 @@ def run_trials(
                 and len(outcome.records) + len(running) < max_evals
             ):
                 source = ""
-                if run_default:
-                    trial_id = tuner.ask_known(default_params, trial_id=0)
+                if run_default:  # trial 0, or the next id when a resumed journal started without it
+                    trial_id = tuner.ask_known(default_params, trial_id=None if 0 in outcome.records else 0)
                     params, is_default, run_default = dict(default_params), True, False
                 elif queued:
                     trial_id, config = queued.pop(0)
@@ -311,7 +308,10 @@ def run_trials(
             for event in backend.poll(POLL_SECONDS):
                 _handle(event, running, pruner, backend, finish)
         if converged and journal is not None:  # a resume with this budget then runs nothing more
-            journal.note("stop", reason=outcome.stop_reason, n_trials=len(outcome.records), max_evals=max_evals)
+            journal.note(
+                "stop", reason=outcome.stop_reason, n_trials=len(outcome.records), max_evals=max_evals,
+                converged_after=outcome.converged_after, convergence=stopper.describe(),
+            )
     except KeyboardInterrupt as interrupt:
         logger.warning(
             "interrupted: stopping %d running trial(s); %d finished trial(s) are kept",
@@ -348,16 +348,48 @@ def run_trials(
     return outcome
 
 
-def _converged_before(journal: Journal | None, n_records: int, max_evals: int) -> str:
-    """Why the journal's search stopped early, when it did so with this budget and these trials."""
+def _startup_queue(
+    startup: Sequence[StartupConfig], records: dict[int, TrialRecord], first_id: int,
+) -> list[tuple[int | None, StartupConfig]]:
+    """The start-up configurations still to run, each with its trial id.
+
+    A configuration runs as trial ``first_id + k`` (its place in ``startup``),
+    so a search's ids and seeds do not depend on whether it was resumed. One
+    that a journal's trial already ran (same parameters, from the same source
+    or under the same id) is left out; one whose id a resumed journal gave to
+    another trial (``startup`` added on resume) runs under the next free id
+    (``None``).
+    """
+    queue = []
+    for k, config in enumerate(startup):
+        trial_id = first_id + k
+        params = dict(config.params)
+        ran = any(
+            record.params == params and (record.startup == config.source or record.trial_id == trial_id)
+            for record in records.values()
+        )
+        if not ran:
+            queue.append((None if trial_id in records else trial_id, config))
+    return queue
+
+
+def _converged_before(
+    journal: Journal | None, n_records: int, max_evals: int, stopper: ConvergenceStop,
+) -> tuple[str, int]:
+    """Why the journal's search stopped early, and after how many trials, or ``("", 0)``.
+
+    Only when it stopped with this budget, these trials and this convergence
+    rule: a resume with another ``patience`` (or budget) goes on.
+    """
     if journal is None:
-        return ""
+        return "", 0
     for note in reversed(journal.notes):
         if note.get("kind") == "stop":
-            if note.get("max_evals") == max_evals and note.get("n_trials") == n_records:
-                return str(note.get("reason", "converged"))
-            return ""
-    return ""
+            same_rule = note.get("convergence", stopper.describe()) == stopper.describe()
+            if note.get("max_evals") == max_evals and note.get("n_trials") == n_records and same_rule:
+                return str(note.get("reason", "converged")), int(note.get("converged_after", n_records))
+            return "", 0
+    return "", 0
 
 
 class _Projection:

@@ -76,6 +76,11 @@ class CountData:
 
 def _matrix(adata: AnnData, layer: str | None):
     if layer is None:
+        if adata.X is None:
+            raise ValueError(
+                "adata.X is None (no matrix); pass layer= with the layer that holds raw counts "
+                f"(layers: {list(adata.layers) or 'none'})."
+            )
         return adata.X
     if layer not in adata.layers:
         raise ValueError(

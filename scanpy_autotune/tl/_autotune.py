@@ -147,6 +147,7 @@ def autotune(
         is held out for the loss.
     include_default
         Run the scVI default configuration first (trial 0), so the result shows the gain.
+        Resuming a journal started without it runs it next, under the next free id.
     objective
         ``None``: the held-out ``-log p(x)`` per cell. ``"integration"``: maximise
         the scIB Total (needs ``labels_key`` and ``batch_key``; TPE minimises
@@ -242,7 +243,7 @@ def autotune(
         without pruning, replayed, after 20-24 trials within 0.4%. ``None`` runs all
         ``max_evals`` trials. Why the search ended is in
         ``uns[key_added]["params"]["stop_reason"]``; resuming a search that
-        converged with a larger ``max_evals`` goes on.
+        converged with a larger ``max_evals`` or another ``patience`` goes on.
     startup
         Configurations run first, right after the default one, in place of
         TPE's first random draws; TPE learns from them like from any trial.
@@ -260,6 +261,7 @@ def autotune(
         A list of dicts (a value for every searched hyperparameter) runs your
         own configurations first. The ``startup`` column of
         ``uns[key_added]["trials"]`` says where such a trial comes from.
+        Given when a journal is resumed, those it has not run run next.
     score_cells
         ``"heldout"`` (default): score the held-out cells, which no model
         trained on, so a configuration is judged on cells it has not seen, as
@@ -271,8 +273,8 @@ def autotune(
     -------
     ``None``, or the modified copy with ``copy=True``. Writes, in one step
     once the search is over, ``adata.uns[key_added]`` (``"trials"``,
-    ``"history"``, ``"best"``, ``"default"``, ``"params"``: the settings and
-    why the search ended), ``adata.obsm[f"X_{key_added}"]`` (latent of the best
+    ``"history"``, ``"best"``, ``"params"``: the settings and why the search
+    ended, and ``"default"`` when the default configuration ran), ``adata.obsm[f"X_{key_added}"]`` (latent of the best
     model) and ``adata.obs[f"{key_added}_split"]``; a call that fails changes
     none of them.
 
