@@ -208,6 +208,9 @@ def test_inference_takes_any_cells_of_the_model_genes_and_batches(cortex):
         (dict(n_mc=5.0), r"n_mc=5.0 must be an integer"),
         (dict(n_mc="5"), r"n_mc='5' must be an integer"),
         (dict(n_mc=0), r"n_mc=0 must be an integer >= 1"),
+        (dict(seed=-1), r"seed=-1 must be an integer in \[0, 4294967295\]"),
+        (dict(cells=pd.Series(np.ones(600, bool))), r"a boolean Series for cells= is matched .* by its index"),
+        (dict(layer="counts"), r"layer='counts' is not in adata.layers"),
     ],
 )
 def test_scoring_arguments_are_checked(trained, kwargs, message):
@@ -336,3 +339,34 @@ def test_global_float64_default_is_followed(small):
         assert np.isfinite(model.marginal_nll(small, n_mc=3))
     finally:
         torch.set_default_dtype(previous)
+
+
+def test_estimates_are_seeded_and_leave_torch_generators_alone(trained):
+    adata, model = trained
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    first = model.marginal_nll(adata, n_mc=5, per_cell=True)
+    assert torch.equal(torch.rand(3), expected)  # the caller's random state is as it was
+    np.testing.assert_array_equal(model.marginal_nll(adata, n_mc=5, per_cell=True), first)
+    assert model.elbo(adata) == model.elbo(adata)
+    assert model.marginal_nll(adata, n_mc=5, seed=1) != model.marginal_nll(adata, n_mc=5)
+    assert model.marginal_nll(adata, n_mc=5, seed=None) != model.marginal_nll(adata, n_mc=5, seed=None)
+
+
+def test_counts_can_come_from_another_layer_than_the_model_trained_on(trained):
+    adata, model = trained
+    moved = adata.copy()
+    moved.layers["raw"], moved.X = moved.X.copy(), sp.csr_matrix(np.log1p(moved.X.toarray()))
+    np.testing.assert_allclose(model.latent(moved, layer="raw"), model.latent(adata), rtol=1e-6)
+    assert model.marginal_nll(moved, n_mc=5, layer="raw") == model.marginal_nll(adata, n_mc=5)
+    with pytest.raises(ValueError, match="non-integer value"):
+        model.latent(moved)  # the model's own layer (X) now holds normalized values
+
+
+def test_a_boolean_series_selects_cells_by_name(trained):
+    adata, model = trained
+    mask = pd.Series(np.arange(adata.n_obs) < 40, index=adata.obs_names)
+    shuffled = mask.sample(frac=1.0, random_state=0)  # same cells, another order
+    np.testing.assert_array_equal(model.elbo(adata, cells=shuffled, per_cell=True),
+                                  model.elbo(adata, cells=mask.to_numpy(), per_cell=True))

@@ -6,7 +6,8 @@ import io
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,29 @@ from ._saved_config import check_saved_config
 from ._train import EpochCallback, TrainResult, train
 
 logger = logging.getLogger("scanpy_autotune")
+
+
+class _TrainedLayer:
+    """The default of ``layer=`` in the methods that read counts: the model's own layer."""
+
+    def __repr__(self) -> str:
+        return "<the layer the model was trained on>"
+
+
+TRAINED_LAYER: Any = _TrainedLayer()
+
+
+@contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Draw from torch's generators seeded with ``seed``, leaving the caller's state as it was."""
+    if seed is None:
+        yield
+        return
+    seed = check_int("seed", seed, low=0, high=MAX_SEED)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 _ARCHITECTURE = (
     "n_hidden",
@@ -291,8 +315,9 @@ class Model:
         return self.module.library_mean.device
 
     # -- data access ----------------------------------------------------------
-    def _counts(self, adata: AnnData) -> tuple[CountData, DeviceCounts]:
-        data = extract_counts(adata, layer=self.layer, batch_key=self.batch_key, training=False)
+    def _counts(self, adata: AnnData, layer: Any = TRAINED_LAYER) -> tuple[CountData, DeviceCounts]:
+        layer = self.layer if layer is TRAINED_LAYER else layer
+        data = extract_counts(adata, layer=layer, batch_key=self.batch_key, training=False)
         if not data.var_names.equals(self.var_names):
             if len(data.var_names) != len(self.var_names) or set(data.var_names) != set(self.var_names):
                 raise ValueError(
@@ -343,12 +368,26 @@ class Model:
             raise ValueError(
                 f"cells={cells!r}: use 'all', one of {list(SPLIT_NAMES)}, a boolean mask or obs names."
             )
+        if isinstance(cells, pd.Series) and cells.dtype == bool:
+            cells = self._mask_by_name(data, cells)
         cells = np.asarray(cells)
         if cells.dtype == bool:
             if cells.shape != (data.n_obs,):
                 raise ValueError(f"A boolean cells mask needs one entry per cell ({data.n_obs}), not {cells.shape}.")
             return np.flatnonzero(cells)
         return self._cells_by_name(data, [str(c) for c in cells.ravel()], "those cells (cells= takes obs names)")
+
+    @staticmethod
+    def _mask_by_name(data: CountData, mask: pd.Series) -> np.ndarray:
+        """A boolean Series as a mask in adata's cell order: matched by its index, the cells' names."""
+        names = mask.index.astype(str)
+        if names.is_unique and len(names) == data.n_obs and data.obs_names.is_unique and names.isin(data.obs_names).all():
+            return mask.to_numpy()[names.get_indexer(data.obs_names)]
+        raise ValueError(
+            "a boolean Series for cells= is matched to the cells by its index, which must hold "
+            "adata.obs_names once each (e.g. adata.obs['cell_type'] == 'B'); pass a numpy mask "
+            "to select by position."
+        )
 
     @staticmethod
     def _cells_by_name(data: CountData, names: list[str], what: str) -> np.ndarray:
@@ -365,7 +404,8 @@ class Model:
 
     # -- metrics --------------------------------------------------------------
     def marginal_nll(
-        self, adata: AnnData, n_mc: int = 100, *, cells="heldout", per_cell: bool = False
+        self, adata: AnnData, n_mc: int = 100, *, cells="heldout", per_cell: bool = False,
+        layer: str | None = TRAINED_LAYER, seed: int | None = 0,
     ) -> float | np.ndarray:
         """Held-out negative marginal log-likelihood per cell, ``-log p(x)``, by importance sampling.
 
@@ -384,14 +424,25 @@ class Model:
             ``"heldout"`` (default), ``"train"``, ``"validation"``, ``"test"``, ``"all"``,
             a boolean mask or obs names.
         per_cell
-            Return one value per cell instead of the mean.
+            Return one value per cell (in ``adata``'s order) instead of the mean.
+        layer
+            The layer with the raw counts, ``None`` for ``adata.X``; default
+            the one the model was trained on (``model.layer``).
+        seed
+            Seed of the random draws (the estimate is stochastic), so a call
+            gives the same value each time; torch's generators are left as
+            they were. ``None``: draw from torch's current state.
         """
-        data, counts = self._counts(adata)
+        data, counts = self._counts(adata, layer)
         n_mc = check_int("n_mc", n_mc, low=1)
-        values = marginal_nll(self.module, counts, self._cells(data, cells), n_mc=n_mc)
+        with _seeded(seed, self.device):
+            values = marginal_nll(self.module, counts, self._cells(data, cells), n_mc=n_mc)
         return values if per_cell else float(np.mean(values))
 
-    def elbo(self, adata: AnnData, *, cells="heldout", per_cell: bool = False) -> float | np.ndarray:
+    def elbo(
+        self, adata: AnnData, *, cells="heldout", per_cell: bool = False,
+        layer: str | None = TRAINED_LAYER, seed: int | None = 0,
+    ) -> float | np.ndarray:
         """ELBO per cell (higher is better; one posterior sample), on ``cells`` as in :meth:`Model.marginal_nll`.
 
         Parameters
@@ -402,20 +453,50 @@ class Model:
             ``"heldout"`` (default), ``"train"``, ``"validation"``, ``"test"``, ``"all"``,
             a boolean mask or obs names.
         per_cell
-            Return one value per cell instead of the mean.
+            Return one value per cell (in ``adata``'s order) instead of the mean.
+        layer
+            The layer with the raw counts, ``None`` for ``adata.X``; default
+            the one the model was trained on (``model.layer``).
+        seed
+            Seed of the random draws (the estimate is stochastic), so a call
+            gives the same value each time; torch's generators are left as
+            they were. ``None``: draw from torch's current state.
         """
-        data, counts = self._counts(adata)
-        values = evaluate_elbo(self.module, counts, self._cells(data, cells))
+        data, counts = self._counts(adata, layer)
+        with _seeded(seed, self.device):
+            values = evaluate_elbo(self.module, counts, self._cells(data, cells))
         return values if per_cell else float(np.mean(values))
 
-    def latent(self, adata: AnnData) -> np.ndarray:
-        """Posterior mean of the latent variable for every cell of ``adata`` (``cells x n_latent``)."""
-        data, counts = self._counts(adata)
+    def latent(self, adata: AnnData, *, layer: str | None = TRAINED_LAYER) -> np.ndarray:
+        """Posterior mean of the latent variable for every cell of ``adata`` (``cells x n_latent``).
+
+        Parameters
+        ----------
+        adata
+            Data with the model's genes (in any order) and batches.
+        layer
+            The layer with the raw counts, ``None`` for ``adata.X``; default
+            the one the model was trained on (``model.layer``).
+        """
+        data, counts = self._counts(adata, layer)
         return latent_mean(self.module, counts, np.arange(data.n_obs))
 
-    def normalized_expression(self, adata: AnnData, library_size: float = 1.0) -> pd.DataFrame:
-        """Denoised expression (decoded gene proportions x ``library_size``) for every cell."""
-        data, counts = self._counts(adata)
+    def normalized_expression(
+        self, adata: AnnData, library_size: float = 1.0, *, layer: str | None = TRAINED_LAYER,
+    ) -> pd.DataFrame:
+        """Denoised expression (decoded gene proportions x ``library_size``) for every cell.
+
+        Parameters
+        ----------
+        adata
+            Data with the model's genes (in any order) and batches.
+        library_size
+            The library every cell is scaled to.
+        layer
+            The layer with the raw counts, ``None`` for ``adata.X``; default
+            the one the model was trained on (``model.layer``).
+        """
+        data, counts = self._counts(adata, layer)
         values = normalized_expression(self.module, counts, np.arange(data.n_obs), library_size)
         return pd.DataFrame(values, index=data.obs_names, columns=data.var_names)
 
