@@ -166,13 +166,13 @@ def importances(
     trials = res.trials[(res.trials["status"] == "ok").to_numpy() & np.isfinite(loss)]
     if len(trials) < MIN_TRIALS_IMPORTANCE:
         raise ValueError(
-            f"param_importance needs at least {MIN_TRIALS_IMPORTANCE} successful trials with a "
+            f"hyperparameter importances need at least {MIN_TRIALS_IMPORTANCE} successful trials with a "
             f"loss; adata.uns[{key!r}] has {len(trials)}. Run more trials (a larger max_evals)."
         )
     try:
         from sklearn.ensemble import RandomForestRegressor
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("param_importance needs scikit-learn: pip install scikit-learn") from err
+        raise ImportError("hyperparameter importances need scikit-learn: pip install scikit-learn") from err
     X = _feature_matrix(trials, kinds)
     y = trials["loss"].to_numpy(dtype=float)
     if robust:

@@ -573,6 +573,11 @@ def read_results(adata: Any, key: str = DEFAULT_KEY) -> Results:
     ValueError
         When the entry does not follow the schema.
     """
+    if not hasattr(adata, "uns") or not hasattr(adata, "obs_names"):
+        raise TypeError(
+            f"expected the AnnData the search ran on, got {type(adata).__name__}"
+            + (" (pass adata, not adata.uns)" if isinstance(adata, Mapping) else "") + "."
+        )
     if key not in adata.uns:
         raise _not_found(key)
     uns = adata.uns[key]

@@ -219,7 +219,7 @@ def test_resume_with_a_changed_objective_of_the_same_name_is_refused(small, tmp_
     def obj(model, heldout):  # noqa: F811 - the notebook cell was edited
         return -model.elbo(heldout, cells="all")
 
-    with pytest.raises(ValueError, match=r"other settings \(objective: objective: journal 'test_resume_with"):
+    with pytest.raises(ValueError, match=r"other settings \(objective: journal 'test_resume_with"):
         sat.tl.autotune(small, max_evals=2, n_workers=1, journal=journal, objective=obj, **SMALL)
     assert journal.read_text() == lines_before
 

@@ -321,7 +321,7 @@ def test_cli_checks_every_output_before_it_reads_the_input(tiny, tmp_path, capsy
          "-o and --journal are the same file"),
         (["tune", str(source), "-o", str(tmp_path / "o.h5ad"), "--plots", str(tmp_path / "afile")],
          "--plots " + str(tmp_path / "afile") + " is a file, not a folder"),
-        (["tune", str(source), "-o", str(tmp_path / "o.h5ad"), "--seed", str(2**64)], "seed=18446744073709551616"),
+        (["tune", str(source), "-o", str(tmp_path / "o.h5ad"), "--seed", str(2**64)], "--seed 18446744073709551616"),
     ]
     for argv, message in cases:
         assert cli.main([*argv, "--quiet"]) == 2
@@ -438,3 +438,13 @@ def test_many_genes_bring_advice_once_before_the_search(caplog):
 )
 def test_bad_startup_configurations_are_refused_before_any_training(tiny, startup, message):
     _refused(tiny, message, startup=startup)
+
+
+@pytest.mark.parametrize("n_cells, message", [(0, "n_cells=0 must be an integer >= 1"),
+                                              (-5, "n_cells=-5 must be"), (1.5, "n_cells=1.5 must be an integer")])
+def test_default_max_epochs_takes_a_number_of_cells(n_cells, message):
+    from scanpy_autotune.tl._autotune import default_max_epochs
+
+    assert [default_max_epochs(n) for n in (1, 20_000, 40_000, 10**7)] == [400, 400, 200, 1]
+    with pytest.raises(ValueError, match=message):
+        default_max_epochs(n_cells)

@@ -147,7 +147,9 @@ def test_pareto_plot_marks_front_best_and_default():
     axes = sat.pl.pareto(adata, show=False)
     assert len(axes) == 2
     labels = [text.get_text() for text in axes[0].get_legend().get_texts()]
-    assert labels == ["trials", "Pareto front", f"best (trial {best})", "default (trial 0)"]
+    assert labels == ["trials", "Pareto front", "default (trial 0)", f"best (trial {best})"]
+    square, star = axes[0].collections[-2:]  # the default hollow, under the best's star: both show when one trial
+    assert square.get_facecolors().size == 0 and star.get_zorder() > square.get_zorder()
     n_ok = sum(r.status == "ok" for r in records)
     assert axes[0].collections[0].get_offsets().shape == (n_ok, 2)
     plt.close("all")

@@ -293,6 +293,18 @@ def test_optimization_history(adata, res):
         assert default[0].get_ydata()[0] == pytest.approx(res.default["loss"])
     else:
         assert not default
+    low, high = ax.get_xlim()
+    assert low < x.min() and x.max() < high  # every trial inside the axes, those along the bottom too
+
+
+def test_optimization_history_of_a_search_whose_trials_all_failed_shows_them():
+    records = [{**r, "status": "fail", "loss": float("nan"), "error": "ValueError: scripted"} for r in make_records()]
+    adata = ad.AnnData(np.zeros((2, 2), dtype=np.float32))
+    write_results(adata, KEY, build_results(records, settings=SETTINGS, searched=SEARCHED))
+    ax = pl.optimization_history(adata, show=False)
+    x = _offsets(ax, "points-fail")[:, 0]
+    low, high = ax.get_xlim()
+    assert len(x) == len(records) and low < x.min() and x.max() < high
 
 
 # ----------------------------------------------------------------------------- param_importance

@@ -508,3 +508,11 @@ def test_trials_table_errors(results_adata):
         trials_table(results_adata, top=True)
     with pytest.raises(KeyError, match="not found"):
         trials_table(results_adata, key="missing")
+
+
+def test_reading_results_from_something_else_than_an_anndata_says_what_to_pass():
+    adata = make_results_adata()
+    with pytest.raises(TypeError, match=r"expected the AnnData the search ran on, got \w+ \(pass adata, not adata.uns\)"):
+        read_results(adata.uns, KEY)
+    with pytest.raises(TypeError, match=r"got str\.$"):
+        read_results("results.h5ad", KEY)

@@ -448,8 +448,8 @@ class Journal:
                 for k in differing
             )
             raise ValueError(
-                f"The journal {path} was written with other settings ({', '.join(differing)}: "
-                f"{details}); use a new journal path or the same settings."
+                f"The journal {path} was written with other settings ({details}); "
+                "use a new journal path or the same settings."
             )
         records = _trial_records(path, lines[1:], nan_keys, decode)
         _repair(path, good_end)

@@ -301,7 +301,7 @@ def run_trials(
                 outcome.timed_out = True
                 outcome.stop_reason = f"timeout of {timeout:g} s"
                 logger.warning(
-                    "timeout of %.0f s reached: %d trial(s) abandoned, %d finished",
+                    "timeout of %g s reached: %d trial(s) abandoned, %d finished",
                     timeout, len(running), len(outcome.records),
                 )
                 break

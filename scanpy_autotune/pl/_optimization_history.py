@@ -178,6 +178,10 @@ def optimization_history(
         note_off_scale(ax, n_off)
     if log:
         log_axis(ax)
+    # every trial inside the axes: those drawn along the bottom strip do not widen the x-limits
+    low, high = float(np.min(x_values)), float(np.max(x_values))
+    pad = 0.04 * (high - low) if high > low else (0.5 if x == "trials" else 0.05)
+    ax.set_xlim(low - pad, high + pad)
     ax.set_xlabel("trials finished" if x == "trials" else "minutes since the search started")
     ax.set_ylabel(loss_names(res.params)[0])
     ax.set_title("optimization history")

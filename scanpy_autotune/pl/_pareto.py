@@ -111,11 +111,15 @@ def pareto(
         axis.scatter(x, y, s=18, color="0.55", alpha=0.8, label="trials", zorder=2)
         front = pareto_front(x, y, minimize_x=x_name == "marginal_nll")
         axis.plot(x[front], y[front], "-o", color="tab:blue", ms=4, lw=1.2, label="Pareto front", zorder=3)
-        for trial_id, marker, colour, label in ((best_id, "*", "tab:red", "best"), (default_id, "s", "black", "default")):
-            row = usable[usable["trial_id"] == trial_id]
-            if len(row):
-                axis.scatter(row[x_name], row[y_name], marker=marker, s=140 if marker == "*" else 60,
-                             color=colour, edgecolor="white", label=f"{label} (trial {trial_id})", zorder=4)
+        # the default as a hollow square under the best's star: both show when they are one trial
+        row = usable[usable["trial_id"] == default_id]
+        if len(row):
+            axis.scatter(row[x_name], row[y_name], marker="s", s=90, facecolors="none", edgecolors="black",
+                         linewidths=1.4, label=f"default (trial {default_id})", zorder=4)
+        row = usable[usable["trial_id"] == best_id]
+        if len(row):
+            axis.scatter(row[x_name], row[y_name], marker="*", s=140, color="tab:red", edgecolor="white",
+                         label=f"best (trial {best_id})", zorder=5)
         axis.set_xlabel(x_label)
         axis.set_ylabel(y_label)
         axis.legend(fontsize="small", frameon=False)

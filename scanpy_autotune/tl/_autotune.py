@@ -69,7 +69,8 @@ def default_max_epochs(n_cells: int) -> int:
     About 8 million cell-passes per trial (scvi-tools' rule), so small data
     trains up to 400 epochs and a million cells a handful.
     """
-    return int(max(1, min(400, round(400 * 20000 / max(n_cells, 1)))))
+    n_cells = check_int("n_cells", n_cells, low=1)
+    return int(max(1, min(400, round(400 * 20000 / n_cells))))
 
 
 def autotune(
