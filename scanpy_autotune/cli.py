@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ._paths import check_output_dir, check_output_file, replace_file
+from ._paths import check_model_dir, check_output_dir, check_output_file, replace_file
 from ._record import gain_over_default
 from ._search._journal import JournalLockedError, JournalWriteError
 from ._search._runner import BackendFailed, ended_on_its_own
@@ -98,6 +98,17 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """``--train-size``, ``--test-size``: a share of the cells (``autotune`` checks its range)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a share of the cells, in [0, 1)")
     return value
 
 
@@ -267,6 +278,21 @@ def build_parser() -> argparse.ArgumentParser:
         '{"n_hidden": [64, 128], "lr": ["log", 1e-4, 1e-2], "n_layers": ["int", 1, 3], '
         '"dispersion": "gene"}: a list is a choice, ["log"|"int"|"uniform", low, high] a '
         'range, ["choice", [...]] a choice, a bare value fixed (default: the scVI space)',
+    )
+    tune.add_argument(
+        "--save-dir", type=Path, metavar="DIR",
+        help="folder to save the best model in (new, empty, or holding a saved model); "
+        "load it with sat.Model.load(DIR) to embed or score other cells",
+    )
+    tune.add_argument(
+        "--train-size", type=_fraction, default=0.75, metavar="F",
+        help="share of the cells the models train on (default 0.75); the rest, apart from "
+        "--test-size, is held out for the loss",
+    )
+    tune.add_argument(
+        "--test-size", type=_fraction, default=0.0, metavar="F",
+        help="share of the cells kept untouched for a final test of the best model "
+        "(default 0: none)",
     )
     tune.add_argument(
         "--shared-input", action="store_true",
@@ -539,6 +565,8 @@ def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> 
     print(_summary(adata))
     if output is not None:
         print(f"wrote {output}")
+    if kwargs.get("save_dir") is not None and f"X_{KEY}" in adata.obsm:
+        print(f"saved the best model to {kwargs['save_dir']} (sat.Model.load to use it)")
     if plots is not None:
         written = write_plots(adata, plots)
         print(f"wrote {len(written)} plot(s) to {plots}")
@@ -589,6 +617,8 @@ def _tune(args: argparse.Namespace) -> int:
     # Every output is checked before the search (nothing is created yet): an
     # unwritable -o must not be found after the last trial.
     output = _check_outputs(args)
+    if args.save_dir is not None:
+        check_model_dir(args.save_dir, "--save-dir")
     if args.journal is not None:
         check_output_file(args.journal, "--journal")
         if args.journal.resolve() == output.resolve():
@@ -603,6 +633,9 @@ def _tune(args: argparse.Namespace) -> int:
         kwargs.update(labels_key=args.labels_key, score_cells=args.score_cells)
     if args.objective == "integration":
         kwargs["objective"] = "integration"
+    if args.save_dir is not None:
+        kwargs["save_dir"] = args.save_dir
+    kwargs.update(train_size=args.train_size, test_size=args.test_size)
     return _run(
         adata, output, args.plots, layer=args.layer, batch_key=args.batch_key, space=space, **kwargs
     )
@@ -654,7 +687,8 @@ _OPTIONS = {
     "max_epochs": "--max-epochs", "n_workers": "--workers", "gpus": "--gpus",
     "trials_per_gpu": "--trials-per-gpu", "seed": "--seed", "timeout": "--timeout",
     "n_mc": "--n-mc", "pruner": "--pruner", "patience": "--patience", "startup": "--startup",
-    "journal": "--journal", "space": "--space", "scheduler": "--scheduler",
+    "journal": "--journal", "space": "--space", "scheduler": "--scheduler", "save_dir": "--save-dir",
+    "train_size": "--train-size", "test_size": "--test-size",
 }
 
 

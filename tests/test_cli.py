@@ -35,12 +35,13 @@ def tuned(pbmc68k_path, tmp_path_factory):
         "tune", str(source), "-o", str(out), "--max-evals", "5", "--max-epochs", "3",
         "--n-mc", "5", "--workers", "2", "--gpus", "none", "--seed", "1",
         "--space", str(space), "--journal", str(journal), "--plots", str(plots), "--quiet",
+        "--save-dir", str(folder / "model"), "--train-size", "0.7", "--test-size", "0.1",
     ]
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         code = cli.main(argv)
     return dict(code=code, out=out, plots=plots, journal=journal, stdout=stdout.getvalue(),
-                source=source)
+                source=source, model=folder / "model")
 
 
 @pytest.mark.slow
@@ -77,6 +78,13 @@ def test_tune_writes_the_schema_and_the_plots(tuned):
     assert "best configuration" in tuned["stdout"] and "gain over the default" in tuned["stdout"]
     journal = [json.loads(line) for line in tuned["journal"].read_text().splitlines()]
     assert sum(line["kind"] == "trial" for line in journal) == 5
+    # --train-size, --test-size and --save-dir reach the search
+    assert uns["params"]["train_size"] == 0.7 and uns["params"]["test_size"] == 0.1
+    split = adata.obs["autotune_split"].value_counts()
+    assert split["test"] == pytest.approx(0.1 * adata.n_obs, abs=2)
+    model = sat.Model.load(tuned["model"])
+    np.testing.assert_allclose(model.latent(adata), adata.obsm["X_autotune"], rtol=1e-4, atol=1e-5)
+    assert f"saved the best model to {tuned['model']}" in tuned["stdout"]
 
 
 @pytest.mark.slow
@@ -87,7 +95,7 @@ def test_tune_again_on_the_journal_resumes(tuned, capsys):
         "tune", str(tuned["source"]), "-o", str(out), "--max-evals", "5", "--max-epochs", "3",
         "--n-mc", "5", "--workers", "1", "--gpus", "none", "--seed", "1",
         "--space", str(tuned["out"].parent.parent / "space.json"),
-        "--journal", str(tuned["journal"]), "--quiet",
+        "--journal", str(tuned["journal"]), "--quiet", "--train-size", "0.7", "--test-size", "0.1",
     ]
     assert cli.main(argv) == 0
     first = ad.read_h5ad(tuned["out"]).uns["autotune"]["trials"]
