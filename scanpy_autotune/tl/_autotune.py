@@ -175,7 +175,9 @@ def autotune(
         JSON-lines file; every finished trial is appended before it counts, and
         calling again with the same journal resumes.
     timeout
-        Seconds after which no new trial starts and running ones are abandoned.
+        Seconds after which no new trial starts and running ones are abandoned,
+        counted from the start of the search (starting the worker processes,
+        a few seconds, included).
     refit
         Refit the best configuration on all cells but the test cells, for its best
         epoch count, and use that model for ``obsm`` and ``save_dir``.
