@@ -222,7 +222,9 @@ def run_trials(
             return outcome
     converged = False
     rungs = pruner.rungs() if pruner is not None else []
-    run_default = default_params is not None and not any(r.is_default for r in outcome.records.values())
+    run_default = default_params is not None and not any(
+        r.is_default or (r.trial_id == 0 and r.params == dict(default_params)) for r in outcome.records.values()
+    )
     queued = _startup_queue(startup, outcome.records, first_id=1 if default_params is not None else 0)
     running: dict[int, _Running] = {}
     started = time.monotonic()
