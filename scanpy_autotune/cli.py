@@ -139,6 +139,8 @@ def parse_gpus(text: str) -> str | int | list[int] | None:
             indices = [int(part) for part in value.split(",") if part.strip()]
             if not indices or min(indices) < 0:
                 raise ValueError
+            if len(set(indices)) < len(indices):
+                raise argparse.ArgumentTypeError(f"{text!r} names a GPU more than once")
             return indices
         count = int(value)
     except ValueError:
@@ -169,8 +171,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--gpus", type=parse_gpus, default="all", metavar="WHICH",
-        help="GPUs to use: 'all' visible (default), 'none' for the CPU only, a number, "
-        "or indices such as '0,2'",
+        help="GPUs to use: 'all' visible (default); 'none' (or 0) for the CPU only; a number N "
+        "for the first N GPUs; indices with a comma, such as '0,2', or '1,' for GPU 1 alone",
     )
     parser.add_argument(
         "--trials-per-gpu", type=_trials_per_gpu, default="auto", metavar="N",

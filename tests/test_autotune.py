@@ -67,6 +67,21 @@ def test_results_survive_h5ad(search_result, tmp_path):
 
 
 @pytest.mark.slow
+def test_an_objective_that_exits_fails_its_trial_not_its_worker(small):
+    """sys.exit in an objective is the objective's error: the trial fails saying so, and the
+    worker lives on (before, the trial was recorded as a worker killed from outside)."""
+    import sys
+
+    def objective(model, heldout):
+        sys.exit(3)
+
+    sat.tl.autotune(small, max_evals=2, n_workers=1, objective=objective, include_default=False, **SMALL)
+    trials = small.uns["autotune"]["trials"]
+    assert list(trials["status"]) == ["fail", "fail"]
+    assert all(error.startswith("RuntimeError: the objective raised SystemExit(3)") for error in trials["error"])
+
+
+@pytest.mark.slow
 def test_shorthand_space_and_failing_trials(small):
     """A space in shorthand; an objective that raises or returns NaN makes those trials fail."""
 

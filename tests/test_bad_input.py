@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import re
 import stat
 
 import anndata as ad
@@ -448,3 +449,13 @@ def test_default_max_epochs_takes_a_number_of_cells(n_cells, message):
     assert [default_max_epochs(n) for n in (1, 20_000, 40_000, 10**7)] == [400, 400, 200, 1]
     with pytest.raises(ValueError, match=message):
         default_max_epochs(n_cells)
+
+
+def test_an_objective_must_return_one_number():
+    from scanpy_autotune._search._objective import _one_number
+
+    assert _one_number(1.5) == 1.5 and _one_number(np.float32(2.0)) == 2.0 and _one_number(np.array([3.0])) == 3.0
+    for bad, shown in [("1.5", "str '1.5'"), (True, "bool True"), (None, "NoneType None"),
+                       (np.array([1.0, 2.0]), "ndarray array"), ([1.0], "list [1.0]")]:
+        with pytest.raises(TypeError, match=rf"the objective must return one number \(the loss, lower is better\), got {re.escape(shown)}"):
+            _one_number(bad)

@@ -1,5 +1,6 @@
 """The ``scanpy-autotune`` command, end to end on a real ``.h5ad``."""
 
+import argparse
 import contextlib
 import io
 import json
@@ -231,7 +232,9 @@ def test_space_json_shorthand():
 
 def test_parse_gpus():
     assert cli.parse_gpus("all") == "all" and cli.parse_gpus("none") is None
-    assert cli.parse_gpus("2") == 2 and cli.parse_gpus("0,2") == [0, 2]
+    assert cli.parse_gpus("2") == 2 and cli.parse_gpus("0,2") == [0, 2] and cli.parse_gpus("1,") == [1]
+    with pytest.raises(argparse.ArgumentTypeError, match="names a GPU more than once"):
+        cli.parse_gpus("0,0")
 
 
 @pytest.mark.slow

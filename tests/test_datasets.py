@@ -1056,3 +1056,14 @@ def test_pbmc_download_extract_and_cache(tmp_path, monkeypatch):
     second = datasets.pbmc(data_dir=cache)
     assert (first.X != second.X).nnz == 0
     assert list(first.obs_names) == list(second.obs_names)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(n_genes=0), r"n_genes=0 must be an integer >= 1"),
+    (dict(n_genes=2.5), r"n_genes=2.5 must be an integer"),
+    (dict(genes_to_keep="Gene40"), r"genes_to_keep='Gene40' must be a list of gene names"),
+])
+def test_cortex_arguments_are_checked_before_any_download(kwargs, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        datasets.cortex(data_dir=tmp_path, **kwargs)
+    assert not any(tmp_path.iterdir())  # nothing fetched or created

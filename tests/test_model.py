@@ -370,3 +370,11 @@ def test_a_boolean_series_selects_cells_by_name(trained):
     shuffled = mask.sample(frac=1.0, random_state=0)  # same cells, another order
     np.testing.assert_array_equal(model.elbo(adata, cells=shuffled, per_cell=True),
                                   model.elbo(adata, cells=mask.to_numpy(), per_cell=True))
+
+
+def test_normalized_expression_needs_a_positive_library_size(trained):
+    adata, model = trained
+    assert np.allclose(model.normalized_expression(adata[:5], library_size=1e4).sum(axis=1), 1e4, rtol=1e-4)
+    for bad in (-1, 0, float("nan"), "1e4"):
+        with pytest.raises(ValueError, match="library_size="):
+            model.normalized_expression(adata[:5], library_size=bad)

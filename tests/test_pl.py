@@ -344,6 +344,10 @@ def test_param_importance_needs_trials():
         pl.param_importance(adata, show=False)
     with pytest.raises(ValueError, match="method="):
         tl.importances(adata, method="shap")
+    with pytest.raises(ValueError, match="n_estimators=True must be an integer"):
+        tl.importances(adata, n_estimators=True)
+    with pytest.raises(ValueError, match="robust='yes' must be True or False"):
+        tl.importances(adata, robust="yes")
 
 
 @pytest.mark.parametrize(

@@ -238,3 +238,13 @@ def test_the_projected_time_is_logged_once_and_warns_when_long(caplog):
     (record,) = [r for r in caplog.records if "at this pace" in r.getMessage()]
     assert record.levelno == logging.WARNING and "44 of 200 trials" in record.getMessage()
     assert "stop with Ctrl-C" in record.getMessage() and "about 78 min more" in record.getMessage()  # 120 s / 4 x 156
+
+
+def test_a_trial_whose_worker_died_keeps_what_it_trained_as_far_as_the_driver_saw():
+    """Its epochs (the last rung it reported) and wall time count, e.g. towards the convergence stop."""
+    pruner = ASHAPruner(10, min_epochs=2, eta=2, min_trials_per_rung=1)  # rungs 2, 4, 8
+    backend = ScriptedBackend(lambda t, p: Plan(end="died") if t == 1 else Plan(loss=_loss(p)), n_slots=1)
+    run = run_trials(backend, _tuner(), None, max_evals=3, pruner=pruner, progress=False)
+    died = run.records[1]
+    assert died.status == "fail" and died.error.startswith("WorkerDied")
+    assert died.n_epochs == max(pruner.rungs()) == 8 and died.duration_s > 0

@@ -96,3 +96,5 @@ def test_parse_gpus():
     for bad in ("bogus", [0, "1"], [], -1, True):
         with pytest.raises(ValueError, match="gpus="):
             parse_gpus(bad)
+    with pytest.raises(ValueError, match=r"gpus=\[0, 0, 1\] names GPU\(s\) \[0\] more than once"):
+        parse_gpus([0, 0, 1])

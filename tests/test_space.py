@@ -310,3 +310,29 @@ def test_fixed_values_are_validated_and_converted():
     space = build_space({"n_hidden": [64, 128], "n_layers": 2.0, "lr": np.float32(0.5)}, H)
     assert space.fixed == {"lr": 0.5, "n_layers": 2}
     assert type(space.fixed["n_layers"]) is int and type(space.fixed["lr"]) is float
+
+
+def test_the_default_configuration_takes_the_space_s_fixed_values_and_says_when_it_lies_outside(caplog):
+    """Fixed values and one-value choices shape the default trial; a default outside a searched
+    range or choice still runs (the reference of the gain), with a warning naming what lies outside."""
+    import logging
+
+    from scanpy_autotune._search._search import _default_in_space
+
+    defaults = default_hyperparameters()
+    with caplog.at_level(logging.WARNING, logger="scanpy_autotune"):
+        inside = _default_in_space(build_space({"n_latent": [5, 10], "n_layers": [4], "lr": 1e-2}, H), defaults)
+        assert inside == {"n_latent": 10, "n_layers": 4, "lr": 1e-2}
+        assert _default_in_space(build_space(None, H), defaults) == {
+            name: defaults[name] for name in build_space(None, H).names
+        }
+        assert caplog.text == ""
+        outside = _default_in_space(build_space({"n_latent": [2, 3], "lr": ("log", 1e-2, 1e-1)}, H), defaults)
+    assert outside == {"n_latent": 10, "lr": 1e-3}
+    assert "lies outside the search space (lr=0.001, n_latent=10); it runs as the reference" in caplog.text
+
+
+def test_a_range_written_as_a_list_says_python_ranges_are_tuples():
+    with pytest.raises(ValueError, match=r"lr=\['log', 0.0001, 0.01\] is a list, which is a choice; a range is a "
+                                         r"tuple in Python: lr=\('log', 0.0001, 0.01\)"):
+        build_space({"lr": ["log", 1e-4, 1e-2]}, H)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import time
 import traceback
 from collections.abc import Callable
@@ -58,7 +59,24 @@ def _custom_loss(model: Model, context: TrialContext) -> float:
 
     objective = cloudpickle.loads(context.objective)
     heldout = _heldout_adata(context)
-    return float(objective(model, heldout))
+    try:
+        value = objective(model, heldout)
+    except (SystemExit, KeyboardInterrupt) as stop:  # in the objective: its trial fails, the worker lives
+        raise RuntimeError(f"the objective raised {type(stop).__name__}({stop})") from None
+    return _one_number(value)
+
+
+def _one_number(value: Any) -> float:
+    """The objective's loss: one real number (a Python or numpy scalar, or a one-element array)."""
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(()).item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.number)):
+        shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:57]}..."
+        raise TypeError(
+            f"the objective must return one number (the loss, lower is better), got "
+            f"{type(value).__name__} {shown}"
+        )
+    return float(value)
 
 
 def _score(model: Model, context: TrialContext, counts: DeviceCounts) -> dict[str, float]:

@@ -93,6 +93,7 @@ class _Running:
     is_default: bool
     rung_values: dict[int, float] = field(default_factory=dict)
     startup: str = ""
+    started: float = field(default_factory=time.monotonic)
 
 
 @contextmanager
@@ -456,7 +457,12 @@ def _handle(
     elif event.kind == "done":
         finish(event.record, event.model)
     elif event.kind == "died":
-        record = TrialRecord(event.trial_id, dict(trial.params), device=trial.device, error=event.error)
+        # What it trained before it died, as far as the driver saw: its wall time, and the last
+        # rung it reported (a lower bound on its epochs), so the convergence stop counts its work.
+        record = TrialRecord(
+            event.trial_id, dict(trial.params), device=trial.device, error=event.error,
+            duration_s=time.monotonic() - trial.started, n_epochs=max(trial.rung_values, default=0),
+        )
         finish(record, None)
 
 

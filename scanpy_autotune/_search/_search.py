@@ -228,6 +228,32 @@ def _startup_setting(startup: Any, chosen: list) -> str:
     return f"{len(chosen)} given"
 
 
+def _default_in_space(space: SearchSpace, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The scVI default configuration as a trial of ``space``.
+
+    The space's fixed values replace the defaults, as does the one value of a
+    one-value choice. A default outside a searched range or choice still runs,
+    as the reference of the gain, and a warning says so: it may win the
+    search, and its latent then ends in ``obsm``.
+    """
+    params = {name: defaults[name] for name in space.names}
+    outside = []
+    for name, dimension in space.dimensions.items():
+        if dimension.kind == "choice" and len(dimension.options) == 1:
+            params[name] = dimension.options[0]
+        elif dimension.encode(params[name]) is None:
+            outside.append(f"{name}={params[name]!r}")
+    params.update(space.fixed)
+    if outside:
+        logger.warning(
+            "the scVI default configuration lies outside the search space (%s); it runs as the "
+            "reference of the gain and may be the best trial (include_default=False searches "
+            "only the space).",
+            ", ".join(outside),
+        )
+    return params
+
+
 def search(
     data: CountData,
     split: Split,
@@ -359,11 +385,7 @@ def search(
             heldout_obs=obs.iloc[split.heldout].copy() if callable(objective) and obs is not None else None,
             scoring=scoring, maximize_total=objective == "integration",
         )
-        default_params = None
-        if include_default:
-            defaults = default_hyperparameters()
-            default_params = {name: defaults[name] for name in search_space.names}
-            default_params.update(search_space.fixed)
+        default_params = _default_in_space(search_space, default_hyperparameters()) if include_default else None
         logger.info(
             "autotune: %d trials on %d cells x %d genes, %d slot(s) (%s), max %d epochs",
             max_evals, data.n_obs, data.n_vars, pool.n_slots, pool.name, max_epochs,

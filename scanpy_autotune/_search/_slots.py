@@ -75,7 +75,14 @@ def parse_gpus(gpus: Any) -> str | list[int] | int | None:
     if isinstance(gpus, Sequence) and gpus and all(
         isinstance(g, numbers.Integral) and not isinstance(g, bool) and g >= 0 for g in gpus
     ):
-        return [int(g) for g in gpus]
+        indices = [int(g) for g in gpus]
+        repeated = sorted({g for g in indices if indices.count(g) > 1})
+        if repeated:  # each listed index would get its own trials_per_gpu
+            raise ValueError(
+                f"gpus={gpus!r} names GPU(s) {repeated} more than once; list each GPU once "
+                "(trials_per_gpu= sets how many trials share one)."
+            )
+        return indices
     raise ValueError(f"gpus={gpus!r} is not valid; use {_GPUS_HELP}.")
 
 

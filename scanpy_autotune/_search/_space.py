@@ -310,6 +310,11 @@ def _native(value: Any) -> Any:
 def _parse_shorthand(name: str, value: Any) -> Dimension:
     """Parse a list or a ``(kind, ...)`` tuple; raise ``ValueError`` when malformed."""
     if isinstance(value, list):
+        if len(value) == 3 and isinstance(value[0], str) and value[0] in _SHORTHAND_KINDS:
+            raise ValueError(
+                f"{name}={value!r} is a list, which is a choice; a range is a tuple in Python: "
+                f"{name}={tuple(value)!r} (JSON, as for the command line's --space, writes it as a list)."
+            )
         return _choice(name, value)
     if not (isinstance(value, tuple) and value and value[0] in _SHORTHAND_KINDS):
         raise ValueError(

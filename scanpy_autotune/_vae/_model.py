@@ -18,7 +18,7 @@ from anndata import AnnData
 
 from .._logging import follow_scanpy_verbosity
 from .._paths import check_model_dir, replace_dir
-from .._validation import MAX_BUDGET, MAX_SEED, check_int
+from .._validation import MAX_BUDGET, MAX_SEED, check_int, check_number
 from ._config import resolve_hyperparameters
 from ._data import SPLIT_NAMES, CountData, DeviceCounts, Split, extract_counts, make_split
 from ._metrics import (
@@ -496,6 +496,7 @@ class Model:
             The layer with the raw counts, ``None`` for ``adata.X``; default
             the one the model was trained on (``model.layer``).
         """
+        library_size = check_number("library_size", library_size, low=0.0, low_open=True)
         data, counts = self._counts(adata, layer)
         values = normalized_expression(self.module, counts, np.arange(data.n_obs), library_size)
         return pd.DataFrame(values, index=data.obs_names, columns=data.var_names)

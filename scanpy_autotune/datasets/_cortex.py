@@ -13,6 +13,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata.utils import make_index_unique
 
+from .._validation import check_int
 from ._counts import check_counts
 from ._download import RemoteFile, fetch
 from ._finalize import finalize
@@ -186,6 +187,9 @@ def cortex(
         When the file is not cached, no ``path`` is given and the download fails
         (or, once a SHA-256 is pinned for it, the downloaded file does not match it).
     """
+    n_genes = check_int("n_genes", n_genes, low=1, allow_none=True)
+    if isinstance(genes_to_keep, str):
+        raise ValueError(f"genes_to_keep={genes_to_keep!r} must be a list of gene names, e.g. [{genes_to_keep!r}].")
     file = fetch(
         CORTEX_FILE,
         path=path,

@@ -148,6 +148,10 @@ def autotune(
         is held out for the loss.
     include_default
         Run the scVI default configuration first (trial 0), so the result shows the gain.
+        The space's fixed values (and one-value choices) apply to it; when the
+        space excludes one of its values (``{"n_latent": [2, 3]}``), it still
+        runs as the reference, with a warning: it may then win and end in
+        ``obsm`` (``include_default=False`` searches only the space).
         Resuming a journal started without it runs it next, under the next free id.
     objective
         ``None``: the held-out ``-log p(x)`` per cell. ``"integration"``: maximise
