@@ -51,7 +51,7 @@ def main() -> None:
     rng = random.Random(args.seed)
 
     def new_cluster() -> tuple:
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
         return cluster, Client(cluster)
 
     cluster, client = new_cluster()

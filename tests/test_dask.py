@@ -419,7 +419,7 @@ def test_gpu_resources_are_the_slots(small, caplog):
 )
 def test_bad_dask_arguments_fail_fast(small, kwargs, error, message):
     if kwargs == "closed":
-        with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster:
             closed = distributed.Client(cluster)
             closed.close()
         kwargs = dict(client=closed)
