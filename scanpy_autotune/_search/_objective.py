@@ -70,7 +70,7 @@ def _one_number(value: Any) -> float:
     """The objective's loss: one real number (a Python or numpy scalar, or a one-element array)."""
     if isinstance(value, np.ndarray) and value.size == 1:
         value = value.reshape(()).item()
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.number)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):  # numpy's reals count
         shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:57]}..."
         raise TypeError(
             f"the objective must return one number (the loss, lower is better), got "

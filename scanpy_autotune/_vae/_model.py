@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from .._docs import doc_params
 from .._logging import follow_scanpy_verbosity
 from .._paths import check_model_dir, replace_dir
 from .._validation import MAX_BUDGET, MAX_SEED, check_int, check_number
@@ -58,6 +59,25 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+# Parameter descriptions shared by the methods that read counts (``{doc_layer}`` in a docstring).
+_DOCS = dict(
+    doc_cells="""\
+cells
+    ``"heldout"`` (default), ``"train"``, ``"validation"``, ``"test"``, ``"all"``,
+    a boolean mask or obs names.
+per_cell
+    Return one value per cell (in ``adata``'s order) instead of the mean.""",
+    doc_layer="""\
+layer
+    The layer with the raw counts, ``None`` for ``adata.X``; default
+    the one the model was trained on (``model.layer``).""",
+    doc_seed="""\
+seed
+    Seed of the random draws (the estimate is stochastic), so a call
+    gives the same value each time; torch's generators are left as
+    they were. ``None``: draw from torch's current state.""",
+)
 
 _ARCHITECTURE = (
     "n_hidden",
@@ -403,6 +423,7 @@ class Model:
         return position.astype(np.int64)
 
     # -- metrics --------------------------------------------------------------
+    @doc_params(**_DOCS)
     def marginal_nll(
         self, adata: AnnData, n_mc: int = 100, *, cells="heldout", per_cell: bool = False,
         layer: str | None = TRAINED_LAYER, seed: int | None = 0,
@@ -420,18 +441,9 @@ class Model:
             Data with the model's genes.
         n_mc
             Importance samples per cell.
-        cells
-            ``"heldout"`` (default), ``"train"``, ``"validation"``, ``"test"``, ``"all"``,
-            a boolean mask or obs names.
-        per_cell
-            Return one value per cell (in ``adata``'s order) instead of the mean.
-        layer
-            The layer with the raw counts, ``None`` for ``adata.X``; default
-            the one the model was trained on (``model.layer``).
-        seed
-            Seed of the random draws (the estimate is stochastic), so a call
-            gives the same value each time; torch's generators are left as
-            they were. ``None``: draw from torch's current state.
+        {doc_cells}
+        {doc_layer}
+        {doc_seed}
         """
         data, counts = self._counts(adata, layer)
         n_mc = check_int("n_mc", n_mc, low=1)
@@ -439,6 +451,7 @@ class Model:
             values = marginal_nll(self.module, counts, self._cells(data, cells), n_mc=n_mc)
         return values if per_cell else float(np.mean(values))
 
+    @doc_params(**_DOCS)
     def elbo(
         self, adata: AnnData, *, cells="heldout", per_cell: bool = False,
         layer: str | None = TRAINED_LAYER, seed: int | None = 0,
@@ -449,24 +462,16 @@ class Model:
         ----------
         adata
             Data with the model's genes.
-        cells
-            ``"heldout"`` (default), ``"train"``, ``"validation"``, ``"test"``, ``"all"``,
-            a boolean mask or obs names.
-        per_cell
-            Return one value per cell (in ``adata``'s order) instead of the mean.
-        layer
-            The layer with the raw counts, ``None`` for ``adata.X``; default
-            the one the model was trained on (``model.layer``).
-        seed
-            Seed of the random draws (the estimate is stochastic), so a call
-            gives the same value each time; torch's generators are left as
-            they were. ``None``: draw from torch's current state.
+        {doc_cells}
+        {doc_layer}
+        {doc_seed}
         """
         data, counts = self._counts(adata, layer)
         with _seeded(seed, self.device):
             values = evaluate_elbo(self.module, counts, self._cells(data, cells))
         return values if per_cell else float(np.mean(values))
 
+    @doc_params(**_DOCS)
     def latent(self, adata: AnnData, *, layer: str | None = TRAINED_LAYER) -> np.ndarray:
         """Posterior mean of the latent variable for every cell of ``adata`` (``cells x n_latent``).
 
@@ -474,13 +479,12 @@ class Model:
         ----------
         adata
             Data with the model's genes (in any order) and batches.
-        layer
-            The layer with the raw counts, ``None`` for ``adata.X``; default
-            the one the model was trained on (``model.layer``).
+        {doc_layer}
         """
         data, counts = self._counts(adata, layer)
         return latent_mean(self.module, counts, np.arange(data.n_obs))
 
+    @doc_params(**_DOCS)
     def normalized_expression(
         self, adata: AnnData, library_size: float = 1.0, *, layer: str | None = TRAINED_LAYER,
     ) -> pd.DataFrame:
@@ -492,9 +496,7 @@ class Model:
             Data with the model's genes (in any order) and batches.
         library_size
             The library every cell is scaled to.
-        layer
-            The layer with the raw counts, ``None`` for ``adata.X``; default
-            the one the model was trained on (``model.layer``).
+        {doc_layer}
         """
         library_size = check_number("library_size", library_size, low=0.0, low_open=True)
         data, counts = self._counts(adata, layer)

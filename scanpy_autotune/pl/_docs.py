@@ -2,18 +2,16 @@
 
 A plot's docstring names a fragment as a field, ``{doc_adata_key}``, on a line
 of its own at the indentation of the parameter names; :func:`_doc_params`
-fills it in. Fragments are written without indentation because the docstring
-is dedented first. A docstring that uses fragments writes a literal brace as
-``{{`` or ``}}``.
+(``scanpy_autotune._docs.doc_params``) fills it in. Fragments are written
+without indentation because the docstring is dedented first. A docstring that
+uses fragments writes a literal brace as ``{{`` or ``}}``.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from typing import TypeVar
+from .._docs import doc_params
 
-_Documented = TypeVar("_Documented", bound=Callable)
+_doc_params = doc_params  # the name the plots import
 
 doc_adata = """\
 adata
@@ -46,13 +44,3 @@ doc_returns_ax = """\
 Axes or None
     The Axes when ``show=False``."""
 
-
-def _doc_params(**fragments: str) -> Callable[[_Documented], _Documented]:
-    """Fill the ``{name}`` fields of the decorated object's docstring with ``fragments``."""
-
-    def decorate(obj: _Documented) -> _Documented:
-        if obj.__doc__:  # None under python -OO
-            obj.__doc__ = inspect.cleandoc(obj.__doc__).format_map(fragments)
-        return obj
-
-    return decorate

@@ -31,7 +31,8 @@ MAX_ATTEMPTS = 2
 QUEUE_POLL_S = 0.1
 # Every name a search uses on the cluster starts with this.
 NAME_PREFIX = "scanpy-autotune"
-# Between a published payload's name and the client id of the driver that published it.
+# After a search's prefix in its published payload's name, then the client id of its driver.
+PAYLOAD_SUFFIX = "-payload"
 PAYLOAD_DRIVER_SEPARATOR = "-by-"
 
 
@@ -41,10 +42,10 @@ def payload_owner(name: str) -> tuple[str, str] | None:
     Also ``None`` for a payload published without its driver's id (its owner is unknown).
     """
     head, separator, driver = name.partition(PAYLOAD_DRIVER_SEPARATOR)
-    start, end = f"{NAME_PREFIX}-", "-payload"
-    if not (separator and driver and head.startswith(start) and head.endswith(end)):
+    start = f"{NAME_PREFIX}-"
+    if not (separator and driver and head.startswith(start) and head.endswith(PAYLOAD_SUFFIX)):
         return None
-    return head[len(start) : -len(end)], driver
+    return head[len(start) : -len(PAYLOAD_SUFFIX)], driver
 
 
 @dataclass
@@ -83,7 +84,7 @@ class SearchRef:
     @property
     def dataset(self) -> str:
         """The name under which the driver publishes the scattered :class:`Payload`."""
-        return f"{self.prefix}-payload{PAYLOAD_DRIVER_SEPARATOR}{self.driver}"
+        return f"{self.prefix}{PAYLOAD_SUFFIX}{PAYLOAD_DRIVER_SEPARATOR}{self.driver}"
 
     @property
     def reports(self) -> str:
