@@ -15,6 +15,7 @@ import logging
 import pickle
 import pickletools
 import re
+import shutil
 import struct
 import tarfile
 import urllib.error
@@ -1056,6 +1057,67 @@ def test_pbmc_download_extract_and_cache(tmp_path, monkeypatch):
     second = datasets.pbmc(data_dir=cache)
     assert (first.X != second.X).nnz == 0
     assert list(first.obs_names) == list(second.obs_names)
+
+
+def test_damaged_cache_files_are_named_with_the_remedy(tmp_path, monkeypatch):
+    # cortex: a cached text file overwritten by binary garbage, then by a truncated copy
+    source = tmp_path / "remote.txt"
+    write_cortex_txt(source, _cortex_counts(seed=3))
+    monkeypatch.setattr(_cortex, "CORTEX_FILE", served(_cortex.CORTEX_FILE, source))
+    cache = tmp_path / "cache"
+    good = datasets.cortex(data_dir=cache, n_genes=None)
+    cached = cache / "cortex" / _cortex.CORTEX_FILE.filename
+    cached.write_bytes(b"\x89\xff\xfe\x00garbage")
+    with pytest.raises(datasets.DatasetFileError) as info:
+        datasets.cortex(data_dir=cache, n_genes=None)
+    message = str(info.value)
+    assert str(cached) in message and "delete" in message and "download it afresh" in message
+    assert "UnicodeDecodeError" in message
+    cached.write_bytes(source.read_bytes()[:-7])  # the last gene row cut short
+    with pytest.raises(datasets.DatasetFileError, match="delete .* download it afresh"):
+        datasets.cortex(data_dir=cache, n_genes=None)
+    cached.unlink()  # the remedy the message gives works
+    again = datasets.cortex(data_dir=cache, n_genes=None)
+    assert (again.X != good.X).nnz == 0
+
+    # brain_large: a truncated HDF5 file given with path= (the remedy is to check it)
+    write_10x_h5(tmp_path / "m.h5", _brain_counts())
+    truncated = tmp_path / "truncated.h5"
+    truncated.write_bytes((tmp_path / "m.h5").read_bytes()[:300])
+    with pytest.raises(datasets.DatasetFileError, match="Check the copy passed with path=") as info:
+        datasets.brain_large(path=truncated, n_genes=8)
+    assert str(truncated) in str(info.value)
+
+
+def test_damaged_pbmc_files_are_named(tmp_path, monkeypatch):
+    info = _pbmc_raw(tmp_path, as_tar={"pbmc8k": True, "pbmc4k": True})
+    raw = info["raw"]
+    monkeypatch.setattr(_pbmc, "PBMC_10X_FILES", {
+        s: served(remote, raw / remote.filename) for s, remote in _pbmc.PBMC_10X_FILES.items()
+    })  # fmt: skip
+    for attr in ("PBMC_GENE_INFO_FILE", "PBMC_METADATA_FILE"):
+        remote = getattr(_pbmc, attr)
+        monkeypatch.setattr(_pbmc, attr, served(remote, raw / remote.filename))
+    cache = tmp_path / "cache"
+    datasets.pbmc(data_dir=cache)
+    monkeypatch.setattr(_download, "_urlopen", offline)
+    # a cached extracted folder that lost its matrix: delete the folder, not the archive
+    folder = cache / "pbmc" / "pbmc8k"
+    next(folder.rglob("matrix.mtx*")).unlink()
+    with pytest.raises(datasets.DatasetFileError) as err:
+        datasets.pbmc(data_dir=cache)
+    assert f"delete {folder} " in str(err.value)
+    # a cached gene list that is another file
+    shutil.rmtree(folder)
+    (cache / "pbmc" / _pbmc.PBMC_GENE_INFO_FILE.filename).write_text("my lab notes\n")
+    with pytest.raises(datasets.DatasetFileError, match=r"no ENSG column\). The cached copy"):
+        datasets.pbmc(data_dir=cache)
+    # a damaged archive given with path=
+    archive = raw / _pbmc.PBMC_10X_FILES["pbmc4k"].filename
+    archive.write_bytes(archive.read_bytes()[:100])
+    with pytest.raises(datasets.DatasetFileError, match="Check the copy passed with path=") as err:
+        datasets.pbmc(path=raw)
+    assert str(archive) in str(err.value)
 
 
 @pytest.mark.parametrize("kwargs, message", [

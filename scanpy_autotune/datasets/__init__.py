@@ -20,17 +20,21 @@ the file, the download is checked against it before it enters the cache (a file 
 no pinned hash yet is cached with a warning that gives its hash). Pass ``path=`` to use a copy of the
 raw file(s) that you downloaded yourself; a ``path=`` is always read as given: never
 downloaded, copied into the cache or checked against a hash. No file is ever unpickled.
+A file that cannot be read (damaged or truncated since it was cached, or a ``path=``
+copy that is another file) raises :class:`DatasetFileError`, which names the file and
+says what to do: delete a cached copy so that the next call downloads it afresh.
 """
 
 from .._logging import follow_scanpy_verbosity
 from ._brain_large import brain_large
 from ._cortex import cortex
-from ._download import DatasetDownloadError
+from ._download import DatasetDownloadError, DatasetFileError
 from ._pbmc import pbmc
 from ._pbmc68k import pbmc68k_counts
 
 __all__ = [
     "DatasetDownloadError",
+    "DatasetFileError",
     "brain_large",
     "cortex",
     "pbmc",

@@ -6,7 +6,7 @@ import os
 
 import anndata as ad
 
-from ._download import RemoteFile, fetch
+from ._download import RemoteFile, fetch, reading
 from ._finalize import finalize
 from ._tenx_h5 import has_group, read_10x_h5_chunked
 
@@ -75,14 +75,15 @@ def brain_large(
         subdir="brain_large",
         loader="brain_large",
     )
-    raw = read_10x_h5_chunked(
-        file,
-        n_genes=n_genes,
-        max_cells=max_cells,
-        genome="mm10" if has_group(file, "mm10") else None,
-        n_cells_gene_var=n_cells_gene_var,
-        chunk_size=chunk_size,
-    )
+    with reading(file, loader="brain_large", cached=path is None):
+        raw = read_10x_h5_chunked(
+            file,
+            n_genes=n_genes,
+            max_cells=max_cells,
+            genome="mm10" if has_group(file, "mm10") else None,
+            n_cells_gene_var=n_cells_gene_var,
+            chunk_size=chunk_size,
+        )
     obs = raw.obs.copy()
     obs["cell_type"] = "unknown"
     return finalize(

@@ -15,7 +15,7 @@ from anndata.utils import make_index_unique
 
 from .._validation import check_int
 from ._counts import check_counts
-from ._download import RemoteFile, fetch
+from ._download import RemoteFile, fetch, reading
 from ._finalize import finalize
 from ._gene_selection import top_variance_genes
 
@@ -198,7 +198,8 @@ def cortex(
         loader="cortex",
     )
     logger.info("Parsing %s", file)
-    full = read_cortex_txt(file)
+    with reading(file, loader="cortex", cached=path is None):
+        full = read_cortex_txt(file)
     keep = None
     if genes_to_keep:
         wanted = {g.lower() for g in genes_to_keep}

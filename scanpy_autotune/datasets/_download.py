@@ -6,9 +6,13 @@ import hashlib
 import http.client
 import logging
 import os
+import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +34,60 @@ class DatasetDownloadError(ConnectionError):
     so of :class:`OSError`). The message names the URL and says how to use a copy
     downloaded by hand (``path=``).
     """
+
+
+class DatasetFileError(ValueError):
+    """A dataset file on disk could not be read: damaged, truncated or another file.
+
+    Raised by the loaders instead of the reader's own error (a gzip, tar, HDF5 or
+    parser error that names neither the file nor a remedy). The message names the
+    file and, for a file in the cache, says to delete it so that the next call
+    downloads it afresh. Subclass of :class:`ValueError`.
+    """
+
+
+@contextmanager
+def reading(file: str | os.PathLike, *, loader: str, cached: bool) -> Iterator[None]:
+    """Turn a reader's failure on ``file`` into a :class:`DatasetFileError` naming it.
+
+    Errors that already say what is wrong with a path (missing, a folder, no
+    permission) and download errors pass through unchanged.
+
+    Parameters
+    ----------
+    file
+        The file or extracted folder being read.
+    loader
+        Name of the public function, used in the message.
+    cached
+        Whether ``file`` is in the cache (the remedy is to delete it) or was given with
+        ``path=`` (the remedy is to check that copy).
+    """
+    try:
+        yield
+        return
+    except (DatasetFileError, DatasetDownloadError, FileNotFoundError, IsADirectoryError,
+            NotADirectoryError, PermissionError) as err:
+        # a part missing inside a cached folder is damage too; a missing path is not
+        if not (cached and isinstance(err, FileNotFoundError) and Path(file).exists()):
+            raise
+        failure: BaseException = err
+    except (OSError, EOFError, ValueError, KeyError, IndexError, tarfile.TarError,
+            zlib.error) as err:
+        failure = err
+    if cached:
+        remedy = (
+            f"The cached copy looks damaged or truncated: delete {file} and call "
+            f"{loader}() again to download it afresh."
+        )
+    else:
+        remedy = (
+            f"Check the copy passed with path=: it looks damaged, truncated or not the "
+            f"file {loader}() expects."
+        )
+    raise DatasetFileError(
+        f"{loader}() could not read {file} ({type(failure).__name__}: {failure}). {remedy}"
+    ) from failure
 
 
 @dataclass(frozen=True)

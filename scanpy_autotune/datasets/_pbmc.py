@@ -13,7 +13,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._archive import safe_extract
-from ._download import RemoteFile, default_data_dir, download, fetch
+from ._download import RemoteFile, default_data_dir, download, fetch, reading
 from ._finalize import finalize
 from ._pbmc_metadata import read_pbmc_metadata
 from ._tenx_mtx import read_10x_mtx
@@ -70,14 +70,15 @@ def _pbmc_sample(
     if path is not None:
         root = Path(path)
         if (root / sample).is_dir():
-            return read_10x_mtx(root / sample)
+            with reading(root / sample, loader="pbmc", cached=False):
+                return read_10x_mtx(root / sample)
         archive = root / remote.filename
         if not archive.is_file():
             raise FileNotFoundError(
                 f"Neither {root / sample}/ (an extracted 10x folder) nor {archive} exists; "
                 f"download {remote.url}."
             )
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, reading(archive, loader="pbmc", cached=False):
             extracted = Path(tmp) / sample
             safe_extract(archive, extracted)
             return read_10x_mtx(extracted)
@@ -88,8 +89,10 @@ def _pbmc_sample(
             remote.url, cache / remote.filename, sha256=remote.sha256, md5=remote.md5, loader="pbmc"
         )
         logger.info("Extracting %s", archive)
-        safe_extract(archive, extracted)
-    return read_10x_mtx(extracted)
+        with reading(archive, loader="pbmc", cached=True):
+            safe_extract(archive, extracted)
+    with reading(extracted, loader="pbmc", cached=True):
+        return read_10x_mtx(extracted)
 
 
 def pbmc(
@@ -181,8 +184,12 @@ def pbmc(
         metadata_file = fetch(
             PBMC_METADATA_FILE, path=path, data_dir=data_dir, subdir="pbmc", loader="pbmc"
         )
-        gene_info = pd.read_csv(gene_info_file, sep=",")
-        metadata = read_pbmc_metadata(metadata_file)
+        with reading(gene_info_file, loader="pbmc", cached=path is None):
+            gene_info = pd.read_csv(gene_info_file, sep=",")
+            if "ENSG" not in gene_info:
+                raise ValueError("it has no ENSG column")
+        with reading(metadata_file, loader="pbmc", cached=path is None):
+            metadata = read_pbmc_metadata(metadata_file)
         position = {bc: i for i, bc in enumerate(obs["barcode"])}  # pbmc4k wins on clashes
         found = np.array([bc in position for bc in metadata.barcodes], dtype=bool)
         logger.info(
