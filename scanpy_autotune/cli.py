@@ -297,6 +297,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 0: none)",
     )
     tune.add_argument(
+        "--key-added", default=KEY, metavar="KEY",
+        help="write the results to uns[KEY] and the latent to obsm['X_KEY'] (default: autotune); "
+        "another key keeps an earlier search in the same file",
+    )
+    tune.add_argument(
+        "--no-default", action="store_true",
+        help="do not run scVI's default configuration as the first trial (it is the reference "
+        "the gain is measured against)",
+    )
+    tune.add_argument(
         "--shared-input", action="store_true",
         help="with --scheduler: the Dask workers read IN.h5ad themselves (it must be on "
         "storage they share) instead of receiving the counts from this process",
@@ -452,7 +462,7 @@ def _summary(adata: Any, key: str = KEY) -> str:
     if uns["params"].get("stop_reason"):
         lines.append(f"the search ended with {uns['params']['stop_reason']}")
     if int(best["trial_id"]) < 0:
-        lines.append("no trial succeeded; see uns['autotune']['trials']['error']")
+        lines.append(f"no trial succeeded; see uns[{key!r}]['trials']['error']")
         return "\n".join(lines)
     lines.append(f"best configuration (trial {int(best['trial_id'])}):")
     params = dict(best["params"])
@@ -542,6 +552,7 @@ def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> 
     """Search, then write the output and the plots; on Ctrl-C or SIGTERM write what finished."""
     from . import tl
 
+    key = kwargs.get("key_added", KEY)
     try:
         tl.autotune(adata, **kwargs)
     except (KeyboardInterrupt, JournalWriteError, BackendFailed) as stop:
@@ -551,9 +562,9 @@ def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> 
             how, code = f"error: {stop.__cause__.__class__.__name__}: {stop.__cause__}", EXIT_BAD_INPUT
         else:
             how, code = _how_stopped(stop)
-        trials = adata.uns.get(KEY, {}).get("trials")
+        trials = adata.uns.get(key, {}).get("trials")
         if output is not None and trials is not None and len(trials):
-            target = _cut_short_output(output)
+            target = _cut_short_output(output, key)
             _write_h5ad(adata, target)
             kept = "" if target == output else f" (beside the finished search kept in {output})"
             print(f"{PROG}: {how}; wrote {len(trials)} finished trial(s) to {target}{kept}", file=sys.stderr)
@@ -564,35 +575,35 @@ def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> 
         return code
     if output is not None:
         _write_h5ad(adata, output)
-    print(_summary(adata))
+    print(_summary(adata, key))
     if output is not None:
         print(f"wrote {output}")
-    if kwargs.get("save_dir") is not None and f"X_{KEY}" in adata.obsm:
+    if kwargs.get("save_dir") is not None and f"X_{key}" in adata.obsm:
         print(f"saved the best model to {kwargs['save_dir']} (sat.Model.load to use it)")
     if plots is not None:
-        written = write_plots(adata, plots)
+        written = write_plots(adata, plots, key)
         print(f"wrote {len(written)} plot(s) to {plots}")
     return 0
 
 
-def _cut_short_output(output: Path) -> Path:
+def _cut_short_output(output: Path, key: str = KEY) -> Path:
     """Where a search cut short writes its trials: ``-o``, unless it holds a finished search.
 
     A finished search there (an earlier run's result) is never replaced by a
     part of another: the trials go to ``<name>.interrupted.h5ad`` beside it.
     """
-    if output.exists() and _holds_finished_search(output):
+    if output.exists() and _holds_finished_search(output, key):
         return output.with_name(f"{output.stem}.interrupted{output.suffix}")
     return output
 
 
-def _holds_finished_search(path: Path) -> bool:
-    """Whether the ``.h5ad`` at ``path`` holds a search that ended on its own."""
+def _holds_finished_search(path: Path, key: str = KEY) -> bool:
+    """Whether the ``.h5ad`` at ``path`` holds, under ``uns[key]``, a search that ended on its own."""
     import h5py
 
     try:
         with h5py.File(path, "r") as file:
-            reason = file[f"uns/{KEY}/params/stop_reason"][()]
+            reason = file[f"uns/{key}/params/stop_reason"][()]
     except (OSError, KeyError, TypeError):  # not an .h5ad, or no search result in it
         return False
     return ended_on_its_own(reason.decode() if isinstance(reason, bytes) else str(reason))
@@ -637,7 +648,10 @@ def _tune(args: argparse.Namespace) -> int:
         kwargs["objective"] = "integration"
     if args.save_dir is not None:
         kwargs["save_dir"] = args.save_dir
-    kwargs.update(train_size=args.train_size, test_size=args.test_size)
+    kwargs.update(
+        train_size=args.train_size, test_size=args.test_size, key_added=args.key_added,
+        include_default=not args.no_default,
+    )
     return _run(
         adata, output, args.plots, layer=args.layer, batch_key=args.batch_key, space=space, **kwargs
     )
@@ -690,7 +704,7 @@ _OPTIONS = {
     "trials_per_gpu": "--trials-per-gpu", "seed": "--seed", "timeout": "--timeout",
     "n_mc": "--n-mc", "pruner": "--pruner", "patience": "--patience", "startup": "--startup",
     "journal": "--journal", "space": "--space", "scheduler": "--scheduler", "save_dir": "--save-dir",
-    "train_size": "--train-size", "test_size": "--test-size",
+    "train_size": "--train-size", "test_size": "--test-size", "key_added": "--key-added",
 }
 
 

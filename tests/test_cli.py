@@ -165,6 +165,25 @@ def _negative_counts(path, cortex):
     sub.write_h5ad(path)
 
 
+@pytest.mark.slow
+def test_key_added_keeps_an_earlier_search_and_no_default_leaves_out_the_reference(tuned, tmp_path, capsys):
+    out, plots = tmp_path / "twice.h5ad", tmp_path / "plots"
+    code = cli.main(["tune", str(tuned["out"]), "-o", str(out), "--key-added", "second",
+                     "--no-default", "--max-evals", "2", "--max-epochs", "2", "--n-mc", "2",
+                     "--workers", "1", "--gpus", "none", "--quiet", "--plots", str(plots)])
+    assert code == 0
+    adata, earlier = ad.read_h5ad(out), ad.read_h5ad(tuned["out"])
+    assert adata.uns["autotune"]["trials"].equals(earlier.uns["autotune"]["trials"])
+    np.testing.assert_array_equal(adata.obsm["X_autotune"], earlier.obsm["X_autotune"])
+    second = read_results(adata, key="second").trials
+    assert len(second) == 2 and not second["is_default"].astype(bool).any()
+    assert "default" not in adata.uns["second"]
+    assert adata.obsm["X_second"].shape[0] == adata.n_obs
+    text = capsys.readouterr().out
+    assert "best configuration" in text and "the default configuration was not evaluated" in text
+    assert (plots / "trial_history.png").is_file()
+
+
 @pytest.mark.parametrize(
     "make, extra, message",
     [
@@ -177,6 +196,7 @@ def _negative_counts(path, cortex):
         ("ok", ["--max-evals", "0"], "--max-evals"),
         ("ok", ["--gpus", "lots"], "--gpus"),
         ("ok", ["--shared-input"], "--shared-input needs --scheduler"),
+        ("ok", ["--key-added", "a/b"], "--key-added 'a/b'"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(cortex, tmp_path, capsys, make, extra, message):
@@ -209,7 +229,8 @@ def test_help_explains_every_option(capsys):
     text = capsys.readouterr().out
     for option in ["IN.h5ad", "-o", "--layer", "--batch-key", "--max-evals", "--max-epochs",
                    "--workers", "--gpus", "--trials-per-gpu", "--scheduler", "--journal", "--seed",
-                   "--space", "--plots", "--quiet", "--verbose", "--pruner", "--timeout", "--n-mc"]:
+                   "--space", "--plots", "--quiet", "--verbose", "--pruner", "--timeout", "--n-mc",
+                   "--key-added", "--no-default", "--save-dir", "--patience", "--startup"]:
         assert option in text, option
     assert cli.main(["demo", "--help"]) == 0
     assert "--max-evals" in capsys.readouterr().out
