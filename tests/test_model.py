@@ -40,6 +40,15 @@ def test_marginal_likelihood_is_at_least_the_elbo(trained):
     # log p(x) >= ELBO, cell by cell up to Monte Carlo noise, and clearly on average
     assert np.mean(-nll) > np.mean(elbo)
     assert np.mean(-nll >= elbo - 1.0) > 0.95
+    # per cell: labelled by the held-out cells' names, aligned when stored in obs
+    assert list(nll.index) == list(model.split["heldout"]) and nll.name == "marginal_nll"
+    assert nll.index.equals(elbo.index) and elbo.name == "elbo"
+    stored = adata.copy()
+    stored.obs["nll"] = nll
+    assert stored.obs["nll"].notna().sum() == len(nll)
+    first = model.split["heldout"][0]
+    assert stored.obs.at[first, "nll"] == nll[first]
+    assert model.marginal_nll(adata, n_mc=100) == pytest.approx(float(nll.mean()), rel=1e-6)
 
 
 def test_split_is_disjoint_and_covers_cells(trained):
@@ -368,8 +377,10 @@ def test_a_boolean_series_selects_cells_by_name(trained):
     adata, model = trained
     mask = pd.Series(np.arange(adata.n_obs) < 40, index=adata.obs_names)
     shuffled = mask.sample(frac=1.0, random_state=0)  # same cells, another order
-    np.testing.assert_array_equal(model.elbo(adata, cells=shuffled, per_cell=True),
-                                  model.elbo(adata, cells=mask.to_numpy(), per_cell=True))
+    by_name = model.elbo(adata, cells=shuffled, per_cell=True)
+    by_position = model.elbo(adata, cells=mask.to_numpy(), per_cell=True)
+    assert by_name.equals(by_position)
+    assert list(by_name.index) == list(adata.obs_names[:40])
 
 
 def test_normalized_expression_needs_a_positive_library_size(trained):

@@ -60,6 +60,11 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         torch.manual_seed(seed)
         yield
 
+def _per_cell(values: np.ndarray, data: CountData, selected: np.ndarray, name: str) -> pd.Series:
+    """One value per selected cell, labelled with the cell's obs name."""
+    return pd.Series(np.asarray(values), index=data.obs_names[selected], name=name)
+
+
 # Parameter descriptions shared by the methods that read counts (``{doc_layer}`` in a docstring).
 _DOCS = dict(
     doc_cells="""\
@@ -67,7 +72,9 @@ cells
     ``"heldout"`` (default), ``"train"``, ``"validation"``, ``"test"``, ``"all"``,
     a boolean mask or obs names.
 per_cell
-    Return one value per cell (in ``adata``'s order) instead of the mean.""",
+    Return one value per selected cell, as a :class:`pandas.Series` indexed by
+    the cells' obs names (so ``adata.obs[name] = values`` aligns it; cells not
+    selected get NaN), instead of the mean.""",
     doc_layer="""\
 layer
     The layer with the raw counts, ``None`` for ``adata.X``; default
@@ -427,7 +434,7 @@ class Model:
     def marginal_nll(
         self, adata: AnnData, n_mc: int = 100, *, cells="heldout", per_cell: bool = False,
         layer: str | None = TRAINED_LAYER, seed: int | None = 0,
-    ) -> float | np.ndarray:
+    ) -> float | pd.Series:
         """Held-out negative marginal log-likelihood per cell, ``-log p(x)``, by importance sampling.
 
         With ``use_observed_lib_size=True`` it is ``-log p(x | l)``, the
@@ -447,15 +454,16 @@ class Model:
         """
         data, counts = self._counts(adata, layer)
         n_mc = check_int("n_mc", n_mc, low=1)
+        selected = self._cells(data, cells)
         with _seeded(seed, self.device):
-            values = marginal_nll(self.module, counts, self._cells(data, cells), n_mc=n_mc)
-        return values if per_cell else float(np.mean(values))
+            values = marginal_nll(self.module, counts, selected, n_mc=n_mc)
+        return _per_cell(values, data, selected, "marginal_nll") if per_cell else float(np.mean(values))
 
     @doc_params(**_DOCS)
     def elbo(
         self, adata: AnnData, *, cells="heldout", per_cell: bool = False,
         layer: str | None = TRAINED_LAYER, seed: int | None = 0,
-    ) -> float | np.ndarray:
+    ) -> float | pd.Series:
         """ELBO per cell (higher is better; one posterior sample), on ``cells`` as in :meth:`Model.marginal_nll`.
 
         Parameters
@@ -467,9 +475,10 @@ class Model:
         {doc_seed}
         """
         data, counts = self._counts(adata, layer)
+        selected = self._cells(data, cells)
         with _seeded(seed, self.device):
-            values = evaluate_elbo(self.module, counts, self._cells(data, cells))
-        return values if per_cell else float(np.mean(values))
+            values = evaluate_elbo(self.module, counts, selected)
+        return _per_cell(values, data, selected, "elbo") if per_cell else float(np.mean(values))
 
     @doc_params(**_DOCS)
     def latent(self, adata: AnnData, *, layer: str | None = TRAINED_LAYER) -> np.ndarray:
