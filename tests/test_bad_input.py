@@ -140,6 +140,10 @@ def test_keys_that_h5ad_cannot_store_are_refused(tiny, key):
         (dict(space={"n_hidden": [64, "128"]}), r"n_hidden='128' is not a number"),
         (dict(space={"n_hidden": [64, 128], "early_stopping": 1}), r"early_stopping=1 is not valid"),
         (dict(client=object()), r"client= is for backend='dask'"),
+        (dict(space={"n_hidden": [64, 128], "n_layers": 2.0}), r"n_layers=2.0 must be an integer; a float"),
+        (dict(space={"n_hidden": [64.0, 128]}), r"n_hidden=64.0 must be an integer; a float"),
+        (dict(space={"n_hidden": [64, 128], "batch_size": np.float64(128)}), r"batch_size=.*128.* must be an integer"),
+        (dict(score_cells="foo"), r"score_cells='foo' is not valid; use one of \['heldout', 'all'\]"),
     ],
 )
 def test_arguments_are_never_coerced(tiny, kwargs, message):
@@ -148,6 +152,15 @@ def test_arguments_are_never_coerced(tiny, kwargs, message):
     with pytest.raises(ValueError, match=message):
         sat.tl.autotune(tiny, **kwargs)
     assert _snapshot(tiny) == before
+
+
+def test_model_fit_never_takes_a_float_for_an_integer(tiny):
+    with pytest.raises(ValueError, match=r"n_layers=2.0 must be an integer; a float is not taken for one"):
+        sat.Model.fit(tiny, n_layers=2.0, max_epochs=1)
+    # hyperopt draws integer ranges as floats: inside the search a whole float still counts
+    from scanpy_autotune._vae import HYPERPARAMETERS
+
+    assert HYPERPARAMETERS["n_layers"].check("n_layers", 2.0) == 2
 
 
 @pytest.mark.parametrize(

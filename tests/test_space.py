@@ -307,9 +307,11 @@ def test_unsupported_hyperopt_expressions(expr, match):
 
 
 def test_fixed_values_are_validated_and_converted():
-    space = build_space({"n_hidden": [64, 128], "n_layers": 2.0, "lr": np.float32(0.5)}, H)
+    space = build_space({"n_hidden": [64, 128], "n_layers": np.int64(2), "lr": np.float32(0.5)}, H)
     assert space.fixed == {"lr": 0.5, "n_layers": 2}
     assert type(space.fixed["n_layers"]) is int and type(space.fixed["lr"]) is float
+    with pytest.raises(ValueError, match=r"n_layers=2.0 must be an integer; a float is not taken"):
+        build_space({"n_hidden": [64, 128], "n_layers": 2.0}, H)
 
 
 def test_the_default_configuration_takes_the_space_s_fixed_values_and_says_when_it_lies_outside(caplog):

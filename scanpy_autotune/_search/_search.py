@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import __version__
 from .._record import NAN_FIELDS, TrialRecord, best_of
-from .._validation import MAX_BUDGET, MAX_SEED, check_int, check_number
+from .._validation import MAX_BUDGET, MAX_SEED, check_choice, check_int, check_number
 from ._backends import Backend
 from ._context import TrialContext
 from ._convergence import make_convergence_stop
@@ -28,7 +28,7 @@ from ._gpu_sizing import trial_device_bytes
 from ._journal import Journal
 from ._pruner import Pruner, is_auto, make_pruner
 from ._runner import run_trials
-from ._scoring import scoring_settings
+from ._scoring import SCORE_CELLS, scoring_settings
 from ._slots import make_backend
 from ._space import SearchSpace, build_space
 from ._startup import startup_configs
@@ -322,6 +322,7 @@ def search(
     n_mc = check_int("n_mc", n_mc, low=1)
     seed = check_int("seed", seed, low=0, high=MAX_SEED)
     timeout = check_number("timeout", timeout, low=0.0, low_open=True, allow_none=True)
+    check_choice("score_cells", score_cells, SCORE_CELLS)  # also without labels_key: a typo is a typo
     if objective is not None and not callable(objective) and objective != "integration":
         raise ValueError(
             f"objective={objective!r}: use None (the held-out -log p(x)), 'integration' (the scIB "

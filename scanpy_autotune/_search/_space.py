@@ -60,7 +60,7 @@ class _Spec(Protocol):
     low: float | None
     high: float | None
 
-    def check(self, name: str, value: Any) -> Any: ...
+    def check(self, name: str, value: Any, *, strict: bool = False) -> Any: ...
 
 
 def default_space_spec() -> dict[str, Any]:
@@ -447,7 +447,7 @@ def _validate(dim: Dimension, spec: _Spec) -> Dimension:
     """Check ``dim`` against ``spec``; return it with choice values converted."""
     name = dim.name
     if dim.kind == "choice":
-        return Dimension(name, "choice", options=tuple(spec.check(name, o) for o in dim.options))
+        return Dimension(name, "choice", options=tuple(spec.check(name, o, strict=True) for o in dim.options))
     if spec.kind in ("choice", "bool"):
         raise ValueError(
             f"{name} is {'a bool' if spec.kind == 'bool' else 'categorical'}; give its values as "
@@ -638,7 +638,7 @@ def build_space(space: Mapping[str, Any] | None, valid: Mapping[str, _Spec]) -> 
         elif isinstance(value, (list, tuple)):
             dims.append(_validate(_parse_shorthand(name, value), valid[name]))
         else:
-            fixed[name] = _native(valid[name].check(name, value))
+            fixed[name] = _native(valid[name].check(name, value, strict=True))
     if not dims:
         raise ValueError(
             "The search space is empty: nothing to search. Give at least one hyperparameter a "

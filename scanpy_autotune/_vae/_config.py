@@ -40,8 +40,12 @@ class ParamSpec:
     choices: tuple = ()
     doc: str = ""
 
-    def check(self, name: str, value: Any) -> Any:
-        """Return ``value`` converted to the parameter's type, or raise ``ValueError``."""
+    def check(self, name: str, value: Any, *, strict: bool = False) -> Any:
+        """Return ``value`` converted to the parameter's type, or raise ``ValueError``.
+
+        ``strict`` (a value a user typed) refuses a float for an integer parameter;
+        otherwise a whole float is taken (hyperopt draws integer ranges as floats).
+        """
         if self.kind == "choice":
             if value not in self.choices:
                 raise ValueError(
@@ -59,6 +63,8 @@ class ParamSpec:
         if not math.isfinite(value):
             raise ValueError(f"{name}={value!r} must be finite.")
         if self.kind == "int":
+            if strict and not isinstance(value, numbers.Integral):
+                raise ValueError(f"{name}={value!r} must be an integer; a float is not taken for one.")
             if float(value) != int(value):
                 raise ValueError(f"{name}={value!r} must be an integer.")
             value = int(value)
@@ -110,8 +116,11 @@ def default_hyperparameters() -> dict[str, Any]:
     return {name: spec.default for name, spec in HYPERPARAMETERS.items()}
 
 
-def resolve_hyperparameters(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Fill defaults and validate ``values``; raise ``ValueError`` on an unknown name or bad value."""
+def resolve_hyperparameters(values: Mapping[str, Any], *, strict: bool = False) -> dict[str, Any]:
+    """Fill defaults and validate ``values``; raise ``ValueError`` on an unknown name or bad value.
+
+    ``strict``: the values come from a user (see :meth:`ParamSpec.check`).
+    """
     unknown = sorted(set(values) - set(HYPERPARAMETERS))
     if unknown:
         raise ValueError(
@@ -119,5 +128,5 @@ def resolve_hyperparameters(values: Mapping[str, Any]) -> dict[str, Any]:
         )
     resolved = default_hyperparameters()
     for name, value in values.items():
-        resolved[name] = HYPERPARAMETERS[name].check(name, value)
+        resolved[name] = HYPERPARAMETERS[name].check(name, value, strict=strict)
     return resolved

@@ -248,7 +248,7 @@ class Model:
             The trained model; ``model.split`` tells which cells played which part.
         """
         follow_scanpy_verbosity()
-        config = resolve_hyperparameters(hyperparameters)
+        config = resolve_hyperparameters(hyperparameters, strict=True)
         max_epochs = check_int("max_epochs", max_epochs, low=1, high=MAX_BUDGET)
         seed = check_int("seed", seed, low=0, high=MAX_SEED)
         data = extract_counts(adata, layer=layer, batch_key=batch_key)
