@@ -25,6 +25,25 @@ from ._scib import SCORE_NAMES
 
 logger = logging.getLogger("scanpy_autotune")
 
+
+class NoTrialSucceededError(RuntimeError):
+    """No trial of a search succeeded, so there is no result to store: ``adata`` is as it was.
+
+    Every trial failed (or was pruned); the message gives the most common error.
+
+    Attributes
+    ----------
+    trials
+        The trials that ran, as :func:`scanpy_autotune.tl.autotune` would have
+        stored them in ``adata.uns[key_added]["trials"]`` (their errors in the
+        ``error`` column); a ``journal=`` keeps them too.
+    """
+
+    def __init__(self, message: str, trials: Any) -> None:
+        super().__init__(message)
+        self.trials = trials
+
+
 DEFAULT_KEY = "autotune"
 
 #: Columns of ``trials`` before the hyperparameter columns, in this order (the record's).

@@ -31,6 +31,7 @@ from typing import Any, NoReturn
 
 from ._paths import check_model_dir, check_output_dir, check_output_file, replace_file
 from ._record import gain_over_default
+from ._results import NoTrialSucceededError
 from ._search._journal import JournalLockedError, JournalWriteError
 from ._search._runner import BackendFailed, ended_on_its_own
 from ._validation import check_int
@@ -39,6 +40,7 @@ logger = logging.getLogger("scanpy_autotune")
 
 PROG = "scanpy-autotune"
 KEY = "autotune"
+EXIT_NO_RESULT = 1  # the search ran, but no trial succeeded
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process it ended
@@ -461,9 +463,6 @@ def _summary(adata: Any, key: str = KEY) -> str:
     ]
     if uns["params"].get("stop_reason"):
         lines.append(f"the search ended with {uns['params']['stop_reason']}")
-    if int(best["trial_id"]) < 0:
-        lines.append(f"no trial succeeded; see uns[{key!r}]['trials']['error']")
-        return "\n".join(lines)
     lines.append(f"best configuration (trial {int(best['trial_id'])}):")
     params = dict(best["params"])
     width = max(len(name) for name in params) if params else 0
@@ -571,7 +570,7 @@ def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> 
         elif trials is not None and len(trials):
             print(f"{PROG}: {how}; {len(trials)} trial(s) had finished", file=sys.stderr)
         else:
-            print(f"{PROG}: {how} before any trial finished", file=sys.stderr)
+            print(f"{PROG}: {how} before any trial succeeded; nothing written", file=sys.stderr)
         return code
     if output is not None:
         _write_h5ad(adata, output)
@@ -747,6 +746,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         how, code = _how_stopped(stop)
         print(f"{PROG}: {how}", file=sys.stderr)
         return code
+    except NoTrialSucceededError as error:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_NO_RESULT
     except (ValueError, OSError, ImportError, JournalLockedError) as error:  # FileNotFoundError is an OSError
         if args.verbose:
             traceback.print_exc()

@@ -75,10 +75,32 @@ def test_an_objective_that_exits_fails_its_trial_not_its_worker(small):
     def objective(model, heldout):
         sys.exit(3)
 
-    sat.tl.autotune(small, max_evals=2, n_workers=1, objective=objective, include_default=False, **SMALL)
-    trials = small.uns["autotune"]["trials"]
+    with pytest.raises(sat.tl.NoTrialSucceededError) as info:
+        sat.tl.autotune(small, max_evals=2, n_workers=1, objective=objective, include_default=False, **SMALL)
+    trials = info.value.trials
     assert list(trials["status"]) == ["fail", "fail"]
     assert all(error.startswith("RuntimeError: the objective raised SystemExit(3)") for error in trials["error"])
+    assert "none of the 2 trials succeeded (2 fail), so adata is unchanged" in str(info.value)
+    assert "most common error (2 of 2 failed trials): RuntimeError: the objective raised SystemExit(3)" in str(info.value)
+    assert "autotune" not in small.uns and "autotune_split" not in small.obs
+
+
+@pytest.mark.slow
+def test_a_search_without_a_successful_trial_keeps_the_earlier_result(small, tmp_path):
+    sat.tl.autotune(small, max_evals=2, n_workers=1, include_default=False, **SMALL)
+    earlier = small.uns["autotune"]["trials"].copy()
+    latent = small.obsm["X_autotune"].copy()
+    split = small.obs["autotune_split"].copy()
+    journal, model = tmp_path / "failed.jsonl", tmp_path / "model"
+    with pytest.raises(sat.tl.NoTrialSucceededError, match="in this exception's .trials and in the journal"):
+        sat.tl.autotune(small, max_evals=2, n_workers=1, objective=lambda m, x: None, seed=3,
+                        journal=journal, save_dir=model, include_default=False, **SMALL)
+    assert small.uns["autotune"]["trials"].equals(earlier)
+    np.testing.assert_array_equal(small.obsm["X_autotune"], latent)
+    assert small.obs["autotune_split"].equals(split)
+    assert not model.exists()  # no best model: nothing saved
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert [line["status"] for line in lines if line["kind"] == "trial"] == ["fail", "fail"]  # kept there
 
 
 @pytest.mark.slow

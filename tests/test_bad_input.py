@@ -154,6 +154,18 @@ def test_arguments_are_never_coerced(tiny, kwargs, message):
     assert _snapshot(tiny) == before
 
 
+def test_a_view_of_a_backed_anndata_is_refused_before_any_trial(tiny, tmp_path):
+    path = tmp_path / "tiny.h5ad"
+    tiny.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    with pytest.raises(ValueError, match=r"a view of a backed AnnData .* adata\[\.\.\.\]\.to_memory\(\)"):
+        sat.tl.autotune(backed[:40], save_dir=tmp_path / "model", journal=tmp_path / "j.jsonl", **FAST)
+    assert not (tmp_path / "model").exists() and not (tmp_path / "j.jsonl").exists()
+    result = sat.tl.autotune(backed[:40], copy=True, **FAST)  # or the results in a new AnnData
+    assert result.n_obs == 40 and not result.isbacked and "autotune" in result.uns
+    backed.file.close()
+
+
 def test_model_fit_never_takes_a_float_for_an_integer(tiny):
     with pytest.raises(ValueError, match=r"n_layers=2.0 must be an integer; a float is not taken for one"):
         sat.Model.fit(tiny, n_layers=2.0, max_epochs=1)

@@ -13,7 +13,7 @@ from anndata import AnnData
 from .._logging import follow_scanpy_verbosity
 from .._paths import check_model_dir, check_output_file
 from .._record import gain_over_default
-from .._results import build_results
+from .._results import NoTrialSucceededError, build_results
 from .._search import VALIDATION_SIZE, SearchOutcome, search
 from .._search._space import default_space as _default_space
 from .._search._space import integration_space as _integration_space
@@ -298,9 +298,12 @@ def autotune(
         When another search (process) uses ``journal`` (a
         ``JournalLockedError``; the message names the process), before any
         training; or when the backend fails mid-search (a Dask client or
-        cluster closed), once the finished trials are written into ``adata``.
+        cluster closed), once the finished trials are written into ``adata``;
+        a :class:`NoTrialSucceededError` when no trial succeeded (``adata``
+        unchanged; the trials are in its ``trials``).
     KeyboardInterrupt
-        After Ctrl-C, once the finished trials are written into ``adata``.
+        After Ctrl-C, once the finished trials are written into ``adata`` (when
+        one of them succeeded; otherwise ``adata`` is unchanged).
     OSError
         When the journal cannot be written during the search (a full disk),
         once the finished trials are written into ``adata``; the error names
@@ -309,6 +312,12 @@ def autotune(
         When ``timeout`` passed before any trial finished (``adata`` unchanged).
     """
     follow_scanpy_verbosity()
+    if isinstance(adata, AnnData) and adata.is_view and adata.isbacked and not copy:
+        raise ValueError(
+            "adata is a view of a backed AnnData (a subset of a file opened with backed='r'), and "
+            "results cannot be written into such a view. Load the subset first "
+            "(adata = adata[...].to_memory()) or pass copy=True to get the results in a new AnnData."
+        )
     key_added = check_uns_key("key_added", key_added)
     train_size = check_fraction("train_size", train_size)
     test_size = check_fraction("test_size", test_size, allow_zero=True)
@@ -340,11 +349,17 @@ def autotune(
         score_cells=score_cells, patience=patience, startup=startup,
         obs=adata.obs if callable(objective) else None,
     )
+    uns = build_results(outcome.records, settings=outcome.settings, searched=outcome.searched)
+    if uns["best"]["trial_id"] < 0:  # nothing to store: what adata held stays as it was
+        if outcome.interrupted is not None:
+            logger.warning("no trial had succeeded when the search was cut short; adata is unchanged")
+            raise outcome.interrupted
+        raise NoTrialSucceededError(_no_success_message(uns["trials"], journal), uns["trials"])
     if save_dir is not None and outcome.model is not None:
         outcome.model.save(save_dir, overwrite=True)
     if copy:  # a backed AnnData copies only to a file; the copy of one is read into memory
         adata = adata.to_memory() if adata.isbacked else adata.copy()
-    _write_results(adata, key_added, outcome, split, data.n_obs)
+    _write_results(adata, key_added, uns, outcome, split, data.n_obs)
     if outcome.interrupted is not None:
         raise outcome.interrupted
     return adata if copy else None
@@ -383,9 +398,23 @@ def _obs_labels(adata: AnnData, labels_key: Any) -> np.ndarray:
     return column.astype(str).to_numpy()
 
 
-def _write_results(adata: AnnData, key: str, outcome: SearchOutcome, split: Split, n_obs: int) -> None:
+def _no_success_message(trials: Any, journal: Any) -> str:
+    """Why there is no result: how many trials ran, how they ended, and their most common error."""
+    counts = trials["status"].value_counts()
+    ended = ", ".join(f"{int(counts[s])} {s}" for s in ("fail", "pruned") if s in counts)
+    errors = trials.loc[trials["status"] == "fail", "error"].astype(str)
+    message = f"none of the {len(trials)} trials succeeded ({ended}), so adata is unchanged."
+    if len(errors):
+        common = errors.value_counts()
+        message += f" The most common error ({int(common.iloc[0])} of {len(errors)} failed trials): {common.index[0]}"
+    where = " and in the journal" if journal is not None else ""
+    return message + f" Every trial's error is in this exception's .trials{where}."
+
+
+def _write_results(
+    adata: AnnData, key: str, uns: dict, outcome: SearchOutcome, split: Split, n_obs: int
+) -> None:
     """Store the search in ``adata`` in one step: ``uns``, ``obs`` and ``obsm`` change together."""
-    uns = build_results(outcome.records, settings=outcome.settings, searched=outcome.searched)
     if outcome.test_loss is not None:
         uns["best"]["test_loss"] = outcome.test_loss
     labels = split.labels(n_obs)
@@ -401,9 +430,6 @@ def _write_results(adata: AnnData, key: str, outcome: SearchOutcome, split: Spli
 
 def _log_summary(uns: dict) -> None:
     best, default = uns["best"], uns.get("default")
-    if best["trial_id"] < 0:
-        logger.warning("no trial succeeded; see adata.uns[key]['trials']['error']")
-        return
     message = f"best trial {best['trial_id']}: loss {best['loss']:.3f}"
     if default is not None:
         gain = gain_over_default(best["loss"], default["loss"])
