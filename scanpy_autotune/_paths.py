@@ -57,7 +57,7 @@ def check_output_file(path: str | os.PathLike, what: str) -> Path:
     PermissionError
         When the file or its folder is not writable.
     """
-    path = Path(path)
+    path = _non_empty(path, what, "a file path")
     if path.is_dir():
         raise ValueError(f"{what} {path} is a folder; pass a file path.")
     if path.exists():
@@ -84,7 +84,7 @@ def check_output_dir(path: str | os.PathLike, what: str) -> Path:
     PermissionError
         When it cannot be written.
     """
-    path = Path(path)
+    path = _non_empty(path, what, "a folder")
     if path.exists():
         if not path.is_dir():
             raise ValueError(f"{what} {path} is a file, not a folder.")
@@ -93,6 +93,13 @@ def check_output_dir(path: str | os.PathLike, what: str) -> Path:
         return path
     _writable_ancestor(path, what)
     return path
+
+
+def _non_empty(path: str | os.PathLike, what: str, wanted: str) -> Path:
+    """``path`` as a Path; an empty one (``Path("")`` is the current folder) is refused."""
+    if not os.fspath(path):
+        raise ValueError(f"{what} is an empty path; pass {wanted}.")
+    return Path(path)
 
 
 def _umask() -> int:
@@ -122,7 +129,7 @@ def check_model_dir(path: str | os.PathLike, what: str) -> Path:
     PermissionError
         When it cannot be written.
     """
-    path = Path(path)
+    path = _non_empty(path, what, "a folder for the model")
     if path.exists():
         if not path.is_dir():
             raise ValueError(f"{what} {path} is a file; pass a folder for the model.")

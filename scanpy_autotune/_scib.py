@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -132,10 +134,24 @@ def integration_scores(
         batches, so without ``batch`` bio conservation is the mean of the other four.
     """
     scib_metrics = require_scib_metrics()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _scib_logs_at_warning():
         # "PCR comparison score is negative ... Setting to 0.": the value says it (0).
         warnings.filterwarnings("ignore", message="PCR comparison score is negative")
         return _scores(scib_metrics, latent, labels, batch, unintegrated)
+
+
+@contextmanager
+def _scib_logs_at_warning() -> Iterator[None]:
+    """scib-metrics logs per-label details at INFO through its own handler, whatever
+    ``sc.settings.verbosity`` says (kBET: "... consists of a single batch or is too
+    small. Skip." once per label); only its warnings and errors are shown."""
+    scib_logger = logging.getLogger("scib_metrics")
+    level = scib_logger.level
+    scib_logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        scib_logger.setLevel(level)
 
 
 def _scores(scib_metrics: Any, latent, labels, batch, unintegrated) -> dict[str, float]:

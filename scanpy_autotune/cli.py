@@ -411,9 +411,9 @@ def _read_h5ad(path: Path):
 def write_plots(adata: Any, directory: str | Path, key: str = KEY) -> list[Path]:
     """Write every :mod:`scanpy_autotune.pl` figure of ``adata.uns[key]`` as PNG.
 
-    A figure that cannot be drawn (``param_importance`` needs at least five
-    successful trials, ``pareto`` a search with ``--labels-key``) is skipped
-    with a warning.
+    ``pareto`` is drawn for a search with ``--labels-key`` only. A figure that
+    cannot be drawn (``param_importance`` needs at least five successful
+    trials) is skipped with a warning.
 
     Parameters
     ----------
@@ -439,7 +439,10 @@ def write_plots(adata: Any, directory: str | Path, key: str = KEY) -> list[Path]
     folder = Path(directory).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     written = []
+    scored = "total" in adata.uns[key]["trials"]
     for name in PLOTS:
+        if name == "pareto" and not scored:
+            continue  # drawn only for a search with --labels-key, as documented
         path = folder / f"{name}.png"
         try:
             getattr(pl, name)(adata, key=key, show=False, save=str(path))

@@ -144,6 +144,10 @@ def test_keys_that_h5ad_cannot_store_are_refused(tiny, key):
         (dict(space={"n_hidden": [64.0, 128]}), r"n_hidden=64.0 must be an integer; a float"),
         (dict(space={"n_hidden": [64, 128], "batch_size": np.float64(128)}), r"batch_size=.*128.* must be an integer"),
         (dict(score_cells="foo"), r"score_cells='foo' is not valid; use one of \['heldout', 'all'\]"),
+        (dict(score_cells="all"), r"score_cells='all' chooses the cells .* pass labels_key="),
+        (dict(pruner="asha", pruner_kwargs=[]), r"pruner_kwargs=\[\] must be a dict"),
+        (dict(journal=""), r"journal= is an empty path; pass a file path"),
+        (dict(save_dir=""), r"save_dir= is an empty path; pass a folder for the model"),
     ],
 )
 def test_arguments_are_never_coerced(tiny, kwargs, message):
@@ -164,6 +168,60 @@ def test_a_view_of_a_backed_anndata_is_refused_before_any_trial(tiny, tmp_path):
     result = sat.tl.autotune(backed[:40], copy=True, **FAST)  # or the results in a new AnnData
     assert result.n_obs == 40 and not result.isbacked and "autotune" in result.uns
     backed.file.close()
+
+
+def test_key_added_never_replaces_another_tool_s_results(tiny):
+    import scanpy as sc
+
+    pca = tiny.copy()
+    sc.pp.log1p(pca)
+    sc.pp.pca(pca, n_comps=5)
+    pca.X = tiny.X.copy()
+    _refused(pca, r"key_added='pca': adata.uns\['pca'\] already hold\(s\) something that is not a search result",
+             key_added="pca")
+    assert pca.obsm["X_pca"].shape == (tiny.n_obs, 5) and "variance_ratio" in pca.uns["pca"]
+    only_obsm = tiny.copy()
+    only_obsm.obsm["X_mine"] = np.zeros((tiny.n_obs, 2))
+    _refused(only_obsm, r"adata.obsm\['X_mine'\] already hold", key_added="mine")
+    # an earlier search under the key is replaced, as a rerun should
+    sat.tl.autotune(tiny, **FAST)
+    first = tiny.uns["autotune"]["params"]["seed"]
+    sat.tl.autotune(tiny, **{**FAST, "seed": 5})
+    assert first == 0 and tiny.uns["autotune"]["params"]["seed"] == 5
+
+
+def test_recorded_spellings_of_the_pruner_and_objective_are_taken_back(tiny):
+    sat.tl.autotune(tiny, pruner="none", objective="marginal_nll", **FAST)
+    params = tiny.uns["autotune"]["params"]
+    assert params["pruner"] == "none" and params["objective"] == "marginal_nll"
+    sat.tl.autotune(tiny, pruner=params["pruner"], objective=params["objective"], **{**FAST, "seed": 1})
+
+
+def test_cell_and_gene_mistakes_say_what_differs(tiny):
+    model = sat.Model.fit(tiny, max_epochs=1)
+    renamed = tiny.copy()
+    renamed.var_names = [f"other{i}" if i < 3 else name for i, name in enumerate(tiny.var_names)]
+    with pytest.raises(ValueError, match=r"3 of the model's genes missing, e.g. '.*'; 3 other genes, e.g. 'other0'"):
+        model.latent(renamed)
+    mask = pd.Series([True, np.nan] * (tiny.n_obs // 2), index=tiny.obs_names, dtype=object)
+    with pytest.raises(ValueError, match=r"cells= is a True/False mask with 30 missing value\(s\); fill them"):
+        model.elbo(tiny, cells=mask)
+    nullable = pd.Series([True, pd.NA] * (tiny.n_obs // 2), index=tiny.obs_names, dtype="boolean")
+    with pytest.raises(ValueError, match=r"True/False mask with 30 missing"):
+        model.elbo(tiny, cells=nullable)
+    filled = nullable.fillna(False)
+    assert len(model.elbo(tiny, cells=filled, per_cell=True)) == 30
+    batch = tiny.copy()
+    batch.obs["batch"] = pd.Categorical(["a", "b"] * (tiny.n_obs // 2))
+    batch.obs.loc[batch.obs_names[0], "batch"] = np.nan
+    _refused(batch, r"adata.obs\['batch'\] has 1 missing value\(s\); give every cell a batch", batch_key="batch")
+
+
+def test_a_journal_of_reordered_cells_says_that_order_matters(tiny, tmp_path):
+    journal = tmp_path / "j.jsonl"
+    sat.tl.autotune(tiny, journal=journal, **FAST)
+    reordered = tiny[::-1].copy()
+    _refused(reordered, r"the same cells or genes reordered or subset are other data", journal=journal)
 
 
 def test_model_fit_never_takes_a_float_for_an_integer(tiny):

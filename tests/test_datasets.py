@@ -1121,6 +1121,34 @@ def test_damaged_pbmc_files_are_named(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs, message", [
+    (dict(chunk_size=0), r"chunk_size=0 must be an integer >= 1"),
+    (dict(max_cells=-5), r"max_cells=-5 must be an integer >= 1"),
+    (dict(max_cells=True), r"max_cells=True must be an integer"),
+    (dict(n_genes=0), r"n_genes=0 must be an integer >= 1"),
+    (dict(n_cells_gene_var=0), r"n_cells_gene_var=0 must be an integer >= 1"),
+])
+def test_brain_large_arguments_are_checked_before_the_file_is_read(kwargs, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        datasets.brain_large(data_dir=tmp_path, **kwargs)
+    assert not any(tmp_path.iterdir())  # nothing fetched, nothing blamed on the cache
+
+
+def test_a_cache_folder_of_the_wrong_shape_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(_download, "_urlopen", offline)
+    (tmp_path / "afile").write_text("notes")
+    with pytest.raises(NotADirectoryError, match=r"cannot create its cache folder .*afile is a file, not a folder"):
+        datasets.cortex(data_dir=tmp_path / "afile")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "cortex").write_text("notes")
+    with pytest.raises(NotADirectoryError, match=r"c/cortex is a file, not a folder"):
+        datasets.cortex(data_dir=tmp_path / "c")
+    (tmp_path / "d" / "cortex" / _cortex.CORTEX_FILE.filename).mkdir(parents=True)
+    with pytest.raises(IsADirectoryError, match=r"is a folder where cortex\(\) caches the file"):
+        datasets.cortex(data_dir=tmp_path / "d")
+    assert (tmp_path / "afile").read_text() == "notes" and (tmp_path / "c" / "cortex").read_text() == "notes"
+
+
+@pytest.mark.parametrize("kwargs, message", [
     (dict(n_genes=0), r"n_genes=0 must be an integer >= 1"),
     (dict(n_genes=2.5), r"n_genes=2.5 must be an integer"),
     (dict(genes_to_keep="Gene40"), r"genes_to_keep='Gene40' must be a list of gene names"),

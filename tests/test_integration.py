@@ -222,6 +222,24 @@ def test_integration_scores_separate_structure_from_noise(cellbench):
     assert math.isnan(bio_only["total"]) and all(math.isnan(bio_only[n]) for n in BATCH_METRICS)
     assert bio_only["kmeans_nmi"] == pytest.approx(structured["kmeans_nmi"])
 
+    # scib-metrics' per-label INFO lines (kBET: a label in one batch) are not shown
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    scib_logger = logging.getLogger("scib_metrics")
+    level = scib_logger.level
+    scib_logger.addHandler(handler)
+    solo = labels.copy()
+    solo[np.flatnonzero(batch == batch[0])[:6]] = "solo"  # a label of one batch only
+    try:
+        integration_scores(pca[:, :10], solo, batch, pca)
+    finally:
+        scib_logger.removeHandler(handler)
+    assert not [r for r in records if r.levelno < logging.WARNING]
+    assert scib_logger.level == level
+
 
 @pytest.mark.slow
 def test_integration_search_records_scores_in_uns_journal_and_summary(cellbench, tmp_path):

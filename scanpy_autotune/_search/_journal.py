@@ -447,8 +447,13 @@ class Journal:
                 f"{k}: journal {stored.get(k)!r}, now {to_json_safe(settings.get(k))!r}"
                 for k in differing
             )
+            hint = (
+                " (the data's hash covers the counts and the cell and gene names, in their order: "
+                "the same cells or genes reordered or subset are other data)"
+                if "data" in differing else ""
+            )
             raise ValueError(
-                f"The journal {path} was written with other settings ({details}); "
+                f"The journal {path} was written with other settings ({details}){hint}; "
                 "use a new journal path or the same settings."
             )
         records = _trial_records(path, lines[1:], nan_keys, decode)

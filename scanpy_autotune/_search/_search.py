@@ -323,6 +323,21 @@ def search(
     seed = check_int("seed", seed, low=0, high=MAX_SEED)
     timeout = check_number("timeout", timeout, low=0.0, low_open=True, allow_none=True)
     check_choice("score_cells", score_cells, SCORE_CELLS)  # also without labels_key: a typo is a typo
+    if score_cells != "heldout" and labels is None:
+        raise ValueError(
+            f"score_cells={score_cells!r} chooses the cells whose latent is scored with labels_key=; "
+            "pass labels_key= (the cell types) too."
+        )
+    if pruner_kwargs is not None and not isinstance(pruner_kwargs, Mapping):
+        raise ValueError(
+            f"pruner_kwargs={pruner_kwargs!r} must be a dict of the pruner's settings, e.g. "
+            "{'min_epochs': 10} for pruner='asha'."
+        )
+    # the spellings uns[key]["params"] records, so that a recorded setting can be passed back
+    if isinstance(pruner, str) and pruner.lower() == "none":
+        pruner = None
+    if isinstance(objective, str) and objective == "marginal_nll":
+        objective = None
     if objective is not None and not callable(objective) and objective != "integration":
         raise ValueError(
             f"objective={objective!r}: use None (the held-out -log p(x)), 'integration' (the scIB "

@@ -257,7 +257,10 @@ def extract_counts(
     else:
         column = adata.obs[batch_key]
         if column.isna().any():
-            raise ValueError(f"adata.obs[{batch_key!r}] has missing values.")
+            raise ValueError(
+                f"adata.obs[{batch_key!r}] has {int(column.isna().sum())} missing value(s); give every "
+                "cell a batch (e.g. 'unknown') or subset adata to the cells that have one."
+            )
         if training:
             check_group_column(column, batch_key)
         cat = pd.Categorical(column.astype(str))

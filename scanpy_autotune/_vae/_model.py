@@ -60,6 +60,19 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         torch.manual_seed(seed)
         yield
 
+def _refuse_a_mask_with_missing_values(cells: Any) -> None:
+    """A mask of True/False with NaN or NA in it is a mask gone wrong, not a list of cell names."""
+    if isinstance(cells, str) or not isinstance(cells, (pd.Series, np.ndarray, list, tuple)):
+        return
+    values = pd.Series(np.asarray(cells, dtype=object).ravel()) if not isinstance(cells, pd.Series) else cells
+    missing = values.isna()
+    if missing.any() and values[~missing].map(lambda v: isinstance(v, (bool, np.bool_))).all():
+        raise ValueError(
+            f"cells= is a True/False mask with {int(missing.sum())} missing value(s); fill them "
+            "(e.g. mask.fillna(False)) so that every cell is selected or not."
+        )
+
+
 def _per_cell(values: np.ndarray, data: CountData, selected: np.ndarray, name: str) -> pd.Series:
     """One value per selected cell, labelled with the cell's obs name."""
     return pd.Series(np.asarray(values), index=data.obs_names[selected], name=name)
@@ -347,9 +360,14 @@ class Model:
         data = extract_counts(adata, layer=layer, batch_key=self.batch_key, training=False)
         if not data.var_names.equals(self.var_names):
             if len(data.var_names) != len(self.var_names) or set(data.var_names) != set(self.var_names):
+                missing = self.var_names.difference(data.var_names)
+                extra = data.var_names.difference(self.var_names)
                 raise ValueError(
                     "adata's genes differ from the genes the model was trained on "
-                    f"({data.n_vars} vs {len(self.var_names)}); subset adata to model.var_names."
+                    f"({data.n_vars} vs {len(self.var_names)}; {len(missing)} of the model's genes missing"
+                    + (f", e.g. {missing[0]!r}" if len(missing) else "")
+                    + f"; {len(extra)} other genes" + (f", e.g. {extra[0]!r}" if len(extra) else "")
+                    + "); subset adata to model.var_names."
                 )
             data.X = data.X[:, data.var_names.get_indexer(self.var_names)]  # same genes, another order
             data.var_names = self.var_names
@@ -395,8 +413,9 @@ class Model:
             raise ValueError(
                 f"cells={cells!r}: use 'all', one of {list(SPLIT_NAMES)}, a boolean mask or obs names."
             )
-        if isinstance(cells, pd.Series) and cells.dtype == bool:
-            cells = self._mask_by_name(data, cells)
+        _refuse_a_mask_with_missing_values(cells)
+        if isinstance(cells, pd.Series) and pd.api.types.is_bool_dtype(cells.dtype):
+            cells = self._mask_by_name(data, cells.astype(bool))
         cells = np.asarray(cells)
         if cells.dtype == bool:
             if cells.shape != (data.n_obs,):

@@ -6,6 +6,7 @@ import os
 
 import anndata as ad
 
+from .._validation import check_int
 from ._download import RemoteFile, fetch, reading
 from ._finalize import finalize
 from ._tenx_h5 import has_group, read_10x_h5_chunked
@@ -68,6 +69,10 @@ def brain_large(
         When the file is not cached, no ``path`` is given and the download fails
         (or, once a SHA-256 is pinned for it, the downloaded file does not match it).
     """
+    n_genes = check_int("n_genes", n_genes, low=1, allow_none=True)
+    max_cells = check_int("max_cells", max_cells, low=1, allow_none=True)
+    n_cells_gene_var = check_int("n_cells_gene_var", n_cells_gene_var, low=1)
+    chunk_size = check_int("chunk_size", chunk_size, low=1)
     file = fetch(
         BRAIN_LARGE_FILE,
         path=path,

@@ -161,10 +161,24 @@ def download(
         and the actual hash).
     """
     dest = Path(dest)
+    if dest.is_dir():
+        raise IsADirectoryError(
+            f"{dest} is a folder where {loader}() caches the file {dest.name}; remove it (or pass "
+            "another data_dir=) so that the file can be downloaded there."
+        )
     if dest.exists():
         logger.info("Using cached %s", dest)
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        blocker = next(
+            (p for p in (dest.parent, *dest.parent.parents) if p.exists() and not p.is_dir()), err.filename
+        )
+        raise NotADirectoryError(
+            f"{loader}() cannot create its cache folder {dest.parent}: {blocker} is a file, not a "
+            "folder. Pass another data_dir= or move that file."
+        ) from err
     hint = (
         f"If this machine is offline, download {url} by hand (for example "
         f"`curl -L -o {dest.name} '{url}'`) and pass path=... to {loader}(), or put the "

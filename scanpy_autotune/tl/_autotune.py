@@ -154,7 +154,8 @@ def autotune(
         ``obsm`` (``include_default=False`` searches only the space).
         Resuming a journal started without it runs it next, under the next free id.
     objective
-        ``None``: the held-out ``-log p(x)`` per cell. ``"integration"``: maximise
+        ``None`` (or ``"marginal_nll"``, as ``uns[key]["params"]`` records it): the
+        held-out ``-log p(x)`` per cell. ``"integration"``: maximise
         the scIB Total (needs ``labels_key`` and ``batch_key``; TPE minimises
         ``-Total``, and ``loss`` holds ``-Total``). A callable
         ``objective(model, adata_heldout) -> float`` to minimise instead
@@ -220,8 +221,9 @@ def autotune(
         (``benchmarks/results/pruning.md``). A resumed search keeps the
         pruning it started with. ``"asha"``
         (first rung ``min(25, max_epochs // 10)``, settings in
-        ``pruner_kwargs``), ``"median"``, or ``None`` (every trial runs until
-        early stopping). The default configuration is never pruned.
+        ``pruner_kwargs``), ``"median"``, or ``None`` (or ``"none"``, as
+        ``uns[key]["params"]`` records it: every trial runs until early
+        stopping). The default configuration is never pruned.
     backend, client, scheduler, data_path
         ``"local"`` (this machine) or ``"dask"`` (a ``distributed.Client`` or a
         scheduler address; ``data_path`` for data the workers read themselves).
@@ -274,7 +276,8 @@ def autotune(
         trained on, so a configuration is judged on cells it has not seen, as
         the loss is. ``"all"``: every cell, with less noise and as users then
         cluster them, but including the cells each model was fit to, whose
-        latent flatters the configurations that fit them best.
+        latent flatters the configurations that fit them best. Only with
+        ``labels_key``.
 
     Returns
     -------
@@ -319,6 +322,8 @@ def autotune(
             "(adata = adata[...].to_memory()) or pass copy=True to get the results in a new AnnData."
         )
     key_added = check_uns_key("key_added", key_added)
+    if isinstance(adata, AnnData):
+        _refuse_to_replace_other_results(adata, key_added)
     train_size = check_fraction("train_size", train_size)
     test_size = check_fraction("test_size", test_size, allow_zero=True)
     max_epochs = check_int("max_epochs", max_epochs, low=1, high=MAX_BUDGET, allow_none=True)
@@ -396,6 +401,26 @@ def _obs_labels(adata: AnnData, labels_key: Any) -> np.ndarray:
         )
     check_group_column(column, labels_key, "labels")
     return column.astype(str).to_numpy()
+
+
+def _refuse_to_replace_other_results(adata: AnnData, key: str) -> None:
+    """``key_added`` may replace an earlier search's results, never what another tool wrote there."""
+    entries = {"uns": key, "obsm": f"X_{key}", "obs": f"{key}_split"}
+    if key in adata.uns:
+        held = adata.uns[key]
+        if isinstance(held, Mapping) and {"trials", "best", "params"} <= set(held):
+            return  # an earlier search: this one replaces it
+        taken = [f"adata.uns[{key!r}]"]
+    else:  # no search result there, so an entry under its names is another tool's
+        taken = [
+            f"adata.{where}[{name!r}]" for where, name in entries.items()
+            if where != "uns" and name in getattr(adata, where)
+        ]
+    if taken:
+        raise ValueError(
+            f"key_added={key!r}: {' and '.join(taken)} already hold(s) something that is not a search "
+            f"result (e.g. scanpy's), which the search would replace; pass another key_added=."
+        )
 
 
 def _no_success_message(trials: Any, journal: Any) -> str:
