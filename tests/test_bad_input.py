@@ -192,6 +192,9 @@ def test_key_added_never_replaces_another_tool_s_results(tiny):
     only_obsm = tiny.copy()
     only_obsm.obsm["X_mine"] = np.zeros((tiny.n_obs, 2))
     _refused(only_obsm, r"adata.obsm\['X_mine'\] already hold", key_added="mine")
+    other_split = tiny.copy()
+    other_split.obs["mine_split"] = "fold1"
+    _refused(other_split, r"adata.obs\['mine_split'\] already hold", key_added="mine")
 
 
 @pytest.mark.slow

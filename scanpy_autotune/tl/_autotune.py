@@ -17,7 +17,7 @@ from .._results import NoTrialSucceededError, build_results
 from .._search import VALIDATION_SIZE, SearchOutcome, search
 from .._search._space import default_space as _default_space
 from .._search._space import integration_space as _integration_space
-from .._vae._data import Split, check_group_column, extract_counts, make_split
+from .._vae._data import SPLIT_NAMES, Split, check_group_column, extract_counts, make_split
 from .._validation import MAX_BUDGET, MAX_SEED, check_fraction, check_int, check_uns_key
 
 if TYPE_CHECKING:
@@ -411,11 +411,11 @@ def _refuse_to_replace_other_results(adata: AnnData, key: str) -> None:
         if isinstance(held, Mapping) and {"trials", "best", "params"} <= set(held):
             return  # an earlier search: this one replaces it
         taken = [f"adata.uns[{key!r}]"]
-    else:  # no search result there, so an entry under its names is another tool's
-        taken = [
-            f"adata.{where}[{name!r}]" for where, name in entries.items()
-            if where != "uns" and name in getattr(adata, where)
-        ]
+    else:  # no search result there: an entry under its names is another tool's, unless a split
+        taken = [f"adata.obsm[{entries['obsm']!r}]"] if entries["obsm"] in adata.obsm else []
+        split = entries["obs"]
+        if split in adata.obs and not set(adata.obs[split].dropna().astype(str)) <= set(SPLIT_NAMES):
+            taken.append(f"adata.obs[{split!r}]")
     if taken:
         raise ValueError(
             f"key_added={key!r}: {' and '.join(taken)} already hold(s) something that is not a search "
