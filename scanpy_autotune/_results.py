@@ -52,6 +52,9 @@ FIXED_COLUMNS: tuple[str, ...] = COLUMNS
 #: scIB scores (absent from results of other searches).
 SCORE_COLUMNS: tuple[str, ...] = ("marginal_nll", *SCORE_NAMES)
 HISTORY_KEYS: tuple[str, ...] = ("train_elbo", "validation_elbo")
+#: ``history[HISTORY_IDS]``: the trial id of each history row (absent before session 23,
+#: when rows were paired with the trials by position).
+HISTORY_IDS = "trial_id"
 SEARCHED_KINDS: tuple[str, ...] = ("categorical", "numeric", "log")
 
 _FLOAT_COLUMNS = ("loss", "elbo_train", "elbo_heldout", "duration_s", "finished_at")
@@ -257,6 +260,8 @@ def _history_arrays(records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarra
         for i, c in enumerate(cs):
             arr[i, : c.size] = c
         arrays[name] = arr
+    # the rows' trials, so that a hand-sorted trials table keeps its curves
+    arrays[HISTORY_IDS] = np.asarray([int(r["trial_id"]) for r in records], dtype=np.int64)
     return arrays
 
 
@@ -325,7 +330,8 @@ def build_results(
     -------
     dict
         ``trials`` (DataFrame, trial-id order), ``history`` (``train_elbo``,
-        ``validation_elbo``: ``n_trials x max_epochs`` float arrays, NaN-padded),
+        ``validation_elbo``: ``n_trials x max_epochs`` float arrays, NaN-padded,
+        and ``trial_id``: each row's trial),
         ``best`` (``trial_id``, ``loss``, ``params``; ``trial_id=-1`` and NaN
         loss when no trial succeeded), ``default`` (``trial_id``, ``loss``; only
         when a record has ``is_default``) and ``params`` (settings plus
@@ -503,7 +509,9 @@ def _check_uns(uns: Any, key: str) -> None:
         raise ValueError(f"adata.uns[{key!r}]['trials'] lacks column(s) {absent}.")
 
 
-def _restore_trials(df: pd.DataFrame) -> pd.DataFrame:
+def _restore_trials(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """The trials in trial-id order, and that order as positions of the stored rows
+    (the history's rows are the stored trials' and must follow them)."""
     df = df.copy().reset_index(drop=True)
     for name, value in _ADDED_LATER.items():
         if name not in df.columns:
@@ -532,9 +540,8 @@ def _restore_trials(df: pd.DataFrame) -> pd.DataFrame:
             df[name] = np.asarray(
                 [_MISSING_STR if _is_missing(v) else str(v) for v in col], dtype=object
             )
-    if not df["trial_id"].is_monotonic_increasing:
-        df = df.sort_values("trial_id", kind="stable").reset_index(drop=True)
-    return df
+    order = np.argsort(df["trial_id"].to_numpy(), kind="stable")
+    return df.iloc[order].reset_index(drop=True), order
 
 
 def _restore_history(history: Any, n_trials: int, key: str) -> dict[str, np.ndarray]:
@@ -555,6 +562,21 @@ def _restore_history(history: Any, n_trials: int, key: str) -> dict[str, np.ndar
             )
         out[name] = arr.copy()
     return out
+
+
+def _history_of(stored: Any, trial_ids: np.ndarray, order: np.ndarray, key: str) -> dict[str, np.ndarray]:
+    """The history's rows in the order of ``trial_ids``: matched by the rows' trial ids
+    where stored, else by position (the stored trials' rows, put in ``order``)."""
+    history = _restore_history(stored, len(trial_ids), key)
+    if HISTORY_IDS in stored:
+        row_ids = np.asarray(stored[HISTORY_IDS]).astype(np.int64).ravel()
+        if len(row_ids) != len(trial_ids) or set(row_ids.tolist()) != set(trial_ids.tolist()):
+            raise ValueError(
+                f"adata.uns[{key!r}]['history']['trial_id'] does not list the trials of "
+                f"adata.uns[{key!r}]['trials'] (edit both together, or neither)."
+            )
+        order = pd.Index(row_ids).get_indexer(trial_ids)
+    return {name: values[order] for name, values in history.items()}
 
 
 def _restore_small(d: Any, *, with_params: bool) -> dict[str, Any]:
@@ -601,11 +623,11 @@ def read_results(adata: Any, key: str = DEFAULT_KEY) -> Results:
         raise _not_found(key)
     uns = adata.uns[key]
     _check_uns(uns, key)
-    trials = _restore_trials(uns["trials"])
+    trials, order = _restore_trials(uns["trials"])
     bad = sorted(set(trials["status"]) - set(STATUSES))
     if bad:
         raise ValueError(f"adata.uns[{key!r}]['trials'] has unknown status(es) {bad}.")
-    history = _restore_history(uns["history"], len(trials), key)
+    history = _history_of(uns["history"], trials["trial_id"].to_numpy(), order, key)
     default = _restore_small(uns["default"], with_params=False) if "default" in uns else None
     # .h5ad stores dict entries in alphabetical order: restore the trials' column order
     order = {name: i for i, name in enumerate(trials.columns)}

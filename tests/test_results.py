@@ -314,6 +314,30 @@ def test_round_trip_equals_in_memory(results_adata, tmp_path):
     assert list(disk.param_kinds()) == list(mem.param_kinds())
 
 
+def test_curves_stay_with_their_trials_when_the_tables_are_sorted_by_hand(records, tmp_path):
+    """history rows carry their trial ids: sorting the trials (alone, or with the history)
+    keeps each curve with its trial; files without the ids pair rows by position."""
+    expected = {r["trial_id"]: np.asarray(r["history"]["validation_elbo"]) for r in records}
+
+    def check(adata):
+        res = read_results(adata, KEY)
+        for row, tid in enumerate(res.trials["trial_id"]):
+            curve = res.history["validation_elbo"][row]
+            np.testing.assert_array_equal(curve[: len(expected[tid])], expected[tid])
+
+    uns = build_results(records, settings=SETTINGS, searched=SEARCHED)
+    by_loss = np.argsort(uns["trials"]["loss"].to_numpy())
+    alone = dict(uns, trials=uns["trials"].iloc[by_loss].reset_index(drop=True))
+    check(round_trip(_with(alone), tmp_path))
+    both = dict(alone, history={k: v[by_loss] for k, v in uns["history"].items()})
+    check(_with(both))
+    old_file = dict(both, history={k: v for k, v in both["history"].items() if k != "trial_id"})
+    check(_with(old_file))  # rows paired by position, both sorted alike
+    wrong = dict(both, history={**both["history"], "trial_id": np.arange(100, 100 + len(records))})
+    with pytest.raises(ValueError, match=r"\['history'\]\['trial_id'\] does not list the trials"):
+        read_results(_with(wrong), KEY)
+
+
 def test_read_restores_types(adata):
     res = read_results(adata, KEY)
     t = res.trials
