@@ -514,3 +514,37 @@ def test_data_left_by_a_killed_driver_is_removed_by_the_next_search(small, clien
         assert all(search_id in ended for ended in client.run(_ended_searches).values())
         live.unpublish_dataset(alive.dataset)
     _wait_for_two_workers(client)
+
+
+def test_a_cluster_closed_mid_search_keeps_the_finished_trials_and_says_so(small, tmp_path):
+    """The scheduler goes away: no minute of retries; the trials that finished are kept."""
+    import threading
+    import time
+
+    from _helpers import journal_trials as finished
+
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+    own = distributed.Client(cluster)
+    journal = tmp_path / "search.jsonl"
+
+    def close_after_two_trials():
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if journal.exists() and len(finished(journal)) >= 2:
+                cluster.close()
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=close_after_two_trials, daemon=True)
+    watcher.start()
+    try:
+        with pytest.raises(sat.tl.BackendFailed) as info:
+            sat.tl.autotune(small, max_evals=12, backend="dask", client=own, journal=journal, **SMALL)
+    finally:
+        watcher.join()
+        own.close()
+    message = str(info.value)
+    assert "which are kept" in message
+    assert "no longer answers" in message or "client is clos" in message  # no minute of retries
+    kept = small.uns["autotune"]["trials"]
+    assert len(kept) >= 2 and set(kept["trial_id"]) == {t["trial_id"] for t in finished(journal)}

@@ -3,12 +3,13 @@
 from .._importances import importances
 from .._logging import follow_scanpy_verbosity
 from .._results import NoTrialSucceededError
+from .._search._runner import BackendFailed
 from ._autotune import autotune, default_max_epochs, default_space, integration_space
 from ._scvi_kwargs import scvi_kwargs
 from ._trials_table import trials_table
 
 __all__ = [
-    "NoTrialSucceededError", "autotune", "default_max_epochs", "default_space", "importances", "integration_space", "scvi_kwargs",
+    "BackendFailed", "NoTrialSucceededError", "autotune", "default_max_epochs", "default_space", "importances", "integration_space", "scvi_kwargs",
     "trials_table",
 ]
 

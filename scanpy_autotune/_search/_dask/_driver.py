@@ -358,6 +358,7 @@ class DaskBackend:
                 return
             except (OSError, TimeoutError, KeyError) as err:  # CommClosedError is an OSError;
                 # KeyError: the scheduler lost the worker it had chosen (its address)
+                self._fail_now_without_a_scheduler(failure, err)
                 if time.monotonic() >= deadline:
                     raise RuntimeError(
                         f"{failure} within {RESEND_PAYLOAD_S:.0f} s "
@@ -369,6 +370,25 @@ class DaskBackend:
                     type(err).__name__, err,
                 )
                 time.sleep(1.0)
+
+    def _fail_now_without_a_scheduler(self, failure: str, err: BaseException) -> None:
+        """Waiting for workers is pointless once the client is closed or the scheduler gone."""
+        status = getattr(self.client, "status", "running")
+        address = getattr(getattr(self.client, "scheduler", None), "address", None)
+        if status in ("closing", "closed"):
+            gone = f"the Dask client is {status}"
+        elif address is None:
+            return
+        else:
+            try:
+                handshake(address)
+                return
+            except Exception as probe:  # noqa: BLE001 - any failure to answer means it is gone
+                gone = f"the Dask scheduler at {address} no longer answers ({type(probe).__name__}: {probe})"
+        raise RuntimeError(
+            f"{failure}: {gone}; the finished trials are kept (in the journal, when one is set: "
+            "the same call with it goes on from them)."
+        ) from err
 
     def _check_payload(self) -> None:
         """Send the payload again when the worker that held it died."""
