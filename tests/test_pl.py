@@ -412,6 +412,52 @@ def test_save_suffix_true_and_show(adata, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("plot", PLOTS)
+def test_show_and_save_of_the_wrong_type_fail_before_drawing(adata, plot, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    plt.close("all")
+    with pytest.raises(TypeError, match=r"show='no' must be True, False or None"):
+        getattr(pl, plot)(adata, show="no")
+    with pytest.raises(TypeError, match=r"save=3 must be True, a file name or a suffix"):
+        getattr(pl, plot)(adata, show=False, save=3)
+    (tmp_path / "a_file").write_text("notes")
+    with pytest.raises(ValueError, match=r"save= .*a_file is a file, not a folder"):
+        getattr(pl, plot)(adata, show=False, save=str(tmp_path / "a_file" / "x.png"))
+    assert plt.get_fignums() == [] and not (tmp_path / "figures").exists()
+
+
+def test_a_save_that_fails_while_writing_closes_the_figure_it_made(adata, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    plt.close("all")
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        pl.optimization_history(adata, show=False, save=str(tmp_path / "h.png"))
+    assert plt.get_fignums() == []
+    fig, ax = plt.subplots()
+    with pytest.raises(OSError, match="No space left"):
+        pl.optimization_history(adata, ax=ax, show=False, save=str(tmp_path / "h.png"))
+    assert plt.get_fignums() == [fig.number]  # the caller's figure stays theirs
+    plt.close("all")
+
+
+def test_integer_hyperparameters_get_integer_ticks():
+    records = make_records()
+    for record in records:  # an integer range of two values, as ("int", 1, 2) gives
+        record["params"]["n_latent"] = 1 + record["trial_id"] % 2
+    adata = ad.AnnData(np.zeros((2, 2), dtype=np.float32))
+    write_results(adata, KEY, build_results(records, settings=SETTINGS, searched=SEARCHED))
+    assert SEARCHED["n_latent"] == "numeric"
+    ax = pl.sensitivity(adata, params=["n_latent"], show=False)
+    low, high = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if low <= t <= high]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    plt.close("all")
+
+
+@pytest.mark.parametrize("plot", PLOTS)
 def test_missing_key(adata, plot):
     with pytest.raises(KeyError, match=r"adata.uns\['elsewhere'\] not found; run sat.tl.autotune"):
         getattr(pl, plot)(adata, key="elsewhere", show=False)

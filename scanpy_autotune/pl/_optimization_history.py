@@ -9,7 +9,16 @@ from matplotlib.axes import Axes
 
 from .._results import DEFAULT_KEY, read_results
 from ._docs import _doc_params, doc_adata_key, doc_returns_ax, doc_show_save_ax
-from ._utils import finish, log_axis, logger, loss_names, new_ax, note_off_scale, value_limits
+from ._utils import (
+    finish,
+    log_axis,
+    logger,
+    loss_names,
+    new_ax,
+    note_off_scale,
+    save_target,
+    value_limits,
+)
 
 
 @_doc_params(
@@ -60,6 +69,8 @@ def optimization_history(
     """
     if x not in ("trials", "time"):
         raise ValueError(f"x={x!r}: use 'trials' or 'time'.")
+    save = save_target("optimization_history", show, save)
+    owned = ax is None  # a figure this call makes (closed if its save fails)
     res = read_results(adata, key)
     trials = res.trials.sort_values("completion_order", kind="stable")
     position = trials["completion_order"].to_numpy(dtype=float) + 1
@@ -186,4 +197,4 @@ def optimization_history(
     ax.set_ylabel(loss_names(res.params)[0])
     ax.set_title("optimization history")
     ax.legend(fontsize="small", loc="upper right", bbox_to_anchor=(1.0, 0.93))
-    return finish(fig, ax, "optimization_history", show, save)
+    return finish(fig, ax, "optimization_history", show, save, owned=owned)

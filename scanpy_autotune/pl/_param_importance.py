@@ -11,7 +11,7 @@ from matplotlib.axes import Axes
 from .._importances import importances
 from .._results import DEFAULT_KEY, read_results
 from ._docs import _doc_params, doc_adata, doc_key, doc_returns_ax, doc_show_save_ax
-from ._utils import finish, finite_loss, loss_names, new_ax
+from ._utils import finish, finite_loss, loss_names, new_ax, save_target
 
 _METHOD_TEXT = {
     "permutation": "out-of-fold permutation importance",
@@ -68,6 +68,8 @@ def param_importance(
     table = importances(
         adata, params, key=key, method=method, n_estimators=n_estimators, robust=robust
     )
+    save = save_target("param_importance", show, save)
+    owned = ax is None  # a figure this call makes (closed if its save fails)
     res = read_results(adata, key)
     trials = res.trials
     n_ok = int(((trials["status"] == "ok") & finite_loss(trials)).sum())
@@ -96,4 +98,4 @@ def param_importance(
         + (" (outlying losses clipped)" if robust else ""),
         fontsize="medium",
     )
-    return finish(fig, ax, "param_importance", show, save)
+    return finish(fig, ax, "param_importance", show, save, owned=owned)

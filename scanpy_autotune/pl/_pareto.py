@@ -11,7 +11,7 @@ from matplotlib.axes import Axes
 
 from .._results import DEFAULT_KEY, read_results
 from ._docs import _doc_params, doc_adata, doc_key, doc_show_save
-from ._utils import finish, panel_axes
+from ._utils import finish, panel_axes, save_target
 
 _NLL_LABEL = "held-out −log p(x) per cell (lower is better)"
 #: The two panels: (x column, y column, x lower is better, y higher is better).
@@ -87,6 +87,8 @@ def pareto(
         When the search recorded no integration scores (run it with ``labels_key``)
         or no trial succeeded.
     """
+    save = save_target("pareto", show, save)
+    owned = ax is None  # a figure this call makes (closed if its save fails)
     res = read_results(adata, key)
     if not res.scored:
         raise ValueError(
@@ -125,4 +127,4 @@ def pareto(
         axis.legend(fontsize="small", frameon=False)
     if ax is None:
         fig.suptitle(f"{len(ok)} successful trials", fontsize="medium")
-    return finish(fig, np.asarray(axes, dtype=object), "pareto", show, save)
+    return finish(fig, np.asarray(axes, dtype=object), "pareto", show, save, owned=owned)

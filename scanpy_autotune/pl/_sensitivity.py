@@ -12,6 +12,7 @@ from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .._results import DEFAULT_KEY, read_results
 from .._validation import check_int
@@ -24,6 +25,7 @@ from ._utils import (
     logger,
     loss_names,
     panel_axes,
+    save_target,
     value_limits,
 )
 
@@ -115,6 +117,8 @@ def _draw_panel(
         )
     if kind == "log":
         ax.set_xscale("log")
+    elif cats is None and pd.api.types.is_integer_dtype(trials[name]):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no 2.5 layers
     ax.set_title(name)
     ax.set_gid(f"param-{name}")
 
@@ -198,6 +202,8 @@ def sensitivity(
         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < np.inf for v in panel_size)
     ):
         raise ValueError(f"panel_size={panel_size!r} must be (width, height) in inches, two positive numbers.")
+    save = save_target("sensitivity", show, save)
+    owned = ax is None  # a figure this call makes (closed if its save fails)
     res = read_results(adata, key)
     kinds = res.param_kinds(params)
     if not kinds:
@@ -241,4 +247,4 @@ def sensitivity(
         logger.info("sensitivity: %s.", title)
     one_axes = isinstance(ax, Axes) or (ax is None and len(axes) == 1)
     drawn = axes[0] if one_axes else np.asarray(axes, dtype=object)
-    return finish(fig, drawn, "sensitivity", show, save)
+    return finish(fig, drawn, "sensitivity", show, save, owned=owned)

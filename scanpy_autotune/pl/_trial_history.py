@@ -21,6 +21,7 @@ from ._utils import (
     new_ax,
     note_off_scale,
     padded,
+    save_target,
     to_space,
     trial_norm,
 )
@@ -114,6 +115,8 @@ def trial_history(
     -------
     {doc_returns_ax}
     """
+    save = save_target("trial_history", show, save)
+    owned = ax is None  # a figure this call makes (closed if its save fails)
     res = read_results(adata, key)
     curves = _as_loss(res.curves(which))
     trials = res.trials
@@ -184,4 +187,4 @@ def trial_history(
     ax.set_title(
         f"{HISTORY_LABELS.get(which, which)}, {sum(n_drawn.values())} of {len(trials)} trials"
     )
-    return finish(fig, ax, "trial_history", show, save)
+    return finish(fig, ax, "trial_history", show, save, owned=owned)

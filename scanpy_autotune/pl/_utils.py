@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from matplotlib.ticker import FuncFormatter, ScalarFormatter
 
 # the fences that clip outlying losses in tl.importances also decide what a robust axis leaves out
 from .._importances import tukey_fences
+from .._paths import check_output_file
 
 logger = logging.getLogger("scanpy_autotune")
 
@@ -90,13 +92,38 @@ def _save_path(name: str, save: bool | str) -> Path:
     return path
 
 
-def finish(fig: Figure, ret: Any, name: str, show: bool | None, save: bool | str | None) -> Any:
-    """Save (when asked), then show and return ``None``, or return ``ret`` when ``show=False``."""
-    if save:
-        path = _save_path(name, save)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-        logger.info("Saved %s to %s.", name, path)
+def save_target(name: str, show: Any, save: Any) -> Path | None:
+    """Check ``show`` and ``save`` before anything is drawn; the file ``save`` names, if any.
+
+    A wrong type (``show="no"``, ``save=3``) or a path that cannot be written
+    fails here, so a failed call leaves no figure open.
+    """
+    if show is not None and not isinstance(show, (bool, np.bool_)):
+        raise TypeError(f"show={show!r} must be True, False or None.")
+    if isinstance(save, (bool, np.bool_)):
+        save = bool(save)
+    if save is None or save is False:
+        return None
+    if not isinstance(save, (bool, str, os.PathLike)):
+        raise TypeError(f"save={save!r} must be True, a file name or a suffix such as '.pdf', or None.")
+    path = _save_path(name, True if save is True else os.fspath(save))
+    return check_output_file(path, "save=")
+
+
+def finish(fig: Figure, ret: Any, name: str, show: bool | None, save: Path | None, *, owned: bool) -> Any:
+    """Save to ``save`` (from :func:`save_target`), then show and return ``None``, or return ``ret`` when ``show=False``.
+
+    ``owned``: the call made ``fig`` (no ``ax=``), so a failed save closes it.
+    """
+    if save is not None:
+        try:
+            save.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(save, dpi=150, bbox_inches="tight")
+        except OSError:
+            if owned:
+                plt.close(fig)
+            raise
+        logger.info("Saved %s to %s.", name, save)
     if show is False:
         return ret
     plt.show()
