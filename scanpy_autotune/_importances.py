@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ._results import DEFAULT_KEY, read_results
-from ._validation import check_int
+from ._validation import check_bool, check_int
 
 __all__ = ["importances", "tukey_fences", "MIN_TRIALS_IMPORTANCE"]
 
@@ -160,8 +160,7 @@ def importances(
     if method not in IMPORTANCE_METHODS:
         raise ValueError(f"method={method!r} is not valid; use 'permutation' or 'impurity'.")
     n_estimators = check_int("n_estimators", n_estimators, low=1)
-    if not isinstance(robust, (bool, np.bool_)):
-        raise ValueError(f"robust={robust!r} must be True or False.")
+    robust = check_bool("robust", robust)
     res = read_results(adata, key)
     kinds = res.param_kinds(params)
     if not kinds:

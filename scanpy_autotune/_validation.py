@@ -14,6 +14,8 @@ import numbers
 from collections.abc import Collection
 from typing import Any
 
+import numpy as np
+
 #: Largest seed: numpy's legacy generators and every seed derived from it (seed + trial id) take it.
 MAX_SEED = 2**32 - 1
 #: Largest trial or epoch budget: stored as a 32-bit integer anywhere (``.h5ad``, JSON, hyperopt).
@@ -113,6 +115,13 @@ def check_number(
     if too_low or too_high:
         raise ValueError(f"{name}={value!r} must be a number{accepted}.")
     return number
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``True`` or ``False`` (numpy's too); nothing else is taken for one (``"no"`` is truthy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}={value!r} must be True or False.")
+    return bool(value)
 
 
 def check_fraction(name: str, value: Any, *, allow_zero: bool = False) -> float:

@@ -148,6 +148,9 @@ def test_keys_that_h5ad_cannot_store_are_refused(tiny, key):
         (dict(pruner="asha", pruner_kwargs=[]), r"pruner_kwargs=\[\] must be a dict"),
         (dict(journal=""), r"journal= is an empty path; pass a file path"),
         (dict(save_dir=""), r"save_dir= is an empty path; pass a folder for the model"),
+        (dict(include_default="no"), r"include_default='no' must be True or False"),
+        (dict(copy=1), r"copy=1 must be True or False"),
+        (dict(refit="yes"), r"refit='yes' must be True or False"),
     ],
 )
 def test_arguments_are_never_coerced(tiny, kwargs, message):
@@ -227,6 +230,20 @@ def test_cell_and_gene_mistakes_say_what_differs(tiny):
         model.elbo(tiny, cells=nullable)
     filled = nullable.fillna(False)
     assert len(model.elbo(tiny, cells=filled, per_cell=True)) == 30
+    # one cell by name; a name that is no cell says what cells= takes
+    one = model.elbo(tiny, cells=tiny.obs_names[3], per_cell=True)
+    assert list(one.index) == [tiny.obs_names[3]]
+    with pytest.raises(ValueError, match=r"cells='nobody' is neither 'all', one of .* nor a cell of adata"):
+        model.elbo(tiny, cells="nobody")
+    with pytest.raises(ValueError, match=r"per_cell='yes' must be True or False"):
+        model.elbo(tiny, per_cell="yes")
+    # denoised expression: in adata's gene order, and no library that overflows float32
+    reversed_genes = tiny[:, tiny.var_names[::-1]].copy()
+    denoised = model.normalized_expression(reversed_genes, 1e4)
+    assert list(denoised.columns) == list(reversed_genes.var_names)
+    pd.testing.assert_frame_equal(denoised[tiny.var_names], model.normalized_expression(tiny, 1e4))
+    with pytest.raises(ValueError, match=r"library_size=1e\+308 must be a number in \(0, 3.40"):
+        model.normalized_expression(tiny, 1e308)
     batch = tiny.copy()
     batch.obs["batch"] = pd.Categorical(["a", "b"] * (tiny.n_obs // 2))
     batch.obs.loc[batch.obs_names[0], "batch"] = np.nan
@@ -399,6 +416,8 @@ def test_model_save_overwrites_only_a_saved_model(saved_model, tmp_path):
     model.save(target)
     with pytest.raises(ValueError, match=r"holds a saved model; pass overwrite=True"):
         model.save(target)
+    with pytest.raises(ValueError, match=r"overwrite='yes' must be True or False"):
+        model.save(target, overwrite="yes")
     model.save(target, overwrite=True)
     assert sorted(p.name for p in target.iterdir()) == ["config.json", "weights.pt"]
 

@@ -419,6 +419,8 @@ def test_show_and_save_of_the_wrong_type_fail_before_drawing(adata, plot, tmp_pa
         getattr(pl, plot)(adata, show="no")
     with pytest.raises(TypeError, match=r"save=3 must be True, a file name or a suffix"):
         getattr(pl, plot)(adata, show=False, save=3)
+    with pytest.raises(ValueError, match=r"robust='no' must be True or False"):
+        getattr(pl, plot)(adata, show=False, robust="no")
     (tmp_path / "a_file").write_text("notes")
     with pytest.raises(ValueError, match=r"save= .*a_file is a file, not a folder"):
         getattr(pl, plot)(adata, show=False, save=str(tmp_path / "a_file" / "x.png"))

@@ -260,3 +260,10 @@ def test_committed_cortex_search():
     assert kw["train"]["max_epochs"] == 400 and kw["train"]["train_size"] == pytest.approx(0.9)
     assert kw["train"]["plan_kwargs"]["lr"] == 0.005
     assert sat.tl.scvi_kwargs(adata, trial=0)["model"]["n_hidden"] == 128  # the default
+
+
+def test_an_edited_best_trial_is_named_as_the_stored_best(searched):
+    edited = searched.copy()
+    edited.uns["autotune"]["best"] = {**edited.uns["autotune"]["best"], "trial_id": 99}
+    with pytest.raises(ValueError, match=r"the best trial recorded in adata.uns\['autotune'\]\['best'\] \(99\) is not"):
+        sat.tl.scvi_kwargs(edited)

@@ -19,7 +19,7 @@ from anndata import AnnData
 from .._docs import doc_params
 from .._logging import follow_scanpy_verbosity
 from .._paths import check_model_dir, replace_dir
-from .._validation import MAX_BUDGET, MAX_SEED, check_int, check_number
+from .._validation import MAX_BUDGET, MAX_SEED, check_bool, check_int, check_number
 from ._config import resolve_hyperparameters
 from ._data import SPLIT_NAMES, CountData, DeviceCounts, Split, extract_counts, make_split
 from ._metrics import (
@@ -404,7 +404,12 @@ class Model:
             if cells == "all":
                 return np.arange(data.n_obs)
             if cells not in SPLIT_NAMES:
-                raise ValueError(f"cells={cells!r}: use 'all', one of {list(SPLIT_NAMES)}, or obs names.")
+                if cells in data.obs_names:  # one cell, by name
+                    return self._cells_by_name(data, [cells], "that cell")
+                raise ValueError(
+                    f"cells={cells!r} is neither 'all', one of {list(SPLIT_NAMES)}, nor a cell of adata "
+                    "(cells= takes those, a boolean mask, or a list of obs names)."
+                )
             names = self.split.get(cells, [])
             if not names:
                 raise ValueError(f"The model's split has no {cells!r} cells.")
@@ -471,6 +476,7 @@ class Model:
         {doc_layer}
         {doc_seed}
         """
+        per_cell = check_bool("per_cell", per_cell)
         data, counts = self._counts(adata, layer)
         n_mc = check_int("n_mc", n_mc, low=1)
         selected = self._cells(data, cells)
@@ -493,6 +499,7 @@ class Model:
         {doc_layer}
         {doc_seed}
         """
+        per_cell = check_bool("per_cell", per_cell)
         data, counts = self._counts(adata, layer)
         selected = self._cells(data, cells)
         with _seeded(seed, self.device):
@@ -518,6 +525,8 @@ class Model:
     ) -> pd.DataFrame:
         """Denoised expression (decoded gene proportions x ``library_size``) for every cell.
 
+        A DataFrame of cells x genes in ``adata``'s order (``obs_names`` x ``var_names``).
+
         Parameters
         ----------
         adata
@@ -526,10 +535,14 @@ class Model:
             The library every cell is scaled to.
         {doc_layer}
         """
-        library_size = check_number("library_size", library_size, low=0.0, low_open=True)
+        # float32 values: a larger library would overflow to inf
+        library_size = check_number(
+            "library_size", library_size, low=0.0, low_open=True, high=float(np.finfo(np.float32).max)
+        )
         data, counts = self._counts(adata, layer)
         values = normalized_expression(self.module, counts, np.arange(data.n_obs), library_size)
-        return pd.DataFrame(values, index=data.obs_names, columns=data.var_names)
+        frame = pd.DataFrame(values, index=data.obs_names, columns=data.var_names)
+        return frame.loc[:, pd.Index(adata.var_names.astype(str))]  # adata's gene order
 
     def imputation_score(
         self, adata: AnnData, *, rate: float = 0.1, seed: int = 0, retrain: bool = True,
@@ -561,6 +574,7 @@ class Model:
         dict
             ``median`` and ``mean`` of the per-cell errors, and ``n_cells``.
         """
+        retrain = check_bool("retrain", retrain)
         data, _ = self._counts(adata)
         corrupted, rows, cols = corrupt(data, rate=rate, seed=seed)
         counts = DeviceCounts(corrupted, self.device)
@@ -667,6 +681,7 @@ class Model:
         PermissionError
             When it cannot be written.
         """
+        overwrite = check_bool("overwrite", overwrite)
         directory = check_model_dir(Path(directory).resolve(), "directory=")
         if directory.exists() and any(directory.iterdir()) and not overwrite:
             raise ValueError(f"{directory} holds a saved model; pass overwrite=True to replace it.")

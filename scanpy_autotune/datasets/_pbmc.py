@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._validation import check_bool
 from ._archive import safe_extract
 from ._download import RemoteFile, default_data_dir, download, fetch, reading
 from ._finalize import finalize
@@ -158,6 +159,7 @@ def pbmc(
     clusters and cluster names from the pickle's opcodes and refuses any other
     callable, so even a tampered copy given with ``path=`` cannot run code.
     """
+    scvi_subset = check_bool("scvi_subset", scvi_subset)
     samples = {}
     for batch, sample in enumerate(("pbmc8k", "pbmc4k")):
         a = _pbmc_sample(sample, path=path, data_dir=data_dir)

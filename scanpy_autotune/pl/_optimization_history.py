@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib.axes import Axes
 
 from .._results import DEFAULT_KEY, read_results
+from .._validation import check_bool
 from ._docs import _doc_params, doc_adata_key, doc_returns_ax, doc_show_save_ax
 from ._utils import (
     finish,
@@ -69,6 +70,8 @@ def optimization_history(
     """
     if x not in ("trials", "time"):
         raise ValueError(f"x={x!r}: use 'trials' or 'time'.")
+    log = check_bool("log", log)
+    robust = check_bool("robust", robust)
     save = save_target("optimization_history", show, save)
     owned = ax is None  # a figure this call makes (closed if its save fails)
     res = read_results(adata, key)

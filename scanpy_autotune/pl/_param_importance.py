@@ -10,6 +10,7 @@ from matplotlib.axes import Axes
 
 from .._importances import importances
 from .._results import DEFAULT_KEY, read_results
+from .._validation import check_bool
 from ._docs import _doc_params, doc_adata, doc_key, doc_returns_ax, doc_show_save_ax
 from ._utils import finish, finite_loss, loss_names, new_ax, save_target
 
@@ -68,6 +69,7 @@ def param_importance(
     table = importances(
         adata, params, key=key, method=method, n_estimators=n_estimators, robust=robust
     )
+    robust = check_bool("robust", robust)
     save = save_target("param_importance", show, save)
     owned = ax is None  # a figure this call makes (closed if its save fails)
     res = read_results(adata, key)

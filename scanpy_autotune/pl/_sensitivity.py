@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .._results import DEFAULT_KEY, read_results
-from .._validation import check_int
+from .._validation import check_bool, check_int
 from ._docs import _doc_params, doc_adata, doc_key, doc_show_save
 from ._utils import (
     categories,
@@ -202,6 +202,7 @@ def sensitivity(
         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < np.inf for v in panel_size)
     ):
         raise ValueError(f"panel_size={panel_size!r} must be (width, height) in inches, two positive numbers.")
+    robust = check_bool("robust", robust)
     save = save_target("sensitivity", show, save)
     owned = ax is None  # a figure this call makes (closed if its save fails)
     res = read_results(adata, key)

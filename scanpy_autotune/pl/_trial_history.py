@@ -11,6 +11,7 @@ from matplotlib.colors import Colormap
 from matplotlib.lines import Line2D
 
 from .._results import DEFAULT_KEY, read_results
+from .._validation import check_bool
 from ._docs import _doc_params, doc_adata_key, doc_returns_ax, doc_show_save_ax
 from ._utils import (
     finish,
@@ -115,6 +116,8 @@ def trial_history(
     -------
     {doc_returns_ax}
     """
+    log = check_bool("log", log)
+    robust = check_bool("robust", robust)
     save = save_target("trial_history", show, save)
     owned = ax is None  # a figure this call makes (closed if its save fails)
     res = read_results(adata, key)

@@ -18,7 +18,7 @@ from .._search import VALIDATION_SIZE, SearchOutcome, search
 from .._search._space import default_space as _default_space
 from .._search._space import integration_space as _integration_space
 from .._vae._data import SPLIT_NAMES, Split, check_group_column, extract_counts, make_split
-from .._validation import MAX_BUDGET, MAX_SEED, check_fraction, check_int, check_uns_key
+from .._validation import MAX_BUDGET, MAX_SEED, check_bool, check_fraction, check_int, check_uns_key
 
 if TYPE_CHECKING:
     from .._vae import Model
@@ -315,6 +315,10 @@ def autotune(
         When ``timeout`` passed before any trial finished (``adata`` unchanged).
     """
     follow_scanpy_verbosity()
+    include_default, refit, copy, progress = (
+        check_bool(name, value) for name, value in
+        (("include_default", include_default), ("refit", refit), ("copy", copy), ("progress", progress))
+    )
     if isinstance(adata, AnnData) and adata.is_view and adata.isbacked and not copy:
         raise ValueError(
             "adata is a view of a backed AnnData (a subset of a file opened with backed='r'), and "

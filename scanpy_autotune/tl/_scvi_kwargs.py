@@ -199,10 +199,12 @@ def _trial_row(res: Results, trial: int | None) -> pd.Series:
     rows = res.trials[res.trials["trial_id"] == trial_id]
     if rows.empty:
         ids = res.trials["trial_id"].tolist()
-        raise ValueError(
-            f"trial={trial_id} is not a trial of adata.uns[{res.key!r}]; its trial ids run "
-            f"from {min(ids)} to {max(ids)} ({len(ids)} trials)."
+        what = (
+            f"the best trial recorded in adata.uns[{res.key!r}]['best'] ({trial_id}) is not among its "
+            "trials (were the results edited?)" if trial is None
+            else f"trial={trial_id} is not a trial of adata.uns[{res.key!r}]"
         )
+        raise ValueError(f"{what}; its trial ids run from {min(ids)} to {max(ids)} ({len(ids)} trials).")
     return rows.iloc[0]
 
 
