@@ -34,6 +34,7 @@ from ._record import gain_over_default
 from ._results import NoTrialSucceededError
 from ._search._journal import JournalLockedError, JournalWriteError
 from ._search._runner import BackendFailed, ended_on_its_own
+from ._signals import interrupts_held
 from ._validation import check_int
 
 logger = logging.getLogger("scanpy_autotune")
@@ -576,7 +577,8 @@ def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> 
             print(f"{PROG}: {how} before any trial succeeded; nothing written", file=sys.stderr)
         return code
     if output is not None:
-        _write_h5ad(adata, output)
+        with interrupts_held():  # the finished search is written whole; a Ctrl-C now comes after it
+            _write_h5ad(adata, output)
     print(_summary(adata, key))
     if output is not None:
         print(f"wrote {output}")

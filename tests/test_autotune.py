@@ -474,3 +474,23 @@ def test_ctrl_c_before_any_trial_finishes_is_a_keyboard_interrupt(small, tmp_pat
         sat.tl.autotune(small, max_evals=2, n_workers=1, journal=journal, **{**SMALL, "max_epochs": 10**6})
     assert "autotune" not in small.uns and journal_trials(journal) == []
     assert worker_processes(os.getpid()) == []
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_after_the_last_trial_still_writes_the_results(small, monkeypatch):
+    """Ctrl-C while the workers stop, after every trial finished: adata gets the trials, then the
+    KeyboardInterrupt; the stop reason says both."""
+    from scanpy_autotune._search._local_pool import LocalPool
+
+    shutdown = LocalPool.shutdown
+
+    def interrupted(self, kill=False):
+        shutdown(self, kill)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LocalPool, "shutdown", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sat.tl.autotune(small, max_evals=2, n_workers=1, **SMALL)
+    uns = small.uns["autotune"]
+    assert len(uns["trials"]) == 2 and (uns["trials"]["status"] == "ok").all()
+    assert uns["params"]["stop_reason"].endswith("; then interrupted (Ctrl-C) while the workers stopped")

@@ -248,3 +248,22 @@ def test_a_trial_whose_worker_died_keeps_what_it_trained_as_far_as_the_driver_sa
     died = run.records[1]
     assert died.status == "fail" and died.error.startswith("WorkerDied")
     assert died.n_epochs == max(pruner.rungs()) == 8 and died.duration_s > 0
+
+
+def test_a_ctrl_c_while_the_workers_stop_keeps_every_trial(tmp_path):
+    """Ctrl-C (or the command line's SIGTERM) just after the last trial, while the workers
+    stop: the records are returned, with the interrupt, not lost with it."""
+
+    class InterruptedShutdown(ScriptedBackend):
+        def shutdown(self, kill: bool = False) -> None:
+            super().shutdown(kill)
+            raise KeyboardInterrupt
+
+    backend = InterruptedShutdown(lambda t, p: Plan(loss=_loss(p)), n_slots=2)
+    journal, _ = Journal.open(tmp_path / "j.jsonl", {"space": "s"}, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json)
+    run = run_trials(backend, _tuner(), None, max_evals=5, default_params=DEFAULT, progress=False,
+                     journal=journal)
+    journal.close()
+    assert sorted(run.records) == list(range(5))
+    assert isinstance(run.interrupted, KeyboardInterrupt)
+    assert run.stop_reason == "the budget: 5 of max_evals=5 trials; then interrupted (Ctrl-C) while the workers stopped"

@@ -11,15 +11,13 @@ pruner's tables from exactly what the pruner was told.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._record import TrialRecord, best_of
+from .._signals import interrupts_held
 from ._backends import Backend, Event
 from ._convergence import ConvergenceStop
 from ._journal import Journal, JournalWriteError
@@ -96,32 +94,6 @@ class _Running:
     started: float = field(default_factory=time.monotonic)
 
 
-@contextmanager
-def _interrupts_held() -> Iterator[None]:
-    """Hold a Ctrl-C (SIGINT), and a SIGTERM that Python handles, arriving inside the block until it ends.
-
-    A finished trial goes to the journal and to the search's records in one
-    step: an interrupt between the two would leave it in one and not the other.
-    SIGTERM is held only where a Python handler was installed for it (the
-    command line turns it into a Ctrl-C); by default it ends the process at
-    once, and the journal still holds every finished trial. Each signal is
-    delivered again, to the handler in place before, on leaving. Outside the
-    main thread (where Python delivers signals) it does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous = {signal.SIGINT: signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))}
-    if callable(signal.getsignal(signal.SIGTERM)):
-        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, lambda signum, frame: held.append(signum))
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for signum in dict.fromkeys(held):
-            signal.raise_signal(signum)
 
 
 class _Progress:
@@ -250,7 +222,7 @@ def run_trials(
         record.finished_at = time.time()
         record.rung_values = dict(info.rung_values)
         unwritten = None
-        with _interrupts_held():
+        with interrupts_held():
             if journal is not None:
                 try:
                     journal.append(record.to_json())
@@ -275,6 +247,7 @@ def run_trials(
             bar.stopped(outcome.stop_reason)
 
     started_backend = False
+    late: KeyboardInterrupt | None = None  # a Ctrl-C while the workers stop, after the last trial
     try:
         backend.start(context)
         started_backend = True
@@ -344,10 +317,16 @@ def run_trials(
         outcome.interrupted = failed
         outcome.stop_reason = f"stopped: {type(error).__name__}: {error}"
     finally:
-        backend.shutdown(kill=bool(running))
+        try:
+            backend.shutdown(kill=bool(running))
+        except KeyboardInterrupt as interrupt:  # while the workers stop: every record is kept
+            late = interrupt
         bar.close()
     if not outcome.stop_reason:
         outcome.stop_reason = f"the budget: {len(outcome.records)} of max_evals={max_evals} trials"
+    if late is not None and outcome.interrupted is None:
+        outcome.interrupted = late
+        outcome.stop_reason += f"; then {getattr(late, 'reason', 'interrupted (Ctrl-C)')} while the workers stopped"
     return outcome
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import __version__
 from .._record import NAN_FIELDS, TrialRecord, best_of
+from .._signals import interrupts_held
 from .._validation import MAX_BUDGET, MAX_SEED, check_choice, check_int, check_number
 from ._backends import Backend
 from ._context import TrialContext
@@ -380,6 +381,7 @@ def search(
         bytes_per_trial=_trial_device_bytes(data, search_space), max_trials=max_evals,
     )
     journal_obj, resumed = None, []
+    late_close: KeyboardInterrupt | None = None
     try:
         if journal is not None:
             journal_obj, resumed = Journal.open(
@@ -413,7 +415,14 @@ def search(
         )
     finally:
         if journal_obj is not None:
-            journal_obj.close()
+            try:
+                with interrupts_held():  # closed whole, then the Ctrl-C
+                    journal_obj.close()
+            except KeyboardInterrupt as interrupt:
+                late_close = interrupt
+    if late_close is not None and run.interrupted is None:
+        run.interrupted = late_close
+        run.stop_reason += f"; then {getattr(late_close, 'reason', 'interrupted (Ctrl-C)')} while the journal was closed"
     if not run.records:  # nothing finished: nothing to return
         if run.interrupted is not None:
             raise run.interrupted

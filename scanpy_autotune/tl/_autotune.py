@@ -17,6 +17,7 @@ from .._results import NoTrialSucceededError, build_results
 from .._search import VALIDATION_SIZE, SearchOutcome, search
 from .._search._space import default_space as _default_space
 from .._search._space import integration_space as _integration_space
+from .._signals import interrupts_held
 from .._vae._data import SPLIT_NAMES, Split, check_group_column, extract_counts, make_split
 from .._validation import MAX_BUDGET, MAX_SEED, check_bool, check_fraction, check_int, check_uns_key
 
@@ -364,11 +365,12 @@ def autotune(
             logger.warning("no trial had succeeded when the search was cut short; adata is unchanged")
             raise outcome.interrupted
         raise NoTrialSucceededError(_no_success_message(uns["trials"], journal), uns["trials"])
-    if save_dir is not None and outcome.model is not None:
-        outcome.model.save(save_dir, overwrite=True)
-    if copy:  # a backed AnnData copies only to a file; the copy of one is read into memory
-        adata = adata.to_memory() if adata.isbacked else adata.copy()
-    _write_results(adata, key_added, uns, outcome, split, data.n_obs)
+    with interrupts_held():  # the results are written whole; a Ctrl-C now comes after them
+        if save_dir is not None and outcome.model is not None:
+            outcome.model.save(save_dir, overwrite=True)
+        if copy:  # a backed AnnData copies only to a file; the copy of one is read into memory
+            adata = adata.to_memory() if adata.isbacked else adata.copy()
+        _write_results(adata, key_added, uns, outcome, split, data.n_obs)
     if outcome.interrupted is not None:
         raise outcome.interrupted
     return adata if copy else None
