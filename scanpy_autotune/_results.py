@@ -39,9 +39,11 @@ class NoTrialSucceededError(RuntimeError):
         ``error`` column); a ``journal=`` keeps them too.
     """
 
-    def __init__(self, message: str, trials: Any) -> None:
+    def __init__(self, message: str, trials: Any, summary: str = "") -> None:
         super().__init__(message)
         self.trials = trials
+        #: The trials' outcome and most common error, without the Python advice.
+        self.summary = summary or message
 
 
 DEFAULT_KEY = "autotune"

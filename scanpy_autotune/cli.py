@@ -712,7 +712,7 @@ _OPTIONS = {
 }
 
 
-def _one_line(error: BaseException) -> str:
+def _one_line(error: BaseException | str) -> str:
     """The error on one line, in the command line's words (``--layer counts``, not ``layer='counts'``)."""
     text = " ".join(str(error).split()) or type(error).__name__
     for name, option in _OPTIONS.items():
@@ -754,7 +754,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NoTrialSucceededError as error:
         if args.verbose:
             traceback.print_exc()
-        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        kept = " (every trial's error is in --journal)" if getattr(args, "journal", None) else ""
+        print(f"{PROG}: error: {_one_line(error.summary)} Nothing was written{kept}.", file=sys.stderr)
         return EXIT_NO_RESULT
     except (ValueError, OSError, ImportError, JournalLockedError) as error:  # FileNotFoundError is an OSError
         if args.verbose:

@@ -80,8 +80,10 @@ def test_an_objective_that_exits_fails_its_trial_not_its_worker(small):
     trials = info.value.trials
     assert list(trials["status"]) == ["fail", "fail"]
     assert all(error.startswith("RuntimeError: the objective raised SystemExit(3)") for error in trials["error"])
-    assert "none of the 2 trials succeeded (2 fail), so adata is unchanged" in str(info.value)
-    assert "most common error (2 of 2 failed trials): RuntimeError: the objective raised SystemExit(3)" in str(info.value)
+    assert "none of the 2 trials succeeded (2 fail), so there is no result to store." in str(info.value)
+    assert "most common error (2 of 2 failed trials): RuntimeError: the objective raised SystemExit(3)." in str(info.value)
+    assert str(info.value).endswith("adata is unchanged; every trial's error is in this exception's .trials.")
+    assert "adata" not in info.value.summary
     assert "autotune" not in small.uns and "autotune_split" not in small.obs
 
 

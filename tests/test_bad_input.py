@@ -198,6 +198,9 @@ def test_key_added_never_replaces_another_tool_s_results(tiny):
     other_split = tiny.copy()
     other_split.obs["mine_split"] = "fold1"
     _refused(other_split, r"adata.obs\['mine_split'\] already hold", key_added="mine")
+    own_split = tiny.copy()  # a user's split of the same names is still the user's
+    own_split.obs["cv_split"] = np.where(np.arange(tiny.n_obs) % 5 == 0, "test", "train")
+    _refused(own_split, r"adata.obs\['cv_split'\] already hold", key_added="cv")
 
 
 @pytest.mark.slow

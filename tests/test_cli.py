@@ -276,14 +276,16 @@ def test_ctrl_c_writes_the_finished_trials_and_exits_130(tuned, tmp_path, monkey
 
 def test_a_search_without_a_successful_trial_exits_1_and_writes_nothing(cortex, tmp_path, monkeypatch, capsys):
     def no_success(adata, **kwargs):
-        raise sat.tl.NoTrialSucceededError("none of the 2 trials succeeded (2 fail), so adata is unchanged.", None)
+        summary = "none of the 2 trials succeeded (2 fail), so there is no result to store."
+        raise sat.tl.NoTrialSucceededError(f"{summary} adata is unchanged.", None, summary)
 
     monkeypatch.setattr(sat.tl, "autotune", no_success)
     path, out = tmp_path / "in.h5ad", tmp_path / "out.h5ad"
     cortex[:50].copy().write_h5ad(path)
     assert cli.main(["tune", str(path), "-o", str(out), "--quiet"]) == cli.EXIT_NO_RESULT == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["scanpy-autotune: error: none of the 2 trials succeeded (2 fail), so adata is unchanged."]
+    assert err == ["scanpy-autotune: error: none of the 2 trials succeeded (2 fail), so there is no result "
+                   "to store. Nothing was written."]
     assert not out.exists()
 
 

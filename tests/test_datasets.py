@@ -1106,7 +1106,8 @@ def test_damaged_pbmc_files_are_named(tmp_path, monkeypatch):
     next(folder.rglob("matrix.mtx*")).unlink()
     with pytest.raises(datasets.DatasetFileError) as err:
         datasets.pbmc(data_dir=cache)
-    assert f"delete {folder} " in str(err.value)
+    archive_in_cache = cache / "pbmc" / _pbmc.PBMC_10X_FILES["pbmc8k"].filename
+    assert f"delete {folder} and {archive_in_cache}, which it was extracted from," in str(err.value)
     # a cached gene list that is another file
     shutil.rmtree(folder)
     (cache / "pbmc" / _pbmc.PBMC_GENE_INFO_FILE.filename).write_text("my lab notes\n")

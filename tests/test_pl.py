@@ -424,7 +424,12 @@ def test_show_and_save_of_the_wrong_type_fail_before_drawing(adata, plot, tmp_pa
     (tmp_path / "a_file").write_text("notes")
     with pytest.raises(ValueError, match=r"save= .*a_file is a file, not a folder"):
         getattr(pl, plot)(adata, show=False, save=str(tmp_path / "a_file" / "x.png"))
+    with pytest.raises(ValueError, match=r"save='.*' is a folder; pass a file name in it"):
+        getattr(pl, plot)(adata, show=False, save=str(tmp_path))
     assert plt.get_fignums() == [] and not (tmp_path / "figures").exists()
+    assert getattr(pl, plot)(adata, show=False, save="") is not None  # as in Scanpy: nothing saved
+    assert not (tmp_path / "figures").exists()
+    plt.close("all")
 
 
 def test_a_save_that_fails_while_writing_closes_the_figure_it_made(adata, tmp_path, monkeypatch):

@@ -341,7 +341,7 @@ def search(
         objective = None
     if objective is not None and not callable(objective) and objective != "integration":
         raise ValueError(
-            f"objective={objective!r}: use None (the held-out -log p(x)), 'integration' (the scIB "
+            f"objective={objective!r}: use None (or 'marginal_nll': the held-out -log p(x)), 'integration' (the scIB "
             "Total, with labels_key and batch_key), or a callable objective(model, adata_heldout) -> float."
         )
     if objective == "integration" and (labels is None or batch_key is None):

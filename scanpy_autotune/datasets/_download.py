@@ -47,7 +47,9 @@ class DatasetFileError(ValueError):
 
 
 @contextmanager
-def reading(file: str | os.PathLike, *, loader: str, cached: bool) -> Iterator[None]:
+def reading(
+    file: str | os.PathLike, *, loader: str, cached: bool, source: str | os.PathLike | None = None
+) -> Iterator[None]:
     """Turn a reader's failure on ``file`` into a :class:`DatasetFileError` naming it.
 
     Errors that already say what is wrong with a path (missing, a folder, no
@@ -62,6 +64,9 @@ def reading(file: str | os.PathLike, *, loader: str, cached: bool) -> Iterator[N
     cached
         Whether ``file`` is in the cache (the remedy is to delete it) or was given with
         ``path=`` (the remedy is to check that copy).
+    source
+        The cached file ``file`` was extracted from, deleted with it (otherwise the
+        next call would extract the same damage again).
     """
     try:
         yield
@@ -76,8 +81,9 @@ def reading(file: str | os.PathLike, *, loader: str, cached: bool) -> Iterator[N
             zlib.error) as err:
         failure = err
     if cached:
+        also = f" and {source}, which it was extracted from," if source is not None else ""
         remedy = (
-            f"The cached copy looks damaged or truncated: delete {file} and call "
+            f"The cached copy looks damaged or truncated: delete {file}{also} and call "
             f"{loader}() again to download it afresh."
         )
     else:

@@ -92,7 +92,7 @@ def _pbmc_sample(
         logger.info("Extracting %s", archive)
         with reading(archive, loader="pbmc", cached=True):
             safe_extract(archive, extracted)
-    with reading(extracted, loader="pbmc", cached=True):
+    with reading(extracted, loader="pbmc", cached=True, source=cache / remote.filename):
         return read_10x_mtx(extracted)
 
 

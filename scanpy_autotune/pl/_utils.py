@@ -102,10 +102,12 @@ def save_target(name: str, show: Any, save: Any) -> Path | None:
         raise TypeError(f"show={show!r} must be True, False or None.")
     if isinstance(save, (bool, np.bool_)):
         save = bool(save)
-    if save is None or save is False:
+    if save is None or save is False or save == "":  # as in Scanpy, an empty save saves nothing
         return None
     if not isinstance(save, (bool, str, os.PathLike)):
         raise TypeError(f"save={save!r} must be True, a file name or a suffix such as '.pdf', or None.")
+    if save is not True and Path(save).is_dir():
+        raise ValueError(f"save={os.fspath(save)!r} is a folder; pass a file name in it, e.g. {os.path.join(save, name + '.pdf')!r}.")
     path = _save_path(name, True if save is True else os.fspath(save))
     return check_output_file(path, "save=")
 

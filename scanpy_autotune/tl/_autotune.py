@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 
 from .._logging import follow_scanpy_verbosity
@@ -364,7 +365,12 @@ def autotune(
         if outcome.interrupted is not None:
             logger.warning("no trial had succeeded when the search was cut short; adata is unchanged")
             raise outcome.interrupted
-        raise NoTrialSucceededError(_no_success_message(uns["trials"], journal), uns["trials"])
+        summary = _no_success_summary(uns["trials"])
+        where = " and in the journal" if journal is not None else ""
+        raise NoTrialSucceededError(
+            f"{summary} adata is unchanged; every trial's error is in this exception's .trials{where}.",
+            uns["trials"], summary,
+        )
     with interrupts_held():  # the results are written whole; a Ctrl-C now comes after them
         if save_dir is not None and outcome.model is not None:
             outcome.model.save(save_dir, overwrite=True)
@@ -420,7 +426,7 @@ def _refuse_to_replace_other_results(adata: AnnData, key: str) -> None:
     else:  # no search result there: an entry under its names is another tool's, unless a split
         taken = [f"adata.obsm[{entries['obsm']!r}]"] if entries["obsm"] in adata.obsm else []
         split = entries["obs"]
-        if split in adata.obs and not set(adata.obs[split].dropna().astype(str)) <= set(SPLIT_NAMES):
+        if split in adata.obs and not _is_a_search_split(adata.obs[split]):
             taken.append(f"adata.obs[{split!r}]")
     if taken:
         raise ValueError(
@@ -429,17 +435,23 @@ def _refuse_to_replace_other_results(adata: AnnData, key: str) -> None:
         )
 
 
-def _no_success_message(trials: Any, journal: Any) -> str:
+def _is_a_search_split(column: Any) -> bool:
+    """Whether an obs column is one a search wrote: categorical, with exactly its four parts."""
+    return isinstance(column.dtype, pd.CategoricalDtype) and list(column.cat.categories) == list(SPLIT_NAMES)
+
+
+def _no_success_summary(trials: Any) -> str:
     """Why there is no result: how many trials ran, how they ended, and their most common error."""
     counts = trials["status"].value_counts()
     ended = ", ".join(f"{int(counts[s])} {s}" for s in ("fail", "pruned") if s in counts)
     errors = trials.loc[trials["status"] == "fail", "error"].astype(str)
-    message = f"none of the {len(trials)} trials succeeded ({ended}), so adata is unchanged."
+    message = f"none of the {len(trials)} trials succeeded ({ended}), so there is no result to store."
     if len(errors):
         common = errors.value_counts()
-        message += f" The most common error ({int(common.iloc[0])} of {len(errors)} failed trials): {common.index[0]}"
-    where = " and in the journal" if journal is not None else ""
-    return message + f" Every trial's error is in this exception's .trials{where}."
+        error = common.index[0].rstrip()
+        message += f" The most common error ({int(common.iloc[0])} of {len(errors)} failed trials): {error}"
+        message += "" if error.endswith(".") else "."
+    return message
 
 
 def _write_results(
