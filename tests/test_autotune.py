@@ -496,3 +496,13 @@ def test_a_ctrl_c_after_the_last_trial_still_writes_the_results(small, monkeypat
     uns = small.uns["autotune"]
     assert len(uns["trials"]) == 2 and (uns["trials"]["status"] == "ok").all()
     assert uns["params"]["stop_reason"].endswith("; then interrupted (Ctrl-C) while the workers stopped")
+
+
+@pytest.mark.slow
+def test_the_saved_best_model_scores_exactly_its_recorded_loss(small, tmp_path):
+    """The search's held-out loss draws as Model.marginal_nll does (seed 0): a user who loads
+    the best model and scores the held-out cells gets the number the search recorded."""
+    sat.tl.autotune(small, max_evals=2, n_workers=1, save_dir=tmp_path / "best", **SMALL)
+    model = sat.Model.load(tmp_path / "best")
+    recorded = small.uns["autotune"]["best"]["loss"]
+    assert model.marginal_nll(small, n_mc=SMALL["n_mc"]) == pytest.approx(recorded, rel=1e-6)

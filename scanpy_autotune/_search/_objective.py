@@ -49,9 +49,10 @@ def _heldout_adata(context: TrialContext):
 
 
 def _heldout_nll(model: Model, context: TrialContext, counts: DeviceCounts) -> float:
-    from .._vae._metrics import marginal_nll
+    from .._vae._metrics import marginal_nll, seeded
 
-    return float(np.mean(marginal_nll(model.module, counts, context.split.heldout, n_mc=context.n_mc)))
+    with seeded(0, model.device):  # as Model.marginal_nll draws: the saved model scores this loss
+        return float(np.mean(marginal_nll(model.module, counts, context.split.heldout, n_mc=context.n_mc)))
 
 
 def _custom_loss(model: Model, context: TrialContext) -> float:

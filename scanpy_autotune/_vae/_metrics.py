@@ -3,16 +3,37 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .._validation import MAX_SEED, check_int
 from ._data import CountData, DeviceCounts, index_tensor
 from ._module import VAE
 from ._train import EVAL_BATCH_SIZE, evaluate_elbo
 
 __all__ = ["evaluate_elbo", "marginal_nll", "latent_mean", "normalized_expression", "corrupt", "imputation_errors"]
+
+
+@contextmanager
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Draw from torch's generators seeded with ``seed``, leaving the caller's state as it was.
+
+    The estimates (``marginal_nll``, the ELBO) are stochastic: the search's recorded
+    held-out loss and :meth:`Model.marginal_nll` draw with the same seed, so a saved
+    model scores exactly its recorded loss. ``None``: torch's current state.
+    """
+    if seed is None:
+        yield
+        return
+    seed = check_int("seed", seed, low=0, high=MAX_SEED)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def _batches(data: DeviceCounts, idx: np.ndarray, batch_size: int):

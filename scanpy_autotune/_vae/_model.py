@@ -6,8 +6,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from ._metrics import (
     latent_mean,
     marginal_nll,
     normalized_expression,
+    seeded,
 )
 from ._module import VAE
 from ._saved_config import check_saved_config
@@ -47,18 +47,6 @@ class _TrainedLayer:
 
 TRAINED_LAYER: Any = _TrainedLayer()
 
-
-@contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Draw from torch's generators seeded with ``seed``, leaving the caller's state as it was."""
-    if seed is None:
-        yield
-        return
-    seed = check_int("seed", seed, low=0, high=MAX_SEED)
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 def _refuse_a_mask_with_missing_values(cells: Any) -> None:
     """A mask of True/False with NaN or NA in it is a mask gone wrong, not a list of cell names."""
@@ -480,7 +468,7 @@ class Model:
         data, counts = self._counts(adata, layer)
         n_mc = check_int("n_mc", n_mc, low=1)
         selected = self._cells(data, cells)
-        with _seeded(seed, self.device):
+        with seeded(seed, self.device):
             values = marginal_nll(self.module, counts, selected, n_mc=n_mc)
         return _per_cell(values, data, selected, "marginal_nll") if per_cell else float(np.mean(values))
 
@@ -502,7 +490,7 @@ class Model:
         per_cell = check_bool("per_cell", per_cell)
         data, counts = self._counts(adata, layer)
         selected = self._cells(data, cells)
-        with _seeded(seed, self.device):
+        with seeded(seed, self.device):
             values = evaluate_elbo(self.module, counts, selected)
         return _per_cell(values, data, selected, "elbo") if per_cell else float(np.mean(values))
 
