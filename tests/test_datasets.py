@@ -1035,15 +1035,20 @@ def test_pbmc_without_scvi_metadata(tmp_path):
         datasets.pbmc(path=info["raw"])
 
 
-def test_pbmc_download_extract_and_cache(tmp_path, monkeypatch):
-    info = _pbmc_raw(tmp_path, as_tar={"pbmc8k": True, "pbmc4k": True})
-    raw = info["raw"]
+def _serve_pbmc(raw: Path, monkeypatch) -> None:
+    """Serve the four PBMC files from the local folder ``raw``, pinned to their real hashes."""
     monkeypatch.setattr(_pbmc, "PBMC_10X_FILES", {
         s: served(remote, raw / remote.filename) for s, remote in _pbmc.PBMC_10X_FILES.items()
     })  # fmt: skip
     for attr in ("PBMC_GENE_INFO_FILE", "PBMC_METADATA_FILE"):
         remote = getattr(_pbmc, attr)
         monkeypatch.setattr(_pbmc, attr, served(remote, raw / remote.filename))
+
+
+def test_pbmc_download_extract_and_cache(tmp_path, monkeypatch):
+    info = _pbmc_raw(tmp_path, as_tar={"pbmc8k": True, "pbmc4k": True})
+    raw = info["raw"]
+    _serve_pbmc(raw, monkeypatch)
     cache = tmp_path / "cache"
     first = datasets.pbmc(data_dir=cache)
     reference = datasets.pbmc(path=raw)
@@ -1092,12 +1097,7 @@ def test_damaged_cache_files_are_named_with_the_remedy(tmp_path, monkeypatch):
 def test_damaged_pbmc_files_are_named(tmp_path, monkeypatch):
     info = _pbmc_raw(tmp_path, as_tar={"pbmc8k": True, "pbmc4k": True})
     raw = info["raw"]
-    monkeypatch.setattr(_pbmc, "PBMC_10X_FILES", {
-        s: served(remote, raw / remote.filename) for s, remote in _pbmc.PBMC_10X_FILES.items()
-    })  # fmt: skip
-    for attr in ("PBMC_GENE_INFO_FILE", "PBMC_METADATA_FILE"):
-        remote = getattr(_pbmc, attr)
-        monkeypatch.setattr(_pbmc, attr, served(remote, raw / remote.filename))
+    _serve_pbmc(raw, monkeypatch)
     cache = tmp_path / "cache"
     datasets.pbmc(data_dir=cache)
     monkeypatch.setattr(_download, "_urlopen", offline)

@@ -40,6 +40,16 @@ def ended_on_its_own(stop_reason: str) -> bool:
     return bool(stop_reason) and not stop_reason.startswith(CUT_SHORT) and "; then " not in stop_reason
 
 
+def interrupt_reason(interrupt: KeyboardInterrupt) -> str:
+    """How a stop is recorded: the command line's SIGTERM says so, a Ctrl-C is a Ctrl-C."""
+    return getattr(interrupt, "reason", "interrupted (Ctrl-C)")
+
+
+def then_interrupted(stop_reason: str, interrupt: KeyboardInterrupt, when: str) -> str:
+    """``stop_reason`` of a search that ended, then was interrupted ``when`` (see :func:`ended_on_its_own`)."""
+    return f"{stop_reason}; then {interrupt_reason(interrupt)} {when}"
+
+
 class BackendFailed(RuntimeError):
     """The backend failed during the search (a Dask client closed, a cluster gone); the finished trials are kept."""
 
@@ -294,7 +304,7 @@ def run_trials(
             len(running), len(outcome.records),
         )
         outcome.interrupted = interrupt
-        outcome.stop_reason = getattr(interrupt, "reason", "interrupted (Ctrl-C)")
+        outcome.stop_reason = interrupt_reason(interrupt)
     except JournalWriteError as error:
         logger.error(
             "%s: stopping %d running trial(s); %d finished trial(s) are kept",
@@ -326,7 +336,7 @@ def run_trials(
         outcome.stop_reason = f"the budget: {len(outcome.records)} of max_evals={max_evals} trials"
     if late is not None and outcome.interrupted is None:
         outcome.interrupted = late
-        outcome.stop_reason += f"; then {getattr(late, 'reason', 'interrupted (Ctrl-C)')} while the workers stopped"
+        outcome.stop_reason = then_interrupted(outcome.stop_reason, late, "while the workers stopped")
     return outcome
 
 

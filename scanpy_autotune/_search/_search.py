@@ -28,7 +28,7 @@ from ._convergence import make_convergence_stop
 from ._gpu_sizing import trial_device_bytes
 from ._journal import Journal
 from ._pruner import Pruner, is_auto, make_pruner
-from ._runner import run_trials
+from ._runner import run_trials, then_interrupted
 from ._scoring import SCORE_CELLS, scoring_settings
 from ._slots import make_backend
 from ._space import SearchSpace, build_space
@@ -422,7 +422,7 @@ def search(
                 late_close = interrupt
     if late_close is not None and run.interrupted is None:
         run.interrupted = late_close
-        run.stop_reason += f"; then {getattr(late_close, 'reason', 'interrupted (Ctrl-C)')} while the journal was closed"
+        run.stop_reason = then_interrupted(run.stop_reason, late_close, "while the journal was closed")
     if not run.records:  # nothing finished: nothing to return
         if run.interrupted is not None:
             raise run.interrupted
@@ -460,9 +460,8 @@ def search(
                 "without the best model's latent", len(records),
             )
             outcome.interrupted = interrupt
-            outcome.settings["stop_reason"] = (
-                f"{run.stop_reason}; then {getattr(interrupt, 'reason', 'interrupted (Ctrl-C)')} "
-                "while the best model was prepared"
+            outcome.settings["stop_reason"] = then_interrupted(
+                run.stop_reason, interrupt, "while the best model was prepared"
             )
             return outcome
         outcome.model, outcome.latent, outcome.test_loss = best.model, best.latent, best.test_loss

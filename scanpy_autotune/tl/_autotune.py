@@ -417,15 +417,14 @@ def _obs_labels(adata: AnnData, labels_key: Any) -> np.ndarray:
 
 def _refuse_to_replace_other_results(adata: AnnData, key: str) -> None:
     """``key_added`` may replace an earlier search's results, never what another tool wrote there."""
-    entries = {"uns": key, "obsm": f"X_{key}", "obs": f"{key}_split"}
     if key in adata.uns:
         held = adata.uns[key]
         if isinstance(held, Mapping) and {"trials", "best", "params"} <= set(held):
             return  # an earlier search: this one replaces it
         taken = [f"adata.uns[{key!r}]"]
     else:  # no search result there: an entry under its names is another tool's, unless a split
-        taken = [f"adata.obsm[{entries['obsm']!r}]"] if entries["obsm"] in adata.obsm else []
-        split = entries["obs"]
+        taken = [f"adata.obsm['X_{key}']"] if f"X_{key}" in adata.obsm else []
+        split = f"{key}_split"
         if split in adata.obs and not _is_a_search_split(adata.obs[split]):
             taken.append(f"adata.obs[{split!r}]")
     if taken:
