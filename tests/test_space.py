@@ -268,6 +268,8 @@ def test_empty_space_is_an_error(space):
         ({"dropout_rate": ("uniform", 0.5, 0.5)}, "dropout_rate: low must be smaller"),
         ({"n_latent": ("int", 5, 5)}, "n_latent: low must be smaller"),
         ({"n_latent": ("int", 5.5, 8)}, "n_latent: .*integer bounds"),
+        ({"n_latent": ("int", 5.0, 8)}, "n_latent: .*integer bounds.*never taken"),
+        ({"n_latent": ("int", 5, 8.0)}, "n_latent: .*integer bounds"),
         ({"n_hidden": []}, "n_hidden: the list of choices is empty"),
         ({"n_hidden": ("choice", [])}, "n_hidden: the list of choices is empty"),
         ({"n_hidden": [64, 64]}, "n_hidden: .*twice"),

@@ -334,9 +334,13 @@ def _parse_shorthand(name: str, value: Any) -> Dimension:
     if kind == "uniform":
         return Dimension(name, "uniform", (lo, hi))
     if kind == "int":
-        if not (float(lo).is_integer() and float(hi).is_integer()):
-            raise ValueError(f"{name}: ('int', low, high) needs integer bounds, got {value!r}.")
-        return Dimension(name, "int", (int(lo), int(hi)))
+        if not (isinstance(lo, int) and isinstance(hi, int)):
+            # 1.0 is refused as a fixed value or choice of an integer, so as a bound too.
+            raise ValueError(
+                f"{name}: ('int', low, high) needs integer bounds (a float is never taken for "
+                f"an integer), got {value!r}."
+            )
+        return Dimension(name, "int", (lo, hi))
     if lo <= 0:
         raise ValueError(f"{name}: ('log', low, high) needs low > 0, got {value!r}.")
     return Dimension(name, "loguniform", (math.log(lo), math.log(hi)))
