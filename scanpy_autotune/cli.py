@@ -29,12 +29,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ._errors import BackendFailed, JournalLockedError, JournalWriteError
 from ._paths import check_model_dir, check_output_dir, check_output_file, replace_file
 from ._record import gain_over_default
 from ._results import NoTrialSucceededError
-from ._search._journal import JournalLockedError, JournalWriteError
-from ._search._runner import BackendFailed, ended_on_its_own
 from ._signals import interrupts_held
+from ._stop_reason import ended_on_its_own
 from ._validation import check_int
 
 logger = logging.getLogger("scanpy_autotune")

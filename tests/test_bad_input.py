@@ -23,8 +23,9 @@ import scipy.sparse as sp
 import scanpy_autotune as sat
 from scanpy_autotune import cli
 from scanpy_autotune._search import objective_identity
-from scanpy_autotune._search._journal import Journal, JournalLockedError
+from scanpy_autotune._search._journal import Journal
 from scanpy_autotune._vae import _model
+from scanpy_autotune.tl import JournalLockedError
 
 FAST = dict(max_evals=2, max_epochs=2, n_mc=2, progress=False, n_workers=1, gpus=None)
 

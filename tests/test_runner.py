@@ -11,12 +11,13 @@ from _scripted_backend import Plan, ScriptedBackend
 
 from scanpy_autotune._record import NAN_FIELDS, TrialRecord
 from scanpy_autotune._search._backends import Backend
-from scanpy_autotune._search._journal import Journal, JournalWriteError
+from scanpy_autotune._search._journal import Journal
 from scanpy_autotune._search._pruner import ASHAPruner
-from scanpy_autotune._search._runner import BackendFailed, run_trials
+from scanpy_autotune._search._runner import run_trials
 from scanpy_autotune._search._space import build_space
 from scanpy_autotune._search._tpe import AskTellTPE
 from scanpy_autotune._vae._config import HYPERPARAMETERS
+from scanpy_autotune.tl import BackendFailed, JournalWriteError
 
 SPACE = {"n_hidden": [64, 128, 256], "n_latent": ("int", 2, 12)}
 DEFAULT = {"n_hidden": 128, "n_latent": 10}

@@ -93,15 +93,15 @@ def test_statuses():
     tuner.tell(ids[0], 10.0, "ok")
     tuner.tell(ids[1], float("nan"), "fail")
     tuner.tell(ids[2], None, "pruned")
-    tuner.tell(ids[3], 30.0, "pruned")
+    tuner.tell(ids[3], 30.0, "pruned")  # a pruned trial's loss is not learned either
     tuner.tell(ids[4], 5.0, "fail")  # a failed trial's loss is not learned
     results = {d["tid"]: d["result"] for d in tuner.trials.trials}
     assert results[ids[0]] == {"status": STATUS_OK, "loss": 10.0}
     assert results[ids[1]] == {"status": STATUS_FAIL}
     assert results[ids[2]] == {"status": STATUS_FAIL}
-    assert results[ids[3]] == {"status": STATUS_OK, "loss": 30.0}
+    assert results[ids[3]] == {"status": STATUS_FAIL}
     assert results[ids[4]] == {"status": STATUS_FAIL}
-    assert tuner.mean_loss == 20.0
+    assert tuner.mean_loss == 10.0
     assert tuner.n_finished == 5 and tuner.pending == [ids[5]]
     with pytest.raises(ValueError, match="already told"):
         tuner.tell(ids[0], 1.0, "ok")
@@ -139,7 +139,7 @@ def test_model_trials_mock_pending_with_mean_loss(monkeypatch):
     c, _ = tuner.ask()
     d, _ = tuner.ask()
     tuner.tell(a, 10.0, "ok")
-    tuner.tell(b, 40.0, "pruned")
+    tuner.tell(b, 40.0, "ok")
     tuner.tell(c, float("nan"), "fail")
 
     seen = []

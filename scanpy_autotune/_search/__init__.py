@@ -2,13 +2,12 @@
 
 :func:`search` is the one front door (:mod:`._search`), loaded on first use so
 that a worker process, which imports :mod:`._worker` and :mod:`._objective`
-from this package, does not import the driver's modules (TPE, hyperopt). The
-modules the driver uses (``_search``, ``_runner``, ``_tpe``, ``_space``,
-``_pruner``, ``_journal``, ``_slots``, ``_backends``, ``_local_pool``,
-``_context``, ``_best``) import no torch: the valid hyperparameters and the
-model come in at call time. Torch is imported by the modules that train and
-score models, in the workers (``_objective``, ``_worker``) and, for the best
-model, in the driver (``_best``, when it runs).
+from this package, does not import the driver's modules (TPE, hyperopt). No
+module here imports torch when it is imported: the valid hyperparameters and
+the model come in at call time. Torch is imported when a model is trained or
+scored, in the workers (``_objective``, when a trial runs) and, for the best
+model, in the driver (``_best``, when it runs); ``tests/test_layout.py``
+checks every module.
 """
 
 from __future__ import annotations

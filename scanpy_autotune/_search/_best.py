@@ -182,14 +182,13 @@ def finish_best_model(
     -------
     BestModel
     """
-    from .._vae._metrics import latent_mean, marginal_nll, seeded
+    from .._vae._metrics import latent_mean, marginal_nll
 
     counts = context.counts(_device())
     model = _recover(best, blob, blob_trial, context, counts, journal)
     test_loss = None
     if len(context.split.test):
-        with seeded(0, model.device):  # as Model.marginal_nll draws
-            test_loss = float(np.mean(marginal_nll(model.module, counts, context.split.test, n_mc=context.n_mc)))
+        test_loss = float(np.mean(marginal_nll(model.module, counts, context.split.test, n_mc=context.n_mc)))
     if journal is not None:
         _keep_beside_journal(model, best, context, journal)
     if refit:

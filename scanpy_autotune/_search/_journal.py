@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_NAN_KEYS", "JOURNAL_VERSION", "Journal", "JournalLockedError", "JournalWriteError", "to_json_safe"]
+from .._errors import JournalLockedError, JournalWriteError
+
+__all__ = ["DEFAULT_NAN_KEYS", "JOURNAL_VERSION", "Journal", "to_json_safe"]
 
 logger = logging.getLogger("scanpy_autotune")
 
@@ -232,14 +234,6 @@ def _trial_records(
 # ---------------------------------------------------------------------------
 # The lock: one search per journal
 # ---------------------------------------------------------------------------
-
-
-class JournalLockedError(RuntimeError):
-    """Another search (process) is using the journal."""
-
-
-class JournalWriteError(OSError):
-    """A line could not be appended to the journal (a full disk, a lost mount): the search stops."""
 
 
 class _Lock:

@@ -14,14 +14,16 @@ import numbers
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._record import TrialRecord
-from .._vae import Model, resolve_hyperparameters
-from .._vae._data import DeviceCounts
 from ._context import TrialContext
+
+if TYPE_CHECKING:  # the model (torch) is imported when a trial runs, as _search's modules do
+    from .._vae import Model
+    from .._vae._data import DeviceCounts
 
 logger = logging.getLogger("scanpy_autotune")
 
@@ -49,10 +51,11 @@ def _heldout_adata(context: TrialContext):
 
 
 def _heldout_nll(model: Model, context: TrialContext, counts: DeviceCounts) -> float:
-    from .._vae._metrics import marginal_nll, seeded
+    from .._vae._metrics import (
+        marginal_nll,  # drawn as Model.marginal_nll draws: a saved model scores this loss
+    )
 
-    with seeded(0, model.device):  # as Model.marginal_nll draws: the saved model scores this loss
-        return float(np.mean(marginal_nll(model.module, counts, context.split.heldout, n_mc=context.n_mc)))
+    return float(np.mean(marginal_nll(model.module, counts, context.split.heldout, n_mc=context.n_mc)))
 
 
 def _custom_loss(model: Model, context: TrialContext) -> float:
@@ -124,9 +127,10 @@ def evaluate_trial(
     -------
     record, model
         The trial's record (``status`` ``ok``, ``fail`` or ``pruned``) and, unless
-        it failed, the model as :meth:`Model.to_dict` for the driver.
+        it failed or was pruned, the model as :meth:`Model.to_dict` for the driver.
     """
-    from .._vae._metrics import evaluate_elbo
+    from .._vae import Model, resolve_hyperparameters
+    from .._vae._metrics import elbo
 
     start = time.perf_counter()
     record = TrialRecord(int(trial_id), dict(params), device=device)
@@ -167,8 +171,8 @@ def evaluate_trial(
                 f"training diverged (non-finite ELBO) at epoch {result.n_epochs} with no finite epoch before it"
             )
         loss = _loss_and_scores(model, context, counts, record)
-        record.elbo_train = float(np.mean(evaluate_elbo(model.module, counts, context.split.train)))
-        record.elbo_heldout = float(np.mean(evaluate_elbo(model.module, counts, context.split.heldout)))
+        record.elbo_train = float(np.mean(elbo(model.module, counts, context.split.train)))
+        record.elbo_heldout = float(np.mean(elbo(model.module, counts, context.split.heldout)))
         if not math.isfinite(loss):
             raise FloatingPointError(f"the loss is not finite ({loss})")
         record.status, record.loss = "ok", loss

@@ -16,44 +16,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._errors import BackendFailed, JournalWriteError
 from .._record import TrialRecord, best_of
 from .._signals import interrupts_held
+from .._stop_reason import interrupt_reason, then_interrupted
 from ._backends import Backend, Event
 from ._convergence import ConvergenceStop
-from ._journal import Journal, JournalWriteError
+from ._journal import Journal
 from ._startup import StartupConfig
 from ._tpe import AskTellTPE
 
 logger = logging.getLogger("scanpy_autotune")
 
 POLL_SECONDS = 0.5
-# How the ``stop_reason`` of a search cut short begins (Ctrl-C, SIGTERM, a journal or a backend
-# that failed); any other reason is a search that ended on its own.
-CUT_SHORT = ("interrupted", "terminated", "stopped:")
-
-
-def ended_on_its_own(stop_reason: str) -> bool:
-    """Whether a search that ended for ``stop_reason`` finished (budget, convergence, timeout).
-
-    ``False`` for a search cut short, also while its best model was prepared.
-    """
-    return bool(stop_reason) and not stop_reason.startswith(CUT_SHORT) and "; then " not in stop_reason
-
-
-def interrupt_reason(interrupt: KeyboardInterrupt) -> str:
-    """How a stop is recorded: the command line's SIGTERM says so, a Ctrl-C is a Ctrl-C."""
-    return getattr(interrupt, "reason", "interrupted (Ctrl-C)")
-
-
-def then_interrupted(stop_reason: str, interrupt: KeyboardInterrupt, when: str) -> str:
-    """``stop_reason`` of a search that ended, then was interrupted ``when`` (see :func:`ended_on_its_own`)."""
-    return f"{stop_reason}; then {interrupt_reason(interrupt)} {when}"
-
-
-class BackendFailed(RuntimeError):
-    """The backend failed during the search (a Dask client closed, a cluster gone); the finished trials are kept."""
-
-
 @dataclass
 class RunResult:
     """What the trial loop produced.

@@ -21,6 +21,7 @@ import numpy as np
 from .. import __version__
 from .._record import NAN_FIELDS, TrialRecord, best_of
 from .._signals import interrupts_held
+from .._stop_reason import then_interrupted
 from .._validation import MAX_BUDGET, MAX_SEED, check_choice, check_int, check_number
 from ._backends import Backend
 from ._context import TrialContext
@@ -28,7 +29,7 @@ from ._convergence import make_convergence_stop
 from ._gpu_sizing import trial_device_bytes
 from ._journal import Journal
 from ._pruner import Pruner, is_auto, make_pruner
-from ._runner import run_trials, then_interrupted
+from ._runner import run_trials
 from ._scoring import SCORE_CELLS, scoring_settings
 from ._slots import make_backend
 from ._space import SearchSpace, build_space

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from hyperopt import JOB_STATE_DONE, JOB_STATE_RUNNING, STATUS_FAIL, STATUS_OK, Domain, Trials, tpe
 
+from .._record import STATUSES
 from ._space import SearchSpace
 
 __all__ = ["AskTellTPE", "startup_trials", "trial_seed"]
@@ -26,7 +27,6 @@ logger = logging.getLogger("scanpy_autotune")
 _TPE_KWARGS = ("prior_weight", "n_EI_candidates", "gamma")
 #: hyperopt's own number of random start-up trials, kept for searches of 58 trials or more.
 MAX_STARTUP_TRIALS = 20
-_STATUSES = ("ok", "fail", "pruned")
 
 
 def trial_seed(seed: int, trial_id: int) -> int:
@@ -222,18 +222,20 @@ class AskTellTPE:
         loss
             The loss (lower is better); ``None`` or NaN when there is none.
         status
-            ``"ok"``, ``"fail"`` or ``"pruned"``. A pruned trial with a finite
-            loss is learned like an ok one; without one, like a failed one. An ok
-            trial with a non-finite loss is learned as failed, with a warning.
+            ``"ok"``, ``"fail"`` or ``"pruned"``. Only an ok trial with a finite
+            loss is learned with its loss (``TrialRecord.tpe_loss``); a failed
+            or pruned one goes to TPE's "bad" group without a number (a pruned
+            trial's early validation ELBO is not on the loss's scale). An ok trial
+            with a non-finite loss is learned as failed, with a warning.
         """
         trial_id = int(trial_id)
-        if status not in _STATUSES:
-            raise ValueError(f"status must be one of {list(_STATUSES)}, got {status!r}.")
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {list(STATUSES)}, got {status!r}.")
         if trial_id not in self._pending:
             state = "already told" if trial_id in self._told else "not pending"
             raise ValueError(f"Trial {trial_id} is {state}.")
         loss = float("nan") if loss is None else float(loss)
-        learned = status != "fail" and math.isfinite(loss)
+        learned = status == "ok" and math.isfinite(loss)
         if status == "ok" and not learned:
             logger.warning(
                 "Trial %d is ok but its loss is %r; TPE treats it as failed.", trial_id, loss

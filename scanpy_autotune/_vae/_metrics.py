@@ -15,16 +15,22 @@ from ._data import CountData, DeviceCounts, index_tensor
 from ._module import VAE
 from ._train import EVAL_BATCH_SIZE, evaluate_elbo
 
-__all__ = ["evaluate_elbo", "marginal_nll", "latent_mean", "normalized_expression", "corrupt", "imputation_errors"]
+__all__ = [
+    "SCORE_SEED", "elbo", "evaluate_elbo", "marginal_nll", "latent_mean", "normalized_expression", "corrupt",
+    "imputation_errors", "seeded",
+]
+
+#: The seed the stochastic estimates draw with unless told otherwise: the search's recorded
+#: losses and ELBOs and :class:`Model`'s methods alike, so a saved model scores exactly what
+#: its search recorded.
+SCORE_SEED = 0
 
 
 @contextmanager
 def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     """Draw from torch's generators seeded with ``seed``, leaving the caller's state as it was.
 
-    The estimates (``marginal_nll``, the ELBO) are stochastic: the search's recorded
-    held-out loss and :meth:`Model.marginal_nll` draw with the same seed, so a saved
-    model scores exactly its recorded loss. ``None``: torch's current state.
+    ``None``: torch's current state.
     """
     if seed is None:
         yield
@@ -46,9 +52,10 @@ def _batches(data: DeviceCounts, idx: np.ndarray, batch_size: int):
 
 @torch.no_grad()
 def marginal_nll(
-    module: VAE, data: DeviceCounts, idx: np.ndarray, n_mc: int = 100, batch_size: int = 256
+    module: VAE, data: DeviceCounts, idx: np.ndarray, n_mc: int = 100, batch_size: int = 256,
+    *, seed: int | None = SCORE_SEED,
 ) -> np.ndarray:
-    """Per-cell ``-log p(x)`` by importance sampling with ``n_mc`` posterior samples.
+    """Per-cell ``-log p(x)`` by importance sampling with ``n_mc`` posterior samples, drawn with ``seed``.
 
     ``log p(x) ~= logsumexp_k [log p(x, z_k, l_k) - log q(z_k, l_k | x)] - log n_mc``.
     """
@@ -56,13 +63,23 @@ def marginal_nll(
         raise ValueError(f"n_mc={n_mc} must be at least 1.")
     module.eval()
     out = []
-    for rows, x, x_log1p in _batches(data, idx, batch_size):
-        log_w = module.importance_log_weights(
-            x, x_log1p, data.log_library[rows], data.batch[rows], n_mc
-        ).double()
-        log_px = torch.logsumexp(log_w, dim=0) - math.log(n_mc)
-        out.append(-(log_px - data.log_x_factorial[rows].double()))
+    with seeded(seed, data.device):
+        for rows, x, x_log1p in _batches(data, idx, batch_size):
+            log_w = module.importance_log_weights(
+                x, x_log1p, data.log_library[rows], data.batch[rows], n_mc
+            ).double()
+            log_px = torch.logsumexp(log_w, dim=0) - math.log(n_mc)
+            out.append(-(log_px - data.log_x_factorial[rows].double()))
     return torch.cat(out).cpu().numpy() if out else np.zeros(0)
+
+
+def elbo(module: VAE, data: DeviceCounts, idx: np.ndarray, *, seed: int | None = SCORE_SEED) -> np.ndarray:
+    """Per-cell ELBO (one posterior sample) of the cells ``idx``, drawn with ``seed``.
+
+    Training's per-epoch validation ELBO (:func:`evaluate_elbo`) draws from torch's state.
+    """
+    with seeded(seed, data.device):
+        return evaluate_elbo(module, data, idx)
 
 
 @torch.no_grad()

@@ -23,13 +23,12 @@ from ._config import resolve_hyperparameters
 from ._data import SPLIT_NAMES, CountData, DeviceCounts, Split, extract_counts, make_split
 from ._metrics import (
     corrupt,
-    evaluate_elbo,
+    elbo,
     imputation_errors,
     imputed_mean,
     latent_mean,
     marginal_nll,
     normalized_expression,
-    seeded,
 )
 from ._module import VAE
 from ._saved_config import check_saved_config
@@ -468,8 +467,7 @@ class Model:
         data, counts = self._counts(adata, layer)
         n_mc = check_int("n_mc", n_mc, low=1)
         selected = self._cells(data, cells)
-        with seeded(seed, self.device):
-            values = marginal_nll(self.module, counts, selected, n_mc=n_mc)
+        values = marginal_nll(self.module, counts, selected, n_mc=n_mc, seed=seed)
         return _per_cell(values, data, selected, "marginal_nll") if per_cell else float(np.mean(values))
 
     @doc_params(**_DOCS)
@@ -490,8 +488,7 @@ class Model:
         per_cell = check_bool("per_cell", per_cell)
         data, counts = self._counts(adata, layer)
         selected = self._cells(data, cells)
-        with seeded(seed, self.device):
-            values = evaluate_elbo(self.module, counts, selected)
+        values = elbo(self.module, counts, selected, seed=seed)
         return _per_cell(values, data, selected, "elbo") if per_cell else float(np.mean(values))
 
     @doc_params(**_DOCS)

@@ -1,15 +1,15 @@
 """``sat.tl``: the search and the small public helpers around it."""
 
+from .._errors import BackendFailed, JournalLockedError, JournalWriteError
 from .._importances import importances
 from .._logging import follow_scanpy_verbosity
 from .._results import NoTrialSucceededError
-from .._search._runner import BackendFailed
 from ._autotune import autotune, default_max_epochs, default_space, integration_space
 from ._scvi_kwargs import scvi_kwargs
 from ._trials_table import trials_table
 
 __all__ = [
-    "BackendFailed", "NoTrialSucceededError", "autotune", "default_max_epochs", "default_space", "importances", "integration_space", "scvi_kwargs",
+    "BackendFailed", "JournalLockedError", "JournalWriteError", "NoTrialSucceededError", "autotune", "default_max_epochs", "default_space", "importances", "integration_space", "scvi_kwargs",
     "trials_table",
 ]
 

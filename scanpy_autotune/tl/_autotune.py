@@ -301,18 +301,19 @@ def autotune(
         names the extra), before any training.
     RuntimeError
         When another search (process) uses ``journal`` (a
-        ``JournalLockedError``; the message names the process), before any
+        :class:`JournalLockedError`; the message names the process), before any
         training; or when the backend fails mid-search (a Dask client or
-        cluster closed), once the finished trials are written into ``adata``;
+        cluster closed; a :class:`BackendFailed`), once the finished trials are
+        written into ``adata``;
         a :class:`NoTrialSucceededError` when no trial succeeded (``adata``
         unchanged; the trials are in its ``trials``).
     KeyboardInterrupt
         After Ctrl-C, once the finished trials are written into ``adata`` (when
         one of them succeeded; otherwise ``adata`` is unchanged).
     OSError
-        When the journal cannot be written during the search (a full disk),
-        once the finished trials are written into ``adata``; the error names
-        the journal.
+        When the journal cannot be written during the search (a full disk; a
+        :class:`JournalWriteError`), once the finished trials are written into
+        ``adata``; the error names the journal.
     TimeoutError
         When ``timeout`` passed before any trial finished (``adata`` unchanged).
     """
