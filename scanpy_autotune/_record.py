@@ -18,10 +18,12 @@ from typing import Any, Protocol
 
 __all__ = [
     "COLUMNS",
+    "COLUMN_KINDS",
     "NAN_FIELDS",
     "STATUSES",
     "TrialRecord",
     "best_of",
+    "columns_of",
     "gain_over_default",
     "ranked",
 ]
@@ -32,29 +34,39 @@ STATUSES: tuple[str, ...] = ("ok", "fail", "pruned")
 #: Fields that are numbers which a trial may not have (NaN, ``null`` in the journal).
 NAN_FIELDS: tuple[str, ...] = ("loss", "elbo_train", "elbo_heldout", "marginal_nll")
 
-#: Columns of ``adata.uns[key]["trials"]`` taken from the record, in this order,
-#: before the hyperparameter columns.
-COLUMNS: tuple[str, ...] = (
-    "trial_id",
-    "status",
-    "loss",
-    "elbo_train",
-    "elbo_heldout",
-    "n_epochs",
-    "best_epoch",
-    "n_params",
-    "duration_s",
-    "device",
-    "error",
-    "completion_order",
-    "is_default",
-    "startup",
-    "finished_at",
-)
+#: Columns of ``adata.uns[key]["trials"]`` taken from the record, in this order, before the
+#: hyperparameter columns, and how each is stored: ``"id"`` (an integer every trial has),
+#: ``"count"`` (a whole number, NaN where a trial has none), ``"float"``, ``"str"`` (``""``
+#: where none) or ``"bool"``.
+COLUMN_KINDS: dict[str, str] = {
+    "trial_id": "id",
+    "status": "str",
+    "loss": "float",
+    "elbo_train": "float",
+    "elbo_heldout": "float",
+    "n_epochs": "count",
+    "best_epoch": "count",
+    "n_params": "count",
+    "duration_s": "float",
+    "device": "str",
+    "error": "str",
+    "completion_order": "id",
+    "is_default": "bool",
+    "startup": "str",
+    "finished_at": "float",
+}
+COLUMNS: tuple[str, ...] = tuple(COLUMN_KINDS)
 
-_INT_FIELDS = ("trial_id", "n_epochs", "best_epoch", "n_params", "pruned_at", "completion_order")
-_FLOAT_FIELDS = (*NAN_FIELDS, "duration_s", "marginal_nll", "finished_at")
-_STR_FIELDS = ("status", "device", "error", "startup")
+
+def columns_of(*kinds: str) -> tuple[str, ...]:
+    """The columns of :data:`COLUMNS` stored as one of ``kinds``, in order."""
+    return tuple(name for name, kind in COLUMN_KINDS.items() if kind in kinds)
+
+
+# The record's fields by JSON type: its columns, and the fields the journal keeps beside them.
+_INT_FIELDS = (*columns_of("id", "count"), "pruned_at")
+_FLOAT_FIELDS = (*columns_of("float"), "marginal_nll")
+_STR_FIELDS = columns_of("str")
 
 
 def _empty_history() -> dict[str, list[float]]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._record import COLUMNS, STATUSES, TrialRecord, best_of
+from ._record import COLUMN_KINDS, COLUMNS, STATUSES, TrialRecord, best_of, columns_of
 from ._scib import SCORE_NAMES
 
 logger = logging.getLogger("scanpy_autotune")
@@ -59,9 +59,6 @@ HISTORY_KEYS: tuple[str, ...] = ("train_elbo", "validation_elbo")
 HISTORY_IDS = "trial_id"
 SEARCHED_KINDS: tuple[str, ...] = ("categorical", "numeric", "log")
 
-_FLOAT_COLUMNS = ("loss", "elbo_train", "elbo_heldout", "duration_s", "finished_at")
-_COUNT_COLUMNS = ("n_epochs", "best_epoch", "n_params")
-_STR_COLUMNS = ("status", "device", "error", "startup")
 _MISSING_STR = "None"
 #: Columns that results written by earlier versions lack, with the value they read as.
 _ADDED_LATER: dict[str, Any] = {"startup": "", "finished_at": math.nan}
@@ -76,6 +73,12 @@ def _is_missing(value: Any) -> bool:
     if isinstance(value, (float, np.floating)):
         return math.isnan(value)
     return value is pd.NA
+
+
+def is_missing_param(value: Any) -> bool:
+    """Whether a hyperparameter column's value stands for none: NaN, ``pd.NA``, ``None``,
+    or ``"None"`` (how a column of strings stores it, since ``.h5ad`` files cannot)."""
+    return value == _MISSING_STR if isinstance(value, str) else _is_missing(value)
 
 
 def _to_float(value: Any) -> float:
@@ -203,31 +206,33 @@ def _param_names(records: Sequence[Mapping[str, Any]], searched: Mapping[str, st
 
 
 def _trials_frame(records: Sequence[Mapping[str, Any]], param_names: Sequence[str]) -> pd.DataFrame:
-    def col(name: str) -> list[Any]:
-        return [r.get(name) for r in records]
-
-    data: dict[str, Any] = {
-        "trial_id": np.asarray([int(r["trial_id"]) for r in records], dtype=np.int64),
-        "status": np.asarray([str(r.get("status", "fail")) for r in records], dtype=object),
-    }
-    for name in ("loss", "elbo_train", "elbo_heldout"):
-        data[name] = np.asarray([_to_float(v) for v in col(name)], dtype=float)
-    for name in _COUNT_COLUMNS:
-        data[name] = _count_column(col(name))
-    data["duration_s"] = np.asarray([_to_float(v) for v in col("duration_s")], dtype=float)
-    for name in ("device", "error"):
-        data[name] = np.asarray(["" if _is_missing(v) else str(v) for v in col(name)], dtype=object)
-    data["completion_order"] = _completion_order(records)
-    data["is_default"] = np.asarray([bool(r.get("is_default", False)) for r in records], dtype=bool)
-    data["startup"] = np.asarray(["" if _is_missing(v) else str(v) for v in col("startup")], dtype=object)
-    data["finished_at"] = np.asarray([_to_float(v) for v in col("finished_at")], dtype=float)
+    data: dict[str, Any] = {}
+    for name, kind in COLUMN_KINDS.items():
+        values = [r.get(name) for r in records]
+        if name == "completion_order":
+            data[name] = _completion_order(records)
+        elif kind == "id":
+            data[name] = np.asarray([int(v) for v in values], dtype=np.int64)
+        elif kind == "count":
+            data[name] = _count_column(values)
+        elif kind == "float":
+            data[name] = np.asarray([_to_float(v) for v in values], dtype=float)
+        elif kind == "str":
+            data[name] = _str_column(values)
+        else:
+            data[name] = np.asarray([bool(v) for v in values], dtype=bool)
     if any(r.get("scores") for r in records):
-        data["marginal_nll"] = np.asarray([_to_float(v) for v in col("marginal_nll")], dtype=float)
+        data["marginal_nll"] = np.asarray([_to_float(r.get("marginal_nll")) for r in records], dtype=float)
         for name in SCORE_NAMES:
             data[name] = np.asarray([_to_float((r.get("scores") or {}).get(name)) for r in records], dtype=float)
     for name in param_names:
         data[name] = _param_column([(r.get("params") or {}).get(name) for r in records])
     return pd.DataFrame(data, index=pd.RangeIndex(len(records)))
+
+
+def _str_column(values: Iterable[Any]) -> np.ndarray:
+    """A column of the record's strings: ``""`` where a trial has none."""
+    return np.asarray(["" if _is_missing(v) else str(v) for v in values], dtype=object)
 
 
 def _completion_order(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -498,10 +503,19 @@ def _not_found(key: str) -> KeyError:
     )
 
 
+#: The entries of ``adata.uns[key]`` that make it a search's result.
+RESULT_KEYS: tuple[str, ...] = ("trials", "history", "best", "params")
+
+
+def is_search_result(entry: Any) -> bool:
+    """Whether an ``adata.uns`` entry is a search's result (it has every one of :data:`RESULT_KEYS`)."""
+    return isinstance(entry, Mapping) and all(k in entry for k in RESULT_KEYS)
+
+
 def _check_uns(uns: Any, key: str) -> None:
     if not isinstance(uns, Mapping):
         raise ValueError(f"adata.uns[{key!r}] is a {type(uns).__name__}, not an autotune result.")
-    missing = [k for k in ("trials", "history", "best", "params") if k not in uns]
+    missing = [k for k in RESULT_KEYS if k not in uns]
     if missing:
         raise ValueError(f"adata.uns[{key!r}] is not an autotune result: missing {missing}.")
     if not isinstance(uns["trials"], pd.DataFrame):
@@ -518,19 +532,18 @@ def _restore_trials(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     for name, value in _ADDED_LATER.items():
         if name not in df.columns:
             df[name] = value
-    df["trial_id"] = df["trial_id"].astype(np.int64)
-    df["completion_order"] = df["completion_order"].astype(np.int64)
-    for name in _STR_COLUMNS:
-        df[name] = np.asarray(["" if _is_missing(v) else str(v) for v in df[name]], dtype=object)
-    for name in _FLOAT_COLUMNS:
+    for name in columns_of("id"):
+        df[name] = df[name].astype(np.int64)
+    for name in columns_of("str"):
+        df[name] = _str_column(df[name])
+    for name in columns_of("float"):
         df[name] = df[name].astype(float)
-    for name in _COUNT_COLUMNS:
+    for name in columns_of("count"):
         df[name] = _count_column(df[name].to_numpy(dtype=float, na_value=np.nan))
-    is_default = df["is_default"]
-    if not pd.api.types.is_bool_dtype(is_default) or is_default.dtype.name == "boolean":
-        df["is_default"] = np.asarray(
-            [str(v).lower() in ("true", "1", "1.0") for v in is_default], dtype=bool
-        )
+    for name in columns_of("bool"):
+        flags = df[name]
+        if not pd.api.types.is_bool_dtype(flags) or flags.dtype.name == "boolean":
+            df[name] = np.asarray([str(v).lower() in ("true", "1", "1.0") for v in flags], dtype=bool)
     for name in SCORE_COLUMNS:
         if name in df.columns:
             df[name] = df[name].astype(float)
@@ -611,6 +624,8 @@ def read_results(adata: Any, key: str = DEFAULT_KEY) -> Results:
 
     Raises
     ------
+    TypeError
+        When ``adata`` is not an AnnData (``adata.uns`` itself, for one).
     KeyError
         When ``adata.uns`` has no ``key``.
     ValueError

@@ -12,7 +12,9 @@ Two choices differ from scvi-tools' tuner: the PCR comparison is made against a
 real unintegrated embedding (a PCA of the same cells' log-normalised counts,
 :func:`unintegrated_embedding`), not an all-zero matrix; and the neighbours are
 exact (scikit-learn), which on the few thousand cells a trial scores costs
-less than building pynndescent's index. This module imports no torch;
+less than building pynndescent's index. kBET's own neighbours in each label's
+diffusion map are exact too (:func:`_exact_diffusion_neighbours`), which spares
+every worker a minute of compiling pynndescent. This module imports no torch;
 ``scib-metrics`` (and JAX) are imported when a score is computed.
 """
 
@@ -134,7 +136,7 @@ def integration_scores(
         batches, so without ``batch`` bio conservation is the mean of the other four.
     """
     scib_metrics = require_scib_metrics()
-    with warnings.catch_warnings(), _scib_logs_at_warning():
+    with warnings.catch_warnings(), _scib_logs_at_warning(), _exact_diffusion_neighbours():
         # "PCR comparison score is negative ... Setting to 0.": the value says it (0).
         warnings.filterwarnings("ignore", message="PCR comparison score is negative")
         return _scores(scib_metrics, latent, labels, batch, unintegrated)
@@ -152,6 +154,37 @@ def _scib_logs_at_warning() -> Iterator[None]:
         yield
     finally:
         scib_logger.setLevel(level)
+
+
+@contextmanager
+def _exact_diffusion_neighbours() -> Iterator[None]:
+    """kBET (``kbet_per_label``) looks up each label's neighbours in a diffusion map with
+    ``scib_metrics.nearest_neighbors.pynndescent``; inside the block that function is
+    exact (scikit-learn) instead.
+
+    pynndescent's numba code compiles for about a minute on two cores in every new
+    process (every worker of a search, every scoring run) and its cache does not
+    survive; on the per-label subsets of the cells a trial scores, exact neighbours
+    take milliseconds and gave the same kBET as pynndescent's (whose neighbours are
+    approximate) in our measurement (docs/design_changes.md, 36). The function is
+    restored on leaving; where scib-metrics has no such attribute nothing changes.
+    """
+    import scib_metrics.nearest_neighbors as neighbours_module
+
+    approximate = getattr(neighbours_module, "pynndescent", None)
+    if approximate is None:
+        yield
+        return
+    neighbours_module.pynndescent = _exact_neighbours
+    try:
+        yield
+    finally:
+        neighbours_module.pynndescent = approximate
+
+
+def _exact_neighbours(X: np.ndarray, n_neighbors: int, random_state: int = 0, n_jobs: int = 1) -> Any:
+    """``pynndescent``'s signature and result (each cell first among its ``n_neighbors``), exact."""
+    return _neighbors(np.asarray(X), n_neighbors - 1)
 
 
 def _scores(scib_metrics: Any, latent, labels, batch, unintegrated) -> dict[str, float]:

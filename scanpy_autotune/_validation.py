@@ -130,7 +130,9 @@ def check_fraction(name: str, value: Any, *, allow_zero: bool = False) -> float:
 
 
 def check_choice(name: str, value: Any, choices: Collection[Any]) -> Any:
-    """One of ``choices`` (compared with ``==``; bools and numbers kept apart)."""
+    """One of ``choices``, of the same type (so bools and numbers are kept apart); a numpy
+    scalar is taken as its Python value (``np.str_("all")`` as ``"all"``)."""
+    value = value.item() if isinstance(value, np.generic) else value
     for choice in choices:
         if type(choice) is type(value) and choice == value:
             return value

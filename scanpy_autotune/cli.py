@@ -104,15 +104,26 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _fraction(text: str) -> float:
-    """``--train-size``, ``--test-size``: a share of the cells (``autotune`` checks its range)."""
+def _share(text: str, *, allow_zero: bool) -> float:
+    """A share of the cells, in ``(0, 1)`` (``[0, 1)`` with ``allow_zero``), as ``autotune`` takes it."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a share of the cells, in [0, 1)")
+    if not (0 <= value < 1 if allow_zero else 0 < value < 1):
+        where = "[0, 1)" if allow_zero else "(0, 1)"
+        raise argparse.ArgumentTypeError(f"{text!r} must be a share of the cells, in {where}")
     return value
+
+
+def _train_size(text: str) -> float:
+    """``--train-size``: the share of the cells a trial trains on, in ``(0, 1)``."""
+    return _share(text, allow_zero=False)
+
+
+def _test_size(text: str) -> float:
+    """``--test-size``: the share of the cells no trial sees, in ``[0, 1)``."""
+    return _share(text, allow_zero=True)
 
 
 def parse_gpus(text: str) -> str | int | list[int] | None:
@@ -290,12 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
         "load it with sat.Model.load(DIR) to embed or score other cells",
     )
     tune.add_argument(
-        "--train-size", type=_fraction, default=0.75, metavar="F",
+        "--train-size", type=_train_size, default=0.75, metavar="F",
         help="share of the cells the models train on (default 0.75); the rest, apart from "
         "--test-size, is held out for the loss",
     )
     tune.add_argument(
-        "--test-size", type=_fraction, default=0.0, metavar="F",
+        "--test-size", type=_test_size, default=0.0, metavar="F",
         help="share of the cells kept untouched for a final test of the best model "
         "(default 0: none)",
     )
@@ -547,7 +558,7 @@ def _terminate(signum: int, frame: Any) -> None:
 def _how_stopped(stop: KeyboardInterrupt) -> tuple[str, int]:
     """What a stop is called on stderr, and the exit code it ends with."""
     if isinstance(stop, Terminated):
-        return "terminated (SIGTERM)", EXIT_TERMINATED
+        return stop.reason, EXIT_TERMINATED
     return "interrupted", EXIT_INTERRUPTED
 
 

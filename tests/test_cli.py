@@ -197,6 +197,8 @@ def test_key_added_keeps_an_earlier_search_and_no_default_leaves_out_the_referen
         ("ok", ["--gpus", "lots"], "--gpus"),
         ("ok", ["--shared-input"], "--shared-input needs --scheduler"),
         ("ok", ["--key-added", "a/b"], "--key-added 'a/b'"),
+        ("ok", ["--train-size", "0"], "--train-size: '0' must be a share of the cells, in (0, 1)"),
+        ("ok", ["--test-size", "1"], "--test-size: '1' must be a share of the cells, in [0, 1)"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(cortex, tmp_path, capsys, make, extra, message):

@@ -20,7 +20,13 @@ import scanpy_autotune as sat
 from scanpy_autotune import cli
 from scanpy_autotune._record import TrialRecord
 from scanpy_autotune._results import SCORE_COLUMNS, build_results, read_results
-from scanpy_autotune._scib import BATCH_METRICS, BIO_METRICS, SCORE_NAMES, unintegrated_embedding
+from scanpy_autotune._scib import (
+    BATCH_METRICS,
+    BIO_METRICS,
+    SCORE_NAMES,
+    _exact_diffusion_neighbours,
+    unintegrated_embedding,
+)
 from scanpy_autotune.pl._pareto import pareto_front
 
 matplotlib.use("Agg")
@@ -293,3 +299,20 @@ def test_a_trial_that_diverges_at_once_fails_even_when_its_latent_could_be_score
     assert record.status == "fail" and model is None
     assert "diverged (non-finite ELBO) at epoch 1 with no finite epoch before it" in record.error
     assert record.scores == {} and not np.isfinite(record.loss)
+
+
+def test_kbet_finds_its_diffusion_neighbours_exactly_and_gives_pynndescent_back():
+    """kBET's per-label neighbours are exact inside the scoring (no minute of numba compiling)."""
+    import scib_metrics.nearest_neighbors as neighbours_module
+
+    approximate = neighbours_module.pynndescent
+    X = np.random.default_rng(0).normal(size=(40, 5))
+    with pytest.raises(RuntimeError, match="inside"), _exact_diffusion_neighbours():
+        assert neighbours_module.pynndescent is not approximate
+        found = neighbours_module.pynndescent(X, n_neighbors=6, random_state=0)
+        raise RuntimeError("inside")
+    assert neighbours_module.pynndescent is approximate  # restored, also after an error
+    distances = np.linalg.norm(X[:, None] - X[None], axis=-1)
+    expected = np.argsort(distances, axis=1)[:, :6]
+    np.testing.assert_array_equal(found.indices, expected)  # each cell first, then its 5 nearest
+    np.testing.assert_allclose(found.distances, np.take_along_axis(distances, expected, axis=1), atol=1e-6)

@@ -129,7 +129,7 @@ def test_timeout_starts_nothing_more_and_abandons_the_running_trials():
     run = run_trials(
         backend, _tuner(), None, max_evals=10, default_params=DEFAULT, timeout=0.3, progress=False
     )
-    assert run.timed_out and sorted(run.records) == [0, 1]
+    assert run.stop_reason == "timeout of 0.3 s" and sorted(run.records) == [0, 1]
     assert backend.submitted == [0, 1, 2, 3]  # the two hanging trials took the slots; no more started
     assert backend.shut_down_with is True
 

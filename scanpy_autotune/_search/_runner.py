@@ -45,11 +45,9 @@ class RunResult:
     interrupted
         What stopped the search before its end, to re-raise after the results
         are written: the ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM on the
-        command line), the :class:`._journal.JournalWriteError` of a journal
+        command line), the ``JournalWriteError`` of a journal
         that could not be written, or :class:`BackendFailed` when the backend
         failed mid-search.
-    timed_out
-        Whether ``timeout`` stopped the search.
     stop_reason
         Why the search ended, in words (the budget, convergence, the timeout, Ctrl-C).
     """
@@ -58,7 +56,6 @@ class RunResult:
     best_model: dict | None = None
     best_model_trial: int = -1
     interrupted: BaseException | None = None
-    timed_out: bool = False
     stop_reason: str = ""
     converged_after: int = 0
 
@@ -259,7 +256,6 @@ def run_trials(
                 running[trial_id] = _Running(params, device, is_default, startup=source)
                 logger.debug("trial %d started on %s: %s", trial_id, device, params)
             if timed_out:
-                outcome.timed_out = True
                 outcome.stop_reason = f"timeout of {timeout:g} s"
                 logger.warning(
                     "timeout of %g s reached: %d trial(s) abandoned, %d finished",

@@ -59,7 +59,8 @@ class SearchOutcome:
     records
         Every finished trial (resumed ones included), in trial-id order.
     settings
-        The search's settings, as ``adata.uns[key]["params"]`` records them.
+        The search's settings, as ``adata.uns[key]["params"]`` records them
+        (``settings["stop_reason"]``: why the search ended).
     searched
         Searched hyperparameter -> axis kind (``"categorical"``, ``"numeric"``, ``"log"``).
     best
@@ -70,12 +71,8 @@ class SearchOutcome:
         trial succeeded or the search was interrupted.
     interrupted
         What stopped the search (a ``KeyboardInterrupt``, a
-        :class:`._journal.JournalWriteError`), to re-raise once the results
+        ``JournalWriteError``), to re-raise once the results
         are written.
-    timed_out
-        Whether ``timeout`` stopped the search.
-    stop_reason
-        Why the search ended: the budget, convergence, the timeout or Ctrl-C.
     """
 
     records: list[TrialRecord]
@@ -86,8 +83,6 @@ class SearchOutcome:
     latent: np.ndarray | None = None
     test_loss: float | None = None
     interrupted: BaseException | None = None
-    timed_out: bool = False
-    stop_reason: str = ""
 
 
 def objective_identity(objective: Callable | str | None) -> str:
@@ -445,8 +440,7 @@ def search(
     records = [run.records[t] for t in sorted(run.records)]
     outcome = SearchOutcome(
         records=records, settings=params, searched=search_space.searched_kinds(),
-        best=best_of(records), interrupted=run.interrupted, timed_out=run.timed_out,
-        stop_reason=run.stop_reason,
+        best=best_of(records), interrupted=run.interrupted,
     )
     if outcome.best is not None and run.interrupted is None:
         from ._best import finish_best_model

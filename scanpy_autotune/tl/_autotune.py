@@ -14,7 +14,7 @@ from anndata import AnnData
 from .._logging import follow_scanpy_verbosity
 from .._paths import check_model_dir, check_output_file
 from .._record import gain_over_default
-from .._results import NoTrialSucceededError, build_results
+from .._results import NoTrialSucceededError, build_results, is_search_result, write_results
 from .._search import VALIDATION_SIZE, SearchOutcome, search
 from .._search._space import default_space as _default_space
 from .._search._space import integration_space as _integration_space
@@ -419,8 +419,7 @@ def _obs_labels(adata: AnnData, labels_key: Any) -> np.ndarray:
 def _refuse_to_replace_other_results(adata: AnnData, key: str) -> None:
     """``key_added`` may replace an earlier search's results, never what another tool wrote there."""
     if key in adata.uns:
-        held = adata.uns[key]
-        if isinstance(held, Mapping) and {"trials", "best", "params"} <= set(held):
+        if is_search_result(adata.uns[key]):
             return  # an earlier search: this one replaces it
         taken = [f"adata.uns[{key!r}]"]
     else:  # no search result there: an entry under its names is another tool's, unless a split
@@ -461,7 +460,7 @@ def _write_results(
     if outcome.test_loss is not None:
         uns["best"]["test_loss"] = outcome.test_loss
     labels = split.labels(n_obs)
-    adata.uns[key] = uns
+    write_results(adata, key, uns)  # checked, then stored
     adata.obs[f"{key}_split"] = labels
     if outcome.latent is not None:
         adata.obsm[f"X_{key}"] = np.asarray(outcome.latent)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .._results import DEFAULT_KEY, Results, read_results
+from .._results import DEFAULT_KEY, Results, is_missing_param, read_results
 from .._validation import check_int
 
 __all__ = ["SCVI_TOOLS_NAMES", "scvi_kwargs"]
@@ -216,7 +215,7 @@ def _hyperparameters(row: pd.Series, names: list[str], trial_id: int) -> dict[st
     for name in names:
         value = row[name]
         value = value.item() if isinstance(value, np.generic) else value
-        if _is_missing(value):  # a hyperparameter this trial did not record
+        if is_missing_param(value):  # a hyperparameter this trial did not record
             continue
         spec = HYPERPARAMETERS.get(name)
         if spec is None:  # not ours: kept so that the caller reports it
@@ -227,13 +226,6 @@ def _hyperparameters(row: pd.Series, names: list[str], trial_id: int) -> dict[st
         except ValueError as error:
             raise ValueError(f"Trial {trial_id} stored an invalid value: {error}") from None
     return values
-
-
-def _is_missing(value: Any) -> bool:
-    """NaN, ``pd.NA``, ``None`` or ``"None"`` (how ``.h5ad`` results store a missing value)."""
-    if isinstance(value, str):
-        return value == "None"
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def _max_epochs(res: Results) -> int:
