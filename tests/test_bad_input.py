@@ -113,9 +113,20 @@ def test_journal_lines_with_wrong_types_name_the_file_and_line(tmp_path):
         Journal.open(path, {"seed": 0}, decode=TrialRecord.from_json)
 
 
-@pytest.mark.parametrize("key", ["a/b", "", "  ", 3, ".", "..", "x\x00y"])
-def test_keys_that_h5ad_cannot_store_are_refused(tiny, key):
-    _refused(tiny, "key_added=", key_added=key)
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("a/b", r"contains '/', which \.h5ad files cannot store in a key .* e\.g\. 'a_b'"),
+        ("", "must be a non-empty string"),
+        ("  ", "must be a non-empty string"),
+        (3, "must be a non-empty string"),
+        (".", "names the enclosing group"),
+        ("..", "names the enclosing group"),
+        ("x\x00y", "contains a NUL character"),
+    ],
+)
+def test_keys_that_h5ad_cannot_store_are_refused(tiny, key, why):
+    _refused(tiny, f"key_added=.*{why}", key_added=key)
 
 
 # ---------------------------------------------------------------------------

@@ -167,6 +167,11 @@ def test_imputation_score(trained):
 @pytest.mark.parametrize("kind", ["nb", "poisson"])
 def test_other_likelihoods_and_observed_library(small, kind):
     model = sat.Model.fit(small, device="cpu", reconstruction_loss=kind, use_observed_lib_size=True, **FAST)
+    module = model.module
+    assert module.reconstruction_loss == kind and module.use_observed_lib_size
+    assert not hasattr(module, "l_encoder")  # the library is the observed one, not encoded
+    assert module.px_heads.out_features == small.n_vars  # one head: no zero-inflation logits
+    assert hasattr(module, "log_theta") == (kind == "nb")  # Poisson has no dispersion
     assert np.isfinite(model.marginal_nll(small, n_mc=5))
 
 
@@ -176,6 +181,10 @@ def test_batch_covariate(cortex):
     model = sat.Model.fit(adata, batch_key="plate", device="cpu", dispersion="gene-batch", **FAST)
     assert model.module.log_theta.shape == (2, adata.n_vars)
     assert np.isfinite(model.marginal_nll(adata, n_mc=5))
+    swapped = adata.copy()
+    swapped.obs["plate"] = np.where(adata.obs["plate"] == "a", "b", "a")
+    # the batch enters the encoder: the same counts under the other plate embed elsewhere
+    assert not np.allclose(model.latent(adata), model.latent(swapped))
 
 
 @pytest.mark.filterwarnings("ignore:Observation names are not unique")

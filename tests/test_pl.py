@@ -399,7 +399,8 @@ def test_save_writes_png(adata, res, plot, tmp_path):
         "param_importance": {"n_estimators": 10},
     }
     out = getattr(pl, plot)(adata, show=False, save=str(path), **small.get(plot, {}))
-    assert out is not None
+    axes = [out] if isinstance(out, matplotlib.axes.Axes) else list(np.ravel(out))
+    assert axes and all(isinstance(ax, matplotlib.axes.Axes) for ax in axes)  # returned with show=False
     assert path.read_bytes()[:8] == PNG_MAGIC
 
 
