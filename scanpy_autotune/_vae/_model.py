@@ -36,6 +36,9 @@ from ._train import EpochCallback, TrainResult, train
 
 logger = logging.getLogger("scanpy_autotune")
 
+#: What ``cells=`` takes: ``"all"``, a split's name, one cell's name, obs names, or a True/False mask.
+Cells = str | Sequence[str] | np.ndarray | pd.Series
+
 
 class _TrainedLayer:
     """The default of ``layer=`` in the methods that read counts: the model's own layer."""
@@ -380,13 +383,13 @@ class Model:
             f"{self.batch_categories[:10]}" + (" ..." if len(self.batch_categories) > 10 else "") + "."
         )
 
-    def _cells(self, data: CountData, cells) -> np.ndarray:
+    def _cells(self, data: CountData, cells: Cells) -> np.ndarray:
         selected = self._selected_cells(data, cells)
         if selected.size == 0:
             raise ValueError(f"cells={cells!r} selects no cell of adata.")
         return selected
 
-    def _selected_cells(self, data: CountData, cells) -> np.ndarray:
+    def _selected_cells(self, data: CountData, cells: Cells) -> np.ndarray:
         if isinstance(cells, str):
             if cells == "all":
                 return np.arange(data.n_obs)
@@ -443,7 +446,7 @@ class Model:
     # -- metrics --------------------------------------------------------------
     @doc_params(**_DOCS)
     def marginal_nll(
-        self, adata: AnnData, n_mc: int = 100, *, cells="heldout", per_cell: bool = False,
+        self, adata: AnnData, n_mc: int = 100, *, cells: Cells = "heldout", per_cell: bool = False,
         layer: str | None = TRAINED_LAYER, seed: int | None = 0,
     ) -> float | pd.Series:
         """Held-out negative marginal log-likelihood per cell, ``-log p(x)``, by importance sampling.
@@ -472,7 +475,7 @@ class Model:
 
     @doc_params(**_DOCS)
     def elbo(
-        self, adata: AnnData, *, cells="heldout", per_cell: bool = False,
+        self, adata: AnnData, *, cells: Cells = "heldout", per_cell: bool = False,
         layer: str | None = TRAINED_LAYER, seed: int | None = 0,
     ) -> float | pd.Series:
         """ELBO per cell (higher is better; one posterior sample), on ``cells`` as in :meth:`Model.marginal_nll`.
