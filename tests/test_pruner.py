@@ -420,23 +420,23 @@ def test_auto_pruner_leaves_short_searches_unpruned(caplog):
 
 
 def test_a_resumed_auto_search_keeps_the_pruning_it_started_with(tmp_path, caplog):
-    from scanpy_autotune._search._search import _pruner_of_resumed_journal
+    from scanpy_autotune._search._resume import pruner_of_resumed_journal
 
     short = tmp_path / "short.jsonl"
     Journal.open(short, {"pruner": "none"})[0].close()
     asha = make_pruner("auto", 400, max_evals=100)
     with caplog.at_level(logging.INFO, logger="scanpy_autotune"):
-        assert _pruner_of_resumed_journal(short, "auto", asha, 400) is None
+        assert pruner_of_resumed_journal(short, "auto", asha, 400) is None
     assert "was searched without pruning; so is the rest" in caplog.text
-    assert _pruner_of_resumed_journal(short, "asha", asha, 400) is asha  # asked for explicitly: kept
+    assert pruner_of_resumed_journal(short, "asha", asha, 400) is asha  # asked for explicitly: kept
 
     pruned = tmp_path / "pruned.jsonl"
     Journal.open(pruned, {"pruner": asha.describe()})[0].close()
-    again = _pruner_of_resumed_journal(pruned, "auto", None, 400)
+    again = pruner_of_resumed_journal(pruned, "auto", None, 400)
     assert isinstance(again, ASHAPruner) and again.describe() == asha.describe()
-    assert _pruner_of_resumed_journal(tmp_path / "new.jsonl", "auto", None, 400) is None  # nothing to resume
+    assert pruner_of_resumed_journal(tmp_path / "new.jsonl", "auto", None, 400) is None  # nothing to resume
     (tmp_path / "notes.txt").write_text("my lab notes")
-    assert _pruner_of_resumed_journal(tmp_path / "notes.txt", "auto", asha, 400) is asha
+    assert pruner_of_resumed_journal(tmp_path / "notes.txt", "auto", asha, 400) is asha
 
 
 def test_start_up_trials_are_judged_only_from_the_second_rung():
@@ -485,14 +485,14 @@ def test_the_auto_pruner_spares_tpe_start_up_at_its_first_rung():
 
 
 def test_a_journal_pruned_before_the_start_up_rule_is_resumed_with_its_own_pruning(tmp_path):
-    from scanpy_autotune._search._search import _pruner_of_resumed_journal
+    from scanpy_autotune._search._resume import pruner_of_resumed_journal
 
     old = make_pruner("asha", 400, min_epochs=25)  # what "auto" stored before start-up trials were spared
     journal = tmp_path / "old.jsonl"
     Journal.open(journal, {"pruner": old.describe()})[0].close()
     now = make_pruner("auto", 400, max_evals=100, tpe_startup=20)
-    resumed = _pruner_of_resumed_journal(journal, "auto", now, 400)
+    resumed = pruner_of_resumed_journal(journal, "auto", now, 400)
     assert resumed.describe() == old.describe() and resumed.startup_trials == 0
     current = tmp_path / "current.jsonl"
     Journal.open(current, {"pruner": now.describe()})[0].close()
-    assert _pruner_of_resumed_journal(current, "auto", now, 400) is now
+    assert pruner_of_resumed_journal(current, "auto", now, 400) is now

@@ -15,14 +15,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._search import VALIDATION_SIZE, SearchOutcome, objective_identity, search
+    from ._resume import VALIDATION_SIZE, objective_identity
+    from ._search import SearchOutcome, search
 
 __all__ = ["VALIDATION_SIZE", "SearchOutcome", "objective_identity", "search"]
 
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from . import _search
+        from . import _resume, _search
 
-        return getattr(_search, name)
+        return getattr(_resume if hasattr(_resume, name) else _search, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

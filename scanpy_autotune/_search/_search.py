@@ -8,8 +8,6 @@ It writes nothing into an AnnData: :func:`scanpy_autotune.tl.autotune` does.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +27,7 @@ from ._convergence import make_convergence_stop
 from ._gpu_sizing import trial_device_bytes
 from ._journal import Journal
 from ._pruner import Pruner, is_auto, make_pruner
+from ._resume import VALIDATION_SIZE, check_resumed, pruner_of_resumed_journal, resume_settings
 from ._runner import run_trials
 from ._scoring import SCORE_CELLS, scoring_settings
 from ._slots import make_backend
@@ -42,12 +41,10 @@ if TYPE_CHECKING:
     from .._vae import Model
     from .._vae._data import CountData, Split
 
-__all__ = ["VALIDATION_SIZE", "SearchOutcome", "objective_identity", "search"]
+__all__ = ["VALIDATION_SIZE", "SearchOutcome", "search"]
 
 logger = logging.getLogger("scanpy_autotune")
 
-#: Fraction of the training cells set aside for early stopping and pruning.
-VALIDATION_SIZE = 0.1
 
 
 @dataclass
@@ -85,51 +82,6 @@ class SearchOutcome:
     interrupted: BaseException | None = None
 
 
-def objective_identity(objective: Callable | str | None) -> str:
-    """How the journal recognises an objective: its name and a hash of its source.
-
-    Two functions with the same name but different code get different
-    identities, so a resume never mixes the losses of two objectives. Where
-    the source cannot be read (a function typed into a plain interpreter), the
-    hash covers its compiled code and constants instead. An ``objective.version``
-    attribute, when set, is part of the identity too.
-    """
-    if objective is None:
-        return "marginal_nll"
-    if isinstance(objective, str):
-        return objective
-    name = getattr(objective, "__qualname__", type(objective).__qualname__)
-    try:
-        material = inspect.getsource(objective).encode()
-    except (OSError, TypeError):
-        code = getattr(objective, "__code__", None) or getattr(type(objective).__call__, "__code__", None)
-        material = b"" if code is None else code.co_code + repr(code.co_consts).encode()
-    version = getattr(objective, "version", None)
-    digest = hashlib.sha256(material).hexdigest()[:16]
-    return f"{name} sha256:{digest}" + (f" version:{version}" if version is not None else "")
-
-
-def _resume_settings(
-    space: SearchSpace, data: CountData, split: Split, *, max_epochs: int, n_mc: int, seed: int,
-    objective: Callable | str | None, pruner: Pruner | None, train_size: float, test_size: float,
-) -> dict[str, Any]:
-    """What must match for a journal to be resumed."""
-    return {
-        "space": space.to_text(),
-        "seed": int(seed),
-        "train_size": float(train_size),
-        "test_size": float(test_size),
-        "validation_size": VALIDATION_SIZE,
-        "max_epochs": int(max_epochs),
-        "n_mc": int(n_mc),
-        "objective": objective_identity(objective),
-        "pruner": pruner.describe() if pruner is not None else "none",
-        "data": data.fingerprint(),
-        "n_cells": int(data.n_obs),
-        "n_genes": int(data.n_vars),
-    }
-
-
 def _make_search_pruner(
     pruner: str | None,
     objective: Callable | str | None,
@@ -157,33 +109,6 @@ def _make_search_pruner(
     return None
 
 
-def _pruner_of_resumed_journal(
-    journal: str | os.PathLike | None, pruner: str | None, built: Pruner | None, max_epochs: int
-) -> Pruner | None:
-    """With ``pruner="auto"``, a resumed search keeps the pruning it started with.
-
-    ``"auto"`` depends on ``max_evals`` (no pruning under ``AUTO_MIN_TRIALS``
-    trials, TPE's start-up trials judged from the second rung on) and on the
-    package's version (journals written before the start-up rule prune every
-    trial from the first rung), so resuming with another budget or version
-    would otherwise change the pruning halfway, and the journal's settings
-    would no longer match.
-    """
-    if journal is None or not is_auto(pruner):
-        return built
-    stored = (Journal.stored_settings(journal) or {}).get("pruner")
-    if stored == "none" and built is not None:
-        logger.info("pruner 'auto': the resumed journal %s was searched without pruning; so is the rest", journal)
-        return None
-    if isinstance(stored, dict) and stored.get("max_epochs") == max_epochs and (
-        built is None or built.describe() != stored
-    ):
-        logger.info("pruner 'auto': the resumed journal %s was pruned by %s; so is the rest", journal, stored)
-        kwargs = {k: v for k, v in stored.items() if k not in ("name", "max_epochs", "rungs")}
-        return make_pruner(stored.get("name"), max_epochs, **kwargs)
-    return built
-
-
 def _trial_device_bytes(data: CountData, space: SearchSpace) -> int:
     """What one trial of ``space`` holds on its GPU at most (its largest network and minibatch)."""
     from .._vae import default_hyperparameters
@@ -201,19 +126,6 @@ def _trial_device_bytes(data: CountData, space: SearchSpace) -> int:
         data.n_obs, data.n_vars, data.X.nnz,
         n_hidden=largest("n_hidden"), n_layers=largest("n_layers"), batch_size=largest("batch_size"),
     )
-
-
-def _check_resumed(records: list[TrialRecord], space: SearchSpace, journal: Any) -> None:
-    """Refuse journal trials that this search could not have run (a hand-edited journal)."""
-    known = set(space.names) | set(space.fixed)
-    for record in records:
-        unknown = sorted(set(record.params) - known)
-        if unknown or (not record.is_default and space.encode(record.params) is None):
-            what = f"unknown hyperparameter(s) {unknown}" if unknown else f"{record.params} outside the space"
-            raise ValueError(
-                f"{journal}: trial {record.trial_id} has {what} (space: {space.to_text()}); the journal was edited "
-                "or written by other code. Remove that trial's line, or start a new journal."
-            )
 
 
 def _startup_setting(startup: Any, chosen: list) -> str:
@@ -355,7 +267,7 @@ def search(
             "with objective='integration' or your own objective."
         )
     search_pruner = _make_search_pruner(pruner, objective, max_epochs, max_evals, dict(pruner_kwargs or {}))
-    search_pruner = _pruner_of_resumed_journal(journal, pruner, search_pruner, max_epochs)
+    search_pruner = pruner_of_resumed_journal(journal, pruner, search_pruner, max_epochs)
     stopper = make_convergence_stop(patience, max_evals, max_epochs)
     tpe_startup = startup_trials(max_evals)
     startup_list = startup_configs(startup, search_space)
@@ -366,7 +278,7 @@ def search(
         scoring = make_scoring_plan(
             data, split, labels, labels_key=labels_key, batch_key=batch_key, score_cells=score_cells
         )
-    settings = _resume_settings(
+    settings = resume_settings(
         search_space, data, split, max_epochs=max_epochs, n_mc=n_mc, seed=seed,
         objective=objective, pruner=search_pruner, train_size=train_size, test_size=test_size,
     )
@@ -383,7 +295,7 @@ def search(
             journal_obj, resumed = Journal.open(
                 journal, settings, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json, lock=True
             )
-        _check_resumed(resumed, search_space, journal)
+        check_resumed(resumed, search_space, journal)
     except BaseException:
         pool.shutdown()  # a Dask client the backend opened is closed again
         raise
