@@ -12,7 +12,7 @@ from _scripted_backend import Plan, ScriptedBackend
 from test_runner import DEFAULT, _tuner
 
 import scanpy_autotune as sat
-from scanpy_autotune._record import NAN_FIELDS, TrialRecord
+from scanpy_autotune._record import TrialRecord
 from scanpy_autotune._results import build_results
 from scanpy_autotune._search._convergence import ConvergenceStop, make_convergence_stop
 from scanpy_autotune._search._journal import Journal
@@ -97,7 +97,7 @@ def test_a_converged_search_stops_early_lets_running_trials_finish_and_says_why(
     assert 11 <= n <= 13 and sorted(run.records) == list(range(n)) == backend.submitted
     assert run.stop_reason.startswith("converged: 5 trials' worth of training in a row")
     assert backend.shut_down_with is False  # nothing was abandoned
-    _, records = Journal.open(path, {"seed": 0}, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json)
+    _, records = Journal.open(path, {"seed": 0}, decode=TrialRecord.from_json)
     again, _ = Journal.open(path, {"seed": 0})
     assert again.notes == [{"kind": "stop", "reason": run.stop_reason, "n_trials": n, "max_evals": 50,
                             "converged_after": 11, "convergence": stop.describe()}]

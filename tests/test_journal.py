@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from scanpy_autotune._record import TrialRecord
 from scanpy_autotune._search import _journal
 from scanpy_autotune._search._journal import Journal, to_json_safe
 
@@ -75,22 +76,20 @@ def test_nan_and_numpy_round_trip(tmp_path):
     line = json.loads(_lines(path)[1])
     assert line["loss"] is None and line["elbo"] is None
     assert line["history"] == [3.0, 2.0, None, None]
-    _, (record,) = Journal.open(path, SETTINGS)
-    assert record["trial_id"] == 0 and type(record["trial_id"]) is int
-    assert math.isnan(record["loss"])
-    assert record["history"][:2] == [3.0, 2.0] and all(math.isnan(v) for v in record["history"][2:])
-    assert record["n_epochs"] == 2
-    assert record["params"] == {"lr": 0.5, "flag": True}
-    assert record["error"] is None
-    assert record["elbo"] is None  # not a nan key: null stays None
-
-
-def test_nan_keys_are_configurable(tmp_path):
-    path = tmp_path / "j.jsonl"
-    journal, _ = Journal.open(path, SETTINGS, nan_keys=("loss", "elbo"))
-    journal.append({"trial_id": 0, "loss": 1.0, "elbo": float("nan")})
-    _, (record,) = Journal.open(path, SETTINGS, nan_keys=("loss", "elbo"))
-    assert record["loss"] == 1.0 and math.isnan(record["elbo"])
+    _, (raw,) = Journal.open(path, SETTINGS)  # as JSON: null stays None
+    assert raw["trial_id"] == 0 and type(raw["trial_id"]) is int
+    assert raw["loss"] is None and raw["history"] == [3.0, 2.0, None, None] and raw["elbo"] is None
+    assert raw["n_epochs"] == 2 and raw["params"] == {"lr": 0.5, "flag": True} and raw["error"] is None
+    # the search's decoder turns null numbers back into NaN, in the loss and the history
+    journal.append({"trial_id": 1, "status": "fail", "loss": np.nan, "params": {"lr": 0.5},
+                    "history": {"train_elbo": history, "validation_elbo": history}})
+    with pytest.raises(ValueError, match="line 2"):  # the first line is no trial record (no history dict)
+        Journal.open(path, SETTINGS, decode=TrialRecord.from_json)
+    path.write_text("\n".join([_lines(path)[0], _lines(path)[2]]) + "\n")
+    _, (record,) = Journal.open(path, SETTINGS, decode=TrialRecord.from_json)
+    assert record.trial_id == 1 and math.isnan(record.loss)
+    curve = record.history["validation_elbo"]
+    assert curve[:2] == [3.0, 2.0] and all(math.isnan(v) for v in curve[2:])
 
 
 def test_truncated_last_line_is_dropped_and_file_repaired(tmp_path, caplog):

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from scanpy_autotune._record import NAN_FIELDS, TrialRecord
+from scanpy_autotune._record import TrialRecord
 from scanpy_autotune._search._journal import Journal
 from scanpy_autotune._search._pruner import (
     ASHAPruner,
@@ -267,7 +267,7 @@ def test_restore_from_journal_reproduces_live_decisions(tmp_path, name):
         journal.append(record.to_json())
     journal.append(TrialRecord(20, {}, error="WorkerDied").to_json())  # no rung values: nothing
     _, resumed = Journal.open(
-        tmp_path / "journal.jsonl", settings, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json
+        tmp_path / "journal.jsonl", settings, decode=TrialRecord.from_json
     )
     assert [r.status for r in resumed] == [r.status for r in records_a] + ["fail"]
     assert [r.rung_values for r in resumed[:-1]] == [r.rung_values for r in records_a]

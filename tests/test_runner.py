@@ -9,7 +9,7 @@ import os
 import pytest
 from _scripted_backend import Plan, ScriptedBackend
 
-from scanpy_autotune._record import NAN_FIELDS, TrialRecord
+from scanpy_autotune._record import TrialRecord
 from scanpy_autotune._search._backends import Backend
 from scanpy_autotune._search._journal import Journal
 from scanpy_autotune._search._pruner import ASHAPruner
@@ -90,7 +90,7 @@ def test_resume_restores_the_pruner_and_reruns_nothing(tmp_path):
         ScriptedBackend(script), _tuner(), None, max_evals=5, journal=journal,
         default_params=DEFAULT, pruner=first_pruner, progress=False,
     )
-    _, resumed = Journal.open(path, {"seed": 0}, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json)
+    _, resumed = Journal.open(path, {"seed": 0}, decode=TrialRecord.from_json)
     def as_text(records):
         return sorted(json.dumps(r.to_json(), sort_keys=True) for r in records)
 
@@ -175,7 +175,7 @@ def test_a_journal_that_cannot_be_written_stops_the_search_and_keeps_every_finis
     assert backend.submitted == [0, 1, 2]  # nothing started after the failure
     path.unlink()
     os.replace(aside, path)
-    _, resumed = Journal.open(path, {"seed": 1}, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json)
+    _, resumed = Journal.open(path, {"seed": 1}, decode=TrialRecord.from_json)
     assert [r.trial_id for r in resumed] == [0, 1]
 
 
@@ -261,7 +261,7 @@ def test_a_ctrl_c_while_the_workers_stop_keeps_every_trial(tmp_path):
             raise KeyboardInterrupt
 
     backend = InterruptedShutdown(lambda t, p: Plan(loss=_loss(p)), n_slots=2)
-    journal, _ = Journal.open(tmp_path / "j.jsonl", {"space": "s"}, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json)
+    journal, _ = Journal.open(tmp_path / "j.jsonl", {"space": "s"}, decode=TrialRecord.from_json)
     run = run_trials(backend, _tuner(), None, max_evals=5, default_params=DEFAULT, progress=False,
                      journal=journal)
     journal.close()

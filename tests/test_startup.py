@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from _scripted_backend import Plan, ScriptedBackend
 
-from scanpy_autotune._record import NAN_FIELDS, TrialRecord
+from scanpy_autotune._record import TrialRecord
 from scanpy_autotune._results import build_results, read_results
 from scanpy_autotune._search._journal import Journal
 from scanpy_autotune._search._runner import run_trials
@@ -81,7 +81,7 @@ def test_startup_configurations_run_after_the_default_and_before_tpe(tmp_path):
     assert tuner.n_finished == 6
 
     # resume with a larger budget: nothing that finished runs again, the column survives the journal
-    _, resumed = Journal.open(path, {"seed": 0}, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json)
+    _, resumed = Journal.open(path, {"seed": 0}, decode=TrialRecord.from_json)
     assert {r.trial_id: r.startup for r in resumed}[2] == "given startup[1]"
     backend = ScriptedBackend(lambda t, p: Plan(loss=_loss(p)), n_slots=2)
     more = run_trials(

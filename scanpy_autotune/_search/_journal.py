@@ -9,9 +9,9 @@ and every further line one finished trial::
     {"kind": "trial", "trial_id": 3, "status": "ok", "loss": 1218.5, ...}
 
 Each line is flushed and fsynced before :meth:`Journal.append` returns. NaN and
-infinities are written as ``null``; on reading, ``null`` becomes NaN again for
-the keys in ``nan_keys`` (``loss`` by default) and inside lists of numbers
-(histories padded with NaN).
+infinities are written as ``null`` (JSON has no NaN); the journal reads lines
+back as JSON, and the caller's ``decode`` (the search's
+``TrialRecord.from_json``) turns ``null`` numbers back into NaN.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,11 @@ import numpy as np
 
 from .._errors import JournalLockedError, JournalWriteError
 
-__all__ = ["DEFAULT_NAN_KEYS", "JOURNAL_VERSION", "Journal", "to_json_safe"]
+__all__ = ["JOURNAL_VERSION", "Journal", "to_json_safe"]
 
 logger = logging.getLogger("scanpy_autotune")
 
 JOURNAL_VERSION = 1
-DEFAULT_NAN_KEYS: tuple[str, ...] = ("loss",)
 
 
 # ---------------------------------------------------------------------------
@@ -77,25 +76,6 @@ def to_json_safe(obj: Any) -> Any:
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     raise TypeError(f"Cannot write {type(obj).__name__} to the journal: {obj!r}.")
-
-
-def _restore_nan(obj: Any) -> Any:
-    """``None`` to NaN inside lists that hold numbers (NaN-padded arrays)."""
-    if isinstance(obj, list):
-        items = [_restore_nan(v) for v in obj]
-        numeric = any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items)
-        return [float("nan") if (v is None and numeric) else v for v in items]
-    if isinstance(obj, dict):
-        return {k: _restore_nan(v) for k, v in obj.items()}
-    return obj
-
-
-def _decode_record(line: dict, nan_keys: Iterable[str]) -> dict:
-    record = {k: _restore_nan(v) for k, v in line.items() if k != "kind"}
-    for key in nan_keys:
-        if key in record and record[key] is None:
-            record[key] = float("nan")
-    return record
 
 
 def _dumps(obj: Any) -> str:
@@ -203,15 +183,14 @@ def _notes(lines: list[tuple[int, dict]]) -> list[dict]:
 
 
 def _trial_records(
-    path: Path, lines: list[tuple[int, dict]], nan_keys: Iterable[str],
-    decode: Callable[[dict], Any] | None,
+    path: Path, lines: list[tuple[int, dict]], decode: Callable[[dict], Any] | None
 ) -> list[Any]:
     records, seen = [], set()
     for number, line in lines:
         if line.get("kind") != "trial":
             logger.debug("Skipping a journal line of kind %r in %s.", line.get("kind"), path)
             continue
-        record = _decode_record(line, nan_keys)
+        record = {k: v for k, v in line.items() if k != "kind"}
         if decode is not None:
             try:
                 record = decode(record)
@@ -296,18 +275,10 @@ class Journal:
         The journal file.
     settings
         The search settings written into a new file's header.
-    nan_keys
-        Top-level record keys whose ``null`` reads back as NaN.
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        settings: Mapping[str, Any] | None = None,
-        nan_keys: Iterable[str] = DEFAULT_NAN_KEYS,
-    ) -> None:
+    def __init__(self, path: str | os.PathLike, settings: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path)
-        self.nan_keys = tuple(nan_keys)
         self.settings = to_json_safe(dict(settings or {}))
         self._lock: _Lock | None = None
         self.notes: list[dict] = []  # non-trial lines read by open(), e.g. where a search stopped
@@ -349,7 +320,6 @@ class Journal:
         cls,
         path: str | os.PathLike,
         settings: Mapping[str, Any],
-        nan_keys: Iterable[str] = DEFAULT_NAN_KEYS,
         *,
         decode: Callable[[dict], Any] | None = None,
         lock: bool = False,
@@ -367,8 +337,6 @@ class Journal:
         settings
             The settings that must match on resume (space text, seed, split,
             data fingerprint, ...); JSON-compatible values.
-        nan_keys
-            Top-level record keys whose ``null`` reads back as NaN.
         decode
             Turns each trial line (a dict) into the caller's record type; a
             ``ValueError`` it raises is reported with the file and line number.
@@ -395,7 +363,6 @@ class Journal:
             With ``lock``, when another process holds the journal.
         """
         path = Path(path)
-        nan_keys = tuple(nan_keys)
         if path.is_dir():
             raise ValueError(f"The journal path {path} is a directory; pass a file path.")
         held = None
@@ -404,7 +371,7 @@ class Journal:
             held = _Lock(path)
             held.acquire()
         try:
-            journal, records = cls._open(path, settings, nan_keys, decode)
+            journal, records = cls._open(path, settings, decode)
         except BaseException:
             if held is not None:
                 held.release()
@@ -414,18 +381,17 @@ class Journal:
 
     @classmethod
     def _open(
-        cls, path: Path, settings: Mapping[str, Any], nan_keys: tuple[str, ...],
-        decode: Callable[[dict], Any] | None,
+        cls, path: Path, settings: Mapping[str, Any], decode: Callable[[dict], Any] | None
     ) -> tuple[Journal, list[Any]]:
         if not path.exists() or path.stat().st_size == 0:
-            return cls(path, settings, nan_keys), []
+            return cls(path, settings), []
         data = path.read_bytes()
         if _is_torn_header(data):
             logger.warning(
                 "The journal %s holds only a header cut short by a crash; starting it afresh.", path
             )
             path.write_bytes(b"")
-            return cls(path, settings, nan_keys), []
+            return cls(path, settings), []
         try:
             lines, good_end = _parse_lines(path)
         except ValueError as err:
@@ -450,10 +416,10 @@ class Journal:
                 f"The journal {path} was written with other settings ({details}){hint}; "
                 "use a new journal path or the same settings."
             )
-        records = _trial_records(path, lines[1:], nan_keys, decode)
+        records = _trial_records(path, lines[1:], decode)
         _repair(path, good_end)
         logger.info("Resuming the journal %s with %d finished trial(s).", path, len(records))
-        journal = cls(path, settings, nan_keys)
+        journal = cls(path, settings)
         journal.notes = _notes(lines[1:])
         return journal, records
 
@@ -476,11 +442,6 @@ class Journal:
             raise ValueError(f"a note cannot be of kind {kind!r}")
         self._write_line(_dumps({"kind": kind, **fields}), mode="a")
         self.notes.append({"kind": kind, **to_json_safe(fields)})
-
-    def read(self) -> list[dict]:
-        """The trial records in the file (as :meth:`open` returns them), without repairing it."""
-        lines, _ = _parse_lines(self.path)
-        return _trial_records(self.path, lines[1:], self.nan_keys, None)
 
     def close(self) -> None:
         """Release the journal's lock (taken by ``open(..., lock=True)``); appending still works."""

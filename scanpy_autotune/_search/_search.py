@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import __version__
-from .._record import NAN_FIELDS, TrialRecord, best_of
+from .._record import TrialRecord, best_of
 from .._signals import interrupts_held
 from .._stop_reason import then_interrupted
 from .._validation import MAX_BUDGET, MAX_SEED, check_choice, check_int, check_number
@@ -293,7 +293,7 @@ def search(
     try:
         if journal is not None:
             journal_obj, resumed = Journal.open(
-                journal, settings, nan_keys=NAN_FIELDS, decode=TrialRecord.from_json, lock=True
+                journal, settings, decode=TrialRecord.from_json, lock=True
             )
         check_resumed(resumed, search_space, journal)
     except BaseException:
