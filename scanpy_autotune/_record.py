@@ -155,7 +155,7 @@ class TrialRecord:
     @property
     def succeeded(self) -> bool:
         """Whether the trial finished with a usable loss (``ok`` and finite)."""
-        return self.status == "ok" and math.isfinite(self.loss)
+        return _succeeded(self)
 
     @property
     def tpe_loss(self) -> float | None:
@@ -299,8 +299,13 @@ def ranked(trials: Iterable[_Rankable]) -> list[Any]:
     list
         The successful trials, sorted.
     """
-    ok = [t for t in trials if t.status == "ok" and math.isfinite(float(t.loss))]
+    ok = [t for t in trials if _succeeded(t)]
     return sorted(ok, key=lambda t: (float(t.loss), int(t.trial_id)))
+
+
+def _succeeded(trial: _Rankable) -> bool:
+    """A record or a trials-table row: ``ok`` with a finite loss."""
+    return trial.status == "ok" and math.isfinite(float(trial.loss))
 
 
 def best_of(trials: Iterable[_Rankable]) -> Any | None:
