@@ -433,6 +433,8 @@ def test_test_split_refit_and_save_dir(small, tmp_path):
     assert model.hyperparameters["n_latent"] == best_params["n_latent"]
     # the refit saw every cell but the test cells and trained for the best trial's epoch count
     assert len(model.split["train"]) == small.n_obs - split["test"]
+    with pytest.raises(ValueError, match=r"no 'heldout' cells \(a model refit on every cell .* pass cells='all'"):
+        model.marginal_nll(small)
     assert not set(model.split["train"]) & set(small.obs_names[small.obs["autotune_split"] == "test"])
     best_row = uns["trials"].set_index("trial_id").loc[uns["best"]["trial_id"]]
     assert model.train_result.n_epochs == best_row["best_epoch"] + 1

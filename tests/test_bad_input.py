@@ -206,7 +206,8 @@ def test_key_added_never_replaces_another_tool_s_results(tiny):
     assert pca.obsm["X_pca"].shape == (tiny.n_obs, 5) and "variance_ratio" in pca.uns["pca"]
     only_obsm = tiny.copy()
     only_obsm.obsm["X_mine"] = np.zeros((tiny.n_obs, 2))
-    _refused(only_obsm, r"adata.obsm\['X_mine'\] already hold", key_added="mine")
+    _refused(only_obsm, r"adata.obsm\['X_mine'\] already hold.* or delete del adata.obsm\['X_mine'\] if it is yours",
+             key_added="mine")
     other_split = tiny.copy()
     other_split.obs["mine_split"] = "fold1"
     _refused(other_split, r"adata.obs\['mine_split'\] already hold", key_added="mine")
@@ -221,6 +222,11 @@ def test_key_added_replaces_an_earlier_search(tiny):
     first = tiny.uns["autotune"]["params"]["seed"]
     sat.tl.autotune(tiny, **{**FAST, "seed": 5})
     assert first == 0 and tiny.uns["autotune"]["params"]["seed"] == 5
+    # an earlier search whose uns is gone (ad.concat drops uns; or deleted): its latent and split,
+    # recognised by the split, are replaced too
+    del tiny.uns["autotune"]
+    sat.tl.autotune(tiny, **{**FAST, "seed": 6})
+    assert tiny.uns["autotune"]["params"]["seed"] == 6 and "X_autotune" in tiny.obsm
 
 
 @pytest.mark.slow

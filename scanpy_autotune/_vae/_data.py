@@ -307,6 +307,26 @@ class Split:
         return cls(**parts)
 
 
+def split_from_labels(labels: pd.Series | np.ndarray, column: str) -> Split:
+    """The split a search stored in ``adata.obs[column]``: each cell ``train``, ``validation``,
+    ``heldout`` or ``test``; the same index arrays as :func:`make_split` gave it (sorted)."""
+    values = pd.Series(labels).astype(object)
+    unknown = sorted({str(v) for v in values if v not in SPLIT_NAMES})
+    if unknown:
+        raise ValueError(
+            f"adata.obs[{column!r}] must label every cell one of {list(SPLIT_NAMES)} (a search's "
+            f"split), got {unknown[:3]}."
+        )
+    values = values.to_numpy()
+    split = Split(**{name: np.flatnonzero(values == name).astype(np.int64) for name in SPLIT_NAMES})
+    if len(split.train) < 2 or len(split.heldout) < 1:
+        raise ValueError(
+            f"adata.obs[{column!r}] has {len(split.train)} training and {len(split.heldout)} held-out "
+            "cells; a model needs at least 2 and 1."
+        )
+    return split
+
+
 def make_split(
     n_obs: int,
     *,

@@ -20,7 +20,15 @@ from .._logging import follow_scanpy_verbosity
 from .._paths import check_model_dir, replace_dir
 from .._validation import MAX_BUDGET, MAX_SEED, check_bool, check_int, check_number
 from ._config import resolve_hyperparameters
-from ._data import SPLIT_NAMES, CountData, DeviceCounts, Split, extract_counts, make_split
+from ._data import (
+    SPLIT_NAMES,
+    CountData,
+    DeviceCounts,
+    Split,
+    extract_counts,
+    make_split,
+    split_from_labels,
+)
 from ._metrics import (
     corrupt,
     elbo,
@@ -191,6 +199,7 @@ class Model:
         train_size: float = 0.75,
         validation_size: float = 0.1,
         test_size: float = 0.0,
+        split: str | None = None,
         seed: int = 0,
         max_epochs: int = 400,
         device: str | torch.device | None = None,
@@ -216,8 +225,15 @@ class Model:
             ``0`` trains on all training cells (then ``early_stopping`` has no effect).
         test_size
             Fraction of cells kept untouched.
+        split
+            A column of ``adata.obs`` holding a search's split (``"autotune_split"``:
+            each cell ``train``, ``validation``, ``heldout`` or ``test``): the model
+            trains, stops early and is scored on those cells, and ``train_size``,
+            ``validation_size`` and ``test_size`` are not used.
+            :func:`scanpy_autotune.tl.retrain` uses it to train a trial again.
         seed
-            Seed of the split, the initial weights and the training noise.
+            Seed of the split (unless ``split`` is given), the initial weights and
+            the training noise.
         max_epochs
             Epoch cap.
         device
@@ -255,17 +271,18 @@ class Model:
         max_epochs = check_int("max_epochs", max_epochs, low=1, high=MAX_BUDGET)
         seed = check_int("seed", seed, low=0, high=MAX_SEED)
         data = extract_counts(adata, layer=layer, batch_key=batch_key)
-        split = make_split(
-            data.n_obs,
-            train_size=train_size,
-            test_size=test_size,
-            validation_size=validation_size,
-            seed=seed,
-        )
+        if split is None:
+            cells = make_split(
+                data.n_obs, train_size=train_size, test_size=test_size, validation_size=validation_size, seed=seed
+            )
+        elif not isinstance(split, str) or split not in adata.obs:
+            raise ValueError(f"split={split!r} is not a column of adata.obs (e.g. 'autotune_split' after a search).")
+        else:
+            cells = split_from_labels(adata.obs[split], split)
         device = resolve_device(device)
         counts = DeviceCounts(data, device)
         return cls.fit_prepared(
-            data, counts, split, config, seed=seed, max_epochs=int(max_epochs),
+            data, counts, cells, config, seed=seed, max_epochs=int(max_epochs),
             callback=callback, layer=layer, batch_key=batch_key, cuda_graphs=cuda_graphs,
             compiled_likelihood=compiled_likelihood,
         )
@@ -402,7 +419,11 @@ class Model:
                 )
             names = self.split.get(cells, [])
             if not names:
-                raise ValueError(f"The model's split has no {cells!r} cells.")
+                refit = " (a model refit on every cell but the test cells holds out none)" if cells == "heldout" else ""
+                raise ValueError(
+                    f"The model's split has no {cells!r} cells{refit}; pass cells='all', a True/False mask "
+                    "or obs names (e.g. cells=adata.obs['autotune_split'] == 'heldout')."
+                )
             return self._cells_by_name(data, names, f"the model's {cells!r} cells; pass cells='all'")
         if cells is None or isinstance(cells, (int, float, np.number)):
             raise ValueError(

@@ -5,11 +5,12 @@ from .._importances import importances
 from .._logging import follow_scanpy_verbosity
 from .._results import NoTrialSucceededError
 from ._autotune import autotune, default_max_epochs, default_space, integration_space
+from ._retrain import retrain
 from ._scvi_kwargs import scvi_kwargs
 from ._trials_table import trials_table
 
 __all__ = [
-    "BackendFailed", "JournalLockedError", "JournalWriteError", "NoTrialSucceededError", "autotune", "default_max_epochs", "default_space", "importances", "integration_space", "scvi_kwargs",
+    "BackendFailed", "JournalLockedError", "JournalWriteError", "NoTrialSucceededError", "autotune", "default_max_epochs", "default_space", "importances", "integration_space", "retrain", "scvi_kwargs",
     "trials_table",
 ]
 

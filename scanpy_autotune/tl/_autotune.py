@@ -177,7 +177,9 @@ def autotune(
         choice and its reason are logged, and recorded in
         ``uns[key_added]["params"]["trials_per_gpu"]`` (0 on the CPU).
     seed
-        Seed of the split, of TPE and of each trial's training.
+        Seed of the split, of TPE and of each trial's training (trial ``k``
+        trains with ``seed + k`` on the split drawn with ``seed``;
+        :func:`retrain` trains any trial again).
     journal
         JSON-lines file; every finished trial is appended before it counts, and
         calling again with the same journal resumes.
@@ -422,15 +424,18 @@ def _refuse_to_replace_other_results(adata: AnnData, key: str) -> None:
         if is_search_result(adata.uns[key]):
             return  # an earlier search: this one replaces it
         taken = [f"adata.uns[{key!r}]"]
-    else:  # no search result there: an entry under its names is another tool's, unless a split
-        taken = [f"adata.obsm['X_{key}']"] if f"X_{key}" in adata.obsm else []
+    else:  # no search result in uns: the latent and split are a search's if the split is one
         split = f"{key}_split"
-        if split in adata.obs and not _is_a_search_split(adata.obs[split]):
-            taken.append(f"adata.obs[{split!r}]")
+        if split in adata.obs:  # an earlier search whose uns was dropped (ad.concat drops it) or deleted
+            taken = [] if _is_a_search_split(adata.obs[split]) else [f"adata.obs[{split!r}]"]
+        else:
+            taken = [f"adata.obsm['X_{key}']"] if f"X_{key}" in adata.obsm else []
     if taken:
+        where = " and ".join(taken)
         raise ValueError(
-            f"key_added={key!r}: {' and '.join(taken)} already hold(s) something that is not a search "
-            f"result (e.g. scanpy's), which the search would replace; pass another key_added=."
+            f"key_added={key!r}: {where} already hold(s) something that is not a search result (e.g. "
+            f"scanpy's), which the search would replace; pass another key_added=, or delete "
+            f"{where.replace('adata.', 'del adata.', 1)} if it is yours to drop."
         )
 
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from .._results import DEFAULT_KEY, Results, is_missing_param, read_results
-from .._validation import check_int
+from .._results import DEFAULT_KEY, Results, read_results
+from ._trial import as_searched, max_epochs_of, trial_hyperparameters, trial_row
 
 __all__ = ["SCVI_TOOLS_NAMES", "scvi_kwargs"]
 
@@ -138,11 +135,11 @@ def scvi_kwargs(
     """
     res = read_results(adata, key)
     setup = {
-        "layer": _as_searched(res, "layer", layer),
-        "batch_key": _as_searched(res, "batch_key", batch_key),
+        "layer": as_searched(res, "layer", layer),
+        "batch_key": as_searched(res, "batch_key", batch_key),
     }
-    row = _trial_row(res, trial)
-    hyperparameters = _hyperparameters(row, res.hyperparameters, int(row["trial_id"]))
+    row = trial_row(res, trial)
+    hyperparameters = trial_hyperparameters(row, res.hyperparameters, int(row["trial_id"]))
     unmapped = [name for name in hyperparameters if name not in SCVI_TOOLS_NAMES]
     if unmapped:
         raise ValueError(
@@ -151,7 +148,7 @@ def scvi_kwargs(
         )
     model: dict[str, Any] = {}
     train: dict[str, Any] = {
-        "max_epochs": _max_epochs(res),
+        "max_epochs": max_epochs_of(res),
         "train_size": 1.0 - _validation_size(res),
     }
     plan_kwargs: dict[str, Any] = {}
@@ -166,74 +163,6 @@ def scvi_kwargs(
         "model": model,
         "train": train,
     }
-
-
-def _as_searched(res: Results, name: str, given: str | None) -> str | None:
-    """``layer`` or ``batch_key`` as the search used it: recorded, else ``given``."""
-    if given is not None and not isinstance(given, str):
-        raise ValueError(f"{name}={given!r} must be a string or None.")
-    if name not in res.params:  # results written before the search recorded it
-        return given
-    recorded = res.params[name]
-    recorded = None if recorded == "None" else str(recorded)  # .h5ad stores None as "None"
-    if given is not None and given != recorded:
-        raise ValueError(
-            f"{name}={given!r} contradicts the search, which used {name}={recorded!r} "
-            f"(adata.uns[{res.key!r}]['params']); leave {name} out."
-        )
-    return recorded
-
-
-def _trial_row(res: Results, trial: int | None) -> pd.Series:
-    """The trials row of ``trial``, or of the best trial when ``trial`` is ``None``."""
-    if trial is None:
-        trial_id = int(res.best["trial_id"])
-        if trial_id < 0:
-            raise ValueError(
-                f"No trial in adata.uns[{res.key!r}] succeeded, so there is no best configuration "
-                "to hand off; pass trial= to pick one, or see the trials' 'error' column."
-            )
-    else:
-        trial_id = check_int("trial", trial, low=0)
-    rows = res.trials[res.trials["trial_id"] == trial_id]
-    if rows.empty:
-        ids = res.trials["trial_id"].tolist()
-        what = (
-            f"the best trial recorded in adata.uns[{res.key!r}]['best'] ({trial_id}) is not among its "
-            "trials (were the results edited?)" if trial is None
-            else f"trial={trial_id} is not a trial of adata.uns[{res.key!r}]"
-        )
-        raise ValueError(f"{what}; its trial ids run from {min(ids)} to {max(ids)} ({len(ids)} trials).")
-    return rows.iloc[0]
-
-
-def _hyperparameters(row: pd.Series, names: list[str], trial_id: int) -> dict[str, Any]:
-    """The trial's recorded values over the defaults, checked, as plain Python values."""
-    from .._vae._config import HYPERPARAMETERS, default_hyperparameters
-
-    values = default_hyperparameters()
-    for name in names:
-        value = row[name]
-        value = value.item() if isinstance(value, np.generic) else value
-        if is_missing_param(value):  # a hyperparameter this trial did not record
-            continue
-        spec = HYPERPARAMETERS.get(name)
-        if spec is None:  # not ours: kept so that the caller reports it
-            values[name] = value
-            continue
-        try:
-            values[name] = spec.check(name, value)
-        except ValueError as error:
-            raise ValueError(f"Trial {trial_id} stored an invalid value: {error}") from None
-    return values
-
-
-def _max_epochs(res: Results) -> int:
-    if "max_epochs" not in res.params:
-        raise ValueError(
-            f"adata.uns[{res.key!r}]['params'] does not record max_epochs, the search's epoch cap."
-        )
-    return check_int("max_epochs", res.params["max_epochs"], low=1)
 
 
 def _validation_size(res: Results) -> float:
