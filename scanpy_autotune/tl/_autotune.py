@@ -179,7 +179,10 @@ def autotune(
     seed
         Seed of the split, of TPE and of each trial's training (trial ``k``
         trains with ``seed + k`` on the split drawn with ``seed``;
-        :func:`retrain` trains any trial again).
+        :func:`retrain` trains any trial again). The same call on the same
+        machine gives the same search; another ``n_workers`` gives each trial
+        another number of torch threads, which changes the losses by float
+        rounding (about 1e-6) and can change TPE's later choices.
     journal
         JSON-lines file; every finished trial is appended before it counts, and
         calling again with the same journal resumes.
