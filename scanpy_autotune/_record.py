@@ -198,7 +198,7 @@ class TrialRecord:
         """
         if not isinstance(line, Mapping):
             raise ValueError(f"a trial record must be a JSON object, got {type(line).__name__}")
-        for required in ("trial_id", "params"):
+        for required in ("trial_id", "status", "params"):
             if required not in line:
                 raise ValueError(f"the trial record has no {required!r}")
         known = {f.name for f in fields(cls)}
@@ -214,7 +214,7 @@ class TrialRecord:
         for name in _STR_FIELDS:
             if name in values and not isinstance(values[name], str):
                 raise ValueError(f"{name}={values[name]!r} must be a string")
-        if values.get("status", "fail") not in STATUSES:
+        if values["status"] not in STATUSES:
             raise ValueError(f"status={values['status']!r} is not one of {list(STATUSES)}")
         if not isinstance(values["params"], Mapping):
             raise ValueError(f"params={values['params']!r} must be an object of hyperparameters")

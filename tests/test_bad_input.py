@@ -201,13 +201,13 @@ def test_key_added_never_replaces_another_tool_s_results(tiny):
     sc.pp.log1p(pca)
     sc.pp.pca(pca, n_comps=5)
     pca.X = tiny.X.copy()
-    _refused(pca, r"key_added='pca': adata.uns\['pca'\] already hold\(s\) something that is not a search result",
+    _refused(pca, r"key_added='pca': adata.uns\['pca'\] already holds something that is not a search result",
              key_added="pca")
     assert pca.obsm["X_pca"].shape == (tiny.n_obs, 5) and "variance_ratio" in pca.uns["pca"]
     only_obsm = tiny.copy()
     only_obsm.obsm["X_mine"] = np.zeros((tiny.n_obs, 2))
-    _refused(only_obsm, r"adata.obsm\['X_mine'\] already hold.* or delete del adata.obsm\['X_mine'\] if it is yours",
-             key_added="mine")
+    _refused(only_obsm, r"adata.obsm\['X_mine'\] already hold.* as ad.concat drops it.* or delete it "
+             r"\(del adata.obsm\['X_mine'\]\) if it may go", key_added="mine")
     other_split = tiny.copy()
     other_split.obs["mine_split"] = "fold1"
     _refused(other_split, r"adata.obs\['mine_split'\] already hold", key_added="mine")
@@ -222,9 +222,11 @@ def test_key_added_replaces_an_earlier_search(tiny):
     first = tiny.uns["autotune"]["params"]["seed"]
     sat.tl.autotune(tiny, **{**FAST, "seed": 5})
     assert first == 0 and tiny.uns["autotune"]["params"]["seed"] == 5
-    # an earlier search whose uns is gone (ad.concat drops uns; or deleted): its latent and split,
-    # recognised by the split, are replaced too
+    # an earlier search whose uns is gone (ad.concat drops uns): its latent is refused as anything
+    # could be there; deleting it, as the message says, lets the search run again
     del tiny.uns["autotune"]
+    _refused(tiny, r"del adata.obsm\['X_autotune'\]", seed=6)
+    del tiny.obsm["X_autotune"]
     sat.tl.autotune(tiny, **{**FAST, "seed": 6})
     assert tiny.uns["autotune"]["params"]["seed"] == 6 and "X_autotune" in tiny.obsm
 

@@ -51,3 +51,20 @@ def test_retrain_says_what_is_missing(search_result):
         sat.tl.retrain(edited)
     with pytest.raises(ValueError, match="split='nope' is not a column of adata.obs"):
         sat.Model.fit(search_result, split="nope", max_epochs=1)
+
+
+def test_retrain_refuses_other_data_and_an_edited_split(search_result):
+    """Another model under the trial's name would be a wrong answer: other data or split is refused."""
+    with pytest.raises(ValueError, match="is not the data the search .* ran on"):
+        sat.tl.retrain(search_result[:300].copy())
+    reordered = search_result[::-1].copy()
+    with pytest.raises(ValueError, match="is not the data the search"):
+        sat.tl.retrain(reordered)
+    edited = search_result.copy()
+    labels = edited.obs["autotune_split"].astype(str).to_numpy().copy()
+    labels[np.flatnonzero(labels == "train")[:5]] = "heldout"
+    edited.obs["autotune_split"] = labels
+    with pytest.raises(ValueError, match=r"not the split the search drew: 5 cell\(s\) are in another part"):
+        sat.tl.retrain(edited)
+    with pytest.raises(ValueError, match="layer='counts' contradicts the search, which used layer=None"):
+        sat.tl.retrain(search_result, layer="counts")

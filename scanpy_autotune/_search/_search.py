@@ -338,7 +338,7 @@ def search(
             f"timeout={timeout:g} s passed before any trial finished, so there is nothing to store and adata is "
             "unchanged; allow more time or a smaller max_epochs."
         )
-    params = {k: v for k, v in settings.items() if k != "data"}
+    params = dict(settings)  # "data", the fingerprint, lets sat.tl.retrain check it has the same data
     params.update(
         layer=layer, batch_key=batch_key,
         max_evals=max_evals, backend=pool.name, n_workers=int(pool.n_slots),

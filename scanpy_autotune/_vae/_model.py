@@ -230,7 +230,7 @@ class Model:
             each cell ``train``, ``validation``, ``heldout`` or ``test``): the model
             trains, stops early and is scored on those cells, and ``train_size``,
             ``validation_size`` and ``test_size`` are not used.
-            :func:`scanpy_autotune.tl.retrain` uses it to train a trial again.
+            (:func:`scanpy_autotune.tl.retrain` trains a search's trial again.)
         seed
             Seed of the split (unless ``split`` is given), the initial weights and
             the training noise.

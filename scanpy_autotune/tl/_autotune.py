@@ -180,9 +180,10 @@ def autotune(
         Seed of the split, of TPE and of each trial's training (trial ``k``
         trains with ``seed + k`` on the split drawn with ``seed``;
         :func:`retrain` trains any trial again). The same call on the same
-        machine gives the same search; another ``n_workers`` gives each trial
-        another number of torch threads, which changes the losses by float
-        rounding (about 1e-6) and can change TPE's later choices.
+        machine gives the same search while trials finish in the same order
+        (TPE models those finished when it draws); another ``n_workers``
+        gives each trial another number of torch threads, which changes the
+        losses by float rounding (about 1e-6) and can change TPE's choices.
     journal
         JSON-lines file; every finished trial is appended before it counts, and
         calling again with the same journal resumes.
@@ -426,19 +427,22 @@ def _refuse_to_replace_other_results(adata: AnnData, key: str) -> None:
     if key in adata.uns:
         if is_search_result(adata.uns[key]):
             return  # an earlier search: this one replaces it
-        taken = [f"adata.uns[{key!r}]"]
-    else:  # no search result in uns: the latent and split are a search's if the split is one
-        split = f"{key}_split"
-        if split in adata.obs:  # an earlier search whose uns was dropped (ad.concat drops it) or deleted
-            taken = [] if _is_a_search_split(adata.obs[split]) else [f"adata.obs[{split!r}]"]
-        else:
-            taken = [f"adata.obsm['X_{key}']"] if f"X_{key}" in adata.obsm else []
+        raise ValueError(
+            f"key_added={key!r}: adata.uns[{key!r}] already holds something that is not a search result "
+            "(e.g. scanpy's), which the search would replace; pass another key_added=."
+        )
+    # no search result there: an entry under its names is another tool's, unless a split
+    taken = [f"adata.obsm['X_{key}']"] if f"X_{key}" in adata.obsm else []
+    split = f"{key}_split"
+    if split in adata.obs and not _is_a_search_split(adata.obs[split]):
+        taken.append(f"adata.obs[{split!r}]")
     if taken:
         where = " and ".join(taken)
         raise ValueError(
-            f"key_added={key!r}: {where} already hold(s) something that is not a search result (e.g. "
-            f"scanpy's), which the search would replace; pass another key_added=, or delete "
-            f"{where.replace('adata.', 'del adata.', 1)} if it is yours to drop."
+            f"key_added={key!r}: {where} already hold(s) something without a search result in "
+            f"adata.uns[{key!r}] (another tool's, or an earlier search's whose uns was dropped, as "
+            f"ad.concat drops it), which the search would replace; pass another key_added=, or delete "
+            f"it ({'; '.join('del ' + entry for entry in taken)}) if it may go."
         )
 
 

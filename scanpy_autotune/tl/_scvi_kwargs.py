@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._results import DEFAULT_KEY, Results, read_results
-from ._trial import as_searched, max_epochs_of, trial_hyperparameters, trial_row
+from .._results import DEFAULT_KEY, read_results
+from ._trial import as_searched, max_epochs_of, trial_hyperparameters, trial_row, validation_size_of
 
 __all__ = ["SCVI_TOOLS_NAMES", "scvi_kwargs"]
 
@@ -149,7 +149,7 @@ def scvi_kwargs(
     model: dict[str, Any] = {}
     train: dict[str, Any] = {
         "max_epochs": max_epochs_of(res),
-        "train_size": 1.0 - _validation_size(res),
+        "train_size": 1.0 - validation_size_of(res),
     }
     plan_kwargs: dict[str, Any] = {}
     sections = {"model": model, "train": train, "plan_kwargs": plan_kwargs}
@@ -163,12 +163,3 @@ def scvi_kwargs(
         "model": model,
         "train": train,
     }
-
-
-def _validation_size(res: Results) -> float:
-    """The fraction of each trial's training cells kept for early stopping."""
-    if "validation_size" in res.params:
-        return float(res.params["validation_size"])
-    from .._search import VALIDATION_SIZE
-
-    return VALIDATION_SIZE

@@ -10,7 +10,7 @@ import pandas as pd
 from .._results import Results, is_missing_param
 from .._validation import check_int
 
-__all__ = ["as_searched", "max_epochs_of", "trial_hyperparameters", "trial_row"]
+__all__ = ["as_searched", "max_epochs_of", "trial_hyperparameters", "trial_row", "validation_size_of"]
 
 
 def as_searched(res: Results, name: str, given: str | None) -> str | None:
@@ -79,3 +79,12 @@ def max_epochs_of(res: Results) -> int:
             f"adata.uns[{res.key!r}]['params'] does not record max_epochs, the search's epoch cap."
         )
     return check_int("max_epochs", res.params["max_epochs"], low=1)
+
+
+def validation_size_of(res: Results) -> float:
+    """The fraction of each trial's training cells kept for early stopping."""
+    if "validation_size" in res.params:
+        return float(res.params["validation_size"])
+    from .._search import VALIDATION_SIZE
+
+    return VALIDATION_SIZE
