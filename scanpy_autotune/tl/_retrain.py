@@ -38,7 +38,7 @@ def retrain(
     split drawn with ``s`` (``adata.obs[f"{key}_split"]``), for the search's
     epoch cap, on its layer and batch column, with the trial's hyperparameters
     and scVI's defaults for the others. This trains exactly that again, so the
-    model's held-out loss (:meth:`Model.marginal_nll`) is the trial's recorded
+    model's held-out loss (:meth:`~scanpy_autotune.Model.marginal_nll`) is the trial's recorded
     loss: the same number on the same machine with as many torch threads as
     the trial had (the search shares the cores among its workers: with two
     workers on two cores, ``torch.set_num_threads(1)``; other thread counts
