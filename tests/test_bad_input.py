@@ -517,7 +517,7 @@ def test_cli_writes_its_output_all_at_once(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(ad.AnnData, "write_h5ad", crash)
     with pytest.raises(OSError, match="disk full"):
-        cli._write_h5ad(tiny, out)
+        cli._output._write_h5ad(tiny, out)
     assert out.read_bytes() == b"an older result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5ad"]
 

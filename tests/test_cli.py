@@ -314,7 +314,7 @@ def test_ctrl_c_never_replaces_a_finished_search_in_o(tuned, tmp_path, capsys):
     assert f"to {tmp_path / 'tuned.interrupted.h5ad'} (beside the finished search kept in {out})" in err
 
     # the part it wrote is no finished search: the next cut-short run replaces it
-    assert cli._cut_short_output(tmp_path / "tuned.interrupted.h5ad") == tmp_path / "tuned.interrupted.h5ad"
+    assert cli._output._cut_short_output(tmp_path / "tuned.interrupted.h5ad") == tmp_path / "tuned.interrupted.h5ad"
 
 
 @pytest.mark.slow

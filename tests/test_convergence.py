@@ -192,9 +192,9 @@ def test_the_command_line_defaults_to_auto_pruning_and_random_startup():
     parser = cli.build_parser()
     args = parser.parse_args(["demo"])
     assert args.pruner == "auto" and args.startup == "none"
-    kwargs = cli._search_kwargs(parser.parse_args(["demo", "--pruner", "none", "--startup", "winners"]))
+    kwargs = cli._main._search_kwargs(parser.parse_args(["demo", "--pruner", "none", "--startup", "winners"]))
     assert kwargs["pruner"] is None and kwargs["startup"] == "winners"
-    assert cli._search_kwargs(args)["pruner"] == "auto" and cli._search_kwargs(args)["startup"] is None
+    assert cli._main._search_kwargs(args)["pruner"] == "auto" and cli._main._search_kwargs(args)["startup"] is None
 
 
 def test_the_summary_says_what_pruning_stopped(caplog):

@@ -275,7 +275,7 @@ def test_integration_search_records_scores_in_uns_journal_and_summary(cellbench,
         assert by_id[trial_id].scores.get("total", math.nan) == pytest.approx(row["total"], nan_ok=True)
     after = trials.set_index("trial_id")
     # the command line prints the scores of the best and the default trial
-    summary = cli._summary(cellbench).splitlines()
+    summary = cli._output._summary(cellbench).splitlines()
     assert summary[-4].startswith("integration scores (higher is better)")
     assert summary[-3].split() == ["total", "bio_conservation", "batch_correction", "marginal_nll"]
     best_row = after.loc[cellbench.uns["autotune"]["best"]["trial_id"]]

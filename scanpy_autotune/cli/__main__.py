@@ -1,0 +1,7 @@
+"""``python -m scanpy_autotune.cli``: the ``scanpy-autotune`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
