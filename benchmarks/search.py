@@ -47,7 +47,7 @@ from _common import (  # noqa: E402
 
 import scanpy_autotune as sat  # noqa: E402
 from scanpy_autotune._search._tpe import MAX_STARTUP_TRIALS, startup_trials  # noqa: E402
-from scanpy_autotune.cli import _terminate as terminate_as_ctrl_c  # noqa: E402
+from scanpy_autotune.cli._main import _terminate as terminate_as_ctrl_c  # noqa: E402
 
 RUNS = RESULTS / "search_runs.csv"
 SEARCHES = RESULTS / "searches"

@@ -213,7 +213,7 @@ def test_ctrl_c_while_a_trial_is_recorded_keeps_it_everywhere(small, tmp_path, m
     """A Ctrl-C (or a SIGTERM the command line handles) right after a trial reached the journal still
     puts it in adata.uns."""
     from scanpy_autotune._search._journal import Journal
-    from scanpy_autotune.cli import _terminate
+    from scanpy_autotune.cli._main import _terminate
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
     previous = signal.signal(signal.SIGTERM, _terminate) if signum == signal.SIGTERM else None
