@@ -51,10 +51,9 @@ def _heldout_adata(context: TrialContext):
 
 
 def _heldout_nll(model: Model, context: TrialContext, counts: DeviceCounts) -> float:
-    from .._vae._metrics import (
-        marginal_nll,  # drawn as Model.marginal_nll draws: a saved model scores this loss
-    )
+    from .._vae._metrics import marginal_nll
 
+    # drawn as Model.marginal_nll draws (SCORE_SEED): a saved model scores exactly this loss
     return float(np.mean(marginal_nll(model.module, counts, context.split.heldout, n_mc=context.n_mc)))
 
 

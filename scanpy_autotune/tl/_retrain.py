@@ -110,11 +110,13 @@ def retrain(
 def _check_same_data(res: Results, data: CountData) -> None:
     """The counts, cells and batches the search ran on (its fingerprint; its shape for older results)."""
     recorded = res.params.get("data")
-    if recorded is not None and str(recorded) != data.fingerprint():
-        raise ValueError(
-            f"adata is not the data the search of adata.uns[{res.key!r}] ran on: its counts, cell names or "
-            "batches differ (or its cells are in another order), so its trials cannot be trained again on it."
-        )
+    if recorded is not None:  # the fingerprint covers the shape too
+        if str(recorded) != data.fingerprint():
+            raise ValueError(
+                f"adata is not the data the search of adata.uns[{res.key!r}] ran on: its counts, cell names "
+                "or batches differ (or its cells are in another order), so its trials cannot be trained again on it."
+            )
+        return
     shape = (res.params.get("n_cells"), res.params.get("n_genes"))
     if None not in shape and tuple(int(v) for v in shape) != (data.n_obs, data.n_vars):
         raise ValueError(
