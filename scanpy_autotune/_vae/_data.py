@@ -13,6 +13,7 @@ from anndata import AnnData
 
 from .._validation import MAX_SEED, check_fraction, check_int
 from ._likelihood import NonZeros
+from ._names import SPLIT_NAMES
 
 MIN_CELLS = 10
 MIN_GENES = 2
@@ -21,8 +22,6 @@ DENSE_LIMIT_BYTES = 1 << 30
 
 # Entries converted at a time when hashing the counts.
 _HASH_BLOCK = 1 << 22
-
-SPLIT_NAMES = ("train", "validation", "heldout", "test")
 
 
 @dataclass

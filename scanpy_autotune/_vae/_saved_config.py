@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._config import HYPERPARAMETERS, resolve_hyperparameters
+from ._names import SPLIT_NAMES, STOPPED_BY
 
 __all__ = ["ADDED_LATER", "CONFIG_KEYS", "check_saved_config"]
 
@@ -23,11 +24,9 @@ CONFIG_KEYS = (
     "version", "hyperparameters", "var_names", "batch_categories", "layer", "batch_key", "split",
     "history",
 )
-_SPLIT_NAMES = ("train", "validation", "heldout", "test")
 #: Hyperparameters added after models were first saved: a config without one was
 #: trained with its default (scVI's), so it is filled in rather than refused.
 ADDED_LATER = ("max_kl_weight",)
-_STOPPED_BY = ("max_epochs", "early_stopping", "callback", "diverged")
 
 
 def _fail(where: str, message: str) -> ValueError:
@@ -109,16 +108,16 @@ def check_saved_config(config: Any, where: str = "config.json") -> dict[str, Any
     except ValueError as err:
         raise _fail(where, f"hyperparameters: {err}") from None
     split = config["split"]
-    if not isinstance(split, Mapping) or set(split) - set(_SPLIT_NAMES):
-        raise _fail(where, f"'split' must map some of {list(_SPLIT_NAMES)} to lists of cell names, got {split!r}")
+    if not isinstance(split, Mapping) or set(split) - set(SPLIT_NAMES):
+        raise _fail(where, f"'split' must map some of {list(SPLIT_NAMES)} to lists of cell names, got {split!r}")
     history = config["history"]
     if not isinstance(history, Mapping):
         raise _fail(where, "'history' must be an object")
     for key in ("train_elbo", "validation_elbo", "best_epoch", "n_epochs", "stopped_by"):
         if key not in history:
             raise _fail(where, f"'history' lacks {key!r}")
-    if history["stopped_by"] not in _STOPPED_BY:
-        raise _fail(where, f"history 'stopped_by' must be one of {list(_STOPPED_BY)}, got {history['stopped_by']!r}")
+    if history["stopped_by"] not in STOPPED_BY:
+        raise _fail(where, f"history 'stopped_by' must be one of {list(STOPPED_BY)}, got {history['stopped_by']!r}")
     if not isinstance(config["version"], str):
         raise _fail(where, f"'version' must be a string, got {config['version']!r}")
     return {

@@ -9,6 +9,7 @@ from typing import Any
 
 from .._paths import replace_file
 from .._record import gain_over_default
+from .._results import read_results
 from .._stop_reason import ended_on_its_own
 from ._parser import KEY
 
@@ -61,7 +62,7 @@ def write_plots(adata: Any, directory: str | Path, key: str = KEY) -> list[Path]
     folder = Path(directory).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    scored = "total" in adata.uns[key]["trials"]
+    scored = read_results(adata, key).scored
     for name in PLOTS:
         if name == "pareto" and not scored:
             continue  # drawn only for a search with --labels-key, as documented
@@ -93,7 +94,7 @@ def _summary(adata: Any, key: str = KEY) -> str:
     width = max(len(name) for name in params) if params else 0
     lines += [f"  {name:<{width}}  {_format_value(value)}" for name, value in sorted(params.items())]
     loss = float(best["loss"])
-    if "total" in trials.columns:
+    if read_results(adata, key).scored:
         lines += _score_lines(trials, int(best["trial_id"]), None if default is None else int(default["trial_id"]))
     elif default is not None and math.isfinite(float(default["loss"])):
         reference = float(default["loss"])
