@@ -28,7 +28,7 @@ from ._gpu_sizing import trial_device_bytes
 from ._journal import Journal
 from ._pruner import Pruner, is_auto, make_pruner
 from ._resume import VALIDATION_SIZE, check_resumed, pruner_of_resumed_journal, resume_settings
-from ._runner import run_trials
+from ._runner import RunResult, run_trials
 from ._scoring import SCORE_CELLS, scoring_settings
 from ._slots import make_backend
 from ._space import SearchSpace, build_space
@@ -237,35 +237,10 @@ def search(
             f"score_cells={score_cells!r} chooses the cells whose latent is scored with labels_key=; "
             "pass labels_key= (the cell types) too."
         )
-    if pruner_kwargs is not None and not isinstance(pruner_kwargs, Mapping):
-        raise ValueError(
-            f"pruner_kwargs={pruner_kwargs!r} must be a dict of the pruner's settings, e.g. "
-            "{'min_epochs': 10} for pruner='asha'."
-        )
-    # the spellings uns[key]["params"] records, so that a recorded setting can be passed back
-    if isinstance(pruner, str) and pruner.lower() == "none":
-        pruner = None
-    if isinstance(objective, str) and objective == "marginal_nll":
-        objective = None
-    if objective is not None and not callable(objective) and objective != "integration":
-        raise ValueError(
-            f"objective={objective!r}: use None (or 'marginal_nll': the held-out -log p(x)), 'integration' (the scIB "
-            "Total, with labels_key and batch_key), or a callable objective(model, adata_heldout) -> float."
-        )
-    if objective == "integration" and (labels is None or batch_key is None):
-        raise ValueError(
-            "objective='integration' maximises the scIB Total of batch correction and bio "
-            "conservation: pass labels_key= (cell types) and batch_key= (the batches to integrate)."
-        )
+    pruner = _checked_pruner(pruner, pruner_kwargs)
+    objective = _checked_objective(objective, scored=labels is not None, batch_key=batch_key)
     search_space = build_space(space, HYPERPARAMETERS)
-    if objective is None and "use_observed_lib_size" in search_space.names:
-        raise ValueError(
-            "use_observed_lib_size cannot be searched with the default objective: with the observed "
-            "library size the held-out loss is -log p(x | library), which leaves out the likelihood "
-            "of the library itself (about 2% of the loss), so the two settings' losses are not "
-            "comparable. Fix it in the space (e.g. 'use_observed_lib_size': True), or search it "
-            "with objective='integration' or your own objective."
-        )
+    _check_space_for_objective(search_space, objective)
     search_pruner = _make_search_pruner(pruner, objective, max_epochs, max_evals, dict(pruner_kwargs or {}))
     search_pruner = pruner_of_resumed_journal(journal, pruner, search_pruner, max_epochs)
     stopper = make_convergence_stop(patience, max_evals, max_epochs)
@@ -289,7 +264,6 @@ def search(
         bytes_per_trial=_trial_device_bytes(data, search_space), max_trials=max_evals,
     )
     journal_obj, resumed = None, []
-    late_close: KeyboardInterrupt | None = None
     try:
         if journal is not None:
             journal_obj, resumed = Journal.open(
@@ -322,12 +296,7 @@ def search(
             pruner=search_pruner, timeout=timeout, progress=progress, stopper=stopper,
         )
     finally:
-        if journal_obj is not None:
-            try:
-                with interrupts_held():  # closed whole, then the Ctrl-C
-                    journal_obj.close()
-            except KeyboardInterrupt as interrupt:
-                late_close = interrupt
+        late_close = _close_journal(journal_obj)
     if late_close is not None and run.interrupted is None:
         run.interrupted = late_close
         run.stop_reason = then_interrupted(run.stop_reason, late_close, "while the journal was closed")
@@ -355,21 +324,85 @@ def search(
         best=best_of(records), interrupted=run.interrupted,
     )
     if outcome.best is not None and run.interrupted is None:
-        from ._best import finish_best_model
-
-        try:
-            best = finish_best_model(
-                outcome.best, run.best_model, run.best_model_trial, context, journal=journal, refit=refit,
-            )
-        except KeyboardInterrupt as interrupt:  # while the best model is retrained: the trials are kept
-            logger.warning(
-                "interrupted while the best model was prepared: the %d finished trials are kept, "
-                "without the best model's latent", len(records),
-            )
-            outcome.interrupted = interrupt
-            outcome.settings["stop_reason"] = then_interrupted(
-                run.stop_reason, interrupt, "while the best model was prepared"
-            )
-            return outcome
-        outcome.model, outcome.latent, outcome.test_loss = best.model, best.latent, best.test_loss
+        _add_best_model(outcome, run, context, journal=journal, refit=refit)
     return outcome
+
+
+def _checked_pruner(pruner: str | None, pruner_kwargs: Any) -> str | None:
+    """``pruner`` with ``"none"`` (as ``uns[key]["params"]`` records it) read as ``None``."""
+    if pruner_kwargs is not None and not isinstance(pruner_kwargs, Mapping):
+        raise ValueError(
+            f"pruner_kwargs={pruner_kwargs!r} must be a dict of the pruner's settings, e.g. "
+            "{'min_epochs': 10} for pruner='asha'."
+        )
+    if isinstance(pruner, str) and pruner.lower() == "none":
+        return None
+    return pruner
+
+
+def _checked_objective(objective: Any, *, scored: bool, batch_key: str | None) -> Callable | str | None:
+    """``objective`` with ``"marginal_nll"`` (as ``uns[key]["params"]`` records it) read as ``None``."""
+    if isinstance(objective, str) and objective == "marginal_nll":
+        return None
+    if objective is not None and not callable(objective) and objective != "integration":
+        raise ValueError(
+            f"objective={objective!r}: use None (or 'marginal_nll': the held-out -log p(x)), 'integration' (the scIB "
+            "Total, with labels_key and batch_key), or a callable objective(model, adata_heldout) -> float."
+        )
+    if objective == "integration" and (not scored or batch_key is None):
+        raise ValueError(
+            "objective='integration' maximises the scIB Total of batch correction and bio "
+            "conservation: pass labels_key= (cell types) and batch_key= (the batches to integrate)."
+        )
+    return objective
+
+
+def _check_space_for_objective(space: SearchSpace, objective: Callable | str | None) -> None:
+    """Refuse to search what makes the default objective's losses incomparable."""
+    if objective is None and "use_observed_lib_size" in space.names:
+        raise ValueError(
+            "use_observed_lib_size cannot be searched with the default objective: with the observed "
+            "library size the held-out loss is -log p(x | library), which leaves out the likelihood "
+            "of the library itself (about 2% of the loss), so the two settings' losses are not "
+            "comparable. Fix it in the space (e.g. 'use_observed_lib_size': True), or search it "
+            "with objective='integration' or your own objective."
+        )
+
+
+def _close_journal(journal: Journal | None) -> KeyboardInterrupt | None:
+    """Close the journal whole, holding a Ctrl-C until it is closed; return that Ctrl-C."""
+    if journal is None:
+        return None
+    try:
+        with interrupts_held():
+            journal.close()
+    except KeyboardInterrupt as interrupt:
+        return interrupt
+    return None
+
+
+def _add_best_model(
+    outcome: SearchOutcome, run: RunResult, context: TrialContext, *, journal: Any, refit: bool
+) -> None:
+    """Put the best configuration's model, latent and test loss into ``outcome``.
+
+    A Ctrl-C while the best model is retrained keeps the trials: ``outcome``
+    then has no model, and its stop reason says when the interrupt came.
+    """
+    from ._best import finish_best_model
+
+    try:
+        best = finish_best_model(
+            outcome.best, run.best_model, run.best_model_trial, context, journal=journal, refit=refit,
+        )
+    except KeyboardInterrupt as interrupt:
+        logger.warning(
+            "interrupted while the best model was prepared: the %d finished trials are kept, "
+            "without the best model's latent", len(outcome.records),
+        )
+        outcome.interrupted = interrupt
+        outcome.settings["stop_reason"] = then_interrupted(
+            run.stop_reason, interrupt, "while the best model was prepared"
+        )
+        return
+    outcome.model, outcome.latent, outcome.test_loss = best.model, best.latent, best.test_loss
