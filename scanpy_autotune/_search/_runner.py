@@ -177,10 +177,7 @@ def run_trials(
             return outcome
     converged = False
     rungs = pruner.rungs() if pruner is not None else []
-    run_default = default_params is not None and not any(
-        r.is_default or (r.trial_id == 0 and r.params == dict(default_params)) for r in outcome.records.values()
-    )
-    queued = _startup_queue(startup, outcome.records, first_id=1 if default_params is not None else 0)
+    next_trials = _NextTrials(tuner, default_params, startup, outcome.records)
     running: dict[int, _Running] = {}
     started = time.monotonic()
     projection = _Projection(started, len(outcome.records), max_evals, backend.n_slots)
@@ -241,17 +238,7 @@ def run_trials(
                 and backend.free_slots() > 0
                 and len(outcome.records) + len(running) < max_evals
             ):
-                source = ""
-                if run_default:  # trial 0, or the next id when a resumed journal started without it
-                    trial_id = tuner.ask_known(default_params, trial_id=None if 0 in outcome.records else 0)
-                    params, is_default, run_default = dict(default_params), True, False
-                elif queued:
-                    trial_id, config = queued.pop(0)
-                    trial_id = tuner.ask_known(config.params, trial_id=trial_id)
-                    params, is_default, source = dict(config.params), False, config.source
-                else:
-                    trial_id, params = tuner.ask()
-                    is_default = False
+                trial_id, params, is_default, source = next_trials.ask(outcome.records)
                 device = backend.submit(trial_id, params, rungs)
                 running[trial_id] = _Running(params, device, is_default, startup=source)
                 logger.debug("trial %d started on %s: %s", trial_id, device, params)
@@ -309,6 +296,41 @@ def run_trials(
         outcome.interrupted = late
         outcome.stop_reason = then_interrupted(outcome.stop_reason, late, "while the workers stopped")
     return outcome
+
+
+class _NextTrials:
+    """What runs next: the scVI default, then the start-up configurations, then TPE's suggestions.
+
+    Each of the first two runs once per search: a resumed journal that holds
+    the default (or a start-up configuration) does not run it again.
+    """
+
+    def __init__(
+        self,
+        tuner: AskTellTPE,
+        default_params: dict | None,
+        startup: Sequence[StartupConfig],
+        records: dict[int, TrialRecord],
+    ) -> None:
+        self._tuner = tuner
+        self._default = dict(default_params) if default_params is not None else None
+        self._run_default = self._default is not None and not any(
+            r.is_default or (r.trial_id == 0 and r.params == self._default) for r in records.values()
+        )
+        self._queued = _startup_queue(startup, records, first_id=1 if self._default is not None else 0)
+
+    def ask(self, records: dict[int, TrialRecord]) -> tuple[int, dict, bool, str]:
+        """The next trial: its id, parameters, whether it is the default, and its start-up source."""
+        if self._run_default:  # trial 0, or the next id when a resumed journal started without it
+            self._run_default = False
+            trial_id = self._tuner.ask_known(self._default, trial_id=None if 0 in records else 0)
+            return trial_id, dict(self._default), True, ""
+        if self._queued:
+            trial_id, config = self._queued.pop(0)
+            trial_id = self._tuner.ask_known(config.params, trial_id=trial_id)
+            return trial_id, dict(config.params), False, config.source
+        trial_id, params = self._tuner.ask()
+        return trial_id, params, False, ""
 
 
 def _startup_queue(
