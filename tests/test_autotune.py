@@ -439,6 +439,14 @@ def test_test_split_refit_and_save_dir(small, tmp_path):
     best_row = uns["trials"].set_index("trial_id").loc[uns["best"]["trial_id"]]
     assert model.train_result.n_epochs == best_row["best_epoch"] + 1
     np.testing.assert_allclose(small.obsm["X_autotune"], model.latent(small), rtol=1e-5, atol=1e-6)
+    # the two test losses are those of the refit model (the one stored) and of the chosen trial's model
+    test_cells = small.obs["autotune_split"] == "test"
+    refit_loss = model.marginal_nll(small, SMALL["n_mc"], cells=test_cells.to_numpy())
+    np.testing.assert_allclose(uns["best"]["refit_test_loss"], refit_loss, rtol=1e-4)
+    chosen = sat.tl.retrain(small, uns["best"]["trial_id"])
+    np.testing.assert_allclose(
+        uns["best"]["test_loss"], chosen.marginal_nll(small, SMALL["n_mc"], cells=test_cells.to_numpy()), rtol=1e-3
+    )
 
 
 @pytest.mark.slow

@@ -42,13 +42,16 @@ class BestModel:
     latent
         Posterior mean latent of every cell (``cells x n_latent``).
     test_loss
-        The loss of the model the search chose on the untouched test cells
-        (``None`` without test cells).
+        The held-out ``-log p(x)`` of the model the search chose on the
+        untouched test cells (``None`` without test cells).
+    refit_test_loss
+        The same for the refit model (``None`` without a refit or test cells).
     """
 
     model: Model
     latent: np.ndarray
     test_loss: float | None
+    refit_test_loss: float | None = None
 
 
 def best_model_dir(journal: str | os.PathLike) -> Path:
@@ -175,8 +178,8 @@ def finish_best_model(
         The search's journal; the best model is kept beside it.
     refit
         Retrain the configuration on every cell but the test cells, for its
-        best epoch count, and return that model (the test loss is the chosen
-        model's, scored before the refit).
+        best epoch count, and return that model; both models are scored on
+        the test cells.
 
     Returns
     -------
@@ -186,13 +189,18 @@ def finish_best_model(
 
     counts = context.counts(_device())
     model = _recover(best, blob, blob_trial, context, counts, journal)
-    test_loss = None
-    if len(context.split.test):
-        test_loss = float(np.mean(marginal_nll(model.module, counts, context.split.test, n_mc=context.n_mc)))
+    def test_loss_of(scored: Model) -> float | None:
+        if not len(context.split.test):
+            return None
+        return float(np.mean(marginal_nll(scored.module, counts, context.split.test, n_mc=context.n_mc)))
+
+    test_loss = test_loss_of(model)
     if journal is not None:
         _keep_beside_journal(model, best, context, journal)
+    refit_test_loss = None
     if refit:
         model = _refit(model, best, context, counts)
+        refit_test_loss = test_loss_of(model)
     latent = latent_mean(model.module, counts, np.arange(context.data.n_obs))
-    return BestModel(model=model, latent=latent, test_loss=test_loss)
+    return BestModel(model=model, latent=latent, test_loss=test_loss, refit_test_loss=refit_test_loss)
 

@@ -62,10 +62,12 @@ class SearchOutcome:
         Searched hyperparameter -> axis kind (``"categorical"``, ``"numeric"``, ``"log"``).
     best
         The best successful trial, or ``None``.
-    model, latent, test_loss
+    model, latent, test_loss, refit_test_loss
         The best configuration's model (refit when asked), the posterior mean
-        latent of every cell, and its loss on the test cells; ``None`` when no
-        trial succeeded or the search was interrupted.
+        latent of every cell, the held-out ``-log p(x)`` on the test cells of
+        the chosen trial's model and of the refit one; ``None`` when no trial
+        succeeded, the search was interrupted, there are no test cells or (the
+        last) no refit.
     interrupted
         What stopped the search (a ``KeyboardInterrupt``, a
         ``JournalWriteError``), to re-raise once the results
@@ -79,6 +81,7 @@ class SearchOutcome:
     model: Model | None = None
     latent: np.ndarray | None = None
     test_loss: float | None = None
+    refit_test_loss: float | None = None
     interrupted: BaseException | None = None
 
 
@@ -405,4 +408,5 @@ def _add_best_model(
             run.stop_reason, interrupt, "while the best model was prepared"
         )
         return
-    outcome.model, outcome.latent, outcome.test_loss = best.model, best.latent, best.test_loss
+    outcome.model, outcome.latent = best.model, best.latent
+    outcome.test_loss, outcome.refit_test_loss = best.test_loss, best.refit_test_loss

@@ -147,7 +147,9 @@ def autotune(
     train_size, test_size
         Fractions of cells for training (10% of which are the validation slice
         for early stopping and pruning) and for an untouched test split; the rest
-        is held out for the loss.
+        is held out for the loss. With test cells, the best model's held-out
+        ``-log p(x)`` on them, whatever the objective, is recorded as
+        ``uns[key_added]["best"]["test_loss"]``: no trial and no choice saw them.
     include_default
         Run the scVI default configuration first (trial 0), so the result shows the gain.
         The space's fixed values (and one-value choices) apply to it; when the
@@ -193,7 +195,9 @@ def autotune(
         a few seconds, included).
     refit
         Refit the best configuration on all cells but the test cells, for its best
-        epoch count, and use that model for ``obsm`` and ``save_dir``.
+        epoch count, and use that model for ``obsm`` and ``save_dir``. With test
+        cells, ``uns[key_added]["best"]["refit_test_loss"]`` is that model's test
+        loss, beside ``"test_loss"``, the chosen trial's model's.
     save_dir
         Save the best model there (``sat.Model.load``): a new or empty folder,
         or one holding a model saved earlier, which is replaced.
@@ -471,6 +475,8 @@ def _write_results(
     """Store the search in ``adata`` in one step: ``uns``, ``obs`` and ``obsm`` change together."""
     if outcome.test_loss is not None:
         uns["best"]["test_loss"] = outcome.test_loss
+    if outcome.refit_test_loss is not None:
+        uns["best"]["refit_test_loss"] = outcome.refit_test_loss
     labels = split.labels(n_obs)
     write_results(adata, key, uns)  # checked, then stored
     adata.obs[f"{key}_split"] = labels
