@@ -412,6 +412,21 @@ def test_save_suffix_true_and_show(adata, tmp_path, monkeypatch):
     assert (tmp_path / "figures" / "optimization_history.png").exists()
 
 
+def test_show_none_follows_scanpy_autoshow(adata):
+    import scanpy as sc
+
+    before = sc.settings.autoshow
+    try:
+        sc.settings.autoshow = False
+        ax = pl.optimization_history(adata)  # not shown, so returned, as sc.pl.umap does
+        assert isinstance(ax, matplotlib.axes.Axes) and ax.get_ylabel()
+        assert pl.optimization_history(adata, show=True) is None  # an explicit show wins
+        sc.settings.autoshow = True
+        assert pl.optimization_history(adata) is None
+    finally:
+        sc.settings.autoshow = before
+
+
 @pytest.mark.parametrize("plot", PLOTS)
 def test_show_and_save_of_the_wrong_type_fail_before_drawing(adata, plot, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

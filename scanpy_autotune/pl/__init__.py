@@ -2,8 +2,9 @@
 
 Every function takes ``key="autotune"``, ``ax=None``, ``show=None`` and
 ``save=None``. With ``show=False`` they return the Axes they drew (for
-:func:`sensitivity`, an array of Axes when it draws several panels); otherwise
-they call :func:`matplotlib.pyplot.show` and return ``None``. ``save=True``
+:func:`sensitivity`, an array of Axes when it draws several panels); with
+``show=True`` they call :func:`matplotlib.pyplot.show` and return ``None``;
+``show=None`` follows Scanpy's ``sc.settings.autoshow``. ``save=True``
 writes ``figures/<plot name>.png``; a string with a directory
 (``"out/hist.png"``) is used as the path, a bare string (``"_cortex"``) is
 appended to the plot name in ``figures/`` (Scanpy's ``sc.settings.figdir``

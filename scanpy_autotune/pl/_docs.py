@@ -30,8 +30,10 @@ ax
 
 doc_show_save = """\
 show
-    ``False``: return the plot's Axes (see Returns); otherwise call
-    :func:`matplotlib.pyplot.show` and return ``None``.
+    ``True``: call :func:`matplotlib.pyplot.show` and return ``None``;
+    ``False``: return the plot's Axes (see Returns); ``None``: Scanpy's
+    ``sc.settings.autoshow`` (``True`` unless changed, or without Scanpy
+    imported), as Scanpy's own plots do.
 save
     ``True`` writes ``figures/<plot name>.png`` (Scanpy's ``sc.settings.figdir``
     when Scanpy is imported); a path with a directory (``"out/hist.png"``) is
@@ -42,5 +44,6 @@ doc_show_save_ax = f"{doc_ax}\n{doc_show_save}"
 
 doc_returns_ax = """\
 Axes or None
-    The Axes when ``show=False``."""
+    The Axes when the plot is not shown (``show=False``, or ``show=None``
+    with ``sc.settings.autoshow = False``)."""
 

@@ -79,7 +79,8 @@ def pareto(
     Returns
     -------
     numpy.ndarray of Axes, or None
-        The panels' Axes when ``show=False``.
+        The panels' Axes when the plot is not shown (``show=False``, or
+        ``show=None`` with ``sc.settings.autoshow = False``).
 
     Raises
     ------

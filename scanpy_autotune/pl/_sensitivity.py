@@ -184,7 +184,8 @@ def sensitivity(
     Returns
     -------
     Axes, numpy.ndarray of Axes, or None
-        When ``show=False``: the one panel's Axes, or a 1-D array of the
+        When not shown (``show=False``, or ``show=None`` with
+        ``sc.settings.autoshow = False``): the one panel's Axes, or a 1-D array of the
         panels' Axes in the order drawn when several are drawn or ``ax`` is a
         sequence.
 

@@ -81,6 +81,12 @@ def _figdir() -> Path:
     return Path(figdir) if figdir is not None else Path("figures")
 
 
+def _autoshow() -> bool:
+    """What ``show=None`` means: Scanpy's ``sc.settings.autoshow`` when Scanpy is imported, else ``True``."""
+    scanpy = sys.modules.get("scanpy")
+    return bool(getattr(getattr(scanpy, "settings", None), "autoshow", True))
+
+
 def _save_path(name: str, save: bool | str) -> Path:
     if save is True:
         return _figdir() / f"{name}.png"
@@ -113,7 +119,7 @@ def save_target(name: str, show: Any, save: Any) -> Path | None:
 
 
 def finish(fig: Figure, ret: Any, name: str, show: bool | None, save: Path | None, *, owned: bool) -> Any:
-    """Save to ``save`` (from :func:`save_target`), then show and return ``None``, or return ``ret`` when ``show=False``.
+    """Save to ``save`` (from :func:`save_target`), then show and return ``None``, or return ``ret`` when not shown.
 
     ``owned``: the call made ``fig`` (no ``ax=``), so a failed save closes it.
     """
@@ -126,7 +132,9 @@ def finish(fig: Figure, ret: Any, name: str, show: bool | None, save: Path | Non
                 plt.close(fig)
             raise
         logger.info("Saved %s to %s.", name, save)
-    if show is False:
+    if show is None:
+        show = _autoshow()
+    if not show:
         return ret
     plt.show()
     return None
