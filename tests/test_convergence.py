@@ -120,6 +120,27 @@ def test_a_converged_search_stops_early_lets_running_trials_finish_and_says_why(
     assert more.submitted == list(range(n, n + 5)) and resumed.converged_after == n + 5
 
 
+def test_a_timeout_after_the_search_converged_keeps_the_convergence_as_the_reason(tmp_path):
+    """The timeout only abandoned what was still running: the search had ended on its own."""
+    def plateau_then_hang(trial_id, params):
+        return Plan(end="hang") if trial_id == 10 else _plateau(trial_id, params)
+
+    path = tmp_path / "journal.jsonl"
+    journal, _ = Journal.open(path, {"seed": 0})
+    backend = ScriptedBackend(plateau_then_hang, n_slots=2)
+    run = run_trials(backend, _tuner(), None, max_evals=50, journal=journal, default_params=DEFAULT,
+                     progress=False, stopper=ConvergenceStop(patience=5, min_trials=8), timeout=1.0)
+    assert 10 not in run.records and backend.shut_down_with is True  # trial 10 hung and was abandoned
+    assert run.stop_reason.startswith("converged: 5 trials' worth of training in a row")
+    assert run.stop_reason.endswith("(the timeout of 1 s abandoned 1 trial(s) still running)")
+    again, records = Journal.open(path, {"seed": 0}, decode=TrialRecord.from_json)
+    assert again.notes[-1]["reason"] == run.stop_reason  # a resume with this budget runs nothing more
+    same = ScriptedBackend(_plateau, n_slots=2)
+    rerun = run_trials(same, _tuner(), None, max_evals=50, resumed=records, journal=again,
+                       default_params=DEFAULT, progress=False, stopper=ConvergenceStop(patience=5, min_trials=8))
+    assert same.submitted == [] and rerun.stop_reason == run.stop_reason
+
+
 def test_a_stop_that_comes_with_the_last_trial_leaves_the_budget_as_the_reason():
     """Converging when every trial of the budget has started stops nothing early: the budget ended it."""
     stop = ConvergenceStop(patience=5, min_trials=8)

@@ -243,11 +243,14 @@ def run_trials(
                 running[trial_id] = _Running(params, device, is_default, startup=source)
                 logger.debug("trial %d started on %s: %s", trial_id, device, params)
             if timed_out:
-                outcome.stop_reason = f"timeout of {timeout:g} s"
                 logger.warning(
                     "timeout of %g s reached: %d trial(s) abandoned, %d finished",
                     timeout, len(running), len(outcome.records),
                 )
+                if converged:  # it ended on its own; the timeout only cut its last trials short
+                    outcome.stop_reason += f" (the timeout of {timeout:g} s abandoned {len(running)} trial(s) still running)"
+                else:
+                    outcome.stop_reason = f"timeout of {timeout:g} s"
                 break
             for event in backend.poll(POLL_SECONDS):
                 _handle(event, running, pruner, backend, finish)
