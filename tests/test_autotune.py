@@ -193,6 +193,12 @@ def test_ctrl_c_keeps_trials_and_resume_completes(small, tmp_path):
     assert 2 <= len(kept) < max_evals
     trials = small.uns["autotune"]["trials"]
     assert sorted(trials["trial_id"]) == sorted(r["trial_id"] for r in kept)
+    # the best trial so far trained in this run: its latent is stored without training, and matches it
+    best = small.uns["autotune"]["best"]
+    assert best["trial_id"] in [r["trial_id"] for r in kept]
+    np.testing.assert_allclose(
+        small.obsm["X_autotune"], sat.tl.retrain(small).latent(small), rtol=1e-3, atol=1e-3
+    )
 
     sat.tl.autotune(small, max_evals=max_evals, n_workers=2, journal=journal, **SMALL)
     final = journal_trials(journal)
@@ -205,6 +211,20 @@ def test_ctrl_c_keeps_trials_and_resume_completes(small, tmp_path):
     for _, row in trials.iterrows():
         if row["trial_id"] in before and np.isfinite(row["loss"]):
             assert row["loss"] == pytest.approx(before[row["trial_id"]])
+
+
+@pytest.mark.slow
+def test_a_search_cut_short_whose_latent_needs_training_stores_none_and_drops_the_earlier(small, tmp_path, caplog):
+    """With refit=True the latent would need a training: none is stored, and an earlier one would not match."""
+    sat.tl.autotune(small, max_evals=2, n_workers=1, **SMALL)
+    assert "X_autotune" in small.obsm
+    journal = tmp_path / "search.jsonl"
+    watcher = interrupt_when(journal, 1)
+    with caplog.at_level(logging.WARNING, logger="scanpy_autotune"), pytest.raises(KeyboardInterrupt):
+        sat.tl.autotune(small, max_evals=6, n_workers=1, journal=journal, refit=True, **SMALL)
+    watcher.join()
+    assert len(small.uns["autotune"]["trials"]) < 6 and "X_autotune" not in small.obsm
+    assert "removed the earlier adata.obsm['X_autotune']" in caplog.text
 
 
 @pytest.mark.slow

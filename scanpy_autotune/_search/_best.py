@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .._vae._data import DeviceCounts
     from ._context import TrialContext
 
-__all__ = ["BestModel", "best_model_dir", "finish_best_model"]
+__all__ = ["BestModel", "best_model_dir", "finish_best_model", "model_at_hand"]
 
 logger = logging.getLogger("scanpy_autotune")
 
@@ -74,21 +74,36 @@ def _recover(
 
     if blob is not None and blob_trial == best.trial_id:
         return Model.from_dict(blob, counts.device)
-    if journal is not None:
-        folder = best_model_dir(journal)
-        try:
-            kept = json.loads((folder / "trial.json").read_text())
-            if kept == _kept_identity(best, context):
-                return Model.load(folder, counts.device)
-            logger.info("%s holds another search's model; it is not used", folder)
-        except (OSError, ValueError):
-            pass
+    if journal is not None and _kept_beside_journal(best, context, journal):
+        return Model.load(best_model_dir(journal), counts.device)
     logger.info("retraining the best trial %d (its weights were not kept)", best.trial_id)
     return Model.fit_prepared(
         context.data, counts, context.split, resolve_hyperparameters(best.params),
         seed=context.seed + best.trial_id, max_epochs=context.max_epochs,
         layer=context.layer, batch_key=context.batch_key,
     )
+
+
+def model_at_hand(
+    best: TrialRecord, blob_trial: int, context: TrialContext, journal: str | os.PathLike | None,
+) -> bool:
+    """Whether the best trial's model is had without training: from this run or kept beside the journal."""
+    if blob_trial == best.trial_id:
+        return True
+    return journal is not None and _kept_beside_journal(best, context, journal)
+
+
+def _kept_beside_journal(best: TrialRecord, context: TrialContext, journal: str | os.PathLike) -> bool:
+    """Whether the folder beside ``journal`` holds the best trial's model (and not another search's)."""
+    folder = best_model_dir(journal)
+    try:
+        kept = json.loads((folder / "trial.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if kept != _kept_identity(best, context):
+        logger.info("%s holds another search's model; it is not used", folder)
+        return False
+    return True
 
 
 def _kept_identity(best: TrialRecord, context: TrialContext) -> dict:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import __version__
+from .._errors import JournalWriteError
 from .._record import TrialRecord, best_of
 from .._signals import interrupts_held
 from .._stop_reason import then_interrupted
@@ -328,7 +329,28 @@ def search(
     )
     if outcome.best is not None and run.interrupted is None:
         _add_best_model(outcome, run, context, journal=journal, refit=refit)
+    elif outcome.best is not None and _latent_without_training(outcome.best, run, context, journal, refit):
+        logger.warning(
+            "storing the latent of the best trial so far (trial %d), whose model is at hand",
+            outcome.best.trial_id,
+        )
+        _add_best_model(outcome, run, context, journal=journal, refit=False)
     return outcome
+
+
+def _latent_without_training(
+    best: TrialRecord, run: RunResult, context: TrialContext, journal: Any, refit: bool
+) -> bool:
+    """Whether a search cut short (Ctrl-C, a failed backend) can still store its best trial's latent.
+
+    Only when nothing has to be trained for it (``refit`` would train) and the
+    journal is writable (a journal that could not be written stopped it).
+    """
+    from ._best import model_at_hand
+
+    if refit or isinstance(run.interrupted, JournalWriteError):
+        return False
+    return model_at_hand(best, run.best_model_trial if run.best_model is not None else -1, context, journal)
 
 
 def _checked_pruner(pruner: str | None, pruner_kwargs: Any) -> str | None:

@@ -319,7 +319,11 @@ def autotune(
         unchanged; the trials are in its ``trials``).
     KeyboardInterrupt
         After Ctrl-C, once the finished trials are written into ``adata`` (when
-        one of them succeeded; otherwise ``adata`` is unchanged).
+        one of them succeeded; otherwise ``adata`` is unchanged). The best
+        trial's latent goes into ``obsm`` when its model needs no training
+        (trained in this run or kept beside the journal, and ``refit=False``);
+        otherwise ``obsm`` has none under ``key_added``, and resuming with the
+        journal finishes the search.
     OSError
         When the journal cannot be written during the search (a full disk; a
         :class:`JournalWriteError`), once the finished trials are written into
