@@ -2,7 +2,10 @@
 
 A search can run for hours; a path that cannot be written must fail before
 the first trial, not after the last. Nothing here creates a folder: checks
-only look, so a call that fails leaves the file system as it was.
+look, and try to create (and at once remove) an empty file in the folder that
+will be written, since permissions alone do not tell (the superuser passes
+every permission check, yet cannot write into ``/proc`` or a read-only mount),
+so a call that fails leaves the file system as it was.
 """
 
 from __future__ import annotations
@@ -27,6 +30,19 @@ __all__ = [
 MODEL_FILES = frozenset({"config.json", "weights.pt", "trial.json"})
 
 
+def _writable_folder(folder: Path) -> bool:
+    """Whether entries can be created in ``folder``: its permissions, then an empty file tried there."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-check-")
+    except OSError:
+        return False
+    os.close(handle)
+    os.unlink(probe)
+    return True
+
+
 def _writable_ancestor(path: Path, what: str) -> None:
     """Refuse ``path`` unless the closest existing folder above it is a writable folder."""
     parent = path.parent
@@ -36,12 +52,12 @@ def _writable_ancestor(path: Path, what: str) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise ValueError(f"{what} {path}: {parent} is a file, not a folder.")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not _writable_folder(parent):
         raise PermissionError(f"{what} {path}: the folder {parent} is not writable.")
 
 
 def check_output_file(path: str | os.PathLike, what: str) -> Path:
-    """Check that a file can be written at ``path`` (without creating anything).
+    """Check that a file can be written at ``path`` (leaving nothing behind).
 
     Parameters
     ----------
@@ -64,7 +80,7 @@ def check_output_file(path: str | os.PathLike, what: str) -> Path:
         if not os.access(path, os.W_OK):
             raise PermissionError(f"{what} {path} is not writable.")
         folder = path.resolve().parent
-        if not os.access(folder, os.W_OK | os.X_OK):
+        if not _writable_folder(folder):
             raise PermissionError(
                 f"{what} {path}: the folder {folder} is not writable (the file is replaced through "
                 "a temporary file beside it)."
@@ -75,7 +91,7 @@ def check_output_file(path: str | os.PathLike, what: str) -> Path:
 
 
 def check_output_dir(path: str | os.PathLike, what: str) -> Path:
-    """Check that files can be written into the folder ``path`` (without creating anything).
+    """Check that files can be written into the folder ``path`` (leaving nothing behind).
 
     Raises
     ------
@@ -88,7 +104,7 @@ def check_output_dir(path: str | os.PathLike, what: str) -> Path:
     if path.exists():
         if not path.is_dir():
             raise ValueError(f"{what} {path} is a file, not a folder.")
-        if not os.access(path, os.W_OK | os.X_OK):
+        if not _writable_folder(path):
             raise PermissionError(f"{what} {path} is not writable.")
         return path
     _writable_ancestor(path, what)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -182,6 +183,29 @@ def test_key_added_keeps_an_earlier_search_and_no_default_leaves_out_the_referen
     text = capsys.readouterr().out
     assert "best configuration" in text and "the default configuration was not evaluated" in text
     assert (plots / "trial_history.png").is_file()
+
+
+def _unwritable_folder(tmp_path):
+    """A folder no file can be created in, also for the superuser: /proc on Linux, else a read-only one."""
+    if Path("/proc/self").is_dir():
+        return Path("/proc")
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    return folder
+
+
+def test_an_output_that_cannot_be_created_is_refused_before_the_search(cortex, tmp_path, capsys):
+    """Permissions alone do not tell (root passes them for /proc): the check tries an empty file there."""
+    path = tmp_path / "in.h5ad"
+    cortex[:50].copy().write_h5ad(path)
+    folder = _unwritable_folder(tmp_path)
+    for flag, target in (("-o", folder / "x" / "out.h5ad"), ("--journal", folder / "search.jsonl")):
+        out = ["-o", str(tmp_path / "out.h5ad")] if flag != "-o" else []
+        code = cli.main(["tune", str(path), flag, str(target), *out, "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and f"the folder {folder} is not writable" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.h5ad").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in.h5ad"]
 
 
 @pytest.mark.parametrize(
