@@ -43,7 +43,7 @@ __all__ = [
 
 logger = logging.getLogger("scanpy_autotune")
 
-EXTRA_HINT = 'pip install "scanpy-autotune[scib]"'
+EXTRA_HINT = 'install the "scib" extra (in a clone of scanpy-autotune: pip install -e ".[scib]")'
 BIO_METRICS = ("isolated_labels", "kmeans_nmi", "kmeans_ari", "silhouette_label", "clisi")
 BATCH_METRICS = ("bras", "ilisi", "kbet", "graph_connectivity", "pcr_comparison")
 AGGREGATES = ("bio_conservation", "batch_correction", "total")

@@ -430,7 +430,7 @@ def test_bad_dask_arguments_fail_fast(small, kwargs, error, message):
 
 def test_without_distributed_the_error_names_the_extra(small, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
-    with pytest.raises(ImportError, match=r"pip install scanpy-autotune\[dask\]"):
+    with pytest.raises(ImportError, match=r'the "dask" extra \(in a clone of scanpy-autotune: pip install -e "\.\[dask\]"\)'):
         sat.tl.autotune(small, backend="dask", scheduler="tcp://127.0.0.1:8786", max_evals=2,
                         **SMALL)
     assert "autotune" not in small.uns

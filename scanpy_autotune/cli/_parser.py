@@ -158,7 +158,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--scheduler", metavar="ADDRESS",
-        help="run the trials on a Dask cluster (pip install scanpy-autotune[dask]) through "
+        help="run the trials on a Dask cluster (the dask extra: pip install -e '.[dask]' in a clone) through "
         "its scheduler, e.g. tcp://10.0.0.1:8786; GPU workers are those started with "
         "--resources GPU=1",
     )
@@ -169,7 +169,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pruner", choices=("auto", "asha", "median", "none"), default="auto",
         help="stop unpromising trials early at rungs of their validation ELBO (default auto: ASHA "
-        "from min(25, max-epochs/4) epochs; none below 20 epochs or 30 trials)",
+        "from min(25, max-epochs/4) epochs; none below 20 epochs or 30 trials, nor with "
+        "--objective integration, whose Total the rungs' ELBOs do not rank)",
     )
     parser.add_argument(
         "--patience", type=_patience, default="auto", metavar="N",
@@ -236,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument(
         "--labels-key", metavar="COLUMN",
         help="column of obs with cell types: every trial also records the scIB integration scores "
-        "of its latent (pip install scanpy-autotune[scib])",
+        "of its latent (the scib extra: pip install -e '.[scib]' in a clone)",
     )
     tune.add_argument(
         "--objective", choices=("nll", "integration"), default="nll",

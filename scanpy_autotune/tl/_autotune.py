@@ -242,7 +242,7 @@ def autotune(
     labels_key
         Column of ``adata.obs`` with cell types: every finished trial also
         records the scIB scores of its latent, computed with scib-metrics
-        (``pip install "scanpy-autotune[scib]"``): bio conservation (isolated
+        (the ``scib`` extra: ``pip install -e ".[scib]"`` in a clone): bio conservation (isolated
         labels, KMeans NMI and ARI, label silhouette, cLISI), with ``batch_key``
         batch correction (BRAS, iLISI, kBET, graph connectivity, PCR comparison
         against a PCA of the same cells' log-normalised counts), and Bio

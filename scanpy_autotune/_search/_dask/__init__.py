@@ -46,7 +46,7 @@ the workers), :mod:`._protocol` (the payload and the names both sides use),
 
 ``distributed`` is imported lazily: this package imports without it, and
 :meth:`DaskBackend.create` raises an :class:`ImportError` naming
-``pip install scanpy-autotune[dask]``.
+the ``dask`` extra (``pip install -e ".[dask]"`` in a clone).
 """
 
 from ._client import clear_stale_gather

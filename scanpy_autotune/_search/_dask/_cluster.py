@@ -21,7 +21,7 @@ from ._protocol import payload_owner
 
 logger = logging.getLogger("scanpy_autotune")
 
-EXTRA_HINT = "pip install scanpy-autotune[dask]"
+EXTRA_HINT = 'install the "dask" extra (in a clone of scanpy-autotune: pip install -e ".[dask]")'
 
 
 def import_distributed() -> Any:

@@ -141,7 +141,7 @@ class DaskBackend:
         Raises
         ------
         ImportError
-            Without ``distributed`` (``pip install scanpy-autotune[dask]``).
+            Without ``distributed`` (the ``dask`` extra: ``pip install -e ".[dask]"`` in a clone).
         ValueError
             Without a client or a scheduler, with both, with a bad argument,
             when the scheduler cannot be reached or the cluster has no workers.
