@@ -237,6 +237,37 @@ def test_scoring_arguments_are_checked(trained, kwargs, message):
         model.marginal_nll(adata, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(max_epochs=0), r"max_epochs=0 must be an integer in \[1, "),
+        (dict(max_epochs="x"), r"max_epochs='x' must be an integer"),
+        (dict(seed=-1), r"seed=-1 must be an integer in \[0, 4294967295\]"),
+        (dict(seed=1.5), r"seed=1.5 must be an integer"),
+        (dict(rate="0.1"), r"rate='0.1' must be"),
+        (dict(rate=1.0), r"rate=1.0 must be"),
+    ],
+)
+def test_imputation_arguments_are_checked_before_any_training(trained, kwargs, message):
+    adata, model = trained
+    with pytest.raises(ValueError, match=message):
+        model.imputation_score(adata, **kwargs)
+
+
+def test_from_dict_and_fit_switches_refuse_what_they_cannot_use(trained, small):
+    adata, model = trained
+    blob = model.to_dict()
+    np.testing.assert_array_equal(sat.Model.from_dict(blob).latent(adata), model.latent(adata))
+    for bad in ({"config": blob["config"]}, [blob], {**blob, "weights": "not bytes"}):
+        with pytest.raises(ValueError, match=r"blob must be the dict Model.to_dict\(\) gives"):
+            sat.Model.from_dict(bad)
+    with pytest.raises(ValueError, match="the model's config"):
+        sat.Model.from_dict({"config": {**blob["config"], "split": 5}, "weights": blob["weights"]})
+    for name in ("compiled_likelihood", "cuda_graphs"):
+        with pytest.raises(ValueError, match=f"{name}='yes' must be True or False"):
+            sat.Model.fit(small, max_epochs=1, **{name: "yes"})
+
+
 def test_duplicate_gene_names_and_missing_devices_are_refused(small, tmp_path):
     twins = small.copy()
     twins.var_names = ["MT-ND1"] * 3 + list(small.var_names[3:])

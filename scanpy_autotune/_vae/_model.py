@@ -256,10 +256,11 @@ class Model:
         **hyperparameters
             ``n_hidden`` (128), ``n_latent`` (10), ``n_layers`` (1), ``dropout_rate`` (0.1),
             ``reconstruction_loss`` (``"zinb"``, ``"nb"``, ``"poisson"``), ``dispersion``
-            (``"gene"``, ``"gene-batch"``), ``use_observed_lib_size`` (False), ``lr`` (1e-3),
-            ``weight_decay``, ``batch_size`` (128), ``n_epochs_kl_warmup`` (400),
+            (``"gene"``, ``"gene-batch"``: one dispersion per batch, the same as
+            ``"gene"`` without ``batch_key``), ``use_observed_lib_size`` (False), ``lr`` (1e-3),
+            ``weight_decay`` (1e-6), ``batch_size`` (128), ``n_epochs_kl_warmup`` (400),
             ``max_kl_weight`` (1.0), ``early_stopping`` (True), ``early_stopping_patience`` (45),
-            ``reduce_lr_on_plateau`` (False), ``lr_patience``.
+            ``reduce_lr_on_plateau`` (False), ``lr_patience`` (8).
 
         Returns
         -------
@@ -270,6 +271,9 @@ class Model:
         config = resolve_hyperparameters(hyperparameters, strict=True)
         max_epochs = check_int("max_epochs", max_epochs, low=1, high=MAX_BUDGET)
         seed = check_int("seed", seed, low=0, high=MAX_SEED)
+        for name, value in (("cuda_graphs", cuda_graphs), ("compiled_likelihood", compiled_likelihood)):
+            if value is not None:
+                check_bool(name, value)
         data = extract_counts(adata, layer=layer, batch_key=batch_key)
         if split is None:
             cells = make_split(
@@ -303,7 +307,34 @@ class Model:
         cuda_graphs: bool | None = None,
         compiled_likelihood: bool | None = None,
     ) -> Model:
-        """Train on data already validated and on the device (the search's workers use this)."""
+        """Train on counts already checked and on the device, without extracting them again.
+
+        :meth:`Model.fit` checks its arguments and calls this; the search's
+        workers, :func:`scanpy_autotune.tl.retrain` and the best model's refit
+        call it directly with what they already hold. Nothing is checked here.
+
+        Parameters
+        ----------
+        data
+            The counts, from ``extract_counts``.
+        counts
+            The same counts on the training device (``DeviceCounts``).
+        split
+            Which cells train, validate (early stopping), are held out and tested.
+        config
+            Every hyperparameter, resolved (``resolve_hyperparameters``).
+        seed
+            Seed of the initial weights and of the training noise.
+        max_epochs, callback, cuda_graphs, compiled_likelihood
+            As in :meth:`Model.fit`.
+        layer, batch_key
+            Where the counts and batches came from, recorded in the model.
+
+        Returns
+        -------
+        Model
+            The trained model.
+        """
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         module = VAE(
@@ -359,6 +390,7 @@ class Model:
 
     @property
     def device(self) -> torch.device:
+        """The device the model's weights are on."""
         return self.module.library_mean.device
 
     # -- data access ----------------------------------------------------------
@@ -486,6 +518,12 @@ class Model:
         {doc_cells}
         {doc_layer}
         {doc_seed}
+
+        Returns
+        -------
+        float or pandas.Series
+            The mean over the cells, or with ``per_cell=True`` each cell's
+            value, indexed by its name.
         """
         per_cell = check_bool("per_cell", per_cell)
         data, counts = self._counts(adata, layer)
@@ -508,6 +546,12 @@ class Model:
         {doc_cells}
         {doc_layer}
         {doc_seed}
+
+        Returns
+        -------
+        float or pandas.Series
+            The mean over the cells, or with ``per_cell=True`` each cell's
+            value, indexed by its name.
         """
         per_cell = check_bool("per_cell", per_cell)
         data, counts = self._counts(adata, layer)
@@ -524,6 +568,11 @@ class Model:
         adata
             Data with the model's genes (in any order) and batches.
         {doc_layer}
+
+        Returns
+        -------
+        numpy.ndarray
+            ``cells x n_latent``, in ``adata``'s cell order.
         """
         data, counts = self._counts(adata, layer)
         return latent_mean(self.module, counts, np.arange(data.n_obs))
@@ -570,7 +619,7 @@ class Model:
         adata
             Data with the model's genes (and its training cells, with ``retrain``).
         rate
-            Fraction of the non-zero counts corrupted.
+            Fraction of the non-zero counts corrupted, in (0, 1).
         seed
             Seed of the corruption and of the retraining.
         retrain
@@ -584,6 +633,9 @@ class Model:
             ``median`` and ``mean`` of the per-cell errors, and ``n_cells``.
         """
         retrain = check_bool("retrain", retrain)
+        rate = check_number("rate", rate, low=0.0, high=1.0, low_open=True, high_open=True)
+        seed = check_int("seed", seed, low=0, high=MAX_SEED)
+        max_epochs = check_int("max_epochs", max_epochs, low=1, high=MAX_BUDGET)
         data, _ = self._counts(adata)
         corrupted, rows, cols = corrupt(data, rate=rate, seed=seed)
         counts = DeviceCounts(corrupted, self.device)
@@ -625,7 +677,32 @@ class Model:
 
     @classmethod
     def from_dict(cls, blob: dict[str, Any], device: str | torch.device | None = None) -> Model:
-        """Rebuild a model from :meth:`Model.to_dict` (config checked first; weights read with ``weights_only=True``)."""
+        """Rebuild a model from :meth:`Model.to_dict`.
+
+        Parameters
+        ----------
+        blob
+            ``{"config": ..., "weights": bytes}`` as :meth:`Model.to_dict` gives.
+        device
+            Where to put the weights; default: a GPU when there is one.
+
+        Returns
+        -------
+        Model
+
+        Raises
+        ------
+        ValueError
+            When ``blob`` is not such a dict, its config is not one this
+            version reads (checked in full before any network is built, as
+            :meth:`Model.load` does), or its weights are not a state dict of that
+            config (read with ``weights_only=True``).
+        """
+        if not isinstance(blob, dict) or set(blob) != {"config", "weights"} or not isinstance(blob["weights"], bytes):
+            raise ValueError(
+                "blob must be the dict Model.to_dict() gives: {'config': ..., 'weights': bytes}, "
+                f"got {type(blob).__name__}" + (f" with keys {sorted(blob)}" if isinstance(blob, dict) else "")
+            )
         return cls._from_checked(check_saved_config(blob["config"], "the model's config"), blob["weights"], device)
 
     @classmethod
