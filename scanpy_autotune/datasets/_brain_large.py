@@ -33,8 +33,8 @@ def brain_large(
 ) -> ad.AnnData:
     """10x Genomics 1.3 million mouse brain cells (the scVI "Brain Large" dataset).
 
-    Downloads ``1M_neurons_filtered_gene_bc_matrices_h5.h5`` (about 4 GB, see
-    ``BRAIN_LARGE_FILE``) into ``<data_dir>/brain_large/`` once, then reads it in chunks
+    Downloads ``1M_neurons_filtered_gene_bc_matrices_h5.h5`` (about 4 GB, from
+    10x Genomics) into ``<data_dir>/brain_large/`` once, then reads it in chunks
     of cells, keeping only the selected genes, so memory grows with the kept counts
     only. As in scVI, the genes are the ``n_genes`` of highest variance over the first
     ``n_cells_gene_var`` cells, and cells with fewer than 2 counts or fewer than 2
@@ -68,6 +68,11 @@ def brain_large(
     DatasetDownloadError
         When the file is not cached, no ``path`` is given and the download fails
         (or, once a SHA-256 is pinned for it, the downloaded file does not match it).
+    FileNotFoundError
+        When ``path`` does not exist.
+    DatasetFileError
+        When the file (given or cached) cannot be read as this dataset; the
+        message names the file.
     """
     n_genes = check_int("n_genes", n_genes, low=1, allow_none=True)
     max_cells = check_int("max_cells", max_cells, low=1, allow_none=True)

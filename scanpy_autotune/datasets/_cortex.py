@@ -154,8 +154,8 @@ def cortex(
 ) -> ad.AnnData:
     """Zeisel et al. 2015 mouse cortex (the scVI "Cortex" dataset): 3005 cells.
 
-    Downloads ``expression_mRNA_17-Aug-2014.txt`` (the URL used by scVI, see
-    ``CORTEX_FILE``) into ``<data_dir>/cortex/`` once. Preprocessing as in scVI's
+    Downloads ``expression_mRNA_17-Aug-2014.txt`` (from the Linnarsson lab's
+    storage, the URL scVI uses) into ``<data_dir>/cortex/`` once. Preprocessing as in scVI's
     ``CortexDataset``: keep the ``n_genes`` genes of highest variance of the raw
     counts over all cells, plus ``genes_to_keep``, in the order of the file. Ties at
     the cut-off go to the gene listed first (scVI's ``argsort`` left them undefined).
@@ -186,6 +186,11 @@ def cortex(
     DatasetDownloadError
         When the file is not cached, no ``path`` is given and the download fails
         (or, once a SHA-256 is pinned for it, the downloaded file does not match it).
+    FileNotFoundError
+        When ``path`` does not exist.
+    DatasetFileError
+        When the file (given or cached) cannot be read as this dataset; the
+        message names the file.
     """
     n_genes = check_int("n_genes", n_genes, low=1, allow_none=True)
     if isinstance(genes_to_keep, str):

@@ -148,6 +148,12 @@ def pbmc(
     DatasetDownloadError
         When a file is not cached, no ``path`` is given and the download fails, or a
         downloaded file does not have its pinned SHA-256.
+    FileNotFoundError
+        When ``path`` lacks one of the files (the message says which, and where
+        to download it).
+    DatasetFileError
+        When the file (given or cached) cannot be read as this dataset; the
+        message names the file.
     ValueError
         When ``pbmc_metadata.pickle`` is not the scVI metadata or holds anything but
         plain data (see Notes).
