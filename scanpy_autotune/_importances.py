@@ -1,4 +1,4 @@
-"""``sat.tl.importances``: how much each hyperparameter explains the held-out loss.
+"""``sat.tl.importances``: how much each hyperparameter explains the search's loss.
 
 A random forest fit to the successful trials of a search, read from
 ``adata.uns[key]``; :func:`scanpy_autotune.pl.param_importance` draws it.
@@ -117,7 +117,10 @@ def importances(
     n_estimators: int = 100,
     robust: bool = True,
 ) -> pd.DataFrame:
-    """Importance of each hyperparameter for the held-out loss.
+    """Importance of each hyperparameter for the search's loss.
+
+    The loss is the held-out ``-log p(x)`` by default; ``-Total`` with
+    ``objective="integration"``; a custom objective's value otherwise.
 
     A random forest (``random_state=0``) is fit to the successful trials (status
     ``"ok"`` and a finite loss), with categorical values ordinal-encoded and

@@ -412,6 +412,15 @@ def test_save_suffix_true_and_show(adata, tmp_path, monkeypatch):
     assert (tmp_path / "figures" / "optimization_history.png").exists()
 
 
+@pytest.mark.parametrize("plot", ["trial_history", "sensitivity"])
+def test_a_colormap_that_does_not_exist_is_refused_before_drawing(adata, plot):
+    open_before = plt.get_fignums()
+    with pytest.raises(ValueError, match=r"cmap='not-a-map' is not a matplotlib colormap"):
+        getattr(pl, plot)(adata, cmap="not-a-map", show=False)
+    assert plt.get_fignums() == open_before
+    assert getattr(pl, plot)(adata, cmap=matplotlib.colormaps["magma"], show=False) is not None
+
+
 def test_show_none_follows_scanpy_autoshow(adata):
     import scanpy as sc
 

@@ -36,7 +36,10 @@ def optimization_history(
     show: bool | None = None,
     save: bool | str | None = None,
 ) -> Axes | None:
-    """Held-out loss of each trial in the order the trials finished, with the running best.
+    """The loss of each trial in the order the trials finished, with the running best.
+
+    The loss is the search's (the held-out ``-log p(x)`` by default, ``-Total``
+    with ``objective="integration"``); the y label says which.
 
     x is the completion position (1 = first trial to finish), or with
     ``x="time"`` the minutes from the search's start until the trial finished,

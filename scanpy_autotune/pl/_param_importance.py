@@ -38,7 +38,7 @@ def param_importance(
     show: bool | None = None,
     save: bool | str | None = None,
 ) -> Axes | None:
-    """Bar chart of how much each hyperparameter explains the held-out loss.
+    """Bar chart of how much each hyperparameter explains the search's loss.
 
     See :func:`scanpy_autotune.tl.importances` for the computation; the most
     important hyperparameter is the top bar.

@@ -62,10 +62,10 @@ def pareto(
     One point per successful trial of a search run with ``labels_key`` (and
     ``batch_key``); the trials no other trial beats on both axes form the
     Pareto front (a line). The best trial of the search's objective is a star,
-    the default configuration a square. Left: ``-log p(x)`` against Total;
-    right: Bio conservation against Batch correction. A search scored without
-    ``batch_key`` has neither Total nor batch correction: one panel then,
-    ``-log p(x)`` against Bio conservation.
+    the default configuration a square. Left: held-out ``-log p(x)`` on x,
+    Total on y; right: Bio conservation on x, Batch correction on y. A search
+    scored without ``batch_key`` has neither Total nor batch correction: one
+    panel then, ``-log p(x)`` on x and Bio conservation on y.
 
     Parameters
     ----------

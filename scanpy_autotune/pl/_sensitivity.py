@@ -152,7 +152,10 @@ def sensitivity(
     show: bool | None = None,
     save: bool | str | None = None,
 ) -> Axes | np.ndarray | None:
-    """Held-out loss against each searched hyperparameter, one panel each.
+    """The search's loss against each searched hyperparameter, one panel each.
+
+    The loss is the held-out ``-log p(x)`` by default, ``-Total`` with
+    ``objective="integration"``; the y label says which.
 
     Categorical hyperparameters are drawn as jittered points over a box per
     value, numeric ones as a scatter (log x for ``"log"`` kinds).
@@ -193,8 +196,8 @@ def sensitivity(
     ------
     ValueError
         For an unknown hyperparameter name (the message lists the valid ones),
-        an ``ax`` with a number of Axes other than the number of panels, or a
-        bad ``ncols`` or ``panel_size``.
+        an ``ax`` with a number of Axes other than the number of panels, a
+        bad ``ncols`` or ``panel_size``, or a ``cmap`` matplotlib does not know.
     """
     ncols = check_int("ncols", ncols, low=1)
     if (
@@ -205,6 +208,7 @@ def sensitivity(
         raise ValueError(f"panel_size={panel_size!r} must be (width, height) in inches, two positive numbers.")
     robust = check_bool("robust", robust)
     save = save_target("sensitivity", show, save)
+    cmap_ = get_cmap(cmap)
     owned = ax is None  # a figure this call makes (closed if its save fails)
     res = read_results(adata, key)
     kinds = res.param_kinds(params)
@@ -218,7 +222,6 @@ def sensitivity(
         fig = axes[0].figure
     trials = res.trials
     loss_label, loss_name = loss_names(res.params)
-    cmap_ = get_cmap(cmap)
     finite = finite_loss(trials)
     epochs = trials["n_epochs"].to_numpy(dtype=float)[finite]
     epochs = epochs[np.isfinite(epochs)]

@@ -109,7 +109,8 @@ def trial_history(
         diverging trials cannot flatten the others; a note counts the curves
         that end beyond the range.
     cmap
-        Colormap over trial ids (default: a darkened ``RdYlGn``, red to green).
+        Colormap over trial ids, or its name (default: a darkened ``RdYlGn``,
+        red to green); a ``ValueError`` for a name matplotlib does not know.
     {doc_show_save_ax}
 
     Returns

@@ -57,7 +57,11 @@ def get_cmap(cmap: str | Colormap | None) -> Colormap:
     """A colormap by name or as given; :data:`TRIAL_CMAP` for ``None``."""
     if cmap is None:
         return TRIAL_CMAP
-    return colormaps[cmap] if isinstance(cmap, str) else cmap
+    if isinstance(cmap, Colormap):
+        return cmap
+    if isinstance(cmap, str) and cmap in colormaps:
+        return colormaps[cmap]
+    raise ValueError(f"cmap={cmap!r} is not a matplotlib colormap or the name of one (e.g. 'viridis').")
 
 
 def trial_norm(trial_ids: np.ndarray) -> Normalize:

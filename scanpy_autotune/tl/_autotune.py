@@ -70,6 +70,16 @@ def default_max_epochs(n_cells: int) -> int:
 
     About 8 million cell-passes per trial (scvi-tools' rule), so small data
     trains up to 400 epochs and a million cells a handful.
+
+    Parameters
+    ----------
+    n_cells
+        The cells of the data (a positive integer).
+
+    Returns
+    -------
+    int
+        The epoch cap: 400 up to 20,000 cells, fewer above.
     """
     n_cells = check_int("n_cells", n_cells, low=1)
     return int(max(1, min(400, round(400 * 20000 / n_cells))))
