@@ -182,7 +182,9 @@ def autotune(
     n_workers
         Parallel trials; default one per GPU slot, or one per CPU core.
     gpus
-        ``"all"`` visible GPUs, a number, a list of indices, or ``None`` for CPU only.
+        ``"all"`` visible GPUs, a number of them, a list of indices, or ``None``
+        for CPU only (as are ``0``, ``False`` and ``"none"``, the command line's
+        spelling).
     trials_per_gpu
         Trials sharing each GPU. ``"auto"`` (default): as many as the CPU cores
         can feed (one core per trial) and the GPU's free memory can hold; the
@@ -198,7 +200,11 @@ def autotune(
         losses by float rounding (about 1e-6) and can change TPE's choices.
     journal
         JSON-lines file; every finished trial is appended before it counts, and
-        calling again with the same journal resumes.
+        calling again with the same journal resumes. Its folder is created if
+        needed. Beside it, ``<journal>.lock`` holds the lock that refuses a
+        second search on the same journal while one runs, and
+        ``<journal>.best_model/`` keeps the best model, so a resumed search need
+        not train it again.
     timeout
         Seconds after which no new trial starts and running ones are abandoned,
         counted from the start of the search (starting the worker processes,
