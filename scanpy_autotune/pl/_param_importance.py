@@ -66,11 +66,11 @@ def param_importance(
     ValueError
         With fewer than 5 successful trials, or an unknown method or name.
     """
+    robust = check_bool("robust", robust)
+    save = save_target("param_importance", show, save)  # before the forest is fit: a wrong type fails at once
     table = importances(
         adata, params, key=key, method=method, n_estimators=n_estimators, robust=robust
     )
-    robust = check_bool("robust", robust)
-    save = save_target("param_importance", show, save)
     owned = ax is None  # a figure this call makes (closed if its save fails)
     res = read_results(adata, key)
     trials = res.trials
