@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from matplotlib.axes import Axes
 
-from .._results import DEFAULT_KEY, read_results
+from .._results import DEFAULT_KEY, Results, read_results
 from .._validation import check_bool
 from ._docs import _doc_params, doc_adata_key, doc_returns_ax, doc_show_save_ax
 from ._utils import (
@@ -79,113 +80,12 @@ def optimization_history(
     owned = ax is None  # a figure this call makes (closed if its save fails)
     res = read_results(adata, key)
     trials = res.trials.sort_values("completion_order", kind="stable")
-    position = trials["completion_order"].to_numpy(dtype=float) + 1
-    if x == "time":
-        finished = trials["finished_at"].to_numpy(dtype=float)
-        if not np.isfinite(finished).all():
-            raise ValueError(
-                "x='time' needs the time each trial finished (finished_at), which these results "
-                "were written without. Use x='trials'."
-            )
-        start = np.min(finished - trials["duration_s"].to_numpy(dtype=float))
-        x_values = (finished - start) / 60.0
-    else:
-        x_values = position
+    x_values = _x_values(trials, x)
     fig, ax = new_ax(ax, (7.0, 4.2))
     loss = trials["loss"].to_numpy(dtype=float)
-    status = trials["status"].to_numpy()
     finite = np.isfinite(loss)
-    ok = finite & (status == "ok")
-    if ok.any():
-        ax.scatter(
-            x_values[ok],
-            loss[ok],
-            s=24,
-            color="C0",
-            zorder=3,
-            gid="points-ok",
-            label=f"ok ({int(ok.sum())})",
-        )
-        running = np.minimum.accumulate(loss[ok])
-        xs = np.append(x_values[ok], x_values.max())
-        ax.step(
-            xs,
-            np.append(running, running[-1]),
-            where="post",
-            color="C2",
-            lw=1.6,
-            zorder=2,
-            gid="running-best",
-            label="best so far",
-        )
-    pruned = finite & (status == "pruned")
-    if pruned.any():
-        ax.scatter(
-            x_values[pruned],
-            loss[pruned],
-            s=30,
-            marker="^",
-            facecolors="none",
-            edgecolors="C1",
-            zorder=3,
-            gid="points-pruned",
-            label=f"pruned ({int(pruned.sum())})",
-        )
-    bottom = ax.get_xaxis_transform()
-    for stat, gid, color, text in (
-        ("fail", "points-fail", "C3", "failed"),
-        ("pruned", "points-pruned-noloss", "C1", "pruned, no loss"),
-    ):
-        sel = (status == "fail") if stat == "fail" else (~finite & (status == stat))
-        if sel.any():
-            ax.scatter(
-                x_values[sel],
-                np.full(sel.sum(), 0.03),
-                transform=bottom,
-                marker="x",
-                s=30,
-                color=color,
-                zorder=3,
-                clip_on=False,
-                gid=gid,
-                label=f"{text} ({int(sel.sum())}, at the bottom)",
-            )
-    if res.best["trial_id"] >= 0:
-        at = (trials["trial_id"] == res.best["trial_id"]).to_numpy()
-        ax.scatter(
-            x_values[at],
-            loss[at],
-            marker="*",
-            s=200,
-            facecolors="gold",
-            edgecolors="black",
-            linewidths=0.8,
-            zorder=4,
-            gid="best",
-            label=f"best: trial {res.best['trial_id']}",
-        )
-    if res.default is not None and np.isfinite(res.default["loss"]):
-        ax.axhline(
-            res.default["loss"],
-            ls="--",
-            lw=1.2,
-            color="0.35",
-            zorder=1,
-            gid="default",
-            label=f"default config (trial {res.default['trial_id']})",
-        )
-    elif res.default is not None:
-        logger.info(
-            "The default configuration (trial %d) has no loss; no reference line.",
-            res.default["trial_id"],
-        )
-    converged_after = int(res.params.get("converged_after", 0) or 0)
-    if converged_after > 0:
-        stopped_at = x_values[min(converged_after, len(x_values)) - 1]
-        ax.axvline(
-            stopped_at, ls=":", lw=1.4, color="C4", zorder=1, gid="converged",
-            label=f"converged after {converged_after} trials",
-        )
+    _draw_trials(ax, x_values, loss, trials["status"].to_numpy())
+    _draw_references(ax, res, trials, x_values, loss)
     if log:
         ax.set_yscale("log")
     # leave a strip along the bottom for the trials without a loss
@@ -204,3 +104,77 @@ def optimization_history(
     ax.set_title("optimization history")
     ax.legend(fontsize="small", loc="upper right", bbox_to_anchor=(1.0, 0.93))
     return finish(fig, ax, "optimization_history", show, save, owned=owned)
+
+
+def _x_values(trials: pd.DataFrame, x: str) -> np.ndarray:
+    """Each trial's place on the x axis: its completion position, or the minutes until it finished."""
+    if x == "trials":
+        return trials["completion_order"].to_numpy(dtype=float) + 1
+    finished = trials["finished_at"].to_numpy(dtype=float)
+    if not np.isfinite(finished).all():
+        raise ValueError(
+            "x='time' needs the time each trial finished (finished_at), which these results "
+            "were written without. Use x='trials'."
+        )
+    start = np.min(finished - trials["duration_s"].to_numpy(dtype=float))
+    return (finished - start) / 60.0
+
+
+def _draw_trials(ax: Axes, x_values: np.ndarray, loss: np.ndarray, status: np.ndarray) -> None:
+    """The trials (points by status, crosses along the bottom for those without a loss) and the running best."""
+    finite = np.isfinite(loss)
+    ok = finite & (status == "ok")
+    if ok.any():
+        ax.scatter(
+            x_values[ok], loss[ok], s=24, color="C0", zorder=3, gid="points-ok", label=f"ok ({int(ok.sum())})",
+        )
+        running = np.minimum.accumulate(loss[ok])
+        xs = np.append(x_values[ok], x_values.max())
+        ax.step(
+            xs, np.append(running, running[-1]), where="post", color="C2", lw=1.6, zorder=2,
+            gid="running-best", label="best so far",
+        )
+    pruned = finite & (status == "pruned")
+    if pruned.any():
+        ax.scatter(
+            x_values[pruned], loss[pruned], s=30, marker="^", facecolors="none", edgecolors="C1", zorder=3,
+            gid="points-pruned", label=f"pruned ({int(pruned.sum())})",
+        )
+    bottom = ax.get_xaxis_transform()
+    for stat, gid, color, text in (
+        ("fail", "points-fail", "C3", "failed"),
+        ("pruned", "points-pruned-noloss", "C1", "pruned, no loss"),
+    ):
+        sel = (status == "fail") if stat == "fail" else (~finite & (status == stat))
+        if sel.any():
+            ax.scatter(
+                x_values[sel], np.full(sel.sum(), 0.03), transform=bottom, marker="x", s=30, color=color,
+                zorder=3, clip_on=False, gid=gid, label=f"{text} ({int(sel.sum())}, at the bottom)",
+            )
+
+
+def _draw_references(ax: Axes, res: Results, trials: pd.DataFrame, x_values: np.ndarray, loss: np.ndarray) -> None:
+    """The best trial (a star), the default configuration's loss (dashed) and where the search converged (dotted)."""
+    if res.best["trial_id"] >= 0:
+        at = (trials["trial_id"] == res.best["trial_id"]).to_numpy()
+        ax.scatter(
+            x_values[at], loss[at], marker="*", s=200, facecolors="gold", edgecolors="black", linewidths=0.8,
+            zorder=4, gid="best", label=f"best: trial {res.best['trial_id']}",
+        )
+    if res.default is not None and np.isfinite(res.default["loss"]):
+        ax.axhline(
+            res.default["loss"], ls="--", lw=1.2, color="0.35", zorder=1, gid="default",
+            label=f"default config (trial {res.default['trial_id']})",
+        )
+    elif res.default is not None:
+        logger.info(
+            "The default configuration (trial %d) has no loss; no reference line.",
+            res.default["trial_id"],
+        )
+    converged_after = int(res.params.get("converged_after", 0) or 0)
+    if converged_after > 0:
+        stopped_at = x_values[min(converged_after, len(x_values)) - 1]
+        ax.axvline(
+            stopped_at, ls=":", lw=1.4, color="C4", zorder=1, gid="converged",
+            label=f"converged after {converged_after} trials",
+        )
