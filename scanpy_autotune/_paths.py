@@ -38,8 +38,10 @@ def _writable_folder(folder: Path) -> bool:
         handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-check-")
     except OSError:
         return False
-    os.close(handle)
-    os.unlink(probe)
+    try:
+        os.close(handle)
+    finally:
+        os.unlink(probe)
     return True
 
 
@@ -132,7 +134,7 @@ def _permissions_of_a_new(kind: str, replaced: Path) -> int:
 
 
 def check_model_dir(path: str | os.PathLike, what: str) -> Path:
-    """Check that a model can be saved into the folder ``path`` (without creating anything).
+    """Check that a model can be saved into the folder ``path`` (leaving nothing behind).
 
     The folder may be new, empty, or hold a model saved earlier (which is
     replaced); a folder with any other file is refused, so that nothing the

@@ -186,8 +186,9 @@ def test_ctrl_c_keeps_trials_and_resume_completes(small, tmp_path):
     max_evals = 6
     watcher = interrupt_when(journal, 2)
     with pytest.raises(KeyboardInterrupt):
-        sat.tl.autotune(small, max_evals=max_evals, n_workers=2, journal=journal, **SMALL)
+        sat.tl.autotune(small, max_evals=max_evals, n_workers=2, journal=journal, save_dir=tmp_path / "best", **SMALL)
     watcher.join()
+    assert not (tmp_path / "best").exists()  # save_dir is written by a search that ended only
     assert worker_processes(os.getpid()) == []  # Ctrl-C stopped the workers
     kept = journal_trials(journal)
     assert 2 <= len(kept) < max_evals
@@ -211,6 +212,25 @@ def test_ctrl_c_keeps_trials_and_resume_completes(small, tmp_path):
     for _, row in trials.iterrows():
         if row["trial_id"] in before and np.isfinite(row["loss"]):
             assert row["loss"] == pytest.approx(before[row["trial_id"]])
+
+
+@pytest.mark.slow
+def test_a_search_cut_short_whose_latent_fails_still_writes_its_trials(small, tmp_path, monkeypatch, caplog):
+    """A device error while the latent of a search cut short is computed costs the latent, not the trials."""
+    import scanpy_autotune._vae._metrics as metrics
+
+    def device_error(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(metrics, "latent_mean", device_error)  # the driver's call only: workers are other processes
+    journal = tmp_path / "search.jsonl"
+    watcher = interrupt_when(journal, 1)
+    with caplog.at_level(logging.WARNING, logger="scanpy_autotune"), pytest.raises(KeyboardInterrupt):
+        sat.tl.autotune(small, max_evals=6, n_workers=1, journal=journal, **SMALL)
+    watcher.join()
+    assert 1 <= len(small.uns["autotune"]["trials"]) < 6 and "X_autotune" not in small.obsm
+    assert "could not compute the best trial's latent (RuntimeError: CUDA error" in caplog.text
+    assert small.uns["autotune"]["params"]["stop_reason"] == "interrupted (Ctrl-C)"
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .._vae._data import DeviceCounts
     from ._context import TrialContext
 
-__all__ = ["BestModel", "best_model_dir", "finish_best_model", "model_at_hand"]
+__all__ = ["BestModel", "best_model_dir", "finish_best_model", "latent_without_training"]
 
 logger = logging.getLogger("scanpy_autotune")
 
@@ -84,13 +84,26 @@ def _recover(
     )
 
 
-def model_at_hand(
-    best: TrialRecord, blob_trial: int, context: TrialContext, journal: str | os.PathLike | None,
-) -> bool:
-    """Whether the best trial's model is had without training: from this run or kept beside the journal."""
-    if blob_trial == best.trial_id:
-        return True
-    return journal is not None and _kept_beside_journal(best, context, journal)
+def latent_without_training(
+    best: TrialRecord, blob: dict | None, blob_trial: int, context: TrialContext,
+    journal: str | os.PathLike | None,
+) -> np.ndarray | None:
+    """The best trial's latent of every cell when its model is at hand, else ``None`` (nothing is trained).
+
+    For a search cut short: the model is this run's (``blob``) or the one
+    kept beside the journal; nothing is scored, saved or refit.
+    """
+    from .._vae import Model
+    from .._vae._metrics import latent_mean
+
+    if blob is not None and blob_trial == best.trial_id:
+        model = Model.from_dict(blob, _device())
+    elif journal is not None and _kept_beside_journal(best, context, journal):
+        model = Model.load(best_model_dir(journal), _device())
+    else:
+        return None
+    counts = context.counts(model.device)
+    return latent_mean(model.module, counts, np.arange(context.data.n_obs))
 
 
 def _kept_beside_journal(best: TrialRecord, context: TrialContext, journal: str | os.PathLike) -> bool:

@@ -175,7 +175,7 @@ def run_trials(
             outcome.stop_reason, outcome.converged_after = earlier, converged_after
             logger.info("the journal's search %s; nothing to run", earlier)
             return outcome
-    converged = False
+    converged, converged_reason = False, ""  # the reason a resume reads, without what the timeout then did
     rungs = pruner.rungs() if pruner is not None else []
     next_trials = _NextTrials(tuner, default_params, startup, outcome.records)
     running: dict[int, _Running] = {}
@@ -193,7 +193,7 @@ def run_trials(
         return outcome
 
     def finish(record: TrialRecord, model: dict | None) -> None:
-        nonlocal converged
+        nonlocal converged, converged_reason
         info = running[record.trial_id]
         record.completion_order = len(outcome.records)
         record.is_default = info.is_default
@@ -222,6 +222,7 @@ def run_trials(
         if stopper is not None and not converged and stopper.observe(record) and not started_all:
             converged = True
             outcome.stop_reason, outcome.converged_after = stopper.reason(), len(outcome.records)
+            converged_reason = outcome.stop_reason
             logger.info("stopping early: %s; %d running trial(s) finish", outcome.stop_reason, len(running))
             bar.stopped(outcome.stop_reason)
 
@@ -256,7 +257,7 @@ def run_trials(
                 _handle(event, running, pruner, backend, finish)
         if converged and journal is not None:  # a resume with this budget then runs nothing more
             journal.note(
-                "stop", reason=outcome.stop_reason, n_trials=len(outcome.records), max_evals=max_evals,
+                "stop", reason=converged_reason, n_trials=len(outcome.records), max_evals=max_evals,
                 converged_after=outcome.converged_after, convergence=stopper.describe(),
             )
     except KeyboardInterrupt as interrupt:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import __version__
-from .._errors import JournalWriteError
 from .._record import TrialRecord, best_of
 from .._signals import interrupts_held
 from .._stop_reason import then_interrupted
@@ -67,8 +66,10 @@ class SearchOutcome:
         The best configuration's model (refit when asked), the posterior mean
         latent of every cell, the held-out ``-log p(x)`` on the test cells of
         the chosen trial's model and of the refit one; ``None`` when no trial
-        succeeded, the search was interrupted, there are no test cells or (the
-        last) no refit.
+        succeeded, there are no test cells or (the last) no refit. A search
+        cut short has only the latent, and only when the best trial's model
+        was at hand (trained in this run or kept beside the journal) and no
+        refit was asked for.
     interrupted
         What stopped the search (a ``KeyboardInterrupt``, a
         ``JournalWriteError``), to re-raise once the results
@@ -242,7 +243,7 @@ def search(
             "pass labels_key= (the cell types) too."
         )
     pruner = _checked_pruner(pruner, pruner_kwargs)
-    objective = _checked_objective(objective, scored=labels is not None, batch_key=batch_key)
+    objective = _checked_objective(objective, labelled=labels is not None, batch_key=batch_key)
     search_space = build_space(space, HYPERPARAMETERS)
     _check_space_for_objective(search_space, objective)
     search_pruner = _make_search_pruner(pruner, objective, max_epochs, max_evals, dict(pruner_kwargs or {}))
@@ -329,28 +330,35 @@ def search(
     )
     if outcome.best is not None and run.interrupted is None:
         _add_best_model(outcome, run, context, journal=journal, refit=refit)
-    elif outcome.best is not None and _latent_without_training(outcome.best, run, context, journal, refit):
-        logger.warning(
-            "storing the latent of the best trial so far (trial %d), whose model is at hand",
-            outcome.best.trial_id,
-        )
-        _add_best_model(outcome, run, context, journal=journal, refit=False)
+    elif outcome.best is not None and not refit:  # refit: the latent would be of a model still to train
+        _add_latent_of_cut_short(outcome, run, context, journal)
     return outcome
 
 
-def _latent_without_training(
-    best: TrialRecord, run: RunResult, context: TrialContext, journal: Any, refit: bool
-) -> bool:
-    """Whether a search cut short (Ctrl-C, a failed backend) can still store its best trial's latent.
+def _add_latent_of_cut_short(outcome: SearchOutcome, run: RunResult, context: TrialContext, journal: Any) -> None:
+    """Give a search cut short its best trial's latent, when that model is at hand (nothing is trained).
 
-    Only when nothing has to be trained for it (``refit`` would train) and the
-    journal is writable (a journal that could not be written stopped it).
+    Only the latent: no test loss, no model beside the journal or in
+    ``save_dir``, so what was asked to stop stops soon. A failure here (a
+    damaged kept model, a device error) costs the latent only; the trials are
+    written and the interrupt re-raised as without it.
     """
-    from ._best import model_at_hand
+    from ._best import latent_without_training
 
-    if refit or isinstance(run.interrupted, JournalWriteError):
-        return False
-    return model_at_hand(best, run.best_model_trial if run.best_model is not None else -1, context, journal)
+    try:
+        latent = latent_without_training(outcome.best, run.best_model, run.best_model_trial, context, journal)
+    except KeyboardInterrupt:  # asked again to stop: it stops, as the first time asked
+        logger.warning("interrupted again: the finished trials are kept without the best trial's latent")
+        return
+    except Exception as error:
+        logger.warning(
+            "could not compute the best trial's latent (%s: %s); the finished trials are kept without it",
+            type(error).__name__, error,
+        )
+        return
+    if latent is not None:
+        logger.warning("storing the latent of the best trial so far (trial %d)", outcome.best.trial_id)
+        outcome.latent = latent
 
 
 def _checked_pruner(pruner: str | None, pruner_kwargs: Any) -> str | None:
@@ -365,7 +373,7 @@ def _checked_pruner(pruner: str | None, pruner_kwargs: Any) -> str | None:
     return pruner
 
 
-def _checked_objective(objective: Any, *, scored: bool, batch_key: str | None) -> Callable | str | None:
+def _checked_objective(objective: Any, *, labelled: bool, batch_key: str | None) -> Callable | str | None:
     """``objective`` with ``"marginal_nll"`` (as ``uns[key]["params"]`` records it) read as ``None``."""
     if isinstance(objective, str) and objective == "marginal_nll":
         return None
@@ -374,7 +382,7 @@ def _checked_objective(objective: Any, *, scored: bool, batch_key: str | None) -
             f"objective={objective!r}: use None (or 'marginal_nll': the held-out -log p(x)), 'integration' (the scIB "
             "Total, with labels_key and batch_key), or a callable objective(model, adata_heldout) -> float."
         )
-    if objective == "integration" and (not scored or batch_key is None):
+    if objective == "integration" and (not labelled or batch_key is None):
         raise ValueError(
             "objective='integration' maximises the scIB Total of batch correction and bio "
             "conservation: pass labels_key= (cell types) and batch_key= (the batches to integrate)."

@@ -10,5 +10,5 @@ __all__ = ["SPLIT_NAMES", "STOPPED_BY"]
 
 #: The parts of a split, in the order of ``obs["autotune_split"]``'s categories.
 SPLIT_NAMES = ("train", "validation", "heldout", "test")
-#: Why a training run ended (:attr:`TrainResult.stopped_by`).
+#: Why a training run ended: every value ``TrainResult.stopped_by`` takes, the ones a saved config may hold.
 STOPPED_BY = ("max_epochs", "early_stopping", "callback", "diverged")

@@ -339,7 +339,8 @@ def autotune(
         trial's latent goes into ``obsm`` when its model needs no training
         (trained in this run or kept beside the journal, and ``refit=False``);
         otherwise ``obsm`` has none under ``key_added``, and resuming with the
-        journal finishes the search.
+        journal finishes the search. ``save_dir`` is written only by a search
+        that ended.
     OSError
         When the journal cannot be written during the search (a full disk; a
         :class:`JournalWriteError`), once the finished trials are written into
