@@ -366,6 +366,24 @@ def test_ctrl_c_while_the_best_model_is_retrained_keeps_the_trials(small, tmp_pa
 
 
 @pytest.mark.slow
+def test_a_resumed_search_retrains_its_best_trial_with_that_trials_seed(small, tmp_path):
+    """Without the model kept beside the journal, the best trial is trained again as it was (seed + id)."""
+    def nll_but_not_the_default(model, heldout):
+        loss = model.marginal_nll(heldout, n_mc=3, cells="all")
+        return loss + 1e3 * (model.hyperparameters["n_hidden"] == 128)  # trial 0 never wins
+
+    journal = tmp_path / "search.jsonl"
+    kwargs = dict(max_evals=3, n_workers=1, journal=journal, space={"n_hidden": [32, 64]},
+                  objective=nll_but_not_the_default, **SMALL)
+    sat.tl.autotune(small, **kwargs)
+    assert small.uns["autotune"]["best"]["trial_id"] != 0  # seed + id differs from the search's seed
+    first = small.obsm["X_autotune"].copy()
+    shutil.rmtree(f"{journal}.best_model")
+    sat.tl.autotune(small, **kwargs)  # the journal holds the budget: nothing runs, the best is retrained
+    np.testing.assert_allclose(small.obsm["X_autotune"], first, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.slow
 def test_a_hand_edited_journal_trial_outside_the_space_is_refused(small, tmp_path):
     journal = tmp_path / "search.jsonl"
     sat.tl.autotune(small, max_evals=2, n_workers=1, journal=journal, **SMALL)

@@ -412,6 +412,18 @@ def test_save_suffix_true_and_show(adata, tmp_path, monkeypatch):
     assert (tmp_path / "figures" / "optimization_history.png").exists()
 
 
+def test_the_running_best_follows_only_the_successful_trials():
+    """Results from elsewhere may give a pruned trial a loss; it is drawn, but it is no one's best."""
+    records = make_records()
+    pruned = next(r for r in records if r["status"] == "pruned")
+    pruned["loss"] = 1.0  # below every finished trial
+    ax = pl.optimization_history(make_results_adata(records), show=False)
+    ok = sorted(r["loss"] for r in records if r["status"] == "ok" and np.isfinite(r["loss"]))
+    running = next(line for line in ax.lines if _gid(line) == "running-best")
+    assert float(np.min(running.get_ydata())) == pytest.approx(ok[0])
+    assert 1.0 in _offsets(ax, "points-pruned")[:, 1] and 1.0 not in _offsets(ax, "points-ok")[:, 1]
+
+
 @pytest.mark.parametrize("plot", ["trial_history", "sensitivity"])
 def test_a_colormap_that_does_not_exist_is_refused_before_drawing(adata, plot):
     open_before = plt.get_fignums()

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scanpy_autotune._record import TrialRecord, best_of, ranked
 from scanpy_autotune._results import (
     FIXED_COLUMNS,
     axis_kind,
@@ -233,6 +234,27 @@ def test_build_best_default_params(records):
     assert params["max_evals"] == 24 and params["backend"] == "local"
     assert params["test_size"] == "None"  # None cannot be written to .h5ad
     assert params["layers"] == ["counts"]
+
+
+def test_best_params_are_the_best_records_with_gaps_in_the_ids():
+    """A timeout abandons trials, so ids have gaps; the records come in any order."""
+    records = [r for r in make_records() if r["trial_id"] % 3 != 1]
+    ok = [r for r in records if r["status"] == "ok" and math.isfinite(r["loss"])]
+    best = min(ok, key=lambda r: r["loss"])
+    assert best["trial_id"] >= len(records) // 2  # far from its position: a lookup by id would miss it
+    uns = build_results(records, settings=SETTINGS, searched=SEARCHED)
+    assert uns["best"] == {"trial_id": best["trial_id"], "loss": best["loss"], "params": best["params"]}
+
+
+def test_an_ok_trial_without_a_finite_loss_is_never_ranked():
+    """Only a hand-edited journal or uns holds one; it must not become the best."""
+    trials = [TrialRecord(0, {}, status="ok", loss=math.nan), TrialRecord(1, {}, status="ok", loss=5.0),
+              TrialRecord(2, {}, status="ok", loss=math.inf), TrialRecord(3, {}, status="ok", loss=4.0)]
+    assert [t.trial_id for t in ranked(trials)] == [3, 1] and best_of(trials).trial_id == 3
+    records = make_records()
+    ok = sorted((r for r in records if r["status"] == "ok" and math.isfinite(r["loss"])), key=lambda r: r["loss"])
+    ok[0]["loss"] = math.nan  # the would-be best, edited by hand
+    assert build_results(records, settings=SETTINGS, searched=SEARCHED)["best"]["trial_id"] == ok[1]["trial_id"]
 
 
 def test_build_without_ok_trial(records, caplog):

@@ -58,25 +58,34 @@ def test_budget_is_met_through_failures_and_dead_workers():
 
 def test_default_is_never_pruned_but_its_values_join_the_rungs():
     pruner = ASHAPruner(10, min_epochs=2, eta=2, min_trials_per_rung=1)  # rungs 2, 4, 8
+    # a resumed journal whose two trials were better at every rung: any other trial there is pruned
+    better = {rung: -1.0 for rung in pruner.rungs()}
+    resumed = [
+        TrialRecord(trial_id, {"n_hidden": 64, "n_latent": n_latent}, status="ok", loss=101.0, n_epochs=10,
+                    rung_values=dict(better))
+        for trial_id, n_latent in ((1, 6), (2, 8))
+    ]
     curves = {0: [-500.0] * 10}  # the default is the worst of all
 
     def script(trial_id, params):
-        return Plan(curve=curves.get(trial_id, [-100.0 - trial_id] * 10), loss=_loss(params))
+        return Plan(curve=curves.get(trial_id, [-500.0] * 10), loss=_loss(params))
 
     backend = ScriptedBackend(script, n_slots=1)
     run = run_trials(
-        backend, _tuner(), None, max_evals=4, default_params=DEFAULT, pruner=pruner, progress=False
+        backend, _tuner(), None, max_evals=4, resumed=resumed, default_params=DEFAULT, pruner=pruner,
+        progress=False,
     )
     default = run.records[0]
     assert default.status == "ok" and default.is_default
     assert default.rung_values == {2: -500.0, 4: -500.0, 8: -500.0}
-    assert (0, False) in backend.answers and pruner.rung_table()[2][0] == -500.0
+    assert [stop for trial, stop in backend.answers if trial == 0] == [False, False, False]
+    assert pruner.rung_table()[2][0] == -500.0
+    # the same values from any other trial are pruned at the first rung
+    assert run.records[3].status == "pruned" and run.records[3].pruned_at + 1 == 2
     # the rung values stored in each record are exactly what was reported
     for record in run.records.values():
         for rung, value in record.rung_values.items():
             assert pruner.rung_table()[rung][record.trial_id] == value
-    pruned = [r for r in run.records.values() if r.status == "pruned"]
-    assert pruned and all(r.pruned_at + 1 in r.rung_values for r in pruned)
 
 
 def test_resume_restores_the_pruner_and_reruns_nothing(tmp_path):

@@ -46,6 +46,8 @@ def test_same_seed_same_suggestions_and_plain_types():
     for _, params in first:
         assert {type(v) for v in params.values()} <= {int, float, str}
     assert _run(seed=4) != first
+    start_up = [tuple(sorted(params.items())) for _, params in first[:8]]
+    assert len(set(start_up)) == 8  # each random start-up draw has its own seed
 
 
 def test_tpe_learns_after_startup():
