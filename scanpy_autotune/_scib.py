@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,6 +67,33 @@ def require_scib_metrics() -> Any:
             f"integration scores (labels_key=) need the optional dependency scib-metrics: {EXTRA_HINT}"
         ) from err
     return scib_metrics
+
+
+def jax_cache_dir() -> Path:
+    """Where the scoring keeps scib-metrics' compiled JAX functions: ``$XDG_CACHE_HOME/scanpy_autotune/jax``."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "scanpy_autotune" / "jax"
+
+
+def _keep_compiled_jax_functions() -> None:
+    """Use JAX's persistent compilation cache, unless the user chose one.
+
+    Every new scoring process (each worker of each search) otherwise compiles
+    scib-metrics' JAX functions again: about 5 s of its first score on two
+    cores (``benchmarks/results/integration.md``). The compiled code is the
+    same, so the scores are too. A folder that cannot be made leaves JAX as it was.
+    """
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:  # JAX_COMPILATION_CACHE_DIR, or set by the user
+        return
+    folder = jax_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # its default, 1 s, keeps few of them
 
 
 def unintegrated_embedding(counts: sp.spmatrix | np.ndarray, n_comps: int = _N_PCS) -> np.ndarray:
@@ -136,6 +165,7 @@ def integration_scores(
         batches, so without ``batch`` bio conservation is the mean of the other four.
     """
     scib_metrics = require_scib_metrics()
+    _keep_compiled_jax_functions()
     with warnings.catch_warnings(), _scib_logs_at_warning(), _exact_diffusion_neighbours():
         # "PCR comparison score is negative ... Setting to 0.": the value says it (0).
         warnings.filterwarnings("ignore", message="PCR comparison score is negative")

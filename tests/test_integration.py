@@ -316,3 +316,32 @@ def test_kbet_finds_its_diffusion_neighbours_exactly_and_gives_pynndescent_back(
     expected = np.argsort(distances, axis=1)[:, :6]
     np.testing.assert_array_equal(found.indices, expected)  # each cell first, then its 5 nearest
     np.testing.assert_allclose(found.distances, np.take_along_axis(distances, expected, axis=1), atol=1e-6)
+
+
+def test_scoring_keeps_jax_compiled_code_on_disk_unless_the_user_chose_a_cache(tmp_path, monkeypatch):
+    """Each scoring process reuses the JAX code an earlier one compiled (benchmarks/results/jax_cache.md)."""
+    import jax
+
+    from scanpy_autotune._scib import _keep_compiled_jax_functions, jax_cache_dir
+
+    before = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        _keep_compiled_jax_functions()
+        assert jax_cache_dir() == tmp_path / "cache" / "scanpy_autotune" / "jax" and jax_cache_dir().is_dir()
+        assert jax.config.jax_compilation_cache_dir == str(jax_cache_dir())
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0
+        chosen = str(tmp_path / "the users own")
+        jax.config.update("jax_compilation_cache_dir", chosen)
+        _keep_compiled_jax_functions()
+        assert jax.config.jax_compilation_cache_dir == chosen  # the user's choice stays
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file" / "cache"))
+        (tmp_path / "a-file").write_text("not a folder")
+        jax.config.update("jax_compilation_cache_dir", None)
+        _keep_compiled_jax_functions()  # a folder that cannot be made: JAX as it was
+        assert jax.config.jax_compilation_cache_dir is None
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before[0])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+
