@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from anndata import AnnData
+
+if TYPE_CHECKING:  # a search's worker process needs no AnnData: importing anndata costs it 1 s
+    from anndata import AnnData
 
 from .._validation import MAX_SEED, check_fraction, check_int
 from ._likelihood import NonZeros
@@ -207,6 +210,8 @@ def extract_counts(
         gene names, non-finite, negative or non-integer values, too few cells
         or genes, or cells with zero counts.
     """
+    from anndata import AnnData
+
     if not isinstance(adata, AnnData):
         raise ValueError(f"Expected an AnnData object, got {type(adata).__name__}.")
     matrix = _matrix(adata, layer)

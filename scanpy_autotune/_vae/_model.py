@@ -8,12 +8,11 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
-from anndata import AnnData
 
 from .._docs import doc_params
 from .._logging import follow_scanpy_verbosity
@@ -41,6 +40,9 @@ from ._metrics import (
 from ._module import VAE
 from ._saved_config import check_saved_config
 from ._train import EpochCallback, TrainResult, train
+
+if TYPE_CHECKING:  # a search's worker process needs no AnnData (see _data)
+    from anndata import AnnData
 
 logger = logging.getLogger("scanpy_autotune")
 
