@@ -79,8 +79,8 @@ def _keep_compiled_jax_functions() -> None:
     """Use JAX's persistent compilation cache, unless the user chose one.
 
     Every new scoring process (each worker of each search) otherwise compiles
-    scib-metrics' JAX functions again: about 5 s of its first score on two
-    cores (``benchmarks/results/integration.md``). The compiled code is the
+    scib-metrics' JAX functions again: about 11 s of its first trial on two
+    cores (``benchmarks/results/jax_cache.md``). The compiled code is the
     same, so the scores are too. A folder that cannot be made leaves JAX as it was.
     """
     import jax

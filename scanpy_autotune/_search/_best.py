@@ -22,6 +22,8 @@ from .._record import TrialRecord
 from ._journal import to_json_safe
 
 if TYPE_CHECKING:
+    import torch
+
     from .._vae import Model
     from .._vae._data import DeviceCounts
     from ._context import TrialContext
@@ -65,6 +67,20 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _kept_model(
+    best: TrialRecord, blob: dict | None, blob_trial: int, context: TrialContext,
+    journal: str | os.PathLike | None, device: str | torch.device,
+) -> Model | None:
+    """The best trial's trained model from this run or from beside the journal, or ``None``."""
+    from .._vae import Model
+
+    if blob is not None and blob_trial == best.trial_id:
+        return Model.from_dict(blob, device)
+    if journal is not None and _kept_beside_journal(best, context, journal):
+        return Model.load(best_model_dir(journal), device)
+    return None
+
+
 def _recover(
     best: TrialRecord, blob: dict | None, blob_trial: int, context: TrialContext,
     counts: DeviceCounts, journal: str | os.PathLike | None,
@@ -72,10 +88,9 @@ def _recover(
     """The best trial's trained model: from this run, from beside the journal, or retrained."""
     from .._vae import Model, resolve_hyperparameters
 
-    if blob is not None and blob_trial == best.trial_id:
-        return Model.from_dict(blob, counts.device)
-    if journal is not None and _kept_beside_journal(best, context, journal):
-        return Model.load(best_model_dir(journal), counts.device)
+    model = _kept_model(best, blob, blob_trial, context, journal, counts.device)
+    if model is not None:
+        return model
     logger.info("retraining the best trial %d (its weights were not kept)", best.trial_id)
     return Model.fit_prepared(
         context.data, counts, context.split, resolve_hyperparameters(best.params),
@@ -93,14 +108,10 @@ def latent_without_training(
     For a search cut short: the model is this run's (``blob``) or the one
     kept beside the journal; nothing is scored, saved or refit.
     """
-    from .._vae import Model
     from .._vae._metrics import latent_mean
 
-    if blob is not None and blob_trial == best.trial_id:
-        model = Model.from_dict(blob, _device())
-    elif journal is not None and _kept_beside_journal(best, context, journal):
-        model = Model.load(best_model_dir(journal), _device())
-    else:
+    model = _kept_model(best, blob, blob_trial, context, journal, _device())
+    if model is None:
         return None
     counts = context.counts(model.device)
     return latent_mean(model.module, counts, np.arange(context.data.n_obs))

@@ -79,16 +79,19 @@ def greyed(color: Any, amount: float = 0.55) -> tuple[float, float, float]:
 # ----------------------------------------------------------------------------- figures
 
 
+def _scanpy_setting(name: str, default: Any) -> Any:
+    """``sc.settings.<name>`` when Scanpy is imported (the plots follow it), else ``default``."""
+    value = getattr(getattr(sys.modules.get("scanpy"), "settings", None), name, None)
+    return default if value is None else value
+
+
 def _figdir() -> Path:
-    scanpy = sys.modules.get("scanpy")
-    figdir = getattr(getattr(scanpy, "settings", None), "figdir", None)
-    return Path(figdir) if figdir is not None else Path("figures")
+    return Path(_scanpy_setting("figdir", "figures"))
 
 
 def _autoshow() -> bool:
-    """What ``show=None`` means: Scanpy's ``sc.settings.autoshow`` when Scanpy is imported, else ``True``."""
-    scanpy = sys.modules.get("scanpy")
-    return bool(getattr(getattr(scanpy, "settings", None), "autoshow", True))
+    """What ``show=None`` means: Scanpy's ``sc.settings.autoshow``, else ``True``."""
+    return bool(_scanpy_setting("autoshow", True))
 
 
 def _save_path(name: str, save: bool | str) -> Path:
