@@ -20,6 +20,8 @@ every worker a minute of compiling pynndescent. This module imports no torch;
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
 import math
 import os
@@ -38,6 +40,7 @@ __all__ = [
     "BIO_METRICS",
     "EXTRA_HINT",
     "SCORE_NAMES",
+    "check_scib_metrics_installed",
     "integration_scores",
     "require_scib_metrics",
     "unintegrated_embedding",
@@ -58,14 +61,25 @@ _K_LISI, _K_KBET, _K_GRAPH = 90, 50, 15
 _N_PCS = 50
 
 
+_MISSING = f"integration scores (labels_key=) need the optional dependency scib-metrics: {EXTRA_HINT}"
+
+
+def check_scib_metrics_installed() -> None:
+    """Fail with the name of the extra unless ``scib_metrics`` can be imported.
+
+    Only looks for the package: importing it (with JAX and umap-learn) takes 5-8 s,
+    which the search's driver, which computes no score, need not spend.
+    """
+    if importlib.util.find_spec("scib_metrics") is None:
+        raise ImportError(_MISSING)
+
+
 def require_scib_metrics() -> Any:
     """Import ``scib_metrics``, or fail with the name of the extra that installs it."""
     try:
         import scib_metrics
     except ImportError as err:
-        raise ImportError(
-            f"integration scores (labels_key=) need the optional dependency scib-metrics: {EXTRA_HINT}"
-        ) from err
+        raise ImportError(_MISSING) from err
     return scib_metrics
 
 
@@ -94,6 +108,30 @@ def _keep_compiled_jax_functions() -> None:
         return
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # its default, 1 s, keeps few of them
+
+
+@functools.cache
+def _keep_compiled_umap_functions() -> None:
+    """Keep kBET's two numba functions compiled on disk, as ``cache=True`` would.
+
+    kBET's graph connectivities come from umap-learn's ``fuzzy_simplicial_set``,
+    whose ``smooth_knn_dist`` and ``compute_membership_strengths`` are compiled
+    without numba's cache: 8-15 s of every new scoring process's first trial on two
+    cores. numba's own cache keeps them where it keeps umap-learn's cached functions
+    (beside its sources, or the user's cache folder), and loads them in about a
+    second; the compiled code is the same, so the scores are too. Where numba finds
+    no folder to write, they compile as before.
+    """
+    try:
+        import umap.umap_ as umap_module
+    except ImportError:
+        return
+    for name in ("smooth_knn_dist", "compute_membership_strengths"):
+        function = getattr(umap_module, name, None)
+        try:
+            function.enable_caching()
+        except (AttributeError, RuntimeError) as err:  # not a numba function; no cache locator
+            logger.debug("umap-learn's %s is compiled without a cache: %s", name, err)
 
 
 def unintegrated_embedding(counts: sp.spmatrix | np.ndarray, n_comps: int = _N_PCS) -> np.ndarray:
@@ -166,6 +204,7 @@ def integration_scores(
     """
     scib_metrics = require_scib_metrics()
     _keep_compiled_jax_functions()
+    _keep_compiled_umap_functions()
     with warnings.catch_warnings(), _scib_logs_at_warning(), _exact_diffusion_neighbours():
         # "PCR comparison score is negative ... Setting to 0.": the value says it (0).
         warnings.filterwarnings("ignore", message="PCR comparison score is negative")

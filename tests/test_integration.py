@@ -318,6 +318,18 @@ def test_kbet_finds_its_diffusion_neighbours_exactly_and_gives_pynndescent_back(
     np.testing.assert_allclose(found.distances, np.take_along_axis(distances, expected, axis=1), atol=1e-6)
 
 
+def test_scoring_keeps_kbets_numba_code_on_disk():
+    """kBET's umap-learn functions compile once per machine, not in every scoring process."""
+    import umap.umap_ as umap_module
+
+    from scanpy_autotune._scib import _keep_compiled_umap_functions
+
+    functions = (umap_module.smooth_knn_dist, umap_module.compute_membership_strengths)
+    _keep_compiled_umap_functions()
+    for function in functions:
+        assert function.stats.cache_path is not None, function
+
+
 def test_scoring_keeps_jax_compiled_code_on_disk_unless_the_user_chose_a_cache(tmp_path, monkeypatch):
     """Each scoring process reuses the JAX code an earlier one compiled (benchmarks/results/jax_cache.md)."""
     import jax

@@ -49,9 +49,9 @@ def make_scoring_plan(
     ImportError
         Without scib-metrics (the message names the extra).
     """
-    from .._scib import require_scib_metrics, unintegrated_embedding
+    from .._scib import check_scib_metrics_installed, unintegrated_embedding
 
-    require_scib_metrics()
+    check_scib_metrics_installed()
     check_choice("score_cells", score_cells, SCORE_CELLS)
     cells = split.heldout if score_cells == "heldout" else np.arange(data.n_obs)
     scored_labels = np.asarray(labels)[cells]

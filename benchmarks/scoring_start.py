@@ -1,0 +1,97 @@
+"""An integration search's first trials before and after kBET's numba functions were cached.
+
+    python benchmarks/scoring_start.py [BEFORE]
+
+``BEFORE`` (a git revision, default ``cf8e218``) is checked out into a temporary
+worktree and imported from there; ``after`` is this tree. Each run is a fresh
+process searching the 360 CellBench cells of ``tests/data``
+(``objective="integration"``, 4 trials of 15 epochs, 2 workers, as the tests
+and the tutorial run it), with JAX's compilation cache filled. ``after, cold``:
+numba's cache of umap-learn's two functions emptied first (a machine's first
+search); ``after``: a later search. Writes ``results/scoring_start.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+from _common import ROOT, write
+
+CHILD = r"""
+import json, sys, time
+import anndata as ad
+import scanpy_autotune as sat
+
+adata = ad.read_h5ad(sys.argv[1])
+start = time.perf_counter()
+sat.tl.autotune(adata, batch_key="batch", labels_key="cell_type", objective="integration", max_evals=4,
+                max_epochs=15, n_workers=2, n_mc=20, seed=0, progress=False)
+wall = time.perf_counter() - start
+trials = adata.uns["autotune"]["trials"].sort_values("trial_id")
+print(json.dumps({"source": sat.__file__, "wall_s": wall,
+                  "trial_s": [round(float(d), 2) for d in trials["duration_s"]],
+                  "total": [round(float(t), 6) for t in trials["total"]]}))
+"""
+
+
+def _run(source: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(ROOT / "tests" / "data" / "cellbench_360x400.h5ad")],
+        capture_output=True, text=True, check=True, env=env,
+    ).stdout.strip().splitlines()[-1]
+    result = json.loads(out)
+    assert Path(result.pop("source")).is_relative_to(source), "imported another copy of the package"
+    return result
+
+
+def _forget_compiled_umap_functions() -> None:
+    """Remove numba's cached ``smooth_knn_dist`` and ``compute_membership_strengths`` of umap-learn."""
+    import umap.umap_ as umap_module
+
+    from scanpy_autotune._scib import _keep_compiled_umap_functions
+
+    _keep_compiled_umap_functions()
+    for function in (umap_module.smooth_knn_dist, umap_module.compute_membership_strengths):
+        folder = Path(function.stats.cache_path)
+        for path in folder.glob(f"umap_.{function.__name__}-*.nb*"):
+            path.unlink()
+
+
+def main() -> None:
+    before = sys.argv[1] if len(sys.argv) > 1 else "cf8e218"
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        worktree = Path(folder) / "before"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), before],
+                       check=True, capture_output=True)
+        try:
+            for _ in range(2):
+                rows.append({"code": f"before ({before})", **_run(worktree)})
+                print(rows[-1], flush=True)
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], check=True)
+    _forget_compiled_umap_functions()
+    for run in ("after, cold", "after", "after"):
+        rows.append({"code": run, **_run(ROOT)})
+        print(rows[-1], flush=True)
+    table = pd.DataFrame(rows)
+    table["first_trials_s"] = table["trial_s"].map(lambda d: round(sum(d[:2]) / 2, 1))
+    write(
+        "scoring_start", table[["code", "wall_s", "first_trials_s", "trial_s", "total"]].round(1),
+        f"python benchmarks/scoring_start.py {before}",
+        notes="first_trials_s: the mean duration of the two first trials (one per worker, each paying its "
+        "process's imports and compiles); total: each trial's scIB Total, the same before and after. "
+        "wall_s also holds the driver's check that scib-metrics is installed, which imported it (5-8 s) "
+        "before and only looks for it after.",
+    )
+
+
+if __name__ == "__main__":
+    main()
