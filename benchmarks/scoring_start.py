@@ -44,7 +44,7 @@ def _run(source: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(source)}
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(ROOT / "tests" / "data" / "cellbench_360x400.h5ad")],
-        capture_output=True, text=True, check=True, env=env,
+        capture_output=True, text=True, check=True, env=env, cwd=tempfile.gettempdir(),  # not this tree's copy
     ).stdout.strip().splitlines()[-1]
     result = json.loads(out)
     assert Path(result.pop("source")).is_relative_to(source), "imported another copy of the package"
