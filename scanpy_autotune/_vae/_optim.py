@@ -6,12 +6,21 @@ minibatch. Here every parameter and its gradient are views into one
 contiguous buffer, stepped by torch's fused Adam kernel (one pass over the
 buffer) where the device has one. The update is ``torch.optim.Adam``'s
 (L2 weight decay added to the gradient).
+
+Outside CUDA graphs the step calls torch's functional Adam (``torch.optim.adam.adam``,
+what ``torch.optim.Adam.step`` itself calls) on state kept here: building a
+``torch.optim.Optimizer`` imports ``torch._dynamo``, 2-3 s of every worker's
+first trial on two cores, for no change in the numbers
+(``benchmarks/results/worker_start.md``).
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
+from torch.optim.adam import adam
 
 
 class FlatAdam:
@@ -48,31 +57,55 @@ class FlatAdam:
             p.data = self.flat.data[offset : offset + n].view_as(p)
             p.grad = self.flat.grad[offset : offset + n].view_as(p)
             offset += n
-        kwargs = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         if capturable:
-            kwargs.update(lr=torch.tensor(float(lr), device=self.flat.device), capturable=True)
-            self.optimizer = torch.optim.Adam([self.flat], fused=True, **kwargs)
+            self.optimizer = torch.optim.Adam(
+                [self.flat], fused=True, capturable=True, lr=torch.tensor(float(lr), device=self.flat.device),
+                betas=betas, eps=eps, weight_decay=weight_decay,
+            )
             return
-        try:
-            self.optimizer = torch.optim.Adam([self.flat], fused=True, **kwargs)
-        except RuntimeError:  # no fused kernel for this device
-            self.optimizer = torch.optim.Adam([self.flat], foreach=False, **kwargs)
+        self.optimizer = None
+        self._lr, self._betas, self._eps, self._weight_decay = float(lr), betas, eps, weight_decay
+        self._exp_avg = torch.zeros_like(self.flat.data)
+        self._exp_avg_sq = torch.zeros_like(self.flat.data)
+        self._fused = _has_fused_adam(self.flat.device.type)
+        # torch.optim.Adam's step count: a float32 tensor on the device for the fused kernel, on the CPU otherwise.
+        self._step = torch.zeros((), dtype=torch.float32, device=self.flat.device if self._fused else "cpu")
 
     @property
     def lr(self) -> float:
-        lr = self.optimizer.param_groups[0]["lr"]
-        return float(lr) if isinstance(lr, torch.Tensor) else lr
+        if self.optimizer is None:
+            return self._lr
+        return float(self.optimizer.param_groups[0]["lr"])
 
     @lr.setter
     def lr(self, value: float) -> None:
-        lr = self.optimizer.param_groups[0]["lr"]
-        if isinstance(lr, torch.Tensor):
-            lr.fill_(value)  # in place: a captured step reads this tensor
+        if self.optimizer is None:
+            self._lr = float(value)
         else:
-            self.optimizer.param_groups[0]["lr"] = value
+            self.optimizer.param_groups[0]["lr"].fill_(value)  # in place: a captured step reads this tensor
 
     def zero_grad(self) -> None:
         self.flat.grad.zero_()
 
     def step(self) -> None:
-        self.optimizer.step()
+        if self.optimizer is not None:
+            self.optimizer.step()
+            return
+        with torch.no_grad():
+            adam(
+                [self.flat], [self.flat.grad], [self._exp_avg], [self._exp_avg_sq], [], [self._step],
+                foreach=False, fused=self._fused, amsgrad=False, beta1=self._betas[0], beta2=self._betas[1],
+                lr=self._lr, weight_decay=self._weight_decay, eps=self._eps, maximize=False,
+            )
+
+
+@functools.cache
+def _has_fused_adam(device_type: str) -> bool:
+    """Whether torch has a fused Adam kernel for this kind of device (the CPU has one from torch 2.4)."""
+    probe = torch.zeros(1, device=device_type)
+    try:
+        adam([probe.clone()], [probe], [probe.clone()], [probe.clone()], [], [probe[0].clone()], foreach=False,
+             fused=True, amsgrad=False, beta1=0.9, beta2=0.999, lr=0.0, weight_decay=0.0, eps=1.0, maximize=False)
+    except RuntimeError:
+        return False
+    return True
