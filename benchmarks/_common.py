@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -91,6 +95,33 @@ def write_keeping_notes(path: Path, text: str) -> None:
         start = old.find("\nNotes (")
         notes = old[start:] if start >= 0 else ""
     path.write_text(text + notes)
+
+
+@contextmanager
+def checked_out(revision: str) -> Iterator[Path]:
+    """This repository at ``revision``, in a temporary git worktree (removed on leaving)."""
+    with tempfile.TemporaryDirectory() as folder:
+        worktree = Path(folder) / revision
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), revision],
+                       check=True, capture_output=True)
+        try:
+            yield worktree
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], check=True)
+
+
+def run_with_package_from(source: Path, code: str, *args: str) -> dict:
+    """Run ``code`` in a fresh interpreter that imports scanpy_autotune from ``source``; the JSON it prints last.
+
+    ``code`` prints a JSON object whose ``"source"`` is ``scanpy_autotune.__file__``, checked to lie in ``source``.
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": str(source)}, cwd=tempfile.gettempdir(),  # not this tree's copy
+    ).stdout.strip().splitlines()[-1]
+    result = json.loads(out)
+    assert Path(result.pop("source")).is_relative_to(source), "imported another copy of the package"
+    return result
 
 
 class EpochClock:

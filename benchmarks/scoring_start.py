@@ -13,15 +13,11 @@ search); ``after``: a later search. Writes ``results/scoring_start.md``.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
-from _common import ROOT, write
+from _common import ROOT, checked_out, run_with_package_from, write
 
 CHILD = r"""
 import json, sys, time
@@ -41,14 +37,7 @@ print(json.dumps({"source": sat.__file__, "wall_s": wall,
 
 
 def _run(source: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(source)}
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(ROOT / "tests" / "data" / "cellbench_360x400.h5ad")],
-        capture_output=True, text=True, check=True, env=env, cwd=tempfile.gettempdir(),  # not this tree's copy
-    ).stdout.strip().splitlines()[-1]
-    result = json.loads(out)
-    assert Path(result.pop("source")).is_relative_to(source), "imported another copy of the package"
-    return result
+    return run_with_package_from(source, CHILD, str(ROOT / "tests" / "data" / "cellbench_360x400.h5ad"))
 
 
 def _forget_compiled_umap_functions() -> None:
@@ -67,16 +56,10 @@ def _forget_compiled_umap_functions() -> None:
 def main() -> None:
     before = sys.argv[1] if len(sys.argv) > 1 else "cf8e218"
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
-        worktree = Path(folder) / "before"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), before],
-                       check=True, capture_output=True)
-        try:
-            for _ in range(2):
-                rows.append({"code": f"before ({before})", **_run(worktree)})
-                print(rows[-1], flush=True)
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], check=True)
+    with checked_out(before) as worktree:
+        for _ in range(2):
+            rows.append({"code": f"before ({before})", **_run(worktree)})
+            print(rows[-1], flush=True)
     _forget_compiled_umap_functions()
     for run in ("after, cold", "after", "after"):
         rows.append({"code": run, **_run(ROOT)})
