@@ -55,17 +55,23 @@ def test_driver_modules_import_no_torch():
     assert result.stdout.strip() == "[]", f"torch imported by: {result.stdout}"
 
 
-def test_a_workers_imports_leave_out_anndata():
+def test_a_workers_imports_leave_out_anndata_and_torch_dynamo():
     """A search's worker process never builds an AnnData (but for a custom objective, which imports it):
-    importing anndata cost every worker about 0.7 s of its start (design_changes 40)."""
+    importing anndata cost every worker about 0.7 s of its start (design_changes 40). Nor does its optimizer
+    import torch._dynamo, as building a torch.optim.Optimizer does: 2-3 s of its first trial (design_changes 41)."""
     code = (
         "import sys, torch\n"
         "import scanpy_autotune._search._worker, scanpy_autotune._search._objective, scanpy_autotune._vae\n"
-        "print('anndata' in sys.modules)"
+        "from scanpy_autotune._vae._optim import FlatAdam\n"
+        "module = torch.nn.Linear(3, 2)\n"
+        "optimizer = FlatAdam(module)\n"
+        "module(torch.ones(4, 3)).sum().backward()\n"
+        "optimizer.step()\n"
+        "print('anndata' in sys.modules, 'torch._dynamo' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False"
+    assert result.stdout.strip() == "False False"
 
 
 def _imports(path: Path) -> list[str]:
