@@ -555,18 +555,53 @@ def test_messages_follow_scanpy_verbosity(monkeypatch):
     assert "hidden info" not in text and "hidden debug" not in text
 
 
-def test_many_genes_bring_advice_once_before_the_search(caplog):
+@pytest.mark.parametrize("layer", [None, "raw"])
+def test_counts_kept_in_adata_raw_are_pointed_to_and_the_hint_works(tiny, layer):
+    """The common scanpy layout: counts in adata.raw, log-normalised values of fewer genes in X."""
+    import scanpy as sc
+
+    tiny.raw = tiny.copy()
+    sc.pp.normalize_total(tiny)
+    sc.pp.log1p(tiny)
+    adata = tiny[:, 5:].copy()  # the genes kept after a selection; raw keeps all 30
+    message = r"non-integer value\(s\)" if layer is None else r"layer='raw' is not in adata.layers"
+    _refused(adata, message + r".* adata.raw holds a matrix: .*adata.layers\['counts'\] = "
+             r"adata.raw\[:, adata.var_names\].X, and pass layer='counts'", layer=layer)
+    adata.layers["counts"] = adata.raw[:, adata.var_names].X  # the hint, as printed
+    _refused(adata, "max_evals", layer="counts", max_evals=0)  # the counts pass every check
+    del adata.raw
+    with pytest.raises(ValueError, match=r"non-integer value\(s\)") as refused:
+        sat.tl.autotune(adata, **FAST)
+    assert "adata.raw" not in str(refused.value)  # no hint without a raw
+
+
+@pytest.mark.parametrize("layer", [None, "counts"])
+@pytest.mark.parametrize("batch_key", [None, "batch"])
+def test_many_genes_bring_advice_once_before_the_search_and_it_runs_as_printed(caplog, layer, batch_key):
+    import scanpy as sc
+
     rng = np.random.default_rng(0)
-    counts = rng.poisson(0.5, size=(20, 5001)).astype(np.float32)
+    # Genes of different means, as real ones: seurat_v3 fits the variance against the mean across genes.
+    counts = rng.poisson(rng.lognormal(-1.0, 1.0, size=5001), size=(100, 5001)).astype(np.float32)
     counts[:, 0] = 1  # no empty cell
     adata = ad.AnnData(sp.csr_matrix(counts))
+    adata.obs["batch"] = ["a", "b"] * 50
+    if layer is not None:
+        adata.layers[layer] = adata.X.copy()
+        adata.X = sp.csr_matrix(np.log1p(counts))  # what X often holds beside a counts layer
     with caplog.at_level(logging.WARNING, logger="scanpy_autotune"), pytest.raises(ValueError, match="max_evals"):
-        sat.tl.autotune(adata, **{**FAST, "max_evals": 0})
+        sat.tl.autotune(adata, **{**FAST, "max_evals": 0, "layer": layer, "batch_key": batch_key})
     (advice,) = [r.getMessage() for r in caplog.records if "highly variable genes" in r.getMessage()]
-    assert advice.startswith("adata has 5001 genes") and 'sc.pp.highly_variable_genes(adata, n_top_genes=3000' in advice
+    assert advice.startswith("adata has 5001 genes") and "pip install scikit-misc" in advice
+    code = advice[advice.index("sc.pp.highly_variable_genes("):]
+    assert (f'layer="{layer}"' in code) is (layer is not None)
+    assert (f'batch_key="{batch_key}"' in code) is (batch_key is not None)
+    namespace = {"sc": sc, "adata": adata}
+    exec(code, namespace)  # the advice, as a user pastes it
+    assert namespace["adata"].shape == (100, 3000)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="scanpy_autotune"), pytest.raises(ValueError, match="max_evals"):
-        sat.tl.autotune(adata[:, :5000].copy(), **{**FAST, "max_evals": 0})
+        sat.tl.autotune(adata[:, :5000].copy(), **{**FAST, "max_evals": 0, "layer": layer})
     assert not [r for r in caplog.records if "highly variable genes" in r.getMessage()]
 
 

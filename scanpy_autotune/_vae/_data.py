@@ -87,9 +87,19 @@ def _matrix(adata: AnnData, layer: str | None):
     if layer not in adata.layers:
         raise ValueError(
             f"layer={layer!r} is not in adata.layers (available: {list(adata.layers)}); "
-            "pass the layer that holds raw counts, or layer=None to use adata.X."
+            f"pass the layer that holds raw counts, or layer=None to use adata.X.{_raw_hint(adata)}"
         )
     return adata.layers[layer]
+
+
+def _raw_hint(adata: AnnData) -> str:
+    """How to search counts kept in ``adata.raw``, which is read only through a layer; ``""`` without one."""
+    if adata.raw is None:
+        return ""
+    return (
+        " adata.raw holds a matrix: if it has the raw counts, copy them into a layer, "
+        "adata.layers['counts'] = adata.raw[:, adata.var_names].X, and pass layer='counts'."
+    )
 
 
 def _in_memory(matrix):
@@ -241,13 +251,16 @@ def extract_counts(
             f"{MIN_GENES} genes are needed."
         )
     matrix = _in_memory(matrix)
-    _check_dtype(matrix, where)
-    if sp.issparse(matrix):
-        X = _lean_csr(matrix, where)
-    else:
-        dense = np.asarray(matrix, dtype=np.float64)
-        _check_values(dense, where)
-        X = sp.csr_matrix(dense.astype(np.float32))
+    try:
+        _check_dtype(matrix, where)
+        if sp.issparse(matrix):
+            X = _lean_csr(matrix, where)
+        else:
+            dense = np.asarray(matrix, dtype=np.float64)
+            _check_values(dense, where)
+            X = sp.csr_matrix(dense.astype(np.float32))
+    except ValueError as err:
+        raise ValueError(f"{err}{_raw_hint(adata)}") from None
     totals = np.asarray(X.sum(axis=1)).ravel()
     n_empty = int(np.sum(totals == 0))
     if n_empty:

@@ -135,8 +135,14 @@ def autotune(
         Cells x genes with raw counts. A backed AnnData (``read_h5ad(path,
         backed="r")``) has its counts read from the file once; results go to
         the object in memory, as with any scanpy tool (``adata.write()`` keeps them).
+        With more than 5,000 genes the search warns once that scVI is usually
+        trained on 2,000-4,000 highly variable genes and prints Scanpy's call
+        that selects them (``flavor="seurat_v3"``, which needs scikit-misc); it
+        goes on with every gene.
     layer
-        Layer with the counts (``None``: ``adata.X``).
+        Layer with the counts (``None``: ``adata.X``). Counts kept in
+        ``adata.raw`` are searched once copied into a layer:
+        ``adata.layers["counts"] = adata.raw[:, adata.var_names].X``.
     batch_key
         Column of ``adata.obs`` with a batch covariate.
     space
@@ -377,7 +383,7 @@ def autotune(
         )
     labels = _obs_labels(adata, labels_key) if labels_key is not None else None
     data = extract_counts(adata, layer=layer, batch_key=batch_key)
-    _advise_on_genes(data.n_vars, layer)
+    _advise_on_genes(data.n_vars, layer, batch_key)
     split = make_split(
         data.n_obs, train_size=train_size, test_size=test_size, validation_size=VALIDATION_SIZE, seed=seed
     )
@@ -418,17 +424,23 @@ def autotune(
 MANY_GENES = 5000
 
 
-def _advise_on_genes(n_genes: int, layer: str | None) -> None:
-    """Say once, before the search, that scVI is usually trained on 2,000-4,000 variable genes."""
+def _advise_on_genes(n_genes: int, layer: str | None, batch_key: str | None) -> None:
+    """Say once, before the search, that scVI is usually trained on 2,000-4,000 variable genes.
+
+    The advice is Scanpy's selection on counts (``flavor="seurat_v3"``, per batch when the
+    search has batches), which needs the scikit-misc package; the message says so.
+    """
     if n_genes <= MANY_GENES:
         return
-    counts = f', layer="{layer}"' if layer is not None else ""
+    arguments = "".join(f', {name}="{value}"' for name, value in (("layer", layer), ("batch_key", batch_key))
+                        if value is not None)
     logger.warning(
         "adata has %d genes; scVI is usually trained on 2,000 to 4,000 highly variable genes, and "
-        "every trial's time grows with the genes. To select them (this search goes on with all "
-        "genes): sc.pp.highly_variable_genes(adata, n_top_genes=3000, flavor=\"seurat_v3\"%s); "
+        "every trial's time grows with the genes. This search goes on with all genes; to select them "
+        "(flavor \"seurat_v3\" reads the counts and needs scikit-misc: pip install scikit-misc): "
+        "sc.pp.highly_variable_genes(adata, n_top_genes=3000, flavor=\"seurat_v3\"%s); "
         "adata = adata[:, adata.var[\"highly_variable\"]].copy()",
-        n_genes, counts,
+        n_genes, arguments,
     )
 
 
