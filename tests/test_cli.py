@@ -38,6 +38,7 @@ def tuned(pbmc68k_path, tmp_path_factory):
         "--n-mc", "5", "--workers", "2", "--gpus", "none", "--seed", "1",
         "--space", str(space), "--journal", str(journal), "--plots", str(plots), "--quiet",
         "--save-dir", str(folder / "model"), "--train-size", "0.7", "--test-size", "0.1",
+        "--objective", "marginal_nll",  # the name the results record; the same as the default, nll
     ]
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
@@ -67,6 +68,7 @@ def test_tune_writes_the_schema_and_the_plots(tuned):
     assert adata.obsm["X_autotune"].shape == (adata.n_obs, int(best["params"].get("n_latent", 10)))  # 10: not searched
     assert np.isfinite(adata.obsm["X_autotune"]).all()
     assert uns["params"]["max_evals"] == 5 and uns["params"]["seed"] == 1
+    assert uns["params"]["objective"] == "marginal_nll"
     assert uns["params"]["tpe_startup_trials"] == 4  # at least 4 random trials: TPE models from trial 4
     pngs = sorted(p.name for p in tuned["plots"].iterdir())
     expected = {f"{name}.png" for name in cli.PLOTS}

@@ -111,3 +111,12 @@ def test_tests_do_not_read_the_shared_folder():
         text = path.read_text()
         for pattern in ("shared/data", '"shared" /', "'shared' /", "../shared"):
             assert pattern not in text, f"{path.name} refers to {pattern}"
+
+
+@pytest.mark.parametrize("name", ["tl", "pl"])
+def test_the_public_names_are_the_documented_ones(name):
+    """``dir(sat.tl)`` (a notebook's tab completion) shows what the API reference lists, nothing else."""
+    import scanpy_autotune as sat
+
+    module = getattr(sat, name)
+    assert {n for n in dir(module) if not n.startswith("_")} == set(module.__all__)

@@ -199,6 +199,21 @@ def test_sensitivity_points_best_and_axes(adata, res):
     assert f"{int(np.isfinite(loss).sum())} trials shown" in title
 
 
+def test_sensitivity_of_trials_of_one_length_says_it_instead_of_a_colour_bar():
+    """A colour bar of a single value would show a made-up range of epochs (27-33 for 30)."""
+    adata = make_results_adata()
+    trials = adata.uns[KEY]["trials"]
+    trials["n_epochs"] = 30
+    panels = pl.sensitivity(adata, show=False)
+    fig = panels[0].figure
+    assert all(_gid(ax).startswith("param-") for ax in fig.axes)  # no colour bar
+    assert "each trained 30 epochs" in fig._suptitle.get_text()
+    trials.loc[trials.index[0], "n_epochs"] = 12
+    fig = pl.sensitivity(adata, show=False)[0].figure
+    (bar,) = [ax for ax in fig.axes if not _gid(ax).startswith("param-")]
+    assert bar.get_ylabel() == "epochs trained" and "each trained" not in fig._suptitle.get_text()
+
+
 def test_sensitivity_subset_and_unknown(adata, res):
     name = next(iter(res.param_kinds()))
     ax = pl.sensitivity(adata, params=name, show=False)

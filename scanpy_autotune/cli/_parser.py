@@ -240,9 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
         "of its latent (the scib extra: pip install -e '.[scib]' in a clone)",
     )
     tune.add_argument(
-        "--objective", choices=("nll", "integration"), default="nll",
-        help="what the search optimises: the held-out -log p(x) (nll, default) or the scIB Total "
-        "(integration; needs --labels-key and --batch-key)",
+        "--objective", choices=("nll", "marginal_nll", "integration"), default="nll",
+        help="what the search optimises: the held-out -log p(x) (nll, default; marginal_nll, as "
+        "the results record it, is the same) or the scIB Total (integration; needs --labels-key "
+        "and --batch-key)",
     )
     tune.add_argument(
         "--score-cells", choices=("heldout", "all"), default="heldout",

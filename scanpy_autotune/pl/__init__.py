@@ -16,7 +16,7 @@ The computation behind :func:`param_importance` is
 nor the model, nor the search.
 """
 
-from .._logging import follow_scanpy_verbosity
+from .._logging import follow_scanpy_verbosity as _follow_scanpy_verbosity
 from ._optimization_history import optimization_history
 from ._param_importance import param_importance
 from ._pareto import pareto
@@ -25,4 +25,4 @@ from ._trial_history import trial_history
 
 __all__ = ["trial_history", "sensitivity", "optimization_history", "param_importance", "pareto"]
 
-follow_scanpy_verbosity()  # the package's messages follow sc.settings.verbosity
+_follow_scanpy_verbosity()  # the package's messages follow sc.settings.verbosity

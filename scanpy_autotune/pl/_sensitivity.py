@@ -237,12 +237,16 @@ def sensitivity(
         if limits is not None:
             for panel in axes:
                 panel.set_ylim(*limits)
-    fig.colorbar(
-        ScalarMappable(norm=color_norm, cmap=cmap_), ax=axes, label="epochs trained", shrink=0.9
-    )
+    one_length = epochs.size > 0 and epochs.min() == epochs.max()
+    if not one_length:  # a colour bar of one value would show a range no trial trained
+        fig.colorbar(
+            ScalarMappable(norm=color_norm, cmap=cmap_), ax=axes, label="epochs trained", shrink=0.9
+        )
     n_status = trials.loc[~finite, "status"].value_counts()
     hidden = ", ".join(f"{n} {s if s != 'fail' else 'failed'}" for s, n in n_status.items())
     title = f"{loss_name.removeprefix('the ')} vs hyperparameters: {int(finite.sum())} trials shown"
+    if one_length:
+        title += f", each trained {int(epochs[0])} epochs"
     title += f"; not shown (no loss): {hidden}" if hidden else "; none failed"
     if n_off:
         title += f"; {n_off} beyond the y-range"

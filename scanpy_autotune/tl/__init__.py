@@ -2,7 +2,7 @@
 
 from .._errors import BackendFailed, JournalLockedError, JournalWriteError
 from .._importances import importances
-from .._logging import follow_scanpy_verbosity
+from .._logging import follow_scanpy_verbosity as _follow_scanpy_verbosity
 from .._results import NoTrialSucceededError
 from ._autotune import autotune, default_max_epochs, default_space, integration_space
 from ._retrain import retrain
@@ -14,4 +14,4 @@ __all__ = [
     "trials_table",
 ]
 
-follow_scanpy_verbosity()  # the package's messages follow sc.settings.verbosity
+_follow_scanpy_verbosity()  # the package's messages follow sc.settings.verbosity
