@@ -148,6 +148,7 @@ def test_keys_that_h5ad_cannot_store_are_refused(tiny, key, why):
         (dict(max_evals=2**70), r"max_evals=\d+ must be an integer in \[1, 2147483647\]"),
         (dict(seed="0"), r"seed='0' must be an integer"),
         (dict(n_workers=True), r"n_workers=True must be an integer"),
+        (dict(n_workers=2.0, max_epochs=12), r"n_workers=2.0 must be an integer"),
         (dict(space={"n_hidden": [64, 128], "n_layers": True}), r"n_layers=True is not a number"),
         (dict(space={"n_hidden": [64, "128"]}), r"n_hidden='128' is not a number"),
         (dict(space={"n_hidden": [64, 128], "early_stopping": 1}), r"early_stopping=1 is not valid"),
@@ -165,12 +166,13 @@ def test_keys_that_h5ad_cannot_store_are_refused(tiny, key, why):
         (dict(refit="yes"), r"refit='yes' must be True or False"),
     ],
 )
-def test_arguments_are_never_coerced(tiny, kwargs, message):
+def test_arguments_are_never_coerced(tiny, kwargs, message, caplog):
     kwargs = {**FAST, **kwargs}
     before = _snapshot(tiny)
-    with pytest.raises(ValueError, match=message):
+    with caplog.at_level(logging.INFO, logger="scanpy_autotune"), pytest.raises(ValueError, match=message):
         sat.tl.autotune(tiny, **kwargs)
     assert _snapshot(tiny) == before
+    assert not caplog.records  # refused before the search says anything (what it would prune, say)
 
 
 def test_a_view_of_a_backed_anndata_is_refused_before_any_trial(tiny, tmp_path):

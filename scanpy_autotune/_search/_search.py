@@ -246,10 +246,6 @@ def search(
     objective = _checked_objective(objective, labelled=labels is not None, batch_key=batch_key)
     search_space = build_space(space, HYPERPARAMETERS)
     _check_space_for_objective(search_space, objective)
-    search_pruner = _make_search_pruner(pruner, objective, max_epochs, max_evals, dict(pruner_kwargs or {}))
-    search_pruner = pruner_of_resumed_journal(journal, pruner, search_pruner, max_epochs)
-    stopper = make_convergence_stop(patience, max_evals, max_epochs)
-    tpe_startup = startup_trials(max_evals)
     startup_list = startup_configs(startup, search_space)
     scoring = None
     if labels is not None:
@@ -258,11 +254,7 @@ def search(
         scoring = make_scoring_plan(
             data, split, labels, labels_key=labels_key, batch_key=batch_key, score_cells=score_cells
         )
-    settings = resume_settings(
-        search_space, data, split, max_epochs=max_epochs, n_mc=n_mc, seed=seed,
-        objective=objective, pruner=search_pruner, train_size=train_size, test_size=test_size,
-    )
-    settings.update(scoring_settings(scoring, labels_key, score_cells))
+    # The backend's arguments are checked before the pruner is chosen, which is logged.
     pool = make_backend(
         backend, n_workers=n_workers, gpus=gpus, trials_per_gpu=trials_per_gpu,
         client=client, scheduler=scheduler, data_path=data_path, passive_threads=scoring is not None,
@@ -270,6 +262,15 @@ def search(
     )
     journal_obj, resumed = None, []
     try:
+        search_pruner = _make_search_pruner(pruner, objective, max_epochs, max_evals, dict(pruner_kwargs or {}))
+        search_pruner = pruner_of_resumed_journal(journal, pruner, search_pruner, max_epochs)
+        stopper = make_convergence_stop(patience, max_evals, max_epochs)
+        tpe_startup = startup_trials(max_evals)
+        settings = resume_settings(
+            search_space, data, split, max_epochs=max_epochs, n_mc=n_mc, seed=seed,
+            objective=objective, pruner=search_pruner, train_size=train_size, test_size=test_size,
+        )
+        settings.update(scoring_settings(scoring, labels_key, score_cells))
         if journal is not None:
             journal_obj, resumed = Journal.open(
                 journal, settings, decode=TrialRecord.from_json, lock=True
