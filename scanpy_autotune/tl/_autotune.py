@@ -159,7 +159,11 @@ def autotune(
         wash: ``benchmarks/results/demo_pruning.md``, ``pruning.md``).
     max_epochs
         Epoch cap per trial; ``None``: :func:`default_max_epochs`. Trials stop early
-        when their validation ELBO stalls.
+        when their validation ELBO stalls. The latent's KL weight warms up linearly
+        over ``n_epochs_kl_warmup`` epochs (400, as in scvi-tools), so under a cap
+        of 40 epochs it reaches at most 0.1: short searches compare models that
+        are regularised less than a 400-epoch training would make them, as
+        scvi-tools does with the same settings.
     train_size, test_size
         Fractions of cells for training (10% of which are the validation slice
         for early stopping and pruning) and for an untouched test split; the rest
