@@ -577,8 +577,7 @@ def test_counts_kept_in_adata_raw_are_pointed_to_and_the_hint_works(tiny, layer)
     assert "adata.raw" not in str(refused.value)  # no hint without a raw
 
 
-@pytest.mark.parametrize("layer", [None, "counts"])
-@pytest.mark.parametrize("batch_key", [None, "batch"])
+@pytest.mark.parametrize(("layer", "batch_key"), [(None, None), ("counts", "batch")])
 def test_many_genes_bring_advice_once_before_the_search_and_it_runs_as_printed(caplog, layer, batch_key):
     import scanpy as sc
 
