@@ -71,8 +71,10 @@ def main() -> None:
         f"python benchmarks/scoring_start.py {before}",
         notes="first_trials_s: the mean duration of the two first trials (one per worker, each paying its "
         "process's imports and compiles); total: each trial's scIB Total, the same before and after. "
-        "wall_s also holds the driver's check that scib-metrics is installed, which imported it (5-8 s) "
-        "before and only looks for it after.",
+        "wall_s also holds the driver's check that scib-metrics is installed, which imported it (5-8 s of "
+        "the driver) before and only looks for it after: 1-3 s of the wall time ('after, cold' against "
+        "'before', the same first trials), since the workers start meanwhile. Runs are in order, not "
+        "interleaved; JAX's cache was filled by earlier searches.",
     )
 
 

@@ -64,22 +64,35 @@ _N_PCS = 50
 _MISSING = f"integration scores (labels_key=) need the optional dependency scib-metrics: {EXTRA_HINT}"
 
 
+def _scib_metrics_found() -> bool:
+    try:
+        return importlib.util.find_spec("scib_metrics") is not None
+    except ValueError:  # a module in sys.modules without a spec (a stand-in, a lazy loader): it is there
+        return True
+
+
 def check_scib_metrics_installed() -> None:
-    """Fail with the name of the extra unless ``scib_metrics`` can be imported.
+    """Fail with the name of the extra unless ``scib_metrics`` is installed.
 
     Only looks for the package: importing it (with JAX and umap-learn) takes 5-8 s,
-    which the search's driver, which computes no score, need not spend.
+    which the search's driver, which computes no score, need not spend. An install
+    that cannot be imported fails each trial before it trains (:func:`require_scib_metrics`).
     """
-    if importlib.util.find_spec("scib_metrics") is None:
+    if not _scib_metrics_found():
         raise ImportError(_MISSING)
 
 
 def require_scib_metrics() -> Any:
-    """Import ``scib_metrics``, or fail with the name of the extra that installs it."""
+    """Import ``scib_metrics``; fail with the name of the extra, or with why an installed one does not import."""
     try:
         import scib_metrics
     except ImportError as err:
-        raise ImportError(_MISSING) from err
+        if not _scib_metrics_found():
+            raise ImportError(_MISSING) from err
+        raise ImportError(
+            f"scib-metrics is installed but importing it failed ({type(err).__name__}: {err}); "
+            "the integration scores need it to import: check its dependencies (jax, umap-learn)."
+        ) from err
     return scib_metrics
 
 

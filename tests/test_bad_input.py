@@ -558,7 +558,7 @@ def test_messages_follow_scanpy_verbosity(monkeypatch):
 
 
 @pytest.mark.parametrize("layer", [None, "raw"])
-def test_counts_kept_in_adata_raw_are_pointed_to_and_the_hint_works(tiny, layer):
+def test_counts_kept_in_adata_raw_are_pointed_to_and_the_hint_works(tiny, layer, tmp_path):
     """The common scanpy layout: counts in adata.raw, log-normalised values of fewer genes in X."""
     import scanpy as sc
 
@@ -567,14 +567,36 @@ def test_counts_kept_in_adata_raw_are_pointed_to_and_the_hint_works(tiny, layer)
     sc.pp.log1p(tiny)
     adata = tiny[:, 5:].copy()  # the genes kept after a selection; raw keeps all 30
     message = r"non-integer value\(s\)" if layer is None else r"layer='raw' is not in adata.layers"
-    _refused(adata, message + r".* adata.raw holds a matrix: .*adata.layers\['counts'\] = "
-             r"adata.raw\[:, adata.var_names\].X, and pass layer='counts'", layer=layer)
-    adata.layers["counts"] = adata.raw[:, adata.var_names].X  # the hint, as printed
-    _refused(adata, "max_evals", layer="counts", max_evals=0)  # the counts pass every check
-    del adata.raw
+    hint = r" adata.raw holds counts: copy them into a layer, {}adata.layers\['counts'\] = adata.raw\[:, adata.var_names\].X"
+    _refused(adata, message + r".*" + hint.format(""), layer=layer)
+    path = tmp_path / "backed.h5ad"
+    adata.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    with pytest.raises(ValueError, match=message + r".*" + hint.format(r"adata = adata.to_memory\(\); ")):
+        sat.tl.autotune(backed, **{**FAST, "layer": layer})
+    for pasted in (adata, backed):  # the hint, as printed
+        if pasted.isbacked:
+            pasted = pasted.to_memory()
+        pasted.layers["counts"] = pasted.raw[:, pasted.var_names].X
+        _refused(pasted, "max_evals", layer="counts", max_evals=0)  # the counts pass every check
+    adata.raw = adata.copy()  # a raw of the log-normalised values, as scanpy's tutorial keeps it
+    del adata.layers["counts"]
     with pytest.raises(ValueError, match=r"non-integer value\(s\)") as refused:
         sat.tl.autotune(adata, **FAST)
-    assert "adata.raw" not in str(refused.value)  # no hint without a raw
+    assert "adata.raw" not in str(refused.value)  # no hint towards values that are no counts
+
+
+def test_an_objective_that_cannot_reach_the_workers_is_refused_before_any_trial(tiny):
+    import threading
+
+    lock = threading.Lock()
+
+    def objective(model, heldout):
+        with lock:
+            return model.marginal_nll(heldout, cells="all")
+
+    _refused(tiny, r"objective=.* cannot be sent to the worker processes .*TypeError: cannot pickle '_thread.lock'",
+             objective=objective)
 
 
 @pytest.mark.parametrize(("layer", "batch_key"), [(None, None), ("counts", "batch")])
@@ -595,8 +617,8 @@ def test_many_genes_bring_advice_once_before_the_search_and_it_runs_as_printed(c
     (advice,) = [r.getMessage() for r in caplog.records if "highly variable genes" in r.getMessage()]
     assert advice.startswith("adata has 5001 genes") and "pip install scikit-misc" in advice
     code = advice[advice.index("sc.pp.highly_variable_genes("):]
-    assert (f'layer="{layer}"' in code) is (layer is not None)
-    assert (f'batch_key="{batch_key}"' in code) is (batch_key is not None)
+    assert (f"layer={layer!r}" in code) is (layer is not None)
+    assert (f"batch_key={batch_key!r}" in code) is (batch_key is not None)
     namespace = {"sc": sc, "adata": adata}
     exec(code, namespace)  # the advice, as a user pastes it
     assert namespace["adata"].shape == (100, 3000)

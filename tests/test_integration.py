@@ -318,6 +318,21 @@ def test_kbet_finds_its_diffusion_neighbours_exactly_and_gives_pynndescent_back(
     np.testing.assert_allclose(found.distances, np.take_along_axis(distances, expected, axis=1), atol=1e-6)
 
 
+def test_an_installed_scib_metrics_that_does_not_import_says_why(monkeypatch):
+    import types
+
+    from scanpy_autotune import _scib
+
+    monkeypatch.setitem(sys.modules, "scib_metrics", types.ModuleType("scib_metrics"))  # no __spec__
+    _scib.check_scib_metrics_installed()  # find_spec cannot answer for it: it is there
+    monkeypatch.setitem(sys.modules, "scib_metrics", None)  # importing it fails
+    with pytest.raises(ImportError, match=r'the "scib" extra'):
+        _scib.require_scib_metrics()  # and it is not installed: the extra
+    monkeypatch.setattr(_scib, "_scib_metrics_found", lambda: True)  # installed, but broken
+    with pytest.raises(ImportError, match=r"scib-metrics is installed but importing it failed \(ModuleNotFoundError: "):
+        _scib.require_scib_metrics()
+
+
 def test_scoring_keeps_kbets_numba_code_on_disk():
     """kBET's umap-learn functions compile once per machine, not in every scoring process."""
     import umap.umap_ as umap_module

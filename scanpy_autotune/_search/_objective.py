@@ -142,6 +142,10 @@ def evaluate_trial(
         return False
 
     try:
+        if context.scoring is not None:  # an install that does not import fails the trial before it trains
+            from .._scib import require_scib_metrics
+
+            require_scib_metrics()
         config = resolve_hyperparameters(params)
         counts = context.counts(device)
         model = Model.fit_prepared(

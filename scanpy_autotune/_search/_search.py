@@ -247,6 +247,7 @@ def search(
     search_space = build_space(space, HYPERPARAMETERS)
     _check_space_for_objective(search_space, objective)
     startup_list = startup_configs(startup, search_space)
+    objective_blob = _pickled_objective(objective)
     scoring = None
     if labels is not None:
         from ._scoring import make_scoring_plan
@@ -276,15 +277,6 @@ def search(
                 journal, settings, decode=TrialRecord.from_json, lock=True
             )
         check_resumed(resumed, search_space, journal)
-    except BaseException:
-        pool.shutdown()  # a Dask client the backend opened is closed again
-        raise
-    try:
-        objective_blob = None
-        if callable(objective):
-            import cloudpickle
-
-            objective_blob = cloudpickle.dumps(objective)
         context = TrialContext(
             data=data, split=split, max_epochs=max_epochs, n_mc=n_mc, seed=seed,
             objective=objective_blob, layer=layer, batch_key=batch_key,
@@ -292,6 +284,14 @@ def search(
             scoring=scoring, maximize_total=objective == "integration",
         )
         default_params = _default_in_space(search_space, default_hyperparameters()) if include_default else None
+    except BaseException:
+        _close_journal(journal_obj)
+        try:
+            pool.shutdown()  # a Dask client the backend opened is closed again
+        except Exception:  # the error that brought us here is the one to show
+            logger.debug("the backend did not shut down cleanly", exc_info=True)
+        raise
+    try:
         logger.info(
             "autotune: %d trials on %d cells x %d genes, %d slot(s) (%s), max %d epochs",
             max_evals, data.n_obs, data.n_vars, pool.n_slots, pool.name, max_epochs,
@@ -401,6 +401,22 @@ def _check_space_for_objective(space: SearchSpace, objective: Callable | str | N
             "comparable. Fix it in the space (e.g. 'use_observed_lib_size': True), or search it "
             "with objective='integration' or your own objective."
         )
+
+
+def _pickled_objective(objective: Any) -> bytes | None:
+    """A callable objective as the workers receive it (cloudpickle); ``None`` for a named one."""
+    if not callable(objective):
+        return None
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps(objective)
+    except Exception as err:  # what cannot be pickled raises TypeError, PicklingError, AttributeError...
+        raise ValueError(
+            f"objective={objective!r} cannot be sent to the worker processes that run the trials "
+            f"({type(err).__name__}: {err}); define it so that it pickles (no open locks, files or "
+            "connections among the names it uses)."
+        ) from err
 
 
 def _close_journal(journal: Journal | None) -> KeyboardInterrupt | None:

@@ -93,12 +93,26 @@ def _matrix(adata: AnnData, layer: str | None):
 
 
 def _raw_hint(adata: AnnData) -> str:
-    """How to search counts kept in ``adata.raw``, which is read only through a layer; ``""`` without one."""
-    if adata.raw is None:
+    """How to search counts kept in ``adata.raw``, which is read only through a layer.
+
+    ``""`` unless ``adata.raw`` looks like counts (its first cells hold finite,
+    non-negative integers): a raw of normalised values would only lead back here.
+    """
+    raw = adata.raw
+    if raw is None:
         return ""
+    try:
+        block = raw.X[: min(50, raw.n_obs)]
+        values = block.data if sp.issparse(block) else np.asarray(block, dtype=np.float64).ravel()
+        values = np.asarray(values, dtype=np.float64)
+        if not (values.size and np.all(np.isfinite(values) & (values >= 0) & (values == np.round(values)))):
+            return ""
+    except (TypeError, ValueError):  # a raw matrix of another kind: no hint
+        return ""
+    in_memory = "adata = adata.to_memory(); " if adata.isbacked else ""  # a backed raw subsets no genes
     return (
-        " adata.raw holds a matrix: if it has the raw counts, copy them into a layer, "
-        "adata.layers['counts'] = adata.raw[:, adata.var_names].X, and pass layer='counts'."
+        " adata.raw holds counts: copy them into a layer, "
+        f"{in_memory}adata.layers['counts'] = adata.raw[:, adata.var_names].X, and pass layer='counts'."
     )
 
 
@@ -135,13 +149,17 @@ _VALUE_CHECKS = (
 )
 
 
+class CountValueError(ValueError):
+    """Values that raw counts cannot hold (non-finite, negative, non-integer)."""
+
+
 def _check_values(values: np.ndarray, where: str, block: int = 1 << 24) -> None:
     """Refuse non-finite, negative or non-integer counts, a block at a time (no full-size temporaries)."""
     flat = values.reshape(-1)
     for is_bad, message in _VALUE_CHECKS:
         n = sum(int(np.count_nonzero(is_bad(flat[i : i + block]))) for i in range(0, flat.size, block))
         if n:
-            raise ValueError(message.format(where=where, n=n))
+            raise CountValueError(message.format(where=where, n=n))
 
 
 def _check_dtype(matrix, where: str) -> None:
@@ -251,16 +269,19 @@ def extract_counts(
             f"{MIN_GENES} genes are needed."
         )
     matrix = _in_memory(matrix)
+    _check_dtype(matrix, where)
     try:
-        _check_dtype(matrix, where)
         if sp.issparse(matrix):
             X = _lean_csr(matrix, where)
         else:
             dense = np.asarray(matrix, dtype=np.float64)
             _check_values(dense, where)
             X = sp.csr_matrix(dense.astype(np.float32))
-    except ValueError as err:
-        raise ValueError(f"{err}{_raw_hint(adata)}") from None
+    except CountValueError as err:
+        hint = _raw_hint(adata)
+        if not hint:
+            raise
+        raise CountValueError(f"{err}{hint}") from None
     totals = np.asarray(X.sum(axis=1)).ravel()
     n_empty = int(np.sum(totals == 0))
     if n_empty:

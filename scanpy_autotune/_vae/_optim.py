@@ -16,8 +16,6 @@ first trial on two cores, for no change in the numbers
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import nn
 from torch.optim.adam import adam
@@ -67,7 +65,7 @@ class FlatAdam:
         self._lr, self._betas, self._eps, self._weight_decay = float(lr), betas, eps, weight_decay
         self._exp_avg = torch.zeros_like(self.flat.data)
         self._exp_avg_sq = torch.zeros_like(self.flat.data)
-        self._fused = _has_fused_adam(self.flat.device.type)
+        self._fused = _has_fused_adam(self.flat.device)
         # torch.optim.Adam's step count: a float32 tensor on the device for the fused kernel, on the CPU otherwise.
         self._step = torch.zeros((), dtype=torch.float32, device=self.flat.device if self._fused else "cpu")
 
@@ -99,13 +97,24 @@ class FlatAdam:
             )
 
 
-@functools.cache
-def _has_fused_adam(device_type: str) -> bool:
-    """Whether torch has a fused Adam kernel for this kind of device (the CPU has one from torch 2.4)."""
-    probe = torch.zeros(1, device=device_type)
-    try:
-        adam([probe.clone()], [probe], [probe.clone()], [probe.clone()], [], [probe[0].clone()], foreach=False,
-             fused=True, amsgrad=False, beta1=0.9, beta2=0.999, lr=0.0, weight_decay=0.0, eps=1.0, maximize=False)
-    except RuntimeError:
-        return False
-    return True
+_FUSED_ADAM: dict[str, bool] = {}
+
+
+def _has_fused_adam(device: torch.device) -> bool:
+    """Whether torch has a fused Adam kernel for ``device``'s kind (the CPU has one from torch 2.4).
+
+    Probed once per kind of device, on ``device`` itself (not on another GPU); only
+    clones are stepped. Running out of memory is raised, not taken for a missing kernel.
+    """
+    if device.type not in _FUSED_ADAM:
+        probe = torch.zeros(1, device=device)
+        try:
+            adam([probe.clone()], [probe], [probe.clone()], [probe.clone()], [], [probe[0].clone()], foreach=False,
+                 fused=True, amsgrad=False, beta1=0.9, beta2=0.999, lr=0.0, weight_decay=0.0, eps=1.0, maximize=False)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except RuntimeError:  # NotImplementedError too: no fused kernel for this device
+            _FUSED_ADAM[device.type] = False
+        else:
+            _FUSED_ADAM[device.type] = True
+    return _FUSED_ADAM[device.type]

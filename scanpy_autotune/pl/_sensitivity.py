@@ -246,7 +246,7 @@ def sensitivity(
     hidden = ", ".join(f"{n} {s if s != 'fail' else 'failed'}" for s, n in n_status.items())
     title = f"{loss_name.removeprefix('the ')} vs hyperparameters: {int(finite.sum())} trials shown"
     if one_length:
-        title += f", each trained {int(epochs[0])} epochs"
+        title += f", each trained {int(epochs[0])} epoch{'s' if epochs[0] != 1 else ''}"
     title += f"; not shown (no loss): {hidden}" if hidden else "; none failed"
     if n_off:
         title += f"; {n_off} beyond the y-range"

@@ -436,7 +436,7 @@ def _advise_on_genes(n_genes: int, layer: str | None, batch_key: str | None) -> 
     """
     if n_genes <= MANY_GENES:
         return
-    arguments = "".join(f', {name}="{value}"' for name, value in (("layer", layer), ("batch_key", batch_key))
+    arguments = "".join(f", {name}={value!r}" for name, value in (("layer", layer), ("batch_key", batch_key))
                         if value is not None)
     logger.warning(
         "adata has %d genes; scVI is usually trained on 2,000 to 4,000 highly variable genes, and "
