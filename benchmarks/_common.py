@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -110,18 +110,50 @@ def checked_out(revision: str) -> Iterator[Path]:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], check=True)
 
 
-def run_with_package_from(source: Path, code: str, *args: str) -> dict:
+def run_with_package_from(source: Path, code: str, *args: str, environ: Mapping[str, str] | None = None) -> dict:
     """Run ``code`` in a fresh interpreter that imports scanpy_autotune from ``source``; the JSON it prints last.
 
     ``code`` prints a JSON object whose ``"source"`` is ``scanpy_autotune.__file__``, checked to lie in ``source``.
+    ``environ``: the child's environment (``os.environ`` by default), ``PYTHONPATH`` set to ``source``.
     """
     out = subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True,
-        env={**os.environ, "PYTHONPATH": str(source)}, cwd=tempfile.gettempdir(),  # not this tree's copy
+        env={**(os.environ if environ is None else environ), "PYTHONPATH": str(source)},
+        cwd=tempfile.gettempdir(),  # not this tree's copy
     ).stdout.strip().splitlines()[-1]
     result = json.loads(out)
     assert Path(result.pop("source")).is_relative_to(source), "imported another copy of the package"
     return result
+
+
+def runs_before(revision: str, run: Callable[[Path], dict], times: int = 2) -> list[dict]:
+    """``times`` results of ``run`` on this repository at ``revision`` (a temporary worktree), as table rows."""
+    rows = []
+    with checked_out(revision) as worktree:
+        for _ in range(times):
+            rows.append({"code": f"before ({revision})", **run(worktree)})
+            print(rows[-1], flush=True)
+    return rows
+
+
+#: The small integration search of the tests and the tutorial, in a fresh process (``run_with_package_from``):
+#: 4 trials of 15 epochs on the 360 CellBench cells of ``tests/data`` (:data:`SMALL_CELLBENCH`), 2 workers.
+INTEGRATION_SEARCH_CHILD = r"""
+import json, sys, time
+import anndata as ad
+import scanpy_autotune as sat
+
+adata = ad.read_h5ad(sys.argv[1])
+start = time.perf_counter()
+sat.tl.autotune(adata, batch_key="batch", labels_key="cell_type", objective="integration", max_evals=4,
+                max_epochs=15, n_workers=2, n_mc=20, seed=0, progress=False)
+wall = time.perf_counter() - start
+trials = adata.uns["autotune"]["trials"].sort_values("trial_id")
+print(json.dumps({"source": sat.__file__, "wall_s": wall,
+                  "trial_s": [round(float(d), 2) for d in trials["duration_s"]],
+                  "total": [round(float(t), 6) for t in trials["total"]]}))
+"""
+SMALL_CELLBENCH = str(ROOT / "tests" / "data" / "cellbench_360x400.h5ad")
 
 
 class EpochClock:

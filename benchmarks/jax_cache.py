@@ -13,41 +13,19 @@ Writes ``results/jax_cache.md``.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pandas as pd
-from _common import ROOT, write
-
-CHILD = r"""
-import json, sys, time
-import anndata as ad
-import scanpy_autotune as sat
-
-adata = ad.read_h5ad(sys.argv[1])
-start = time.perf_counter()
-sat.tl.autotune(adata, batch_key="batch", labels_key="cell_type", objective="integration", max_evals=4,
-                max_epochs=15, n_workers=2, n_mc=20, seed=0, progress=False)
-wall = time.perf_counter() - start
-trials = adata.uns["autotune"]["trials"].sort_values("trial_id")
-print(json.dumps({"wall_s": wall, "trial_s": [round(float(d), 2) for d in trials["duration_s"]],
-                  "total": [round(float(t), 6) for t in trials["total"]]}))
-"""
+from _common import INTEGRATION_SEARCH_CHILD, ROOT, SMALL_CELLBENCH, run_with_package_from, write
 
 
 def _run(cache_home: Path, cache_on: bool) -> dict:
     env = {**os.environ, "XDG_CACHE_HOME": str(cache_home)}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     env["JAX_ENABLE_COMPILATION_CACHE"] = "true" if cache_on else "false"
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(ROOT / "tests" / "data" / "cellbench_360x400.h5ad")],
-        capture_output=True, text=True, check=True, env=env,
-    ).stdout.strip().splitlines()[-1]
-    return json.loads(out)
+    return run_with_package_from(ROOT, INTEGRATION_SEARCH_CHILD, SMALL_CELLBENCH, environ=env)
 
 
 def main() -> None:

@@ -17,27 +17,18 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from _common import ROOT, checked_out, run_with_package_from, write
-
-CHILD = r"""
-import json, sys, time
-import anndata as ad
-import scanpy_autotune as sat
-
-adata = ad.read_h5ad(sys.argv[1])
-start = time.perf_counter()
-sat.tl.autotune(adata, batch_key="batch", labels_key="cell_type", objective="integration", max_evals=4,
-                max_epochs=15, n_workers=2, n_mc=20, seed=0, progress=False)
-wall = time.perf_counter() - start
-trials = adata.uns["autotune"]["trials"].sort_values("trial_id")
-print(json.dumps({"source": sat.__file__, "wall_s": wall,
-                  "trial_s": [round(float(d), 2) for d in trials["duration_s"]],
-                  "total": [round(float(t), 6) for t in trials["total"]]}))
-"""
+from _common import (
+    INTEGRATION_SEARCH_CHILD,
+    ROOT,
+    SMALL_CELLBENCH,
+    run_with_package_from,
+    runs_before,
+    write,
+)
 
 
 def _run(source: Path) -> dict:
-    return run_with_package_from(source, CHILD, str(ROOT / "tests" / "data" / "cellbench_360x400.h5ad"))
+    return run_with_package_from(source, INTEGRATION_SEARCH_CHILD, SMALL_CELLBENCH)
 
 
 def _forget_compiled_umap_functions() -> None:
@@ -55,11 +46,7 @@ def _forget_compiled_umap_functions() -> None:
 
 def main() -> None:
     before = sys.argv[1] if len(sys.argv) > 1 else "cf8e218"
-    rows = []
-    with checked_out(before) as worktree:
-        for _ in range(2):
-            rows.append({"code": f"before ({before})", **_run(worktree)})
-            print(rows[-1], flush=True)
+    rows = runs_before(before, _run)
     _forget_compiled_umap_functions()
     for run in ("after, cold", "after", "after"):
         rows.append({"code": run, **_run(ROOT)})

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 
 import pandas as pd
-from _common import ROOT, checked_out, run_with_package_from, write
+from _common import ROOT, SMALL_CELLBENCH, run_with_package_from, runs_before, write
 
 CHILD = r"""
 import json, sys, time
@@ -46,16 +46,12 @@ print(json.dumps({"source": sat.__file__, "first_fit_s": fits[0], "second_fit_s"
 
 
 def _run(source) -> dict:
-    return run_with_package_from(source, CHILD, str(ROOT / "tests" / "data" / "cellbench_360x400.h5ad"))
+    return run_with_package_from(source, CHILD, SMALL_CELLBENCH)
 
 
 def main() -> None:
     before = sys.argv[1] if len(sys.argv) > 1 else "cf8e218"
-    rows = []
-    with checked_out(before) as worktree:
-        for _ in range(2):
-            rows.append({"code": f"before ({before})", **_run(worktree)})
-            print(rows[-1], flush=True)
+    rows = runs_before(before, _run)
     for _ in range(2):
         rows.append({"code": "after", **_run(ROOT)})
         print(rows[-1], flush=True)

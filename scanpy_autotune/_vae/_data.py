@@ -103,11 +103,10 @@ def _raw_hint(adata: AnnData) -> str:
         return ""
     try:
         block = raw.X[: min(50, raw.n_obs)]
-        values = block.data if sp.issparse(block) else np.asarray(block, dtype=np.float64).ravel()
-        values = np.asarray(values, dtype=np.float64)
-        if not (values.size and np.all(np.isfinite(values) & (values >= 0) & (values == np.round(values)))):
-            return ""
+        values = np.asarray(block.data if sp.issparse(block) else block, dtype=np.float64).ravel()
     except (TypeError, ValueError):  # a raw matrix of another kind: no hint
+        return ""
+    if not values.size or any(np.any(is_bad(values)) for is_bad, _ in _VALUE_CHECKS):
         return ""
     in_memory = "adata = adata.to_memory(); " if adata.isbacked else ""  # a backed raw subsets no genes
     return (
