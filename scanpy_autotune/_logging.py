@@ -11,6 +11,7 @@ the level it sets on ``scanpy_autotune`` wins.
 from __future__ import annotations
 
 import logging
+import sys
 
 __all__ = ["follow_scanpy_verbosity", "logger"]
 
@@ -47,10 +48,19 @@ _HANDLER = _ScanpyHandler()
 _synced_level = [logging.NOTSET]
 
 
-def _scanpy_level() -> int:
-    import scanpy as sc
+#: ``sc.settings.verbosity`` until someone changes it (1, warnings).
+_SCANPY_DEFAULT_VERBOSITY = 1
 
-    return _VERBOSITY_LEVELS.get(int(sc.settings.verbosity), logging.DEBUG)
+
+def _scanpy_level() -> int:
+    """The level of ``sc.settings.verbosity``; Scanpy's default when it is not imported.
+
+    Whoever changed the verbosity imported Scanpy to do it, so reading it from
+    ``sys.modules`` spares ``import sat.tl`` (and the command line) Scanpy's 2 s import.
+    """
+    settings = getattr(sys.modules.get("scanpy"), "settings", None)
+    verbosity = getattr(settings, "verbosity", _SCANPY_DEFAULT_VERBOSITY)
+    return _VERBOSITY_LEVELS.get(int(verbosity), logging.DEBUG)
 
 
 def follow_scanpy_verbosity() -> None:

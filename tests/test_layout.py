@@ -48,30 +48,60 @@ print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
 """
 
 
-def test_driver_modules_import_no_torch():
-    code = PROBE.format(path=str(PACKAGE), vae_path=str(PACKAGE / "_vae"), names=TORCH_FREE)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+WORKER_PROBE = """
+import sys, torch
+import scanpy_autotune._search._worker, scanpy_autotune._search._objective, scanpy_autotune._vae
+from scanpy_autotune._vae._optim import FlatAdam
+module = torch.nn.Linear(3, 2)
+optimizer = FlatAdam(module)
+module(torch.ones(4, 3)).sum().backward()
+optimizer.step()
+print('anndata' in sys.modules, 'torch._dynamo' in sys.modules)
+import scanpy_autotune.tl
+from scanpy_autotune._logging import follow_scanpy_verbosity
+follow_scanpy_verbosity()
+print('scanpy' in sys.modules)
+"""
+
+
+@pytest.fixture(scope="module")
+def import_probes() -> dict[str, subprocess.CompletedProcess]:
+    """The two import probes, run side by side in fresh interpreters (each spends seconds importing)."""
+    codes = {
+        "driver": PROBE.format(path=str(PACKAGE), vae_path=str(PACKAGE / "_vae"), names=TORCH_FREE),
+        "worker": WORKER_PROBE,
+    }
+    running = {
+        name: subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name, code in codes.items()
+    }
+    results = {}
+    for name, process in running.items():
+        stdout, stderr = process.communicate(timeout=120)
+        results[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    return results
+
+
+def test_driver_modules_import_no_torch(import_probes):
+    result = import_probes["driver"]
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", f"torch imported by: {result.stdout}"
 
 
-def test_a_workers_imports_leave_out_anndata_and_torch_dynamo():
+def test_a_workers_imports_leave_out_anndata_and_torch_dynamo(import_probes):
     """A search's worker process never builds an AnnData (but for a custom objective, which imports it):
     importing anndata cost every worker about 0.7 s of its start (design_changes 40). Nor does its optimizer
     import torch._dynamo, as building a torch.optim.Optimizer does: 2-3 s of its first trial (design_changes 41)."""
-    code = (
-        "import sys, torch\n"
-        "import scanpy_autotune._search._worker, scanpy_autotune._search._objective, scanpy_autotune._vae\n"
-        "from scanpy_autotune._vae._optim import FlatAdam\n"
-        "module = torch.nn.Linear(3, 2)\n"
-        "optimizer = FlatAdam(module)\n"
-        "module(torch.ones(4, 3)).sum().backward()\n"
-        "optimizer.step()\n"
-        "print('anndata' in sys.modules, 'torch._dynamo' in sys.modules)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = import_probes["worker"]
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False False"
+    assert result.stdout.split("\n")[0] == "False False"
+
+
+def test_the_search_imports_scanpy_only_when_its_user_did(import_probes):
+    """``sat.tl`` reads ``sc.settings.verbosity`` only from an imported Scanpy: 2 s less for the command line."""
+    result = import_probes["worker"]
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[1] == "False"
 
 
 def _imports(path: Path) -> list[str]:
