@@ -96,6 +96,10 @@ def require_scib_metrics() -> Any:
     return scib_metrics
 
 
+#: The most the JAX cache keeps on disk (a search's scoring writes about 5 MB).
+JAX_CACHE_MAX_BYTES = 1 << 30
+
+
 def jax_cache_dir() -> Path:
     """Where the scoring keeps scib-metrics' compiled JAX functions: ``$XDG_CACHE_HOME/scanpy_autotune/jax``."""
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -109,6 +113,11 @@ def _keep_compiled_jax_functions() -> None:
     scib-metrics' JAX functions again: about 11 s of its first trial on two
     cores (``benchmarks/results/jax_cache.md``). The compiled code is the
     same, so the scores are too. A folder that cannot be made leaves JAX as it was.
+
+    The cache is bounded (:data:`JAX_CACHE_MAX_BYTES`, least recently used
+    entries go first), which also makes JAX read and write it under a file
+    lock: without one, a worker could read an entry that another was still
+    writing, and warn of a truncated cache entry before compiling it again.
     """
     import jax
 
@@ -121,6 +130,8 @@ def _keep_compiled_jax_functions() -> None:
         return
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # its default, 1 s, keeps few of them
+    if importlib.util.find_spec("filelock") is not None:  # JAX's lock needs it (torch requires it)
+        jax.config.update("jax_compilation_cache_max_size", JAX_CACHE_MAX_BYTES)
 
 
 @functools.cache

@@ -349,9 +349,16 @@ def test_scoring_keeps_jax_compiled_code_on_disk_unless_the_user_chose_a_cache(t
     """Each scoring process reuses the JAX code an earlier one compiled (benchmarks/results/jax_cache.md)."""
     import jax
 
-    from scanpy_autotune._scib import _keep_compiled_jax_functions, jax_cache_dir
+    from scanpy_autotune._scib import (
+        JAX_CACHE_MAX_BYTES,
+        _keep_compiled_jax_functions,
+        jax_cache_dir,
+    )
 
-    before = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    before = (
+        jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs,
+        jax.config.jax_compilation_cache_max_size,
+    )
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     try:
         jax.config.update("jax_compilation_cache_dir", None)
@@ -359,6 +366,8 @@ def test_scoring_keeps_jax_compiled_code_on_disk_unless_the_user_chose_a_cache(t
         assert jax_cache_dir() == tmp_path / "cache" / "scanpy_autotune" / "jax" and jax_cache_dir().is_dir()
         assert jax.config.jax_compilation_cache_dir == str(jax_cache_dir())
         assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0
+        # bounded, hence read and written under JAX's file lock: no worker reads an entry half written
+        assert jax.config.jax_compilation_cache_max_size == JAX_CACHE_MAX_BYTES
         chosen = str(tmp_path / "the users own")
         jax.config.update("jax_compilation_cache_dir", chosen)
         _keep_compiled_jax_functions()
@@ -371,4 +380,5 @@ def test_scoring_keeps_jax_compiled_code_on_disk_unless_the_user_chose_a_cache(t
     finally:
         jax.config.update("jax_compilation_cache_dir", before[0])
         jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+        jax.config.update("jax_compilation_cache_max_size", before[2])
 
