@@ -20,25 +20,39 @@ logger = logging.getLogger("scanpy_autotune")
 _VERBOSITY_LEVELS = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: 15, 4: logging.DEBUG}
 
 
+#: How Scanpy prefixes each level's messages (``scanpy.logging._LogFormatter``): by level, highest first.
+_SCANPY_PREFIXES = ((logging.ERROR, "ERROR: "), (logging.WARNING, "WARNING: "), (logging.INFO, ""), (logging.DEBUG + 1, "--> "))
+
+
 class _ScanpyHandler(logging.Handler):
-    """Shows a record through ``scanpy.logging``, unless the program logs through the root logger."""
+    """Shows a record as Scanpy shows its own, unless the program logs through the root logger.
+
+    Through ``scanpy.logging`` once Scanpy is imported (its ``logfile`` and
+    format). Before that, nobody changed Scanpy's settings, so the record goes
+    to stderr in Scanpy's default format, without Scanpy's import: 1-2 s that
+    a search's first message (a Ctrl-C's warning) would otherwise spend, open
+    to a second Ctrl-C.
+    """
 
     def emit(self, record: logging.LogRecord) -> None:
         if logging.getLogger().handlers:  # the program chose where log records go
             return
-        import scanpy as sc
-
-        if record.levelno >= logging.ERROR:
-            show = sc.logging.error
-        elif record.levelno >= logging.WARNING:
-            show = sc.logging.warning
-        elif record.levelno >= logging.INFO:
-            show = sc.logging.info
-        elif record.levelno > logging.DEBUG:
-            show = sc.logging.hint
-        else:
-            show = sc.logging.debug
         try:
+            sc = sys.modules.get("scanpy")
+            if sc is None or not hasattr(sc, "logging"):
+                prefix = next((text for level, text in _SCANPY_PREFIXES if record.levelno >= level), "    ")
+                print(prefix + record.getMessage(), file=sys.stderr)
+                return
+            if record.levelno >= logging.ERROR:
+                show = sc.logging.error
+            elif record.levelno >= logging.WARNING:
+                show = sc.logging.warning
+            elif record.levelno >= logging.INFO:
+                show = sc.logging.info
+            elif record.levelno > logging.DEBUG:
+                show = sc.logging.hint
+            else:
+                show = sc.logging.debug
             show(record.getMessage())
         except Exception:  # pragma: no cover - never let logging break a search
             self.handleError(record)

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import stat
+import sys
 
 import anndata as ad
 import numpy as np
@@ -555,6 +556,45 @@ def test_messages_follow_scanpy_verbosity(monkeypatch):
     text = stream.getvalue()
     assert "shown error" in text and "shown info" in text
     assert "hidden info" not in text and "hidden debug" not in text
+
+
+def test_messages_look_like_scanpy_s_before_scanpy_is_imported(monkeypatch, capsys):
+    """Before Scanpy is imported nobody changed its settings: its default format on stderr, without its import."""
+    import scanpy as sc
+
+    from scanpy_autotune._logging import follow_scanpy_verbosity, logger
+
+    def emit_each_level():
+        logger.info("hidden info")
+        logger.warning("a warning")
+        logger.error("an error")
+        logger.setLevel(logging.DEBUG)
+        sc.settings.verbosity = 4  # read only once Scanpy is imported
+        logger.info("an info")
+        logger.log(15, "a hint")
+        logger.debug("a debug")
+
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # as in a notebook: no root handler
+    saved_level, saved_verbosity, saved_file = logger.level, sc.settings.verbosity, sc.settings.logfile
+    try:
+        with monkeypatch.context() as without_scanpy:
+            without_scanpy.delitem(sys.modules, "scanpy")
+            logger.setLevel(logging.NOTSET)
+            follow_scanpy_verbosity()  # Scanpy's default verbosity: warnings
+            assert logger.level == logging.WARNING
+            emit_each_level()
+            assert "scanpy" not in sys.modules
+        ours = capsys.readouterr().err
+        stream = io.StringIO()
+        sc.settings.verbosity, sc.settings.logfile = 1, stream
+        logger.setLevel(logging.NOTSET)
+        follow_scanpy_verbosity()
+        emit_each_level()  # now through scanpy.logging
+    finally:
+        sc.settings.verbosity, sc.settings.logfile = saved_verbosity, saved_file
+        logger.setLevel(saved_level)
+    assert ours.splitlines() == ["WARNING: a warning", "ERROR: an error", "an info", "--> a hint", "    a debug"]
+    assert ours == stream.getvalue().replace("\r", "")
 
 
 @pytest.mark.parametrize("layer", [None, "raw"])

@@ -304,6 +304,21 @@ def test_ctrl_c_writes_the_finished_trials_and_exits_130(tuned, tmp_path, monkey
     assert "interrupted" in capsys.readouterr().err
 
 
+def test_ctrl_c_before_a_trial_was_stored_points_to_the_journal(cortex, tmp_path, monkeypatch, capsys):
+    def interrupted(adata, **kwargs):
+        raise KeyboardInterrupt  # as autotune re-raises a Ctrl-C that came before any stored trial
+
+    monkeypatch.setattr(sat.tl, "autotune", interrupted)
+    path, out, journal = tmp_path / "in.h5ad", tmp_path / "out.h5ad", tmp_path / "search.jsonl"
+    cortex[:50].copy().write_h5ad(path)
+    assert cli.main(["tune", str(path), "-o", str(out), "--journal", str(journal), "--quiet"]) == 130
+    assert capsys.readouterr().err.strip() == (
+        f"scanpy-autotune: interrupted before a finished trial was stored; nothing written; the journal {journal} "
+        "keeps every finished trial: the same command resumes"
+    )
+    assert not out.exists()
+
+
 def test_a_search_without_a_successful_trial_exits_1_and_writes_nothing(cortex, tmp_path, monkeypatch, capsys):
     def no_success(adata, **kwargs):
         summary = "none of the 2 trials succeeded (2 fail), so there is no result to store."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 
@@ -128,6 +129,29 @@ def test_ctrl_c_keeps_the_finished_trials_and_stops_the_running_ones():
     assert isinstance(run.interrupted, KeyboardInterrupt)
     assert sorted(run.records) == [0, 1, 2]
     assert backend.shut_down_with is True  # trial 3 was running: its worker is killed
+
+
+def test_a_second_ctrl_c_while_the_first_is_told_keeps_the_finished_trials():
+    """Probe 20: a second Ctrl-C during the first one's warning escaped the search, and adata lost every trial."""
+
+    class SecondCtrlC(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("interrupted:"):
+                raise KeyboardInterrupt
+
+    def script(trial_id, params):
+        return Plan(end="interrupt") if trial_id == 3 else Plan(loss=_loss(params))
+
+    handler = SecondCtrlC()
+    logger = logging.getLogger("scanpy_autotune")
+    logger.addHandler(handler)
+    try:
+        run = run_trials(ScriptedBackend(script, n_slots=1), _tuner(), None, max_evals=6, default_params=DEFAULT,
+                         progress=False)
+    finally:
+        logger.removeHandler(handler)
+    assert isinstance(run.interrupted, KeyboardInterrupt) and run.stop_reason == "interrupted (Ctrl-C)"
+    assert sorted(run.records) == [0, 1, 2]
 
 
 def test_timeout_starts_nothing_more_and_abandons_the_running_trials():

@@ -261,12 +261,15 @@ def run_trials(
                 converged_after=outcome.converged_after, convergence=stopper.describe(),
             )
     except KeyboardInterrupt as interrupt:
-        logger.warning(
-            "interrupted: stopping %d running trial(s); %d finished trial(s) are kept",
-            len(running), len(outcome.records),
-        )
         outcome.interrupted = interrupt
         outcome.stop_reason = interrupt_reason(interrupt)
+        try:
+            logger.warning(
+                "interrupted: stopping %d running trial(s); %d finished trial(s) are kept",
+                len(running), len(outcome.records),
+            )
+        except KeyboardInterrupt:  # a second Ctrl-C while the first is told: the search is stopping already
+            pass
     except JournalWriteError as error:
         logger.error(
             "%s: stopping %d running trial(s); %d finished trial(s) are kept",

@@ -87,13 +87,19 @@ def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> 
         trials = adata.uns.get(key, {}).get("trials")
         if output is not None and trials is not None and len(trials):
             target = _cut_short_output(output, key)
-            _write_h5ad(adata, target)
+            try:
+                with interrupts_held():  # written whole, even when asked again to stop
+                    _write_h5ad(adata, target)
+            except KeyboardInterrupt:  # that second request: it stops now, as it would have
+                pass
             kept = "" if target == output else f" (beside the finished search kept in {output})"
             print(f"{PROG}: {how}; wrote {len(trials)} finished trial(s) to {target}{kept}", file=sys.stderr)
         elif trials is not None and len(trials):
             print(f"{PROG}: {how}; {len(trials)} trial(s) had finished", file=sys.stderr)
         else:
-            print(f"{PROG}: {how} before any trial succeeded; nothing written", file=sys.stderr)
+            journal = kwargs.get("journal")
+            resume = f"; the journal {journal} keeps every finished trial: the same command resumes" if journal else ""
+            print(f"{PROG}: {how} before a finished trial was stored; nothing written{resume}", file=sys.stderr)
         return code
     if output is not None:
         with interrupts_held():  # the finished search is written whole; a Ctrl-C now comes after it

@@ -402,18 +402,18 @@ def autotune(
         score_cells=score_cells, patience=patience, startup=startup,
         obs=adata.obs if callable(objective) else None,
     )
-    uns = build_results(outcome.records, settings=outcome.settings, searched=outcome.searched)
-    if uns["best"]["trial_id"] < 0:  # nothing to store: what adata held stays as it was
-        if outcome.interrupted is not None:
-            logger.warning("no trial had succeeded when the search was cut short; adata is unchanged")
-            raise outcome.interrupted
-        summary = _no_success_summary(uns["trials"])
-        where = " and in the journal" if journal is not None else ""
-        raise NoTrialSucceededError(
-            f"{summary} adata is unchanged; every trial's error is in this exception's .trials{where}.",
-            uns["trials"], summary,
-        )
-    with interrupts_held():  # the results are written whole; a Ctrl-C now comes after them
+    with interrupts_held():  # the results are built and written whole; a Ctrl-C now comes after them
+        uns = build_results(outcome.records, settings=outcome.settings, searched=outcome.searched)
+        if uns["best"]["trial_id"] < 0:  # nothing to store: what adata held stays as it was
+            if outcome.interrupted is not None:
+                logger.warning("no trial had succeeded when the search was cut short; adata is unchanged")
+                raise outcome.interrupted
+            summary = _no_success_summary(uns["trials"])
+            where = " and in the journal" if journal is not None else ""
+            raise NoTrialSucceededError(
+                f"{summary} adata is unchanged; every trial's error is in this exception's .trials{where}.",
+                uns["trials"], summary,
+            )
         if save_dir is not None and outcome.model is not None:
             outcome.model.save(save_dir, overwrite=True)
         if copy:  # a backed AnnData copies only to a file; the copy of one is read into memory
