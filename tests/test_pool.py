@@ -113,3 +113,60 @@ def test_only_a_scoring_search_asks_for_passive_openmp_threads():
     assert make_backend("local", n_workers=1, gpus=None).extra_env == {}
     scoring = make_backend("local", n_workers=1, gpus=None, passive_threads=True)
     assert scoring.extra_env == {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+#: Put on a worker's PYTHONPATH: the first ``limit`` worker processes (counted in ``count_file``)
+#: SIGKILL themselves as they start, before they import torch or read the trial context.
+DIE_AT_START = """
+import os, signal, sys
+if "scanpy_autotune._search._worker" in sys.orig_argv:
+    count_file = {count_file!r}
+    started = int(open(count_file).read()) if os.path.exists(count_file) else 0
+    open(count_file, "w").write(str(started + 1))
+    if started < {limit}:
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _workers_die_at_start(tmp_path, monkeypatch, limit: int):
+    """Make the next ``limit`` worker processes of this test die while they start (a real SIGKILL)."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    count_file = tmp_path / "started"
+    (folder / "sitecustomize.py").write_text(DIE_AT_START.format(count_file=str(count_file), limit=limit))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
+    return count_file
+
+
+@pytest.mark.slow
+def test_a_worker_killed_while_it_starts_costs_no_trial(cortex, tmp_path, monkeypatch, caplog):
+    """Probe 20: a worker killed as it started stopped the whole search with a BrokenPipeError.
+    Now its trial, which never began, goes to a fresh worker."""
+    import numpy as np
+
+    import scanpy_autotune as sat
+
+    count_file = _workers_die_at_start(tmp_path, monkeypatch, limit=2)
+    adata = cortex[np.random.default_rng(0).choice(cortex.n_obs, 300, replace=False)].copy()
+    with caplog.at_level("WARNING", logger="scanpy_autotune"):
+        sat.tl.autotune(adata, max_evals=3, n_workers=1, max_epochs=3, n_mc=3, progress=False)
+    trials = adata.uns["autotune"]["trials"]
+    assert list(trials["status"]) == ["ok"] * 3  # nothing lost, nothing recorded as died
+    assert int(count_file.read_text()) == 3  # two killed, the third ran every trial
+    restarts = [r.getMessage() for r in caplog.records if "ended while it started" in r.getMessage()]
+    assert restarts == ["the worker process on cpu ended while it started (killed by signal 9); "
+                        "trial 0 goes to a fresh worker"] * 2
+
+
+def test_workers_that_never_start_stop_the_search_with_what_to_check(cortex, tmp_path, monkeypatch):
+    import scanpy_autotune as sat
+
+    _workers_die_at_start(tmp_path, monkeypatch, limit=10**6)
+    adata = cortex[:100].copy()
+    with pytest.raises(sat.tl.BackendFailed, match=(
+        r"after 0 finished trial\(s\).*RuntimeError: 3 worker processes on cpu in a row ended before they were "
+        r"ready \(the last: killed by signal 9\).*can start \(imports torch\)"
+    )):
+        sat.tl.autotune(adata, max_evals=2, n_workers=1, max_epochs=2, n_mc=2, progress=False)
+    assert "autotune" not in adata.uns
+    assert worker_processes(os.getpid()) == []

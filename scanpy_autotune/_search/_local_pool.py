@@ -29,7 +29,10 @@ from typing import Any
 
 from ._backends import Event
 
-__all__ = ["LocalPool", "worker_environment"]
+__all__ = ["START_ATTEMPTS", "LocalPool", "worker_environment"]
+
+#: Workers in a row that may end before they are ready before the pool gives up.
+START_ATTEMPTS = 3
 
 logger = logging.getLogger("scanpy_autotune")
 
@@ -65,7 +68,9 @@ class _Slot:
 
     The process starts at once; ``send_context`` then blocks until the worker
     has imported torch and reads the trial context, so a pool starts all its
-    processes before it sends anything (imports run side by side).
+    processes before it sends anything (imports run side by side). The worker
+    answers ``("ready",)`` once it holds the context: a worker whose socket
+    ends before that died while it started, and never began a trial.
     """
 
     def __init__(self, device: str, threads: int, extra_env: Mapping[str, str] | None = None) -> None:
@@ -81,22 +86,33 @@ class _Slot:
         )
         child.close()
         self.conn = Connection(parent.detach())
-        self.trial_id: int | None = None
+        self.ready = False  # the worker said it holds the context
+        self.task: tuple[int, dict, list[int]] | None = None  # the trial it runs: id, params, rungs
+
+    @property
+    def trial_id(self) -> int | None:
+        return None if self.task is None else self.task[0]
 
     def send_context(self, payload: bytes) -> None:
-        self.conn.send_bytes(payload)
+        """Send the context; a worker already gone is found by ``poll`` (its socket ends)."""
+        self.send(payload, raw=True)
 
-    @classmethod
-    def started(
-        cls, device: str, threads: int, payload: bytes, extra_env: Mapping[str, str] | None = None
-    ) -> _Slot:
-        """A slot whose worker has its context."""
-        slot = cls(device, threads, extra_env)
-        slot.send_context(payload)
-        return slot
+    def send(self, message: Any, raw: bool = False) -> None:
+        try:
+            self.conn.send_bytes(message) if raw else self.conn.send(message)
+        except OSError:  # the worker is gone: its socket's end is what poll reports
+            pass
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def exit_status(self) -> str:
+        """How the worker ended: ``killed by signal N``, ``exit code N`` (after waiting up to 5 s)."""
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        return f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
 
     def stop(self, kill: bool = False) -> None:
         if self.alive() and not kill:
@@ -137,6 +153,7 @@ class LocalPool:
         self.trials_per_gpu: int | None = None  # set by make_backend, for the search's record
         self._slots: list[_Slot] = []
         self._payload = b""
+        self._failed_starts = 0  # workers in a row that ended before they were ready
 
     @property
     def n_slots(self) -> int:
@@ -150,45 +167,51 @@ class LocalPool:
             slot.send_context(self._payload)
 
     def free_slots(self) -> int:
-        return sum(slot.trial_id is None for slot in self._slots)
+        return sum(slot.task is None for slot in self._slots)
 
     def submit(self, trial_id: int, params: dict, rungs: list[int]) -> str:
         """Start a trial on a free slot; returns the slot's device."""
-        index = next(i for i, s in enumerate(self._slots) if s.trial_id is None)
-        if not self._slots[index].alive():  # died while idle: replace it quietly
+        index = next(i for i, s in enumerate(self._slots) if s.task is None)
+        if not self._slots[index].alive():  # died while idle, or after its trial: a fresh one takes its place
             self._slots[index].stop(kill=True)
-            self._slots[index] = _Slot.started(self.devices[index], self.threads, self._payload, self.extra_env)
+            self._slots[index] = self._fresh_slot(index)
         slot = self._slots[index]
-        slot.trial_id = trial_id
-        slot.conn.send(("trial", trial_id, params, list(rungs)))
+        slot.task = (trial_id, params, list(rungs))
+        slot.send(("trial", trial_id, params, list(rungs)))
         return slot.device
 
     def answer(self, trial_id: int, stop: bool) -> None:
         """Tell the trial waiting at a rung whether to stop."""
         for slot in self._slots:
             if slot.trial_id == trial_id:
-                slot.conn.send(bool(stop))
+                slot.send(bool(stop))
                 return
 
     def poll(self, timeout: float) -> list[Event]:
         """Wait up to ``timeout`` seconds for events from the running trials."""
-        busy = [s for s in self._slots if s.trial_id is not None]
+        busy = [s for s in self._slots if s.task is not None]
         if not busy:
             return []
         ready = set(wait([s.conn for s in busy], timeout=timeout))
         events = []
         for index, slot in enumerate(self._slots):
-            if slot.trial_id is None or slot.conn not in ready:
+            if slot.task is None or slot.conn not in ready:
                 continue
             try:
                 while slot.conn.poll():
                     message = slot.conn.recv()
+                    if message[0] == "ready":
+                        slot.ready, self._failed_starts = True, 0
+                        continue
                     events.append(self._event(slot, message))
                     if message[0] == "done":
-                        slot.trial_id = None
+                        slot.task = None
                         break
             except (EOFError, OSError):  # the socket closed: the worker is gone
-                events.append(self._replace(index))
+                if slot.ready:
+                    events.append(self._died(index))
+                else:
+                    self._restart(index)
         return events
 
     def _event(self, slot: _Slot, message: tuple) -> Event:
@@ -198,25 +221,55 @@ class LocalPool:
         _, trial_id, record, model = message
         return Event("done", trial_id, record=record, model=model, device=slot.device)
 
-    def _replace(self, index: int) -> Event:
+    def _died(self, index: int) -> Event:
+        """The trial of a worker that died while it ran: lost; a fresh worker starts with the next trial."""
         slot = self._slots[index]
-        try:
-            code = slot.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            code = None
-        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         error = (
-            f"WorkerDied: the worker process on {slot.device} died during the trial ({how}); "
+            f"WorkerDied: the worker process on {slot.device} died during the trial ({slot.exit_status()}); "
             "it was killed from outside or ran out of memory"
         )
-        logger.warning("trial %d: %s; starting a fresh worker", slot.trial_id, error)
+        logger.warning("trial %d: %s; a fresh worker takes its place", slot.trial_id, error)
         event = Event("died", slot.trial_id, error=error, device=slot.device)
         slot.stop(kill=True)
-        self._slots[index] = _Slot.started(slot.device, self.threads, self._payload, self.extra_env)
+        slot.task = None
         return event
+
+    def _restart(self, index: int) -> None:
+        """A worker died before it was ready: its trial never began, and goes to a fresh worker.
+
+        Raises
+        ------
+        RuntimeError
+            When :data:`START_ATTEMPTS` workers in a row died while they started
+            (a broken installation, a machine out of memory).
+        """
+        slot = self._slots[index]
+        how = slot.exit_status()
+        slot.stop(kill=True)
+        self._failed_starts += 1
+        if self._failed_starts >= START_ATTEMPTS:
+            raise RuntimeError(
+                f"{self._failed_starts} worker processes on {slot.device} in a row ended before they were ready "
+                f"(the last: {how}); a worker's own error, if it printed one, is above. Check that "
+                f"'{sys.executable} -m scanpy_autotune._search._worker' can start (imports torch) and that the "
+                "machine has memory to spare."
+            )
+        logger.warning(
+            "the worker process on %s ended while it started (%s); trial %d goes to a fresh worker",
+            slot.device, how, slot.trial_id,
+        )
+        fresh = self._fresh_slot(index)
+        fresh.task = slot.task
+        fresh.send(("trial", *slot.task))
+        self._slots[index] = fresh
+
+    def _fresh_slot(self, index: int) -> _Slot:
+        slot = _Slot(self.devices[index], self.threads, self.extra_env)
+        slot.send_context(self._payload)
+        return slot
 
     def shutdown(self, kill: bool = False) -> None:
         """Stop every worker (``kill``: at once, abandoning running trials)."""
         for slot in self._slots:
-            slot.stop(kill=kill or slot.trial_id is not None)
+            slot.stop(kill=kill or slot.task is not None)
         self._slots = []

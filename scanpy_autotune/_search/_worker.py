@@ -49,6 +49,7 @@ def serve(conn: Connection, device: str) -> None:
     from ._objective import evaluate_trial
 
     context = pickle.loads(conn.recv_bytes())
+    conn.send(("ready",))  # a worker that dies before this never began a trial: the pool restarts it
     while True:
         message = conn.recv()
         if message[0] == "stop":
