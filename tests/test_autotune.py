@@ -337,6 +337,23 @@ def test_a_model_left_beside_the_journal_by_another_search_is_never_used(cortex,
 
 
 @pytest.mark.slow
+def test_a_damaged_model_beside_the_journal_is_retrained_and_replaced(small, tmp_path, caplog):
+    """Probe 20: a truncated weights.pt in <journal>.best_model failed every resume, after its new trials."""
+    journal, kept = tmp_path / "search.jsonl", tmp_path / "search.jsonl.best_model"
+    sat.tl.autotune(small, max_evals=1, n_workers=1, journal=journal, **SMALL)
+    latent = small.obsm["X_autotune"].copy()
+    (kept / "weights.pt").write_bytes((kept / "weights.pt").read_bytes()[:1000])
+    del small.uns["autotune"], small.obsm["X_autotune"]
+    with caplog.at_level("INFO", logger="scanpy_autotune"):
+        sat.tl.autotune(small, max_evals=1, n_workers=1, journal=journal, **SMALL)  # nothing to run
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("the best model kept beside the journal cannot be read" in m and "weights.pt" in m for m in messages)
+    assert "retraining the best trial 0 (its weights were not kept)" in messages
+    np.testing.assert_allclose(small.obsm["X_autotune"], latent, rtol=1e-4, atol=1e-5)  # the same trial, retrained
+    np.testing.assert_allclose(sat.Model.load(kept).latent(small), latent, rtol=1e-4, atol=1e-5)  # replaced
+
+
+@pytest.mark.slow
 def test_ctrl_c_while_the_best_model_is_retrained_keeps_the_trials(small, tmp_path):
     journal = tmp_path / "search.jsonl"
     sat.tl.autotune(small, max_evals=2, n_workers=1, journal=journal, **SMALL)

@@ -71,13 +71,20 @@ def _kept_model(
     best: TrialRecord, blob: dict | None, blob_trial: int, context: TrialContext,
     journal: str | os.PathLike | None, device: str | torch.device,
 ) -> Model | None:
-    """The best trial's trained model from this run or from beside the journal, or ``None``."""
+    """The best trial's trained model from this run or from beside the journal, or ``None``.
+
+    The folder beside the journal only spares a retraining: one that cannot be
+    read (a damaged file) is passed over, and replaced once the model is retrained.
+    """
     from .._vae import Model
 
     if blob is not None and blob_trial == best.trial_id:
         return Model.from_dict(blob, device)
     if journal is not None and _kept_beside_journal(best, context, journal):
-        return Model.load(best_model_dir(journal), device)
+        try:
+            return Model.load(best_model_dir(journal), device)
+        except (OSError, ValueError) as error:
+            logger.warning("the best model kept beside the journal cannot be read (%s); it is not used", error)
     return None
 
 
