@@ -90,8 +90,12 @@ def test_a_file_that_is_not_a_journal_is_never_repaired_or_replaced(tiny, tmp_pa
 def test_a_journal_in_use_by_another_search_is_refused_naming_the_process(tiny, tmp_path):
     path = tmp_path / "search.jsonl"
     holder, _ = Journal.open(path, {"seed": 0}, lock=True)  # another search holds it
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(path)
     try:
         _refused(tiny, rf"in use by another search \(process {os.getpid()} on ", JournalLockedError, journal=path)
+        # probe 20: another name for the same file locked <name>.lock, another file
+        _refused(tiny, rf"{path} is in use by another search", JournalLockedError, journal=link)
     finally:
         holder.close()
     again, _ = Journal.open(path, {"seed": 0}, lock=True)  # free once the holder is done
@@ -281,7 +285,12 @@ def test_a_journal_of_reordered_cells_says_that_order_matters(tiny, tmp_path):
     journal = tmp_path / "j.jsonl"
     sat.tl.autotune(tiny, journal=journal, **FAST)
     reordered = tiny[::-1].copy()
-    _refused(reordered, r"the same cells or genes reordered or subset are other data", journal=journal)
+    _refused(reordered, r"the same cells or genes reordered or subset, another layer or another batch_key are "
+             r"other data", journal=journal)
+    batched = tiny.copy()  # probe 20: the same data with a batch_key read as a change of data; the hint says so
+    batched.obs["batch"] = pd.Categorical(["a", "b"] * (tiny.n_obs // 2))
+    _refused(batched, r"data: journal '\w+', now '\w+'.*or another batch_key are other data",
+             journal=journal, batch_key="batch")
 
 
 def test_model_fit_never_takes_a_float_for_an_integer(tiny):

@@ -368,7 +368,7 @@ class Journal:
         held = None
         if lock:
             path.parent.mkdir(parents=True, exist_ok=True)
-            held = _Lock(path)
+            held = _Lock(path.resolve())  # one lock for every name of the file (a symbolic link)
             held.acquire()
         try:
             journal, records = cls._open(path, settings, decode)
@@ -408,8 +408,8 @@ class Journal:
                 for k in differing
             )
             hint = (
-                " (the data's hash covers the counts and the cell and gene names, in their order: "
-                "the same cells or genes reordered or subset are other data)"
+                " (the data's hash covers the counts, the cell names and each cell's batch, in their order: "
+                "the same cells or genes reordered or subset, another layer or another batch_key are other data)"
                 if "data" in differing else ""
             )
             raise ValueError(

@@ -9,7 +9,7 @@ an ``if __name__ == "__main__"`` guard would start a search in every worker),
 and a joblib/loky pool decides itself when to start, reuse and kill its
 workers, while this pool must pin each worker to its device before CUDA
 starts, send the data once per worker rather than once per task, replace a
-worker that died with exactly its trial lost, and answer pruning rungs in the
+worker that died and run its trial once more, and answer pruning rungs in the
 middle of a task.
 
 This module does not import torch.
@@ -29,10 +29,12 @@ from typing import Any
 
 from ._backends import Event
 
-__all__ = ["START_ATTEMPTS", "LocalPool", "worker_environment"]
+__all__ = ["START_ATTEMPTS", "TRIAL_ATTEMPTS", "LocalPool", "worker_environment"]
 
 #: Workers in a row that may end before they are ready before the pool gives up.
 START_ATTEMPTS = 3
+#: Runs of a trial whose worker dies during it (killed, out of memory) before it counts as failed.
+TRIAL_ATTEMPTS = 2
 
 logger = logging.getLogger("scanpy_autotune")
 
@@ -154,6 +156,7 @@ class LocalPool:
         self._slots: list[_Slot] = []
         self._payload = b""
         self._failed_starts = 0  # workers in a row that ended before they were ready
+        self._deaths: dict[int, int] = {}  # trial id -> workers that died while running it
 
     @property
     def n_slots(self) -> int:
@@ -208,10 +211,10 @@ class LocalPool:
                         slot.task = None
                         break
             except (EOFError, OSError):  # the socket closed: the worker is gone
-                if slot.ready:
-                    events.append(self._died(index))
-                else:
+                if not slot.ready:
                     self._restart(index)
+                elif (event := self._died(index)) is not None:
+                    events.append(event)
         return events
 
     def _event(self, slot: _Slot, message: tuple) -> Event:
@@ -221,18 +224,32 @@ class LocalPool:
         _, trial_id, record, model = message
         return Event("done", trial_id, record=record, model=model, device=slot.device)
 
-    def _died(self, index: int) -> Event:
-        """The trial of a worker that died while it ran: lost; a fresh worker starts with the next trial."""
+    def _died(self, index: int) -> Event | None:
+        """A worker died during its trial: the trial runs once more on a fresh worker, then counts as failed.
+
+        As on Dask, a worker killed from outside (or by the machine running out of
+        memory) costs a trial only when its retry dies too.
+        """
         slot = self._slots[index]
-        error = (
-            f"WorkerDied: the worker process on {slot.device} died during the trial ({slot.exit_status()}); "
-            "it was killed from outside or ran out of memory"
-        )
-        logger.warning("trial %d: %s; a fresh worker takes its place", slot.trial_id, error)
-        event = Event("died", slot.trial_id, error=error, device=slot.device)
+        how = slot.exit_status()
         slot.stop(kill=True)
-        slot.task = None
-        return event
+        trial_id = slot.trial_id
+        self._deaths[trial_id] = deaths = self._deaths.get(trial_id, 0) + 1
+        if deaths < TRIAL_ATTEMPTS:
+            logger.warning(
+                "trial %d: the worker process on %s died during it (%s); retrying it once on a fresh worker",
+                trial_id, slot.device, how,
+            )
+            self._resend(index, slot.task)
+            return None
+        slot.task = None  # the slot's next trial starts a fresh worker (submit)
+        return Event(
+            "died", trial_id, device=slot.device,
+            error=(
+                f"WorkerDied: the worker process on {slot.device} died during the trial and its retry ({how}); "
+                "it was killed from outside or ran out of memory"
+            ),
+        )
 
     def _restart(self, index: int) -> None:
         """A worker died before it was ready: its trial never began, and goes to a fresh worker.
@@ -258,9 +275,13 @@ class LocalPool:
             "the worker process on %s ended while it started (%s); trial %d goes to a fresh worker",
             slot.device, how, slot.trial_id,
         )
+        self._resend(index, slot.task)
+
+    def _resend(self, index: int, task: tuple[int, dict, list[int]]) -> None:
+        """Run ``task`` (trial id, params, rungs) on a fresh worker in slot ``index``."""
         fresh = self._fresh_slot(index)
-        fresh.task = slot.task
-        fresh.send(("trial", *slot.task))
+        fresh.task = task
+        fresh.send(("trial", *task))
         self._slots[index] = fresh
 
     def _fresh_slot(self, index: int) -> _Slot:
