@@ -244,6 +244,8 @@ def test_recorded_spellings_of_the_pruner_and_objective_are_taken_back(tiny):
     params = tiny.uns["autotune"]["params"]
     assert params["pruner"] == "none" and params["objective"] == "marginal_nll"
     sat.tl.autotune(tiny, pruner=params["pruner"], objective=params["objective"], **{**FAST, "seed": 1})
+    sat.tl.autotune(tiny, objective="nll", **{**FAST, "seed": 2})  # the command line's name (probe 19)
+    assert tiny.uns["autotune"]["params"]["objective"] == "marginal_nll"
 
 
 def test_cell_and_gene_mistakes_say_what_differs(tiny):

@@ -4,6 +4,7 @@ import logging
 import os
 import signal
 import sys
+import time
 
 import anndata as ad
 import numpy as np
@@ -73,6 +74,26 @@ def test_dask_search_has_the_local_schema(small, client):
     assert ours["best"]["loss"] == trials["loss"].min()
     assert dask_run.obsm["X_autotune"].shape == (small.n_obs, ours["best"]["params"]["n_latent"])
     assert client.scheduler_info(n_workers=-1)["workers"]  # the user's client stays open
+
+
+def _search_tasks(dask_scheduler) -> list[str]:
+    return [str(key) for key in dask_scheduler.tasks if str(key).startswith("scanpy-autotune-")]
+
+
+def test_the_cluster_keeps_no_trial_result_after_the_search(small, client):
+    """Probe 19: a finished trial's future, held in a reference cycle until Python's garbage collector
+    ran, kept its result on the cluster (and closing the cluster warned that it lost it)."""
+    import gc
+
+    gc.disable()  # what a reference cycle holds stays held: the driver must release it itself
+    try:
+        sat.tl.autotune(small, backend="dask", client=client, max_evals=3, **{**SMALL, "max_epochs": 2})
+        deadline = time.monotonic() + 10
+        while client.run_on_scheduler(_search_tasks) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.run_on_scheduler(_search_tasks) == []
+    finally:
+        gc.enable()
 
 
 def _callbacks_running(dask_worker) -> dict:

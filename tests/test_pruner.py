@@ -324,7 +324,7 @@ def test_make_pruner():
 @pytest.mark.parametrize(
     ("name", "max_epochs", "kwargs", "match"),
     [
-        ("hyperband", 400, {}, r"Unknown pruner 'hyperband'; valid are \['auto', 'asha', 'median'\]"),
+        ("hyperband", 400, {}, r"Unknown pruner 'hyperband'; valid are \['auto', 'asha', 'median'\], or None \(also 'none'\)"),
         (
             "asha",
             400,

@@ -375,8 +375,9 @@ def _checked_pruner(pruner: str | None, pruner_kwargs: Any) -> str | None:
 
 
 def _checked_objective(objective: Any, *, labelled: bool, batch_key: str | None) -> Callable | str | None:
-    """``objective`` with ``"marginal_nll"`` (as ``uns[key]["params"]`` records it) read as ``None``."""
-    if isinstance(objective, str) and objective == "marginal_nll":
+    """``objective`` with ``"marginal_nll"`` (as ``uns[key]["params"]`` records it) and ``"nll"`` (the
+    command line's name) read as ``None``."""
+    if isinstance(objective, str) and objective in ("marginal_nll", "nll"):
         return None
     if objective is not None and not callable(objective) and objective != "integration":
         raise ValueError(

@@ -178,7 +178,8 @@ def autotune(
         ``obsm`` (``include_default=False`` searches only the space).
         Resuming a journal started without it runs it next, under the next free id.
     objective
-        ``None`` (or ``"marginal_nll"``, as ``uns[key]["params"]`` records it): the
+        ``None`` (or ``"marginal_nll"``, as ``uns[key]["params"]`` records it, or
+        ``"nll"``, as the command line's ``--objective`` names it): the
         held-out ``-log p(x)`` per cell. ``"integration"``: maximise
         the scIB Total (needs ``labels_key`` and ``batch_key``; TPE minimises
         ``-Total``, and ``loss`` holds ``-Total``). A callable
@@ -207,14 +208,16 @@ def autotune(
         machine gives the same search while trials finish in the same order
         (TPE models those finished when it draws); another ``n_workers``
         gives each trial another number of torch threads, which changes the
-        losses by float rounding (about 1e-6) and can change TPE's choices.
+        losses by float rounding (from 1e-8 up to about 1e-4 of a loss) and can
+        change TPE's choices.
     journal
         JSON-lines file; every finished trial is appended before it counts, and
         calling again with the same journal resumes. Its folder is created if
         needed. Beside it, ``<journal>.lock`` holds the lock that refuses a
         second search on the same journal while one runs, and
         ``<journal>.best_model/`` keeps the best model, so a resumed search need
-        not train it again.
+        not train it again; both stay after the search (delete them with the
+        journal).
     timeout
         Seconds after which no new trial starts and running ones are abandoned,
         counted from the start of the search (starting the worker processes,
@@ -321,7 +324,8 @@ def autotune(
     -------
     ``None``, or the modified copy with ``copy=True``. Writes, in one step
     once the search is over, ``adata.uns[key_added]`` (``"trials"``,
-    ``"history"``, ``"best"``, ``"params"``: the settings and why the search
+    ``"history"``, ``"best"``, ``"params"``: the settings, a setting left
+    unset as the string ``"None"`` since ``.h5ad`` files store no ``None``, and why the search
     ended, and ``"default"`` when the default configuration ran), ``adata.obsm[f"X_{key_added}"]`` (latent of the best
     model) and ``adata.obs[f"{key_added}_split"]``; a call that fails changes
     none of them.

@@ -42,8 +42,8 @@ def retrain(
     loss: the same number on the same machine with as many torch threads as
     the trial had (the search shares the cores among its workers: with two
     workers on two cores, ``torch.set_num_threads(1)``; other thread counts
-    change the float rounding, which training carries to about 1e-4 of the
-    loss). A pruned trial trains to the end (the pruner stopped it early in
+    change the float rounding, which training carries to between 1e-8 and
+    about 1e-4 of the loss, depending on the trial). A pruned trial trains to the end (the pruner stopped it early in
     the search); a model refit by ``refit=True`` is not a trial (this gives
     the trial before its refit). ``adata`` must hold the data the search ran
     on, and its split as the search drew it: anything else is refused, since

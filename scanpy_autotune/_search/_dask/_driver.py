@@ -432,6 +432,7 @@ class DaskBackend:
             if event is None:  # resubmitted
                 continue
             del self._running[trial_id]
+            future.release()  # now, not when a reference cycle is collected: the cluster keeps no result
             running.attempts.close()
             if trial_id in self._ended:  # never two records for one trial
                 continue
@@ -480,6 +481,7 @@ class DaskBackend:
             )
             running.submissions += 1
             running.reply = None
+            future.release()
             running.future = self._submit_task(trial_id, running)
             return None
         if isinstance(error, KilledWorker):

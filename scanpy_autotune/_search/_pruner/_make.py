@@ -137,7 +137,7 @@ def make_pruner(
         return ASHAPruner(max_epochs, min_epochs=first, startup_trials=tpe_startup, startup_rungs=startup_rungs)
     key = name.lower() if isinstance(name, str) else name
     if key not in PRUNERS:
-        raise ValueError(f"Unknown pruner {name!r}; valid are {['auto', *sorted(PRUNERS)]} or None.")
+        raise ValueError(f"Unknown pruner {name!r}; valid are {['auto', *sorted(PRUNERS)]}, or None (also 'none') for no pruning.")
     cls, valid = PRUNERS[key]
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
