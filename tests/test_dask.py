@@ -87,7 +87,7 @@ def test_the_cluster_keeps_no_trial_result_after_the_search(small, client):
 
     gc.disable()  # what a reference cycle holds stays held: the driver must release it itself
     try:
-        sat.tl.autotune(small, backend="dask", client=client, max_evals=3, **{**SMALL, "max_epochs": 2})
+        sat.tl.autotune(small, backend="dask", client=client, max_evals=2, **{**SMALL, "max_epochs": 2})
         deadline = time.monotonic() + 10
         while client.run_on_scheduler(_search_tasks) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -154,6 +154,14 @@ def test_a_second_ctrl_c_while_the_first_is_told_keeps_the_finished_trials():
     assert sorted(run.records) == [0, 1, 2]
 
 
+def test_the_progress_bar_counts_trials_as_they_start(capsys):
+    """Probe 20: the bar's running count changed only when a trial finished (running=1 with two running)."""
+    run_trials(ScriptedBackend(lambda t, p: Plan(loss=_loss(p)), n_slots=2), _tuner(), None, max_evals=4,
+               default_params=DEFAULT, progress=True)
+    bar = capsys.readouterr().err
+    assert "running=2" in bar and bar.rstrip().endswith("running=0]")
+
+
 def test_timeout_starts_nothing_more_and_abandons_the_running_trials():
     def script(trial_id, params):
         return Plan(end="hang") if trial_id >= 2 else Plan(loss=_loss(params))

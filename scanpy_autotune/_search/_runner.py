@@ -89,6 +89,7 @@ class _Progress:
             self.bar = tqdm(total=total, initial=initial, desc="autotune", unit="trial")
 
     def update(self, n: int, outcome: RunResult, running: int) -> None:
+        """Count ``n`` more finished trials (``0``: only the counts changed, as when trials start)."""
         if self.bar is None:
             return
         records = outcome.records.values()
@@ -98,7 +99,7 @@ class _Progress:
             pruned=sum(r.status == "pruned" for r in records),
             running=running,
             best="-" if best is None else f"{best.loss:.2f}",
-            refresh=False,
+            refresh=n == 0,
         )
         self.bar.update(n)
 
@@ -243,6 +244,7 @@ def run_trials(
                 device = backend.submit(trial_id, params, rungs)
                 running[trial_id] = _Running(params, device, is_default, startup=source)
                 logger.debug("trial %d started on %s: %s", trial_id, device, params)
+                bar.update(0, outcome, len(running))
             if timed_out:
                 logger.warning(
                     "timeout of %g s reached: %d trial(s) abandoned, %d finished",
