@@ -10,6 +10,7 @@ the level it sets on ``scanpy_autotune`` wins.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import sys
 
@@ -29,7 +30,8 @@ class _ScanpyHandler(logging.Handler):
 
     Through ``scanpy.logging`` once Scanpy is imported (its ``logfile`` and
     format). Before that, nobody changed Scanpy's settings, so the record goes
-    to stderr in Scanpy's default format, without Scanpy's import: 1-2 s that
+    where Scanpy's default sends it (stderr; stdout in Jupyter) in its default
+    format, without Scanpy's import: 1-2 s that
     a search's first message (a Ctrl-C's warning) would otherwise spend, open
     to a second Ctrl-C.
     """
@@ -41,7 +43,9 @@ class _ScanpyHandler(logging.Handler):
             sc = sys.modules.get("scanpy")
             if sc is None or not hasattr(sc, "logging"):
                 prefix = next((text for level, text in _SCANPY_PREFIXES if record.levelno >= level), "    ")
-                print(prefix + record.getMessage(), file=sys.stderr)
+                # Scanpy's default logfile: stdout in IPython and Jupyter, else stderr
+                stream = sys.stdout if getattr(builtins, "__IPYTHON__", False) else sys.stderr
+                print(prefix + record.getMessage(), file=stream)
                 return
             if record.levelno >= logging.ERROR:
                 show = sc.logging.error

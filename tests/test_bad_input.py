@@ -7,6 +7,7 @@ trains a model: they must fail before any work.
 
 from __future__ import annotations
 
+import builtins
 import io
 import json
 import logging
@@ -609,6 +610,11 @@ def test_messages_look_like_scanpy_s_before_scanpy_is_imported(monkeypatch, caps
         logger.setLevel(saved_level)
     assert ours.splitlines() == ["WARNING: a warning", "ERROR: an error", "an info", "--> a hint", "    a debug"]
     assert ours == stream.getvalue().replace("\r", "")
+    # in Jupyter, Scanpy's default logfile is stdout
+    monkeypatch.setattr(builtins, "__IPYTHON__", True, raising=False)
+    monkeypatch.delitem(sys.modules, "scanpy")
+    logger.warning("in a notebook")
+    assert capsys.readouterr().out == "WARNING: in a notebook\n"
 
 
 @pytest.mark.parametrize("layer", [None, "raw"])

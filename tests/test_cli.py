@@ -335,6 +335,28 @@ def test_a_search_without_a_successful_trial_exits_1_and_writes_nothing(cortex, 
 
 
 @pytest.mark.slow
+def test_a_failed_cut_short_write_is_said_even_when_asked_again_to_stop(tuned, tmp_path, monkeypatch, capsys):
+    """Probe 21: a second Ctrl-C held while the cut-short -o was written hid the write's own error."""
+    finished = ad.read_h5ad(tuned["out"]).uns["autotune"]
+
+    def interrupted(adata, **kwargs):
+        adata.uns["autotune"] = finished
+        raise KeyboardInterrupt
+
+    def full_disk(adata, path):
+        signal.raise_signal(signal.SIGINT)  # the second Ctrl-C, held while the file is written
+        raise OSError(28, "No space left on device", str(path))
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    monkeypatch.setattr(sat.tl, "autotune", interrupted)
+    monkeypatch.setattr(cli._main, "_write_h5ad", full_disk)
+    out = tmp_path / "partial.h5ad"
+    assert cli.main(["tune", str(tuned["source"]), "-o", str(out), "--quiet"]) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "wrote" not in err
+
+
+@pytest.mark.slow
 def test_ctrl_c_never_replaces_a_finished_search_in_o(tuned, tmp_path, capsys):
     """-o holds an earlier run's finished search: a run cut short writes its trials beside it."""
     import shutil

@@ -1,6 +1,7 @@
 """The local pool of worker processes."""
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -170,3 +171,48 @@ def test_workers_that_never_start_stop_the_search_with_what_to_check(cortex, tmp
         sat.tl.autotune(adata, max_evals=2, n_workers=1, max_epochs=2, n_mc=2, progress=False)
     assert "autotune" not in adata.uns
     assert worker_processes(os.getpid()) == []
+
+
+def _unread_bytes(conn) -> int:
+    """How many bytes wait in ``conn``'s socket (read nothing)."""
+    import fcntl
+    import struct
+    import termios
+
+    return struct.unpack("i", fcntl.ioctl(conn.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+@pytest.mark.slow
+def test_a_rung_report_of_a_worker_that_died_is_not_answered_to_its_replacement(cortex):
+    """Probe 21: a worker killed while it waited at a rung left its report in the same poll as its
+    death; the answer went to the fresh worker that re-ran the trial, one rung early, and the
+    answer left over later crashed that worker. The dead worker's report is now dropped."""
+    from scanpy_autotune._search._context import TrialContext
+    from scanpy_autotune._vae._data import extract_counts, make_split
+
+    data = extract_counts(cortex[:200].copy())
+    split = make_split(data.n_obs, train_size=0.75, validation_size=0.1, seed=0)
+    pool = _backends.LocalPool(["cpu"])
+    pool.start(TrialContext(data=data, split=split, max_epochs=3, n_mc=2))
+    try:
+        pool.submit(0, {"n_hidden": 32}, [1])
+        first = pool._slots[0]
+        ready = 4 + len(pickle.dumps(("ready",), protocol=pickle.HIGHEST_PROTOCOL))  # length header, message
+        assert _wait_for(lambda: _unread_bytes(first.conn) > ready, timeout=120), "the worker never reported"
+        os.kill(first.process.pid, signal.SIGKILL)  # waiting for the rung's answer
+        first.process.wait(timeout=10)
+        assert pool.poll(1.0) == []  # the report died with its worker; the trial runs again
+        assert pool._slots[0] is not first and pool._slots[0].trial_id == 0
+        events = []
+        deadline = time.monotonic() + 120
+        while not any(e.kind == "done" for e in events) and time.monotonic() < deadline:
+            for event in pool.poll(1.0):
+                events.append(event)
+                if event.kind == "report":  # as the runner does
+                    pool.answer(event.trial_id, False)
+        assert [(e.kind, e.n_epochs) for e in events if e.kind == "report"] == [("report", 1)]
+        assert events[-1].kind == "done" and events[-1].record.status == "ok"
+        time.sleep(1.0)
+        assert pool._slots[0].alive(), "an answer left in its socket crashed the fresh worker"
+    finally:
+        pool.shutdown(kill=True)

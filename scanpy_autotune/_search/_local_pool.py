@@ -157,6 +157,7 @@ class LocalPool:
         self._payload = b""
         self._failed_starts = 0  # workers in a row that ended before they were ready
         self._deaths: dict[int, int] = {}  # trial id -> workers that died while running it
+        self._failure: Exception | None = None  # raised by the next poll
 
     @property
     def n_slots(self) -> int:
@@ -191,7 +192,14 @@ class LocalPool:
                 return
 
     def poll(self, timeout: float) -> list[Event]:
-        """Wait up to ``timeout`` seconds for events from the running trials."""
+        """Wait up to ``timeout`` seconds for events from the running trials.
+
+        A failure to replace a worker is raised once the events read before it
+        are returned (the next call), so a trial that finished is never lost with it.
+        """
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
         busy = [s for s in self._slots if s.task is not None]
         if not busy:
             return []
@@ -211,10 +219,19 @@ class LocalPool:
                         slot.task = None
                         break
             except (EOFError, OSError):  # the socket closed: the worker is gone
-                if not slot.ready:
-                    self._restart(index)
-                elif (event := self._died(index)) is not None:
-                    events.append(event)
+                # A rung report it sent before it died is answered by nobody: the trial's next
+                # worker must not take that answer for its own first rung's.
+                events = [e for e in events if not (e.kind == "report" and e.trial_id == slot.trial_id)]
+                try:
+                    if not slot.ready:
+                        self._restart(index)
+                    elif (event := self._died(index)) is not None:
+                        events.append(event)
+                except Exception as error:
+                    self._failure = error
+        if self._failure is not None and not events:
+            failure, self._failure = self._failure, None
+            raise failure
         return events
 
     def _event(self, slot: _Slot, message: tuple) -> Event:

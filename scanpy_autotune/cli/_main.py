@@ -87,11 +87,17 @@ def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> 
         trials = adata.uns.get(key, {}).get("trials")
         if output is not None and trials is not None and len(trials):
             target = _cut_short_output(output, key)
+            failed: Exception | None = None
             try:
                 with interrupts_held():  # written whole, even when asked again to stop
-                    _write_h5ad(adata, target)
+                    try:
+                        _write_h5ad(adata, target)
+                    except Exception as error:  # said below, not hidden by a held Ctrl-C
+                        failed = error
             except KeyboardInterrupt:  # that second request: it stops now, as it would have
                 pass
+            if failed is not None:
+                raise failed from stop
             kept = "" if target == output else f" (beside the finished search kept in {output})"
             print(f"{PROG}: {how}; wrote {len(trials)} finished trial(s) to {target}{kept}", file=sys.stderr)
         elif trials is not None and len(trials):
