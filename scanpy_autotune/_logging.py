@@ -21,8 +21,15 @@ logger = logging.getLogger("scanpy_autotune")
 _VERBOSITY_LEVELS = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: 15, 4: logging.DEBUG}
 
 
-#: How Scanpy prefixes each level's messages (``scanpy.logging._LogFormatter``): by level, highest first.
-_SCANPY_PREFIXES = ((logging.ERROR, "ERROR: "), (logging.WARNING, "WARNING: "), (logging.INFO, ""), (logging.DEBUG + 1, "--> "))
+#: Per level, highest first: the ``scanpy.logging`` function that shows a record, and the prefix
+#: Scanpy's format gives it (``scanpy.logging._LogFormatter``). Below the last: debug.
+_SCANPY_LEVELS = (
+    (logging.ERROR, "error", "ERROR: "),
+    (logging.WARNING, "warning", "WARNING: "),
+    (logging.INFO, "info", ""),
+    (logging.DEBUG + 1, "hint", "--> "),
+)
+_SCANPY_DEBUG = ("debug", "    ")
 
 
 class _ScanpyHandler(logging.Handler):
@@ -40,24 +47,16 @@ class _ScanpyHandler(logging.Handler):
         if logging.getLogger().handlers:  # the program chose where log records go
             return
         try:
+            function, prefix = next(
+                ((name, text) for level, name, text in _SCANPY_LEVELS if record.levelno >= level), _SCANPY_DEBUG
+            )
             sc = sys.modules.get("scanpy")
-            if sc is None or not hasattr(sc, "logging"):
-                prefix = next((text for level, text in _SCANPY_PREFIXES if record.levelno >= level), "    ")
-                # Scanpy's default logfile: stdout in IPython and Jupyter, else stderr
-                stream = sys.stdout if getattr(builtins, "__IPYTHON__", False) else sys.stderr
-                print(prefix + record.getMessage(), file=stream)
+            if sc is not None and hasattr(sc, "logging"):
+                getattr(sc.logging, function)(record.getMessage())
                 return
-            if record.levelno >= logging.ERROR:
-                show = sc.logging.error
-            elif record.levelno >= logging.WARNING:
-                show = sc.logging.warning
-            elif record.levelno >= logging.INFO:
-                show = sc.logging.info
-            elif record.levelno > logging.DEBUG:
-                show = sc.logging.hint
-            else:
-                show = sc.logging.debug
-            show(record.getMessage())
+            # Scanpy's default logfile: stdout in IPython and Jupyter, else stderr
+            stream = sys.stdout if getattr(builtins, "__IPYTHON__", False) else sys.stderr
+            print(prefix + record.getMessage(), file=stream)
         except Exception:  # pragma: no cover - never let logging break a search
             self.handleError(record)
 

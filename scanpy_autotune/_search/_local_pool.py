@@ -197,9 +197,7 @@ class LocalPool:
         A failure to replace a worker is raised once the events read before it
         are returned (the next call), so a trial that finished is never lost with it.
         """
-        if self._failure is not None:
-            failure, self._failure = self._failure, None
-            raise failure
+        self._raise_failure()
         busy = [s for s in self._slots if s.task is not None]
         if not busy:
             return []
@@ -229,10 +227,15 @@ class LocalPool:
                         events.append(event)
                 except Exception as error:
                     self._failure = error
-        if self._failure is not None and not events:
+        if not events:
+            self._raise_failure()
+        return events
+
+    def _raise_failure(self) -> None:
+        """Raise (once) the failure a poll kept back for the events it returned."""
+        if self._failure is not None:
             failure, self._failure = self._failure, None
             raise failure
-        return events
 
     def _event(self, slot: _Slot, message: tuple) -> Event:
         if message[0] == "report":
