@@ -283,6 +283,7 @@ def test_integration_search_records_scores_in_uns_journal_and_summary(cellbench,
     assert summary[-1].split()[0] == "default"
 
 
+@pytest.mark.slow  # the first to import scib-metrics (jax): 4 s
 def test_a_trial_that_diverges_at_once_fails_even_when_its_latent_could_be_scored(cellbench):
     from scanpy_autotune._search._context import TrialContext
     from scanpy_autotune._search._objective import evaluate_trial

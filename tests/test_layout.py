@@ -82,12 +82,14 @@ def import_probes() -> dict[str, subprocess.CompletedProcess]:
     return results
 
 
+@pytest.mark.slow  # starts two interpreters that import everything: 5-7 s
 def test_driver_modules_import_no_torch(import_probes):
     result = import_probes["driver"]
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", f"torch imported by: {result.stdout}"
 
 
+@pytest.mark.slow  # starts two interpreters that import everything: 5-7 s
 def test_a_workers_imports_leave_out_anndata_and_torch_dynamo(import_probes):
     """A search's worker process never builds an AnnData (but for a custom objective, which imports it):
     importing anndata cost every worker about 0.7 s of its start (design_changes 40). Nor does its optimizer
@@ -97,6 +99,7 @@ def test_a_workers_imports_leave_out_anndata_and_torch_dynamo(import_probes):
     assert result.stdout.split("\n")[0] == "False False"
 
 
+@pytest.mark.slow  # starts two interpreters that import everything: 5-7 s
 def test_the_search_imports_scanpy_only_when_its_user_did(import_probes):
     """``sat.tl`` reads ``sc.settings.verbosity`` only from an imported Scanpy: 2 s less for the command line."""
     result = import_probes["worker"]
