@@ -7,7 +7,7 @@ the trials it found and lives with them in :mod:`scanpy_autotune._results`.
 
 from __future__ import annotations
 
-__all__ = ["BackendFailed", "JournalLockedError", "JournalWriteError"]
+__all__ = ["BackendFailed", "BestModelFailed", "JournalLockedError", "JournalWriteError"]
 
 
 class JournalLockedError(RuntimeError):
@@ -20,3 +20,8 @@ class JournalWriteError(OSError):
 
 class BackendFailed(RuntimeError):
     """The backend failed during the search (a Dask client closed, a cluster gone); the finished trials are kept."""
+
+
+class BestModelFailed(RuntimeError):
+    """Every trial finished and is kept, but the best trial's model could not be prepared (retrained,
+    scored on the test cells or refit: a GPU out of memory, say); :func:`scanpy_autotune.tl.retrain` trains it."""

@@ -193,8 +193,8 @@ class TrialRecord:
         Raises
         ------
         ValueError
-            When a field is missing (``trial_id``, ``params``) or has the wrong
-            type; the message names the field and the value.
+            When a field is missing (``trial_id``, ``params``, ``status``) or
+            has the wrong type; the message names the field and the value.
         """
         if not isinstance(line, Mapping):
             raise ValueError(f"a trial record must be a JSON object, got {type(line).__name__}")

@@ -497,9 +497,16 @@ class Results:
         return self.history[names.get(which, which)]
 
 
-def _not_found(key: str) -> KeyError:
+def _not_found(key: str, uns: Mapping) -> KeyError:
+    """The error for a missing ``key``, naming the keys of ``uns`` that do hold a search's results."""
+    searches = sorted(
+        str(k) for k, v in uns.items() if isinstance(v, Mapping) and {"trials", "params", "best"} <= set(v)
+    )
+    where = f"; adata.uns holds search results under key={searches[0]!r}" if len(searches) == 1 else (
+        f"; adata.uns holds search results under the keys {searches}" if searches else ""
+    )
     return KeyError(
-        f"adata.uns[{key!r}] not found; run sat.tl.autotune(adata) first (or pass key=...)."
+        f"adata.uns[{key!r}] not found; run sat.tl.autotune(adata) first (or pass key=...){where}."
     )
 
 
@@ -637,7 +644,7 @@ def read_results(adata: Any, key: str = DEFAULT_KEY) -> Results:
             + (" (pass adata, not adata.uns)" if isinstance(adata, Mapping) else "") + "."
         )
     if key not in adata.uns:
-        raise _not_found(key)
+        raise _not_found(key, adata.uns)
     uns = adata.uns[key]
     _check_uns(uns, key)
     trials, order = _restore_trials(uns["trials"])

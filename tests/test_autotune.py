@@ -363,6 +363,39 @@ def test_a_damaged_model_beside_the_journal_is_retrained_and_replaced(small, tmp
 
 
 @pytest.mark.slow
+def test_a_best_model_that_fails_keeps_the_trials_and_its_journal_locked_until_then(small, tmp_path, monkeypatch):
+    """Probe 24: an error while the best model was refit (a GPU out of memory in the driver) left
+    search() with nothing, and every trial was lost but for a journal; the journal's lock was let go
+    before the model was kept beside it."""
+    from scanpy_autotune._search._journal import Journal
+
+    journal = tmp_path / "search.jsonl"
+    seen: list[str] = []
+
+    def out_of_memory(*args, **kwargs):  # the trials ran in the workers: this is the driver's refit
+        with pytest.raises(sat.tl.JournalLockedError):
+            Journal.open(journal, {}, lock=True)
+        seen.append("locked")
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(sat.Model, "fit_prepared", out_of_memory)
+    with pytest.raises(sat.tl.BestModelFailed, match=(
+        r"the 2 finished trials are kept, but the best trial \d+'s model could not be prepared "
+        r"\(RuntimeError: CUDA out of memory\. .*\); sat\.tl\.retrain\(adata, \d+\) trains it again"
+    )) as failed:
+        sat.tl.autotune(small, max_evals=2, n_workers=1, journal=journal, refit=True, **SMALL)
+    assert seen == ["locked"] and isinstance(failed.value.__cause__, RuntimeError)
+    trials = small.uns["autotune"]["trials"]
+    assert list(trials["status"]) == ["ok", "ok"] and "X_autotune" not in small.obsm
+    assert small.uns["autotune"]["params"]["stop_reason"] == (
+        "the budget: 2 of max_evals=2 trials; then the best model failed: RuntimeError: CUDA out of memory. "
+        "Tried to allocate 2.00 GiB"
+    )
+    assert "autotune_split" in small.obs  # what sat.tl.retrain needs
+    Journal.open(journal, Journal.stored_settings(journal), lock=True)[0].close()  # let go once the search ended
+
+
+@pytest.mark.slow
 def test_ctrl_c_while_the_best_model_is_retrained_keeps_the_trials(small, tmp_path):
     journal = tmp_path / "search.jsonl"
     sat.tl.autotune(small, max_evals=2, n_workers=1, journal=journal, **SMALL)

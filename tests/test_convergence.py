@@ -187,7 +187,7 @@ def test_optimization_history_against_time_places_trials_where_they_finished():
     np.testing.assert_allclose(points.get_offsets()[:, 0], [0.5 * (i + 2) for i in range(8)])
     (line,) = [artist for artist in ax.get_lines() if artist.get_gid() == "converged"]
     assert line.get_xdata()[0] == 3.5  # the sixth trial finished 3.5 min after the start
-    assert ax.get_xlabel() == "minutes since the search started"
+    assert ax.get_xlabel() == "minutes since the first trial started"
     plt.close("all")
     old = build_results([TrialRecord(0, {"n_latent": 5}, status="ok", loss=1.0)], settings={},
                         searched={"n_latent": "numeric"})

@@ -158,6 +158,20 @@ def test_pareto_plot_marks_front_best_and_default():
     assert square.get_facecolors().size == 0 and star.get_zorder() > square.get_zorder()
     n_ok = sum(r.status == "ok" for r in records)
     assert axes[0].collections[0].get_offsets().shape == (n_ok, 2)
+    assert star.get_facecolor()[0][:3] == pytest.approx(matplotlib.colors.to_rgb("gold"))  # the best's star as in the other plots
+    plt.close("all")
+    far = 5 * max(r.marginal_nll for r in records if r.status == "ok")
+    other = next(r for r in records if r.status == "ok" and r.trial_id not in (0, best))
+    other.marginal_nll = far  # probe 22: one trial's -log p(x) far beyond the others' ...
+    adata.uns["autotune"] = build_results(records, settings={"seed": 0}, searched={"n_latent": "numeric"})
+    left = sat.pl.pareto(adata, show=False)[0]
+    assert left.get_xlim()[1] < far  # ... is left out of the range, and counted
+    assert "1 beyond the x-range (robust=False shows all)" in [t.get_text() for t in left.get_legend().get_texts()]
+    assert sat.pl.pareto(adata, robust=False, show=False)[0].get_xlim()[1] > far
+    other.marginal_nll, best_record = 510.0, next(r for r in records if r.trial_id == best)
+    best_record.marginal_nll = far  # ... but a robust range never hides the best trial
+    adata.uns["autotune"] = build_results(records, settings={"seed": 0}, searched={"n_latent": "numeric"})
+    assert sat.pl.pareto(adata, show=False)[0].get_xlim()[1] > far
     plt.close("all")
     _, own = plt.subplots(1, 2)
     assert list(sat.pl.pareto(adata, ax=own, show=False)) == list(own)

@@ -158,19 +158,26 @@ def test_trial_history_one_line_per_trial_with_history(adata, res):
         assert n_drawn == int((has_history & (trials["status"] == status)).sum())
     assert len(ax.figure.axes) == 2  # the plot and its colorbar
     assert "validation ELBO (held out of training)" in ax.get_title()
+    # probe 22: the epoch whose weights each successful trial kept (its best validation epoch) is marked
+    ok = trials[(trials["status"] == "ok").to_numpy() & has_history]
+    expected = [(row.best_epoch + 1, abs(curves[i][row.best_epoch])) for i, row in ok.iterrows()]
+    kept = _offsets(ax, "kept")
+    np.testing.assert_allclose(sorted(map(tuple, np.abs(kept))), sorted(expected))
+    assert "weights kept (best validation epoch)" in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
-def test_trial_history_colors_run_red_to_green(adata, res):
+def test_trial_history_colors_run_dark_to_light(adata, res):
+    """viridis, without its palest yellow (probe 22: the red-to-green map hid order from red-green colour
+    blindness, and its middle trials looked alike)."""
     ax = pl.trial_history(adata, show=False)
     lines = sorted(
         (line for line in ax.get_lines() if _gid(line).startswith("trial-")),
         key=lambda line: int(_gid(line).split("-")[1]),
     )
-    if len(lines) < 2:
-        pytest.skip("needs two trials with a history")
-    first, last = to_rgb(lines[0].get_color()), to_rgb(lines[-1].get_color())
-    assert first[0] > first[1], f"first trial is not red: {first}"
-    assert last[1] > last[0], f"last trial is not green: {last}"
+    assert len(lines) >= 2
+    luminance = [np.dot(to_rgb(line.get_color()), [0.2126, 0.7152, 0.0722]) for line in (lines[0], lines[-1])]
+    if lines[0].get_label().endswith("(ok)") and lines[-1].get_label().endswith("(ok)"):
+        assert luminance[0] < 0.2 < 0.6 < luminance[1] < 0.85, luminance  # dark blue to yellow-green, not white
     ids = res.trials["trial_id"].to_numpy()
     norm = plt.Normalize(ids.min(), ids.max())
     for line in lines:
@@ -235,6 +242,17 @@ def test_sensitivity_points_best_and_axes(adata, res):
             np.testing.assert_allclose(
                 np.sort(pts[:, 1]), np.sort(loss[shown & (trials["status"] == status).to_numpy()])
             )
+        # probe 22: trials without a loss stand at their value along the bottom, so that a value that
+        # always failed does not look untried; those beyond the robust range along the edge they passed
+        for status in ("fail", "pruned"):
+            sel = x_ok & ~np.isfinite(loss) & (trials["status"] == status).to_numpy()
+            crosses = _offsets(ax, f"points-{status}-noloss")
+            assert len(crosses) == int(sel.sum()), (name, status)
+            if kind != "categorical" and sel.any():
+                np.testing.assert_allclose(np.sort(crosses[:, 0]), np.sort(trials[name].to_numpy(float)[sel]))
+        low, high = ax.get_ylim()
+        beyond = x_ok & np.isfinite(loss) & ((loss > high) | (loss < low))
+        assert len(_offsets(ax, "points-off-scale")) == int(beyond.sum()), name
         star = _offsets(ax, "best")
         if res.best["trial_id"] >= 0 and shown[best_row].all():
             assert star.shape == (1, 2)
@@ -244,9 +262,13 @@ def test_sensitivity_points_best_and_axes(adata, res):
         else:
             assert star.size == 0
     n_fail = int((trials["status"] == "fail").sum())
-    title = fig._suptitle.get_text()
+    title = " ".join(fig._suptitle.get_text().split())  # wrapped to the figure's width
     assert (f"{n_fail} failed" in title) if n_fail else ("none failed" in title)
-    assert f"{int(np.isfinite(loss).sum())} trials shown" in title
+    assert f"{int(np.isfinite(loss).sum())} trials with a loss" in title
+    if (~np.isfinite(loss)).any():
+        assert "without a loss (crosses at the bottom)" in title
+    label = loss_names(res.params)[0]  # on the first panel of each row of 3 (they share y)
+    assert [ax.get_ylabel() for ax in panels] == [label if i % 3 == 0 else "" for i in range(len(panels))]
 
 
 def test_sensitivity_of_trials_of_one_length_says_it_instead_of_a_colour_bar():
@@ -293,7 +315,7 @@ def test_sensitivity_into_one_given_axes(adata, res, caplog):
     assert _n_points(given) == _n_points(expected) > 0
     assert given.get_ylim() == pytest.approx(expected.get_ylim())
     assert fig._suptitle.get_text() == "mine"  # the caller's title is left alone
-    assert "trials shown" in caplog.text  # what the title would have said is logged
+    assert "trials with a loss" in caplog.text  # what the title would have said is logged
 
 
 def test_sensitivity_into_a_list_and_a_grid_of_axes(adata, res):
@@ -312,6 +334,9 @@ def test_sensitivity_into_a_list_and_a_grid_of_axes(adata, res):
     out = pl.sensitivity(adata, params=names, ax=grid, show=False)
     assert list(out) == list(grid)  # a 2-D array of Axes is read row by row
     assert [_gid(ax) for ax in grid] == [f"param-{n}" for n in names]
+    fig, grid = plt.subplots(2, 2)
+    pl.sensitivity(adata, params=names[0], ax=grid[1, 1], show=False)  # probe 22: a lone panel, second column
+    assert grid[1, 1].get_ylabel() == loss_names(res.params)[0]
 
 
 def test_sensitivity_wrong_number_of_axes(adata, res):
@@ -360,6 +385,49 @@ def test_optimization_history(adata, res):
         assert not default
     low, high = ax.get_xlim()
     assert low < x.min() and x.max() < high  # every trial inside the axes, those along the bottom too
+    assert all(float(tick).is_integer() for tick in ax.get_xticks())  # probe 22: no 2.5 trials
+    low, high = ax.get_ylim()
+    if res.best["trial_id"] >= 0:
+        assert low <= res.best["loss"] <= high
+    loss = t["loss"].to_numpy(dtype=float)
+    beyond = np.isfinite(loss) & ((loss > high) | (loss < low))
+    marked = np.concatenate([c.get_offsets()[:, 0] for c in _collections(ax, "points-off-scale")] or [[]])
+    np.testing.assert_allclose(np.sort(marked), np.sort(x[beyond]))  # at their place in the search's course
+    if beyond.any():
+        assert f"{int(beyond.sum())} beyond the y-range (robust=False shows all)" in [
+            text.get_text() for text in ax.get_legend().get_texts()
+        ]
+
+
+def test_optimization_history_says_when_a_search_was_cut_short_and_refuses_a_log_axis_it_cannot_draw():
+    """Probe 22: a search ended by its timeout looked complete; log=True on -Total drew empty axes."""
+    adata = make_results_adata()
+    assert pl.optimization_history(adata, show=False).get_title() == "optimization history"
+    adata.uns[KEY]["params"]["stop_reason"] = "timeout of 24 s"
+    assert pl.optimization_history(adata, show=False).get_title() == "optimization history\nended early: timeout of 24 s"
+    adata.uns[KEY]["params"]["stop_reason"] = "the budget: 12 of max_evals=12 trials; then interrupted (Ctrl-C) " \
+        "while the best model was prepared"
+    assert pl.optimization_history(adata, show=False).get_title().startswith(
+        "optimization history\nended early: the budget: 12 of max_evals=12 trials; then interrupted"
+    )
+    trials = adata.uns[KEY]["trials"]
+    trials["loss"] = -trials["loss"].abs() / 1000  # as -Total
+    n_figures = len(plt.get_fignums())
+    with pytest.raises(ValueError, match=r"log=True needs positive values, and some losses are zero or negative"):
+        pl.optimization_history(adata, log=True, show=False)
+    assert len(plt.get_fignums()) == n_figures  # refused before a figure was made
+
+
+def test_a_robust_range_never_hides_the_best_trial():
+    """Probe 22: on the Pareto plot the best trial of an integration search was the one outlying
+    -log p(x), and the robust range left it (and the end of the front) out of the panel."""
+    from scanpy_autotune.pl._utils import value_limits
+
+    values = np.array([10.0, 10.2, 10.1, 10.3, 10.2, 55.0])
+    (low, high), n_off = value_limits(values, log=False)
+    assert high < 55.0 and n_off == 1
+    (low, high), n_off = value_limits(values, log=False, shown=values == 55.0)
+    assert low < 10.0 and 55.0 < high and n_off == 0
 
 
 def test_optimization_history_of_a_search_whose_trials_all_failed_shows_them():

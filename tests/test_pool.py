@@ -88,6 +88,37 @@ def _wait_for(condition, timeout: float, interval: float = 0.2):
     return condition()
 
 
+def test_a_worker_that_cannot_start_leaves_none_of_the_others_running(monkeypatch):
+    """Probe 24: the pool kept its workers only once all had started, so a failure to start the
+    second left the first waiting for a context, out of the reach of ``shutdown``."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    pool = _backends.LocalPool(["cpu", "cuda:3"])
+    with pytest.raises(ValueError, match=r"cuda:3 is not among CUDA_VISIBLE_DEVICES='0'"):
+        pool.start({"any": "context"})
+    assert pool._slots == [] and worker_processes(os.getpid()) == []
+
+
+def test_a_trial_is_recorded_on_the_gpu_the_pool_gave_it():
+    """Probe 24: a worker pinned to the pool's "cuda:2" sees that GPU as its "cuda:0", and every GPU
+    trial of a search was recorded on "cuda:0"."""
+    import types
+
+    from scanpy_autotune._record import TrialRecord
+
+    pool = _backends.LocalPool(["cuda:0", "cuda:1", "cuda:2"])
+    record = TrialRecord(7, {"n_hidden": 64}, status="ok", loss=1.0, device="cuda:0")  # as the worker saw it
+    event = pool._event(types.SimpleNamespace(device="cuda:2"), ("done", 7, record, None))
+    assert event.record.device == event.device == "cuda:2"
+
+
+def test_dask_refuses_the_local_pool_s_gpu_settings():
+    from scanpy_autotune._search._slots import make_backend
+
+    for kwargs in ({"gpus": [0, 1]}, {"gpus": None}, {"trials_per_gpu": 2}):
+        with pytest.raises(ValueError, match=r"gpus= and trials_per_gpu= are for the local backend"):
+            make_backend("dask", scheduler="tcp://127.0.0.1:1", **kwargs)  # refused before it connects
+
+
 def test_worker_environment_pins_one_gpu_and_the_threads():
     env = _backends.worker_environment("cuda:1", 4, {"PATH": "/bin"})
     assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["OMP_NUM_THREADS"] == "4" and env["PATH"] == "/bin"
@@ -214,5 +245,80 @@ def test_a_rung_report_of_a_worker_that_died_is_not_answered_to_its_replacement(
         assert events[-1].kind == "done" and events[-1].record.status == "ok"
         time.sleep(1.0)
         assert pool._slots[0].alive(), "an answer left in its socket crashed the fresh worker"
+    finally:
+        pool.shutdown(kill=True)
+
+
+#: Put on a worker's PYTHONPATH: worker processes after the first ``free`` (counted in ``count_file``)
+#: wait, before they import torch or read the trial context, until ``release`` exists (at most 90 s).
+WAIT_AT_START = """
+import os, sys, time
+if "scanpy_autotune._search._worker" in sys.orig_argv:
+    count_file = {count_file!r}
+    started = int(open(count_file).read()) if os.path.exists(count_file) else 0
+    open(count_file, "w").write(str(started + 1))
+    if started >= {free}:
+        deadline = time.monotonic() + 90
+        while not os.path.exists({release!r}) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        open({woke!r}, "w").write(str(os.path.exists({release!r})))
+"""
+
+
+def _poll_until(pool, wanted, timeout: float = 120) -> list:
+    """Poll ``pool`` until ``wanted(events so far)``; every rung report is left unanswered."""
+    events = []
+    deadline = time.monotonic() + timeout
+    while not wanted(events) and time.monotonic() < deadline:
+        events.extend(pool.poll(0.5))
+    assert wanted(events), f"not within {timeout} s: {events}"
+    return events
+
+
+@pytest.mark.slow
+def test_a_fresh_worker_that_is_slow_to_start_holds_up_no_other_trial(cortex, tmp_path, monkeypatch):
+    """The context is larger than the socket's buffer, and a fresh worker reads it only once it has
+    imported torch. Sent from the driver's thread, it held every other trial's rung answers and
+    results until then; a worker that hung while it started hung the whole search."""
+    import socket
+
+    import anndata as ad
+
+    from scanpy_autotune._search._context import TrialContext
+    from scanpy_autotune._vae._data import extract_counts, make_split
+
+    folder, release, woke = tmp_path / "site", tmp_path / "release", tmp_path / "woke"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(WAIT_AT_START.format(
+        count_file=str(tmp_path / "started"), free=2, release=str(release), woke=str(woke)))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
+    cells = ad.concat([cortex] * 4, index_unique="-")  # a context of about 1 MB
+    data = extract_counts(cells)
+    split = make_split(data.n_obs, train_size=0.75, validation_size=0.1, seed=0)
+    pool = _backends.LocalPool(["cpu", "cpu"])
+    pool.start(TrialContext(data=data, split=split, max_epochs=2, n_mc=2))
+    try:
+        probe = socket.socket(fileno=os.dup(pool._slots[0].conn.fileno()))
+        assert len(pool._payload) > 2 * probe.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        probe.close()
+        for trial_id in (0, 1):
+            pool.submit(trial_id, {"n_hidden": 16}, [1])
+        _poll_until(pool, lambda events: sorted(e.trial_id for e in events if e.kind == "report") == [0, 1])
+        first = pool._slots[0]
+        os.kill(first.process.pid, signal.SIGKILL)  # while trial 0 waits at its rung
+        first.process.wait(timeout=10)
+        _poll_until(pool, lambda events: pool._slots[0] is not first)  # trial 0 went to a third worker ...
+        assert pool._slots[0].trial_id == 0 and not pool._slots[0].ready and pool._slots[0].alive()
+        pool.answer(1, False)
+        done = _poll_until(pool, lambda events: any(e.kind == "done" for e in events))
+        assert [(e.kind, e.trial_id) for e in done] == [("done", 1)] and done[0].record.status == "ok"
+        assert not woke.exists()  # ... which had not even imported torch when trial 1 ended
+        release.touch()
+        events = _poll_until(pool, lambda events: any(e.kind == "report" for e in events))
+        assert [(e.kind, e.trial_id, e.n_epochs) for e in events] == [("report", 0, 1)]
+        pool.answer(0, False)
+        events = _poll_until(pool, lambda events: any(e.kind == "done" for e in events))
+        assert [(e.kind, e.trial_id) for e in events] == [("done", 0)] and events[0].record.status == "ok"
+        assert woke.read_text() == "True"
     finally:
         pool.shutdown(kill=True)

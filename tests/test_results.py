@@ -389,8 +389,16 @@ def test_read_returns_copies(results_adata):
 
 
 def test_read_missing_key(results_adata):
-    with pytest.raises(KeyError, match=r"adata.uns\['other'\] not found; run sat.tl.autotune"):
+    """Probe 22: the error names the keys that hold a search's results (a misspelt key_added)."""
+    with pytest.raises(KeyError, match=(
+        r"adata.uns\['other'\] not found; run sat.tl.autotune\(adata\) first \(or pass key=...\); "
+        rf"adata.uns holds search results under key='{KEY}'"
+    )):
         read_results(results_adata, key="other")
+    empty = ad.AnnData(np.zeros((2, 2), dtype=np.float32), uns={"neighbors": {"params": {}}})
+    with pytest.raises(KeyError) as missing:
+        read_results(empty, key="other")
+    assert missing.value.args[0].endswith("first (or pass key=...).")  # no search there to name
 
 
 def test_read_rejects_malformed():

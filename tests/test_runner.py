@@ -309,3 +309,21 @@ def test_a_ctrl_c_while_the_workers_stop_keeps_every_trial(tmp_path):
     assert sorted(run.records) == list(range(5))
     assert isinstance(run.interrupted, KeyboardInterrupt)
     assert run.stop_reason == "the budget: 5 of max_evals=5 trials; then interrupted (Ctrl-C) while the workers stopped"
+
+
+def test_workers_that_do_not_stop_cleanly_cost_no_trial(caplog):
+    """Probe 24: a worker stuck in the kernel after SIGKILL, or a Dask client that fails to close,
+    raised out of the runner's last step, and every finished trial went with it."""
+
+    class StuckShutdown(ScriptedBackend):
+        def shutdown(self, kill: bool = False) -> None:
+            super().shutdown(kill)
+            raise TimeoutError("the worker process did not end")
+
+    with caplog.at_level(logging.WARNING, logger="scanpy_autotune"):
+        run = run_trials(StuckShutdown(lambda t, p: Plan(loss=_loss(p)), n_slots=2), _tuner(), None,
+                         max_evals=4, default_params=DEFAULT, progress=False)
+    assert sorted(run.records) == list(range(4)) and run.interrupted is None
+    assert run.stop_reason == "the budget: 4 of max_evals=4 trials"
+    assert ("the workers did not stop cleanly (TimeoutError: the worker process did not end); "
+            "every finished trial is kept") in caplog.text

@@ -156,3 +156,32 @@ def test_the_default_runs_on_resume_when_the_journal_started_without_it():
     assert backend.submitted == [2, 3]
     assert run.records[2].is_default and run.records[2].params == DEFAULT
     assert not run.records[3].is_default
+
+
+def test_trial_0_of_a_journal_written_before_is_default_is_the_default_everywhere():
+    """Probe 24: the runner took trial 0 with the default's parameters for the default (not run
+    again), but the results, reading ``is_default`` only, then had no default to compare with."""
+    from scanpy_autotune._search._resume import mark_default_of_old_journal
+
+    space = _space(SPACE)
+    lines = [TrialRecord(trial_id=t, params=p, status="ok", loss=100.0 + t).to_json()
+             for t, p in ((0, DEFAULT), (1, {"n_hidden": 64, "n_latent": 3}))]
+    for line in lines:
+        del line["is_default"]  # as journals written before the field
+    done = [TrialRecord.from_json(line) for line in lines]
+    mark_default_of_old_journal(done, DEFAULT)
+    assert [r.is_default for r in done] == [True, False]
+    backend = ScriptedBackend(lambda t, p: Plan(loss=_loss(p)), n_slots=1)
+    run = run_trials(backend, AskTellTPE(space, seed=0), None, max_evals=3, resumed=done,
+                     default_params=DEFAULT, progress=False)
+    assert backend.submitted == [2] and not run.records[2].is_default  # the default did not run again
+    uns = build_results([run.records[t].to_json() for t in sorted(run.records)], settings={"seed": 0},
+                        searched=space.searched_kinds())
+    assert uns["default"] == {"trial_id": 0, "loss": 100.0}
+
+    other = [TrialRecord.from_json({**lines[0], "params": {"n_hidden": 64, "n_latent": 10}})]
+    mark_default_of_old_journal(other, DEFAULT)  # trial 0 of another configuration is not the default
+    marked_elsewhere = [TrialRecord(trial_id=0, params=DEFAULT, status="ok", loss=1.0),
+                        TrialRecord(trial_id=5, params=DEFAULT, status="ok", loss=1.0, is_default=True)]
+    mark_default_of_old_journal(marked_elsewhere, DEFAULT)  # a journal that says which trial it was
+    assert not other[0].is_default and [r.is_default for r in marked_elsewhere] == [False, True]

@@ -15,15 +15,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._context import training_seed
     from ._resume import VALIDATION_SIZE, objective_identity
     from ._search import SearchOutcome, search
 
-__all__ = ["VALIDATION_SIZE", "SearchOutcome", "objective_identity", "search"]
+__all__ = ["VALIDATION_SIZE", "SearchOutcome", "objective_identity", "search", "training_seed"]
+
+#: The module of each public name.
+_HOMES = {
+    "VALIDATION_SIZE": "_resume", "objective_identity": "_resume", "training_seed": "_context",
+    "SearchOutcome": "_search", "search": "_search",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from . import _resume, _search
+    if name in _HOMES:
+        import importlib
 
-        return getattr(_resume if hasattr(_resume, name) else _search, name)
+        return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

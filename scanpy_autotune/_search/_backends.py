@@ -15,7 +15,11 @@ if TYPE_CHECKING:
     from .._record import TrialRecord
     from ._context import TrialContext
 
-__all__ = ["Backend", "Event"]
+__all__ = ["TRIAL_ATTEMPTS", "Backend", "Event"]
+
+#: Runs of a trial whose worker dies during it (killed from outside, out of memory) before
+#: it counts as failed, on every backend: the first run and one retry.
+TRIAL_ATTEMPTS = 2
 
 
 @dataclass

@@ -19,6 +19,7 @@ import numpy as np
 
 from .._paths import check_model_dir, replace_dir
 from .._record import TrialRecord
+from ._context import training_seed
 from ._journal import to_json_safe
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ def _recover(
     logger.info("retraining the best trial %d (its weights were not kept)", best.trial_id)
     return Model.fit_prepared(
         context.data, counts, context.split, resolve_hyperparameters(best.params),
-        seed=context.seed + best.trial_id, max_epochs=context.max_epochs,
+        seed=training_seed(context.seed, best.trial_id), max_epochs=context.max_epochs,
         layer=context.layer, batch_key=context.batch_key,
     )
 

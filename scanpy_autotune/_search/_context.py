@@ -16,7 +16,18 @@ if TYPE_CHECKING:
 
     from .._vae._data import CountData, DeviceCounts, Split
 
-__all__ = ["ScoringPlan", "TrialContext"]
+__all__ = ["ScoringPlan", "TrialContext", "training_seed"]
+
+
+def training_seed(seed: int, trial_id: int) -> int:
+    """The seed trial ``trial_id`` of a search with ``seed`` trains with (its weights, minibatches, dropout).
+
+    The search's workers, the driver retraining its best trial and
+    :func:`scanpy_autotune.tl.retrain` all train with it, so each gives the
+    trial's recorded loss again. (The seed TPE suggests the trial with is
+    another: ``_tpe.trial_seed``.)
+    """
+    return int(seed) + int(trial_id)
 
 
 @dataclass

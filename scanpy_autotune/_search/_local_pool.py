@@ -20,21 +20,21 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import queue
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from ._backends import Event
+from ._backends import TRIAL_ATTEMPTS, Event
 
-__all__ = ["START_ATTEMPTS", "TRIAL_ATTEMPTS", "LocalPool", "worker_environment"]
+__all__ = ["START_ATTEMPTS", "LocalPool", "worker_environment"]
 
 #: Workers in a row that may end before they are ready before the pool gives up.
 START_ATTEMPTS = 3
-#: Runs of a trial whose worker dies during it (killed, out of memory) before it counts as failed.
-TRIAL_ATTEMPTS = 2
 
 logger = logging.getLogger("scanpy_autotune")
 
@@ -68,9 +68,11 @@ def worker_environment(
 class _Slot:
     """One worker process and the socket to it.
 
-    The process starts at once; ``send_context`` then blocks until the worker
-    has imported torch and reads the trial context, so a pool starts all its
-    processes before it sends anything (imports run side by side). The worker
+    The process starts at once. Messages to it (the trial context first) go
+    out in order from a thread of their own: the context is larger than the
+    socket's buffer, and a worker reads it only once it has imported torch
+    (seconds), so sending it from the driver's thread held up every other
+    trial's rung answers and results while a fresh worker started. The worker
     answers ``("ready",)`` once it holds the context: a worker whose socket
     ends before that died while it started, and never began a trial.
     """
@@ -78,32 +80,48 @@ class _Slot:
     def __init__(self, device: str, threads: int, extra_env: Mapping[str, str] | None = None) -> None:
         self.device = device
         parent, child = socket.socketpair()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "scanpy_autotune._search._worker", str(child.fileno()), device, str(threads),
-             str(os.getpid())],
-            pass_fds=(child.fileno(),),
-            env=worker_environment(device, threads, os.environ, extra_env),
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C in a terminal reaches the driver only
-        )
-        child.close()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "scanpy_autotune._search._worker", str(child.fileno()), device,
+                 str(threads), str(os.getpid())],
+                pass_fds=(child.fileno(),),
+                env=worker_environment(device, threads, os.environ, extra_env),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C in a terminal reaches the driver only
+            )
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
         self.conn = Connection(parent.detach())
         self.ready = False  # the worker said it holds the context
         self.task: tuple[int, dict, list[int]] | None = None  # the trial it runs: id, params, rungs
+        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._sender = threading.Thread(
+            target=self._send_outbox, name=f"to-worker-{self.process.pid}", daemon=True
+        )
+        self._sender.start()
 
     @property
     def trial_id(self) -> int | None:
         return None if self.task is None else self.task[0]
 
     def send_context(self, payload: bytes) -> None:
-        """Send the context; a worker already gone is found by ``poll`` (its socket ends)."""
-        self.send(payload, raw=True)
+        """Send the pickled context; a worker already gone is found by ``poll`` (its socket ends)."""
+        self._outbox.put(payload)
 
-    def send(self, message: Any, raw: bool = False) -> None:
-        try:
-            self.conn.send_bytes(message) if raw else self.conn.send(message)
-        except OSError:  # the worker is gone: its socket's end is what poll reports
-            pass
+    def send(self, message: Any) -> None:
+        """Send ``message`` after those sent before it, without waiting for the worker to read it."""
+        self._outbox.put(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def _send_outbox(self) -> None:
+        """The sender thread: send the outbox's messages in order until ``None``."""
+        while (payload := self._outbox.get()) is not None:
+            try:
+                self.conn.send_bytes(payload)
+            except OSError:  # the worker is gone: its socket's end is what poll reports
+                return
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -113,20 +131,29 @@ class _Slot:
         try:
             code = self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            code = None
-        return f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            return "its socket closed, but the process had not ended 5 s later"
+        return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
     def stop(self, kill: bool = False) -> None:
         if self.alive() and not kill:
+            self.send(("stop",))
             try:
-                self.conn.send(("stop",))
                 self.process.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
+            except subprocess.TimeoutExpired:
                 pass
         if self.alive():
             self.process.kill()
-            self.process.wait(timeout=5)
-        self.conn.close()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # stuck in the kernel (a GPU driver): it ends when it can
+                logger.warning("the worker process %d on %s did not end 5 s after SIGKILL", self.process.pid,
+                               self.device)
+        # With the worker gone, a send in flight fails at once; the socket closes after the thread
+        # ends, so that it never writes to a file descriptor the number of which was given out again.
+        self._outbox.put(None)
+        self._sender.join(timeout=5)
+        if not self._sender.is_alive():
+            self.conn.close()
 
 
 class LocalPool:
@@ -166,7 +193,12 @@ class LocalPool:
     def start(self, context: Any) -> None:
         """Start the workers and send each the trial context once."""
         self._payload = pickle.dumps(context, protocol=pickle.HIGHEST_PROTOCOL)
-        self._slots = [_Slot(d, self.threads, self.extra_env) for d in self.devices]
+        try:
+            for device in self.devices:
+                self._slots.append(_Slot(device, self.threads, self.extra_env))
+        except BaseException:  # a worker that cannot start: none of those started is left running
+            self.shutdown(kill=True)
+            raise
         for slot in self._slots:
             slot.send_context(self._payload)
 
@@ -242,6 +274,7 @@ class LocalPool:
             _, trial_id, n_epochs, value = message
             return Event("report", trial_id, n_epochs=n_epochs, value=value, device=slot.device)
         _, trial_id, record, model = message
+        record.device = slot.device  # the pool's name: a worker pinned to "cuda:2" calls its one GPU "cuda:0"
         return Event("done", trial_id, record=record, model=model, device=slot.device)
 
     def _died(self, index: int) -> Event | None:

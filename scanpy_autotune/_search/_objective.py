@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._record import TrialRecord
-from ._context import TrialContext
+from ._context import TrialContext, training_seed
 
 if TYPE_CHECKING:  # the model (torch) is imported when a trial runs, as _search's modules do
     from .._vae import Model
@@ -153,7 +153,7 @@ def evaluate_trial(
             counts,
             context.split,
             config,
-            seed=context.seed + int(trial_id),
+            seed=training_seed(context.seed, trial_id),
             max_epochs=context.max_epochs,
             callback=callback,
             layer=context.layer,

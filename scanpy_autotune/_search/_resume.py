@@ -22,9 +22,12 @@ from ._pruner import Pruner, is_auto, make_pruner
 from ._space import SearchSpace
 
 if TYPE_CHECKING:
-    from .._vae._data import CountData, Split
+    from .._vae._data import CountData
 
-__all__ = ["VALIDATION_SIZE", "check_resumed", "objective_identity", "pruner_of_resumed_journal", "resume_settings"]
+__all__ = [
+    "VALIDATION_SIZE", "check_resumed", "mark_default_of_old_journal", "objective_identity",
+    "pruner_of_resumed_journal", "resume_settings",
+]
 
 logger = logging.getLogger("scanpy_autotune")
 
@@ -57,7 +60,7 @@ def objective_identity(objective: Callable | str | None) -> str:
 
 
 def resume_settings(
-    space: SearchSpace, data: CountData, split: Split, *, max_epochs: int, n_mc: int, seed: int,
+    space: SearchSpace, data: CountData, *, max_epochs: int, n_mc: int, seed: int,
     objective: Callable | str | None, pruner: Pruner | None, train_size: float, test_size: float,
 ) -> dict[str, Any]:
     """What must match for a journal to be resumed."""
@@ -102,6 +105,20 @@ def pruner_of_resumed_journal(
         kwargs = {k: v for k, v in stored.items() if k not in ("name", "max_epochs", "rungs")}
         return make_pruner(stored.get("name"), max_epochs, **kwargs)
     return built
+
+
+def mark_default_of_old_journal(records: list[TrialRecord], default_params: dict | None) -> None:
+    """Mark trial 0 as the default when it has the default's parameters and no trial says it is the default.
+
+    Journals written before trial records said which trial was the default
+    (``is_default``) began with it all the same; marked, it is not run again,
+    and the results compare the search with it.
+    """
+    if default_params is None or any(record.is_default for record in records):
+        return
+    for record in records:
+        if record.trial_id == 0 and record.params == default_params:
+            record.is_default = True
 
 
 def check_resumed(records: list[TrialRecord], space: SearchSpace, journal: Any) -> None:

@@ -50,6 +50,9 @@ class RunResult:
         failed mid-search.
     stop_reason
         Why the search ended, in words (the budget, convergence, the timeout, Ctrl-C).
+    converged_after
+        How many trials had finished when the convergence stop ended the
+        search (0: it did not).
     """
 
     records: dict[int, TrialRecord] = field(default_factory=dict)
@@ -103,8 +106,8 @@ class _Progress:
         )
         self.bar.update(n)
 
-    def stopped(self, reason: str) -> None:
-        """Say on the bar why no more trials start (convergence)."""
+    def stopped(self) -> None:
+        """Say on the bar that no more trials start because the search converged."""
         if self.bar is not None:
             self.bar.set_description("autotune (converged)", refresh=True)
 
@@ -225,7 +228,7 @@ def run_trials(
             outcome.stop_reason, outcome.converged_after = stopper.reason(), len(outcome.records)
             converged_reason = outcome.stop_reason
             logger.info("stopping early: %s; %d running trial(s) finish", outcome.stop_reason, len(running))
-            bar.stopped(outcome.stop_reason)
+            bar.stopped()
 
     started_backend = False
     late: KeyboardInterrupt | None = None  # a Ctrl-C while the workers stop, after the last trial
@@ -298,6 +301,9 @@ def run_trials(
             backend.shutdown(kill=bool(running))
         except KeyboardInterrupt as interrupt:  # while the workers stop: every record is kept
             late = interrupt
+        except Exception as error:  # as is every record when a worker or a cluster does not stop cleanly
+            logger.warning("the workers did not stop cleanly (%s: %s); every finished trial is kept",
+                           type(error).__name__, error)
         bar.close()
     if not outcome.stop_reason:
         outcome.stop_reason = f"the budget: {len(outcome.records)} of max_evals={max_evals} trials"
@@ -323,9 +329,7 @@ class _NextTrials:
     ) -> None:
         self._tuner = tuner
         self._default = dict(default_params) if default_params is not None else None
-        self._run_default = self._default is not None and not any(
-            r.is_default or (r.trial_id == 0 and r.params == self._default) for r in records.values()
-        )
+        self._run_default = self._default is not None and not any(r.is_default for r in records.values())
         self._queued = _startup_queue(startup, records, first_id=1 if self._default is not None else 0)
 
     def ask(self, records: dict[int, TrialRecord]) -> tuple[int, dict, bool, str]:

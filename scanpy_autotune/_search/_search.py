@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import __version__
+from .._errors import BestModelFailed
 from .._record import TrialRecord, best_of
 from .._signals import interrupts_held
 from .._stop_reason import then_interrupted
@@ -27,7 +28,13 @@ from ._convergence import make_convergence_stop
 from ._gpu_sizing import trial_device_bytes
 from ._journal import Journal
 from ._pruner import Pruner, is_auto, make_pruner
-from ._resume import VALIDATION_SIZE, check_resumed, pruner_of_resumed_journal, resume_settings
+from ._resume import (
+    VALIDATION_SIZE,
+    check_resumed,
+    mark_default_of_old_journal,
+    pruner_of_resumed_journal,
+    resume_settings,
+)
 from ._runner import RunResult, run_trials
 from ._scoring import SCORE_CELLS, scoring_settings
 from ._slots import make_backend
@@ -71,9 +78,9 @@ class SearchOutcome:
         was at hand (trained in this run or kept beside the journal) and no
         refit was asked for.
     interrupted
-        What stopped the search (a ``KeyboardInterrupt``, a
-        ``JournalWriteError``), to re-raise once the results
-        are written.
+        What stopped the search or its end (a ``KeyboardInterrupt``, a
+        ``JournalWriteError``, a ``BackendFailed``, a ``BestModelFailed``),
+        to re-raise once the results are written.
     """
 
     records: list[TrialRecord]
@@ -268,14 +275,16 @@ def search(
         stopper = make_convergence_stop(patience, max_evals, max_epochs)
         tpe_startup = startup_trials(max_evals)
         settings = resume_settings(
-            search_space, data, split, max_epochs=max_epochs, n_mc=n_mc, seed=seed,
+            search_space, data, max_epochs=max_epochs, n_mc=n_mc, seed=seed,
             objective=objective, pruner=search_pruner, train_size=train_size, test_size=test_size,
         )
         settings.update(scoring_settings(scoring, labels_key, score_cells))
+        default_params = _default_in_space(search_space, default_hyperparameters()) if include_default else None
         if journal is not None:
             journal_obj, resumed = Journal.open(
                 journal, settings, decode=TrialRecord.from_json, lock=True
             )
+        mark_default_of_old_journal(resumed, default_params)
         check_resumed(resumed, search_space, journal)
         context = TrialContext(
             data=data, split=split, max_epochs=max_epochs, n_mc=n_mc, seed=seed,
@@ -283,7 +292,6 @@ def search(
             heldout_obs=obs.iloc[split.heldout].copy() if callable(objective) and obs is not None else None,
             scoring=scoring, maximize_total=objective == "integration",
         )
-        default_params = _default_in_space(search_space, default_hyperparameters()) if include_default else None
     except BaseException:
         _close_journal(journal_obj)
         try:
@@ -301,38 +309,42 @@ def search(
             resumed=resumed, journal=journal_obj, default_params=default_params, startup=startup_list,
             pruner=search_pruner, timeout=timeout, progress=progress, stopper=stopper,
         )
+        if run.records:
+            params = dict(settings)  # "data", the fingerprint, lets sat.tl.retrain check it has the same data
+            params.update(
+                layer=layer, batch_key=batch_key,
+                max_evals=max_evals, backend=pool.name, n_workers=int(pool.n_slots),
+                trials_per_gpu=getattr(pool, "trials_per_gpu", None) or 0,
+                convergence=stopper.describe() if stopper is not None else "none", stop_reason=run.stop_reason,
+                converged_after=run.converged_after,
+                version=__version__, include_default=bool(include_default), tpe_startup_trials=tpe_startup,
+                startup=_startup_setting(startup, startup_list),
+                journal=os.fspath(journal) if journal is not None else "",
+            )
+            records = [run.records[t] for t in sorted(run.records)]
+            outcome = SearchOutcome(
+                records=records, settings=params, searched=search_space.searched_kinds(),
+                best=best_of(records), interrupted=run.interrupted,
+            )
+            # With the journal still locked: no other search replaces the model kept beside it meanwhile.
+            if outcome.best is not None and run.interrupted is None:
+                _add_best_model(outcome, run, context, journal=journal, refit=refit)
+            elif outcome.best is not None and not refit:  # refit: the latent would be of a model still to train
+                _add_latent_of_cut_short(outcome, run, context, journal)
     finally:
         late_close = _close_journal(journal_obj)
-    if late_close is not None and run.interrupted is None:
-        run.interrupted = late_close
-        run.stop_reason = then_interrupted(run.stop_reason, late_close, "while the journal was closed")
     if not run.records:  # nothing finished: nothing to return
-        if run.interrupted is not None:
-            raise run.interrupted
+        if run.interrupted is not None or late_close is not None:
+            raise run.interrupted or late_close
         raise TimeoutError(
             f"timeout={timeout:g} s passed before any trial finished, so there is nothing to store and adata is "
             "unchanged; allow more time or a smaller max_epochs."
         )
-    params = dict(settings)  # "data", the fingerprint, lets sat.tl.retrain check it has the same data
-    params.update(
-        layer=layer, batch_key=batch_key,
-        max_evals=max_evals, backend=pool.name, n_workers=int(pool.n_slots),
-        trials_per_gpu=getattr(pool, "trials_per_gpu", None) or 0,
-        convergence=stopper.describe() if stopper is not None else "none", stop_reason=run.stop_reason,
-        converged_after=run.converged_after,
-        version=__version__, include_default=bool(include_default), tpe_startup_trials=tpe_startup,
-        startup=_startup_setting(startup, startup_list),
-        journal=os.fspath(journal) if journal is not None else "",
-    )
-    records = [run.records[t] for t in sorted(run.records)]
-    outcome = SearchOutcome(
-        records=records, settings=params, searched=search_space.searched_kinds(),
-        best=best_of(records), interrupted=run.interrupted,
-    )
-    if outcome.best is not None and run.interrupted is None:
-        _add_best_model(outcome, run, context, journal=journal, refit=refit)
-    elif outcome.best is not None and not refit:  # refit: the latent would be of a model still to train
-        _add_latent_of_cut_short(outcome, run, context, journal)
+    if late_close is not None and outcome.interrupted is None:
+        outcome.interrupted = late_close
+        outcome.settings["stop_reason"] = then_interrupted(
+            outcome.settings["stop_reason"], late_close, "while the journal was closed"
+        )
     return outcome
 
 
@@ -437,8 +449,10 @@ def _add_best_model(
 ) -> None:
     """Put the best configuration's model, latent and test loss into ``outcome``.
 
-    A Ctrl-C while the best model is retrained keeps the trials: ``outcome``
-    then has no model, and its stop reason says when the interrupt came.
+    A Ctrl-C, or an error (a GPU out of memory), while the best model is
+    prepared keeps the trials: ``outcome`` then has no model, its stop reason
+    says what happened, and ``outcome.interrupted`` (the Ctrl-C, or a
+    :class:`BestModelFailed`) is raised once the trials are written.
     """
     from ._best import finish_best_model
 
@@ -454,6 +468,19 @@ def _add_best_model(
         outcome.interrupted = interrupt
         outcome.settings["stop_reason"] = then_interrupted(
             run.stop_reason, interrupt, "while the best model was prepared"
+        )
+        return
+    except Exception as error:
+        failed = BestModelFailed(
+            f"the {len(outcome.records)} finished trials are kept, but the best trial {outcome.best.trial_id}'s "
+            f"model could not be prepared ({type(error).__name__}: {error}); sat.tl.retrain(adata, "
+            f"{outcome.best.trial_id}) trains it again from the stored results"
+        )
+        failed.__cause__ = error
+        logger.error("%s", failed)
+        outcome.interrupted = failed
+        outcome.settings["stop_reason"] = (
+            f"{run.stop_reason}; then the best model failed: {type(error).__name__}: {error}"
         )
         return
     outcome.model, outcome.latent = best.model, best.latent

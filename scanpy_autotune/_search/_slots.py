@@ -218,6 +218,11 @@ def make_backend(
         pool = LocalPool(plan.devices, plan.threads_per_worker, extra_env)
         pool.trials_per_gpu = plan.trials_per_gpu
         return pool
+    if gpus != "all" or trials_per_gpu != "auto":
+        raise ValueError(
+            "gpus= and trials_per_gpu= are for the local backend; on a Dask cluster each trial takes one of "
+            "the workers' GPU resources (dask worker --resources GPU=1 per GPU), or a thread without them."
+        )
     from ._dask import DaskBackend
 
     return DaskBackend.create(client=client, scheduler=scheduler, data_path=data_path, n_workers=n_workers)

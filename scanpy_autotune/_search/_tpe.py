@@ -102,10 +102,10 @@ class AskTellTPE:
     What TPE sees of each trial:
 
     - ``ok`` with a finite loss: that loss.
-    - ``pruned`` with a finite loss: that loss, like ``ok``.
-    - ``fail``, or ``pruned`` / ``ok`` without a finite loss: a hyperopt
-      ``STATUS_FAIL`` trial, which ``tpe.suggest`` ranks below every trial with
-      a loss. It does not enter the mean.
+    - ``fail``, ``pruned`` (its early validation ELBO is not on the loss's
+      scale), or ``ok`` without a finite loss: a hyperopt ``STATUS_FAIL``
+      trial, which ``tpe.suggest`` ranks below every trial with a loss. It
+      does not enter the mean.
     - pending (asked, not told): the mean of the losses above while at least one
       exists; left out before that.
     """

@@ -29,6 +29,7 @@ from ._data import (
     split_from_labels,
 )
 from ._metrics import (
+    SCORE_SEED,
     corrupt,
     elbo,
     imputation_errors,
@@ -502,7 +503,7 @@ class Model:
     @doc_params(**_DOCS)
     def marginal_nll(
         self, adata: AnnData, n_mc: int = 100, *, cells: Cells = "heldout", per_cell: bool = False,
-        layer: str | None = TRAINED_LAYER, seed: int | None = 0,
+        layer: str | None = TRAINED_LAYER, seed: int | None = SCORE_SEED,
     ) -> float | pd.Series:
         """Held-out negative marginal log-likelihood per cell, ``-log p(x)``, by importance sampling.
 
@@ -537,7 +538,7 @@ class Model:
     @doc_params(**_DOCS)
     def elbo(
         self, adata: AnnData, *, cells: Cells = "heldout", per_cell: bool = False,
-        layer: str | None = TRAINED_LAYER, seed: int | None = 0,
+        layer: str | None = TRAINED_LAYER, seed: int | None = SCORE_SEED,
     ) -> float | pd.Series:
         """ELBO per cell (higher is better; one posterior sample), on ``cells`` as in :meth:`Model.marginal_nll`.
 

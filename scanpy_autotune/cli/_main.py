@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .._errors import BackendFailed, JournalLockedError, JournalWriteError
+from .._errors import BackendFailed, BestModelFailed, JournalLockedError, JournalWriteError
 from .._paths import check_model_dir, check_output_dir, check_output_file
 from .._results import NoTrialSucceededError
 from .._signals import interrupts_held
@@ -77,11 +77,13 @@ def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> 
     key = kwargs.get("key_added", KEY)
     try:
         tl.autotune(adata, **kwargs)
-    except (KeyboardInterrupt, JournalWriteError, BackendFailed) as stop:
+    except (KeyboardInterrupt, JournalWriteError, BackendFailed, BestModelFailed) as stop:
         if isinstance(stop, JournalWriteError):
             how, code = f"error: {stop.strerror}", EXIT_BAD_INPUT
         elif isinstance(stop, BackendFailed):
             how, code = f"error: {stop.__cause__.__class__.__name__}: {stop.__cause__}", EXIT_BAD_INPUT
+        elif isinstance(stop, BestModelFailed):
+            how, code = f"error: {stop}", EXIT_BAD_INPUT
         else:
             how, code = _how_stopped(stop)
         trials = adata.uns.get(key, {}).get("trials")

@@ -7,11 +7,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.ticker import MaxNLocator
 
 from .._results import DEFAULT_KEY, Results, read_results
+from .._stop_reason import ended_on_its_own
 from .._validation import check_bool
 from ._docs import _doc_params, doc_adata_key, doc_returns_ax, doc_show_save_ax
 from ._utils import (
+    check_log_scale,
     finish,
     log_axis,
     logger,
@@ -43,16 +46,19 @@ def optimization_history(
     with ``objective="integration"``); the y label says which.
 
     x is the completion position (1 = first trial to finish), or with
-    ``x="time"`` the minutes from the search's start until the trial finished,
-    which shows what a pruner or the convergence stop saved. Successful trials
+    ``x="time"`` the minutes from the start of the first trial until the trial
+    finished, which shows what a pruner or the convergence stop saved. Successful trials
     are points (``gid="points-ok"``), pruned trials with a loss triangles
     (``gid="points-pruned"``); trials without a loss are crosses along the bottom
     edge (``gid="points-fail"``, and ``"points-pruned-noloss"`` for pruned ones).
     The running best over successful trials is a step line (``gid="running-best"``),
     the best trial a star (``gid="best"``), and the default configuration's loss a
-    dashed horizontal line (``gid="default"``) when it was evaluated. When the
+    dashed horizontal line (``gid="default"``) when it was evaluated. Trials
+    beyond a robust y-range are open triangles along the edge they passed
+    (``gid="points-off-scale"``). When the
     search ended because it had converged, a dotted vertical line
-    (``gid="converged"``) marks the trial after which no trial started.
+    (``gid="converged"``) marks the trial after which no trial started; when
+    it was cut short (a timeout, Ctrl-C, a failure), the title says so.
 
     Parameters
     ----------
@@ -63,7 +69,8 @@ def optimization_history(
         the pause; a ``ValueError`` for results that did not record when each
         trial finished).
     log
-        Logarithmic y axis.
+        Logarithmic y axis (a ``ValueError`` for losses that are not all
+        positive, such as ``-Total``).
     robust
         Fit the y-limits to the non-outlying losses (Tukey's far fence).
     {doc_show_save_ax}
@@ -81,29 +88,46 @@ def optimization_history(
     res = read_results(adata, key)
     trials = res.trials.sort_values("completion_order", kind="stable")
     x_values = _x_values(trials, x)
-    fig, ax = new_ax(ax, (7.0, 4.2))
     loss = trials["loss"].to_numpy(dtype=float)
+    check_log_scale(loss, log, "losses")
+    fig, ax = new_ax(ax, (7.0, 4.2))
     finite = np.isfinite(loss)
     _draw_trials(ax, x_values, loss, trials["status"].to_numpy())
     _draw_references(ax, res, trials, x_values, loss)
     if log:
         ax.set_yscale("log")
     # leave a strip along the bottom for the trials without a loss
-    limits, n_off = value_limits(loss, log, robust, pad_low=0.14 if (~finite).any() else None)
+    references = (trials["trial_id"] == res.best["trial_id"]).to_numpy()
+    if res.default is not None:
+        references |= (trials["trial_id"] == res.default["trial_id"]).to_numpy()
+    limits, n_off = value_limits(loss, log, robust, pad_low=0.14 if (~finite).any() else None, shown=references)
     if limits is not None:
         ax.set_ylim(*limits)
         note_off_scale(ax, n_off)
+        for beyond, marker, height in ((loss > limits[1], "^", 0.97), (loss < limits[0], "v", 0.03)):
+            if beyond.any():  # where they are in the search's course, at the edge they passed
+                ax.scatter(x_values[beyond], np.full(beyond.sum(), height), transform=ax.get_xaxis_transform(),
+                           marker=marker, s=26, facecolors="none", edgecolors="0.35", zorder=3, clip_on=False,
+                           gid="points-off-scale")
     if log:
         log_axis(ax)
     # every trial inside the axes: those drawn along the bottom strip do not widen the x-limits
     low, high = float(np.min(x_values)), float(np.max(x_values))
     pad = 0.04 * (high - low) if high > low else (0.5 if x == "trials" else 0.05)
     ax.set_xlim(low - pad, high + pad)
-    ax.set_xlabel("trials finished" if x == "trials" else "minutes since the search started")
+    if x == "trials":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trials finished" if x == "trials" else "minutes since the first trial started")
     ax.set_ylabel(loss_names(res.params)[0])
-    ax.set_title("optimization history")
-    ax.legend(fontsize="small", loc="upper right", bbox_to_anchor=(1.0, 0.93))
+    reason = str(res.params.get("stop_reason", ""))
+    cut_short = bool(reason) and (not ended_on_its_own(reason) or reason.startswith("timeout"))
+    ax.set_title("optimization history" + (f"\nended early: {_shortened(reason)}" if cut_short else ""))
+    ax.legend(fontsize="small", loc="best")
     return finish(fig, ax, "optimization_history", show, save, owned=owned)
+
+
+def _shortened(text: str, width: int = 70) -> str:
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
 def _x_values(trials: pd.DataFrame, x: str) -> np.ndarray:

@@ -41,7 +41,15 @@ def param_importance(
     """Bar chart of how much each hyperparameter explains the search's loss.
 
     See :func:`scanpy_autotune.tl.importances` for the computation; the most
-    important hyperparameter is the top bar.
+    important hyperparameter is the top bar. With ``"permutation"`` a bar is
+    the R² a random forest loses, on trials it did not see, when that
+    hyperparameter's column is shuffled: 0 for one that does not matter, and
+    above 1 when the shuffled column misleads the forest into predicting worse
+    than the mean loss would; its error bar is the standard deviation over the
+    10 shuffles. With ``"impurity"`` a bar is the share of the forest's
+    impurity decrease (the bars sum to 1), its error bar the standard
+    deviation over the trees (whose importances vary widely: a bar may reach
+    below 0). With few trials (under about 30) the ranking is rough.
 
     Parameters
     ----------
@@ -96,7 +104,7 @@ def param_importance(
     ax.set_xlabel(unit)
     ax.set_title(
         f"hyperparameter importance for {loss_names(res.params)[1]}\n"
-        f"random forest, {_METHOD_TEXT[method]}, {n_ok} successful trials"
+        f"random forest, {_METHOD_TEXT[method]},\n{n_ok} successful trials"
         + (" (outlying losses clipped)" if robust else ""),
         fontsize="medium",
     )

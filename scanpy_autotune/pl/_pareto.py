@@ -10,14 +10,16 @@ import numpy as np
 from matplotlib.axes import Axes
 
 from .._results import DEFAULT_KEY, read_results
+from .._validation import check_bool
 from ._docs import _doc_params, doc_adata, doc_key, doc_show_save
-from ._utils import finish, panel_axes, save_target
+from ._utils import finish, note_off_scale, panel_axes, save_target, value_limits
 
 _NLL_LABEL = "held-out −log p(x) per cell (lower is better)"
 #: The two panels: (x column, y column, x lower is better, y higher is better).
 _PANELS = (
     ("marginal_nll", "total", _NLL_LABEL, "Total (higher is better)"),
-    ("bio_conservation", "batch_correction", "Bio conservation", "Batch correction"),
+    ("bio_conservation", "batch_correction", "Bio conservation (higher is better)",
+     "Batch correction (higher is better)"),
 )
 #: The one panel of a search scored without ``batch_key`` (no batch correction, no Total).
 _BIO_PANELS = (("marginal_nll", "bio_conservation", _NLL_LABEL, "Bio conservation (higher is better)"),)
@@ -53,6 +55,7 @@ def pareto(
     adata: Any,
     *,
     key: str = DEFAULT_KEY,
+    robust: bool = True,
     ax: Axes | Sequence[Axes] | None = None,
     show: bool | None = None,
     save: bool | str | None = None,
@@ -61,8 +64,8 @@ def pareto(
 
     One point per successful trial of a search run with ``labels_key`` (and
     ``batch_key``); the trials no other trial beats on both axes form the
-    Pareto front (a line). The best trial of the search's objective is a star,
-    the default configuration a square. Left: held-out ``-log p(x)`` on x,
+    Pareto front (a line). The best trial of the search's objective is a gold
+    star, as in the other plots, the default configuration a square. Left: held-out ``-log p(x)`` on x,
     Total on y; right: Bio conservation on x, Batch correction on y. A search
     scored without ``batch_key`` has neither Total nor batch correction: one
     panel then, ``-log p(x)`` on x and Bio conservation on y.
@@ -71,6 +74,10 @@ def pareto(
     ----------
     {doc_adata}
     {doc_key}
+    robust
+        Fit the ``-log p(x)`` axis to the non-outlying losses (Tukey's far
+        fence), so that one poor trial does not squeeze the others into a
+        corner; a note counts the trials beyond it.
     ax
         Two Axes, one per panel (one Axes without batch scores); a new figure
         when ``None``.
@@ -88,6 +95,7 @@ def pareto(
         When the search recorded no integration scores (run it with ``labels_key``)
         or no trial succeeded.
     """
+    robust = check_bool("robust", robust)
     save = save_target("pareto", show, save)
     owned = ax is None  # a figure this call makes (closed if its save fails)
     res = read_results(adata, key)
@@ -121,8 +129,14 @@ def pareto(
                          linewidths=1.4, label=f"default (trial {default_id})", zorder=4)
         row = usable[usable["trial_id"] == best_id]
         if len(row):
-            axis.scatter(row[x_name], row[y_name], marker="*", s=140, color="tab:red", edgecolor="white",
-                         label=f"best (trial {best_id})", zorder=5)
+            axis.scatter(row[x_name], row[y_name], marker="*", s=200, facecolors="gold", edgecolors="black",
+                         linewidths=0.8, label=f"best (trial {best_id})", zorder=5)
+        if robust and x_name == "marginal_nll":
+            references = usable["trial_id"].isin([best_id, default_id]).to_numpy()
+            limits, n_off = value_limits(x, log=False, shown=references)
+            if limits is not None and n_off:
+                axis.set_xlim(*limits)
+                note_off_scale(axis, n_off, "x")
         axis.set_xlabel(x_label)
         axis.set_ylabel(y_label)
         axis.legend(fontsize="small", frameon=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from ._utils import (
     finish,
     finite_loss,
     get_cmap,
+    label_leftmost,
     logger,
     loss_names,
     panel_axes,
@@ -102,6 +104,15 @@ def _draw_panel(
                 zorder=3,
                 gid=f"points-{status}",
             )
+    # Trials without a loss stand at their value along the bottom edge: a value that always
+    # failed (a learning rate too high) is the one thing such a panel must not hide.
+    placed = np.isfinite(x) & ((x > 0) if kind == "log" else True)
+    bottom = ax.get_xaxis_transform()
+    for status, gid, color in (("fail", "points-fail-noloss", "C3"), ("pruned", "points-pruned-noloss", "C1")):
+        sel = placed & ~np.isfinite(loss) & (trials["status"] == status).to_numpy()
+        if sel.any():
+            ax.scatter(x[sel], np.full(sel.sum(), 0.03), transform=bottom, marker="x", s=28, color=color,
+                       zorder=3, clip_on=False, gid=gid)
     at = np.flatnonzero((trials["trial_id"] == best_id).to_numpy() & shown)
     if at.size:
         ax.scatter(
@@ -115,6 +126,8 @@ def _draw_panel(
             zorder=4,
             gid="best",
         )
+    if cats is None:
+        ax.margins(x=0.08)  # the best trial's star whole at the edge of the range
     if kind == "log":
         ax.set_xscale("log")
     elif cats is None and pd.api.types.is_integer_dtype(trials[name]):
@@ -136,6 +149,18 @@ def _new_panels(
     for extra in grid[n_panels:]:
         extra.remove()
     return fig, list(grid[:n_panels])
+
+
+def _mark_off_scale(ax: Axes, trials: pd.DataFrame, name: str, kind: str, limits: tuple[float, float]) -> None:
+    """Triangles along the top (bottom) edge at the values of the trials whose loss is above (below) the y-range."""
+    x, _ = _panel_x(trials[name], kind, np.random.default_rng(0))  # the jitter of _draw_panel
+    loss = trials["loss"].to_numpy(dtype=float)
+    placed = np.isfinite(x) & ((x > 0) if kind == "log" else True)
+    for beyond, marker, height in ((loss > limits[1], "^", 0.97), (loss < limits[0], "v", 0.03)):
+        sel = placed & beyond
+        if sel.any():
+            ax.scatter(x[sel], np.full(sel.sum(), height), transform=ax.get_xaxis_transform(), marker=marker,
+                       s=26, facecolors="none", edgecolors="0.35", zorder=3, clip_on=False, gid="points-off-scale")
 
 
 @_doc_params(doc_adata=doc_adata, doc_key=doc_key, doc_show_save=doc_show_save)
@@ -161,8 +186,12 @@ def sensitivity(
     value, numeric ones as a scatter (log x for ``"log"`` kinds).
     Points are coloured by the epochs each trial trained (``gid="points-<status>"``,
     pruned trials as triangles); the best trial is a gold star (``gid="best"``).
-    Only trials with a finite loss are points; on a new figure the title
-    counts the others (with ``ax=`` they are logged instead).
+    Trials without a loss (failed, or pruned before a loss) are crosses along
+    the bottom edge at their value (``gid="points-fail-noloss"``,
+    ``"points-pruned-noloss"``), and trials beyond a robust y-range are open
+    triangles along the edge they passed (``gid="points-off-scale"``), so a
+    value that always failed or did badly is seen. On a new figure the title counts
+    both (with ``ax=`` they are logged instead).
 
     Parameters
     ----------
@@ -228,15 +257,18 @@ def sensitivity(
     color_norm = Normalize(*(epochs.min(), epochs.max()) if epochs.size else (0, 1))
     for panel, (name, kind) in zip(axes, kinds.items(), strict=True):
         _draw_panel(panel, trials, name, kind, color_norm, cmap_, res.best["trial_id"])
-        spec = panel.get_subplotspec()
-        if spec is None or spec.is_first_col():
-            panel.set_ylabel(loss_label)
+    label_leftmost(axes, loss_label)
+    loss = trials["loss"].to_numpy(dtype=float)
     n_off = 0
-    if robust:
-        limits, n_off = value_limits(trials["loss"].to_numpy(dtype=float), log=False)
+    if robust or not finite.all():  # a strip along the bottom for the trials without a loss
+        limits, n_off = value_limits(loss, log=False, robust=robust, pad_low=None if finite.all() else 0.14,
+                                     shown=(trials["trial_id"] == res.best["trial_id"]).to_numpy())
         if limits is not None:
             for panel in axes:
                 panel.set_ylim(*limits)
+            if n_off:
+                for panel, name in zip(axes, kinds, strict=True):
+                    _mark_off_scale(panel, trials, name, kinds[name], limits)
     one_length = epochs.size > 0 and epochs.min() == epochs.max()
     if not one_length:  # a colour bar of one value would show a range no trial trained
         fig.colorbar(
@@ -244,14 +276,14 @@ def sensitivity(
         )
     n_status = trials.loc[~finite, "status"].value_counts()
     hidden = ", ".join(f"{n} {s if s != 'fail' else 'failed'}" for s, n in n_status.items())
-    title = f"{loss_name.removeprefix('the ')} vs hyperparameters: {int(finite.sum())} trials shown"
+    title = f"{loss_name.removeprefix('the ')} vs hyperparameters: {int(finite.sum())} trials with a loss"
     if one_length:
         title += f", each trained {int(epochs[0])} epoch{'s' if epochs[0] != 1 else ''}"
-    title += f"; not shown (no loss): {hidden}" if hidden else "; none failed"
+    title += f"; without a loss (crosses at the bottom): {hidden}" if hidden else "; none failed"
     if n_off:
-        title += f"; {n_off} beyond the y-range"
-    if ax is None:
-        fig.suptitle(title, fontsize="medium")
+        title += f"; {n_off} beyond the y-range (open triangles at the edge)"
+    if ax is None:  # wrapped to the figure's width (about 13 characters an inch at this size)
+        fig.suptitle(textwrap.fill(title, max(40, int(13 * fig.get_figwidth()))), fontsize="medium")
     else:  # the caller's figure keeps its own title
         logger.info("sensitivity: %s.", title)
     one_axes = isinstance(ax, Axes) or (ax is None and len(axes) == 1)

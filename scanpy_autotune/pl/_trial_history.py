@@ -9,11 +9,13 @@ from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from .._results import DEFAULT_KEY, read_results
 from .._validation import check_bool
 from ._docs import _doc_params, doc_adata_key, doc_returns_ax, doc_show_save_ax
 from ._utils import (
+    check_log_scale,
     finish,
     get_cmap,
     greyed,
@@ -86,13 +88,18 @@ def trial_history(
     show: bool | None = None,
     save: bool | str | None = None,
 ) -> Axes | None:
-    """Per-epoch ELBO of every trial, first trial red, last trial green.
+    """Per-epoch ELBO of every trial, coloured from the first trial to the last.
 
     The curves are drawn as the negative ELBO per cell (lower is better). Each
     trial with any recorded epoch is one line (``gid="trial-<id>"``, label
     ``"trial <id> (<status>)"``); failed trials are dashed and greyed, pruned
     trials dotted, the best trial thicker. Failed trials that never finished an
     epoch have no history and draw nothing (the legend counts them).
+
+    A trial keeps the weights of its best validation epoch, not its last: a
+    dot on each successful trial's curve marks that epoch (``gid="kept"``),
+    so a trial whose validation ELBO rose after its first epochs shows that
+    its model is an early one.
 
     Parameters
     ----------
@@ -109,8 +116,9 @@ def trial_history(
         diverging trials cannot flatten the others; a note counts the curves
         that end beyond the range.
     cmap
-        Colormap over trial ids, or its name (default: a darkened ``RdYlGn``,
-        red to green); a ``ValueError`` for a name matplotlib does not know.
+        Colormap over trial ids, or its name (default: ``viridis``, from dark
+        blue to yellow-green, without its palest yellow); a ``ValueError`` for
+        a name matplotlib does not know.
     {doc_show_save_ax}
 
     Returns
@@ -123,13 +131,15 @@ def trial_history(
     owned = ax is None  # a figure this call makes (closed if its save fails)
     res = read_results(adata, key)
     curves = _as_loss(res.curves(which))
+    check_log_scale(curves, log, "negative ELBO values")
     trials = res.trials
     cmap_ = get_cmap(cmap)
     ids = trials["trial_id"].to_numpy()
     norm = trial_norm(ids)
     fig, ax = new_ax(ax, (7.5, 4.5))
     epochs = np.arange(1, curves.shape[1] + 1)
-    rows, n_drawn = [], {s: 0 for s in _STYLE}
+    kept_epochs = trials["best_epoch"].to_numpy(dtype=float) if "best_epoch" in trials else np.full(len(ids), np.nan)
+    rows, n_drawn, kept = [], {s: 0 for s in _STYLE}, []
     for i, (tid, status) in enumerate(zip(ids, trials["status"], strict=True)):
         row = curves[i]
         finite = np.flatnonzero(np.isfinite(row))
@@ -154,6 +164,12 @@ def trial_history(
             label=f"trial {tid} ({status})",
             zorder=3 if status == "ok" else 2,
         )
+        at = kept_epochs[i]
+        if status == "ok" and np.isfinite(at) and 0 <= at <= finite[-1] and np.isfinite(row[int(at)]):
+            kept.append((epochs[int(at)], row[int(at)], color))
+    if kept:
+        xs, ys, colors = zip(*kept, strict=True)
+        ax.scatter(xs, ys, s=22, c=list(colors), edgecolors="black", linewidths=0.6, zorder=4, gid="kept")
     if log:
         ax.set_yscale("log")
     if robust:
@@ -182,10 +198,16 @@ def trial_history(
                 label=f"best: trial {res.best['trial_id']}",
             )
         )
-    ax.legend(handles=handles, loc="upper right", bbox_to_anchor=(1.0, 0.93), fontsize="small")
-    fig.colorbar(
-        ScalarMappable(norm=norm, cmap=cmap_), ax=ax, label="trial id (first red → last green)"
-    )
+    if kept:
+        handles.append(
+            Line2D([], [], ls="", marker="o", markersize=5, markerfacecolor="0.6", markeredgecolor="black",
+                   label="weights kept (best validation epoch)")
+        )
+    handles += [line for line in ax.get_lines() if line.get_gid() == "off-scale-note"]
+    ax.legend(handles=handles, loc="best", fontsize="small")
+    colorbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap_), ax=ax, label="trial id (first → last)")
+    colorbar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("negative ELBO per cell (lower is better)")
     ax.set_title(

@@ -43,11 +43,12 @@ _IMAGE_SUFFIXES = {".png", ".pdf", ".svg", ".jpg", ".jpeg", ".tif", ".tiff", ".e
 
 
 def _trial_cmap() -> Colormap:
-    """``RdYlGn`` with its pale yellow middle darkened, so mid-search lines stay visible."""
-    t = np.linspace(0.0, 1.0, 256)
-    rgba = colormaps["RdYlGn"](t)
-    rgba[:, :3] *= (1.0 - 0.3 * np.exp(-(((t - 0.5) / 0.2) ** 2)))[:, None]
-    return LinearSegmentedColormap.from_list("autotune_trials", rgba)
+    """``viridis`` without its palest yellow, so the last trials' lines stay visible on white.
+
+    Perceptually uniform and readable with red-green colour blindness (the
+    red-to-green map it replaced was neither, and its middle trials looked alike).
+    """
+    return LinearSegmentedColormap.from_list("autotune_trials", colormaps["viridis"](np.linspace(0.0, 0.88, 256)))
 
 
 TRIAL_CMAP: Colormap = _trial_cmap()
@@ -201,41 +202,82 @@ def to_space(values: np.ndarray, log: bool) -> np.ndarray:
 
 
 def value_limits(
-    values: np.ndarray, log: bool, robust: bool = True, pad_low: float | None = None
+    values: np.ndarray,
+    log: bool,
+    robust: bool = True,
+    pad_low: float | None = None,
+    shown: np.ndarray | None = None,
 ) -> tuple[tuple[float, float] | None, int]:
-    """y-limits for a set of points (outliers left out when ``robust``) and how many fall outside."""
+    """Limits for a set of points (outliers left out when ``robust``) and how many fall outside.
+
+    ``shown``: a mask of the points kept inside whatever their value (the best
+    trial, the default configuration: a robust range never hides them).
+    """
     space = to_space(values, log)
-    space = space[np.isfinite(space)]
-    if space.size == 0:
+    usable = np.isfinite(space)
+    if not usable.any():
         return None, 0
-    keep = inliers(space) if robust else np.ones(space.shape, dtype=bool)
+    keep = np.zeros(space.shape, dtype=bool)
+    keep[usable] = inliers(space[usable]) if robust else True
+    if shown is not None:
+        keep |= np.asarray(shown, dtype=bool) & usable
     lo, hi = padded(float(space[keep].min()), float(space[keep].max()), log, pad_low=pad_low)
-    return (lo, hi), int((~keep).sum())
+    return (lo, hi), int((usable & ~keep).sum())
 
 
-def note_off_scale(ax: Axes, n_off: int) -> None:
-    """Say in the top right corner how many points or curves lie beyond the y-range."""
+def note_off_scale(ax: Axes, n_off: int, axis: str = "y") -> None:
+    """Say in the legend how many points or curves lie beyond the ``axis`` range (``gid="off-scale-note"``).
+
+    An entry of the legend rather than a text in a corner, which the legend
+    (placed where it covers the fewest points) could cover.
+    """
     if n_off:
-        ax.text(
-            0.99,
-            0.99,
-            f"{n_off} beyond the y-range (robust=False shows all)",
-            transform=ax.transAxes,
-            ha="right",
-            va="top",
-            fontsize="x-small",
-            color="0.35",
-            gid="off-scale-note",
-        )
+        ax.plot([], [], ls="none", label=f"{n_off} beyond the {axis}-range (robust=False shows all)",
+                gid="off-scale-note")
 
 
 def log_axis(ax: Axes) -> None:
-    """Log y axis; with less than two decades, plain numbers instead of 6x10^2."""
+    """Log y axis; with less than two decades, plain numbers instead of 6x10^2, at 1, 2 and 5 times a power of 10."""
     ax.set_yscale("log")
     lo, hi = ax.get_ylim()
     if lo > 0 and hi / lo < 100:
         ax.yaxis.set_major_formatter(ScalarFormatter())
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(_one_two_five))
+
+
+def _one_two_five(value: float, _position: Any = None) -> str:
+    """A minor log tick's label when it is 2 or 5 times a power of 10 (every one crowds the axis)."""
+    if value <= 0:
+        return ""
+    leading = value / 10.0 ** np.floor(np.log10(value))
+    return f"{value:g}" if np.isclose(leading, 2.0) or np.isclose(leading, 5.0) else ""
+
+
+def check_log_scale(values: np.ndarray, log: bool, what: str) -> None:
+    """Refuse ``log=True`` when a finite value is not positive: a log axis would leave it out, silently."""
+    values = np.asarray(values, dtype=float)
+    if log and (values[np.isfinite(values)] <= 0).any():
+        raise ValueError(
+            f"log=True needs positive values, and some {what} are zero or negative (the loss of "
+            "objective='integration', -Total, always is); use log=False."
+        )
+
+
+def label_leftmost(axes: Sequence[Axes], label: str) -> None:
+    """Put the y label on each Axes that has none of ``axes`` to its left in its grid row.
+
+    Panels that share a row share y; a lone panel drawn into the middle of a
+    grid (``ax=``) still needs its label.
+    """
+    rows: dict[tuple[int, int], list[tuple[int, Axes]]] = {}
+    for panel in axes:
+        spec = panel.get_subplotspec()
+        if spec is None:
+            panel.set_ylabel(label)
+            continue
+        rows.setdefault((id(spec.get_gridspec()), spec.rowspan.start), []).append((spec.colspan.start, panel))
+    for row in rows.values():
+        min(row, key=lambda item: item[0])[1].set_ylabel(label)
 
 
 # ----------------------------------------------------------------------------- trial columns

@@ -195,7 +195,9 @@ def autotune(
     gpus
         ``"all"`` visible GPUs, a number of them, a list of indices, or ``None``
         for CPU only (as are ``0``, ``False`` and ``"none"``, the command line's
-        spelling).
+        spelling). This and ``trials_per_gpu`` are for the local backend: with
+        ``backend="dask"`` each trial takes one of the workers' ``GPU``
+        resources (or a worker thread without them), and other values are refused.
     trials_per_gpu
         Trials sharing each GPU. ``"auto"`` (default): as many as the CPU cores
         can feed (one core per trial) and the GPU's free memory can hold; the
@@ -344,7 +346,10 @@ def autotune(
         :class:`JournalLockedError`; the message names the process), before any
         training; or when the backend fails mid-search (a Dask client or
         cluster closed; a :class:`BackendFailed`), once the finished trials are
-        written into ``adata``;
+        written into ``adata``; or when every trial finished but the best
+        model could not be prepared (a GPU out of memory; a
+        :class:`BestModelFailed`), once the trials are written into ``adata``
+        without a latent (:func:`retrain` trains the best trial again);
         a :class:`NoTrialSucceededError` when no trial succeeded (``adata``
         unchanged; the trials are in its ``trials``).
     KeyboardInterrupt

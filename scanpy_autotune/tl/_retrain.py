@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .._results import DEFAULT_KEY, Results, read_results
+from .._search import training_seed
 from .._vae import Model, resolve_hyperparameters
 from .._vae._data import (
     SPLIT_NAMES,
@@ -103,7 +104,7 @@ def retrain(
     _check_same_split(res, data.n_obs, split, column)
     return Model.fit_prepared(
         data, DeviceCounts(data, resolve_device(device)), split, config,
-        seed=int(res.params["seed"]) + trial_id, max_epochs=max_epochs_of(res), layer=layer, batch_key=batch_key,
+        seed=training_seed(res.params["seed"], trial_id), max_epochs=max_epochs_of(res), layer=layer, batch_key=batch_key,
     )
 
 

@@ -3,7 +3,7 @@
 The driver (the process that calls :func:`scanpy_autotune.tl.autotune`) keeps
 TPE, the pruner and the journal; each trial is one Dask task. The backend is a
 :class:`.._backends.Backend` (``start``, ``free_slots``, ``submit``,
-``answer``, ``poll``, ``shutdown``), so :func:`.._runner.run_search` drives it
+``answer``, ``poll``, ``shutdown``), so :func:`.._runner.run_trials` drives it
 as it drives the local pool, and the completion order of the tasks drives the
 next ask.
 

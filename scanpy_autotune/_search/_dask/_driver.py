@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..._validation import check_int
-from .._backends import Event
+from .._backends import TRIAL_ATTEMPTS, Event
 from .._context import TrialContext
 from ._client import clear_stale_gather
 from ._cluster import (
@@ -36,7 +36,7 @@ from ._cluster import (
     warn_blind_gpus,
     workers_info,
 )
-from ._protocol import MAX_ATTEMPTS, QUEUE_POLL_S, Payload, SearchRef
+from ._protocol import QUEUE_POLL_S, Payload, SearchRef
 
 logger = logging.getLogger("scanpy_autotune")
 
@@ -278,7 +278,11 @@ class DaskBackend:
                 time.sleep(QUEUE_POLL_S)
 
     def shutdown(self, kill: bool = False) -> None:
-        """Cancel running trials, forget the search's data; close the client if created here."""
+        """Cancel running trials, forget the search's data; close the client if created here.
+
+        Running trials are always cancelled (``kill`` is for the local pool, whose
+        workers may otherwise finish a trial); the cluster's workers stay up.
+        """
         from ._worker import forget_context
 
         futures = [r.future for r in self._running.values() if r.future is not None]
@@ -460,7 +464,7 @@ class DaskBackend:
                     return self._died(
                         trial_id,
                         f"WorkerDied: the Dask worker running trial {trial_id} died during each "
-                        f"of its {MAX_ATTEMPTS} attempts (killed from outside or out of memory)",
+                        f"of its {TRIAL_ATTEMPTS} attempts (killed from outside or out of memory)",
                     )
                 return self._died(
                     trial_id, f"Cancelled: trial {trial_id} was cancelled on its worker"
@@ -474,7 +478,7 @@ class DaskBackend:
             "dask: trial %d ended with %s after %d submission(s), %d start(s)",
             trial_id, future.status, running.submissions, started,
         )
-        if running.submissions < MAX_ATTEMPTS and started < MAX_ATTEMPTS:
+        if running.submissions < TRIAL_ATTEMPTS and started < TRIAL_ATTEMPTS:
             logger.warning(
                 "trial %d: its Dask task failed (%s: %s); retrying it once",
                 trial_id, type(error).__name__, error,
@@ -501,4 +505,4 @@ class DaskBackend:
         try:
             return int(running.attempts.qsize())
         except Exception:  # the scheduler did not answer; assume the worst
-            return MAX_ATTEMPTS
+            return TRIAL_ATTEMPTS

@@ -12,7 +12,7 @@ A trial's task returns one of:
 ``("done", trial_id, record, model, device)``
     The trial ran to its end (ok, failed or pruned) on ``device``.
 ``("exhausted", trial_id, attempt)``
-    A start beyond :data:`MAX_ATTEMPTS`: the earlier attempts died with their workers.
+    A start beyond :data:`.._backends.TRIAL_ATTEMPTS`: the earlier attempts died with their workers.
 ``("cancelled", trial_id)``
     The driver stopped the search while the trial ran.
 
@@ -25,8 +25,6 @@ from dataclasses import dataclass
 
 from .._context import TrialContext
 
-# How many times one trial may start (the first run and one retry).
-MAX_ATTEMPTS = 2
 # Seconds between two looks at the queues (rung decisions; they are rare).
 QUEUE_POLL_S = 0.1
 # Every name a search uses on the cluster starts with this.

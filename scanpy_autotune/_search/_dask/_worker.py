@@ -41,10 +41,11 @@ from typing import Any
 
 from distributed import Queue, WorkerPlugin, get_client, get_worker
 
+from .._backends import TRIAL_ATTEMPTS
 from .._context import TrialContext
 from .._worker import RungReporter
 from ._client import clear_stale_gather
-from ._protocol import MAX_ATTEMPTS, QUEUE_POLL_S, Payload, SearchRef
+from ._protocol import QUEUE_POLL_S, Payload, SearchRef
 
 # The name of the :class:`AutotuneWorkerState` plugin on every worker.
 PLUGIN_NAME = "scanpy-autotune"
@@ -362,7 +363,7 @@ def run_trial(ref: SearchRef, trial_id: int, params: dict, rungs: list[int], key
     from .._objective import evaluate_trial
 
     attempt = count_attempt(ref, trial_id)
-    if attempt > MAX_ATTEMPTS:
+    if attempt > TRIAL_ATTEMPTS:
         return ("exhausted", trial_id, attempt)
     state = worker_state()
     device = worker_device(state)

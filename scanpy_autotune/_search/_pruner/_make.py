@@ -113,7 +113,7 @@ def make_pruner(
         if kwargs:
             raise ValueError(
                 f"pruner_kwargs {sorted(kwargs)} were given without a pruner; "
-                f"choose one of {sorted(PRUNERS)}."
+                f"choose one of {['auto', *sorted(PRUNERS)]}."
             )
         return None
     if is_auto(name):
