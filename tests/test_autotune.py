@@ -383,15 +383,17 @@ def test_a_best_model_that_fails_keeps_the_trials_and_its_journal_locked_until_t
         r"the 2 finished trials are kept, but the best trial \d+'s model could not be prepared "
         r"\(RuntimeError: CUDA out of memory\. .*\); sat\.tl\.retrain\(adata, \d+\) trains it again"
     )) as failed:
-        sat.tl.autotune(small, max_evals=2, n_workers=1, journal=journal, refit=True, **SMALL)
+        sat.tl.autotune(small, max_evals=2, n_workers=1, journal=journal, refit=True, copy=True, **SMALL)
     assert seen == ["locked"] and isinstance(failed.value.__cause__, RuntimeError)
-    trials = small.uns["autotune"]["trials"]
-    assert list(trials["status"]) == ["ok", "ok"] and "X_autotune" not in small.obsm
-    assert small.uns["autotune"]["params"]["stop_reason"] == (
+    assert "autotune" not in small.uns  # copy=True: the copy holds the trials (probe 23: it was lost) ...
+    result = failed.value.adata  # ... and comes with the error
+    trials = result.uns["autotune"]["trials"]
+    assert list(trials["status"]) == ["ok", "ok"] and "X_autotune" not in result.obsm
+    assert result.uns["autotune"]["params"]["stop_reason"] == (
         "the budget: 2 of max_evals=2 trials; then the best model failed: RuntimeError: CUDA out of memory. "
         "Tried to allocate 2.00 GiB"
     )
-    assert "autotune_split" in small.obs  # what sat.tl.retrain needs
+    assert "autotune_split" in result.obs  # what sat.tl.retrain needs
     Journal.open(journal, Journal.stored_settings(journal), lock=True)[0].close()  # let go once the search ended
 
 

@@ -187,6 +187,47 @@ def test_key_added_keeps_an_earlier_search_and_no_default_leaves_out_the_referen
     assert (plots / "trial_history.png").is_file()
 
 
+def test_an_output_holding_other_searches_the_input_lacks_is_refused_before_the_search(cortex, tmp_path, capsys):
+    """Probe 23: writing the input with a second search over an -o that held the first replaced it."""
+    from test_results import make_results_adata
+
+    path, out = tmp_path / "in.h5ad", tmp_path / "earlier.h5ad"
+    cortex[:50].copy().write_h5ad(path)
+    earlier = make_results_adata()
+    earlier.write_h5ad(out)
+    before = out.read_bytes()
+    code = cli.main(["tune", str(path), "-o", str(out), "--key-added", "second", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"-o {out} holds the search result(s) ['autotune'], which {path} does not" in err
+    assert f"scanpy-autotune tune {out} -o {out} --key-added second" in err
+    assert out.read_bytes() == before
+    assert cli._output.searches_in(out) == ["autotune"] and cli._output.searches_in(path) == []
+
+
+@pytest.mark.slow
+def test_a_timeout_before_any_trial_finished_is_no_result_and_writes_nothing(cortex, tmp_path, capsys):
+    """Probe 23: it ended as bad input (2), in Python's words (adata, max_epochs)."""
+    path, out = tmp_path / "in.h5ad", tmp_path / "out.h5ad"
+    cortex[:200].copy().write_h5ad(path)
+    code = cli.main(["tune", str(path), "-o", str(out), "--timeout", "1", "--max-epochs", "100000",
+                     "--workers", "1", "--gpus", "none", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_NO_RESULT == 1 and not out.exists()
+    assert err.strip() == ("scanpy-autotune: error: --timeout 1 s passed before any trial finished; nothing was "
+                           "written. Allow a longer --timeout or a smaller --max-epochs.")
+
+
+def test_python_m_scanpy_autotune_is_the_command(monkeypatch, capsys):
+    """Probe 23: ``python -m scanpy_autotune --help`` said there was no __main__ module."""
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", ["scanpy_autotune", "--help"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_module("scanpy_autotune", run_name="__main__")
+    assert done.value.code == 0 and "scanpy-autotune" in capsys.readouterr().out
+
+
 def _unwritable_folder(tmp_path):
     """A folder no file can be created in, also for the superuser: /proc on Linux, else a read-only one."""
     if Path("/proc/self").is_dir():

@@ -80,6 +80,18 @@ def test_patience_none_and_bad_values():
             make_convergence_stop(bad, 100)
 
 
+def test_a_patience_that_cannot_act_on_a_small_budget_says_so(caplog):
+    """Probe 23: patience=2 with max_evals=15 silently did nothing (the stop looks from 20 trials on)."""
+    with caplog.at_level("WARNING", logger="scanpy_autotune"):
+        make_convergence_stop(2, 15)
+        make_convergence_stop("auto", 15)  # the default says nothing: small searches run whole by design
+        make_convergence_stop(2, 21)
+    assert [r.getMessage() for r in caplog.records] == [
+        "patience=2 cannot end this search early: the convergence stop looks at a search once 20 trials "
+        "have finished, and max_evals=15"
+    ]
+
+
 def _plateau(trial_id: int, params: dict) -> Plan:
     # improves over the first 6 trials, then no trial comes near the best again
     return Plan(loss=100.0 - trial_id if trial_id < 6 else 200.0 + trial_id)
@@ -107,6 +119,13 @@ def test_a_converged_search_stops_early_lets_running_trials_finish_and_says_why(
     rerun = run_trials(same, _tuner(), None, max_evals=50, resumed=records, journal=again,
                        default_params=DEFAULT, progress=False, stopper=ConvergenceStop(patience=5, min_trials=8))
     assert same.submitted == [] and rerun.stop_reason == run.stop_reason and rerun.converged_after == 11
+    # probe 23: a smaller budget (or a less patient rule) would have stopped there too: nothing more runs
+    for max_evals, patience in ((n + 2, 5), (50, 4), (n + 2, 3)):
+        smaller = ScriptedBackend(_plateau, n_slots=1)
+        rerun = run_trials(smaller, _tuner(), None, max_evals=max_evals, resumed=records, journal=again,
+                           default_params=DEFAULT, progress=False,
+                           stopper=ConvergenceStop(patience=patience, min_trials=8))
+        assert smaller.submitted == [] and rerun.stop_reason == run.stop_reason, (max_evals, patience)
     # with another patience the journal's stop no longer applies: it goes on under the new rule
     longer = ScriptedBackend(_plateau, n_slots=1)
     patient = run_trials(longer, _tuner(), None, max_evals=50, resumed=records, default_params=DEFAULT,

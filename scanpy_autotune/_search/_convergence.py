@@ -37,6 +37,7 @@ This module imports no torch.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ from .._record import TrialRecord
 from .._validation import check_int
 
 __all__ = ["ConvergenceStop", "make_convergence_stop"]
+
+logger = logging.getLogger("scanpy_autotune")
 
 DEFAULT_TOLERANCE = 0.002
 DEFAULT_MIN_TRIALS = 20
@@ -134,5 +137,11 @@ def make_convergence_stop(
         return ConvergenceStop(max(8, round(0.08 * max_evals)), max_epochs=max_epochs)
     if isinstance(patience, str):
         raise ValueError(f"patience={patience!r}: use 'auto', a number of trials, or None.")
-    return ConvergenceStop(check_int("patience", patience, low=1), max_epochs=max_epochs)
+    stop = ConvergenceStop(check_int("patience", patience, low=1), max_epochs=max_epochs)
+    if max_evals <= stop.min_trials:
+        logger.warning(
+            "patience=%d cannot end this search early: the convergence stop looks at a search once %d "
+            "trials have finished, and max_evals=%d", stop.patience, stop.min_trials, max_evals,
+        )
+    return stop
 

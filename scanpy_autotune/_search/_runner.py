@@ -376,15 +376,21 @@ def _converged_before(
 ) -> tuple[str, int]:
     """Why the journal's search stopped early, and after how many trials, or ``("", 0)``.
 
-    Only when it stopped with this budget, these trials and this convergence
-    rule: a resume with another ``patience`` (or budget) goes on.
+    When it stopped with these trials, a budget at least this one and a rule
+    at least as patient (the same but for a patience as large or larger): this
+    search would have stopped there too. A resume with a larger budget or more
+    patience goes on.
     """
     if journal is None:
         return "", 0
     for note in reversed(journal.notes):
         if note.get("kind") == "stop":
-            same_rule = note.get("convergence", stopper.describe()) == stopper.describe()
-            if note.get("max_evals") == max_evals and note.get("n_trials") == n_records and same_rule:
+            rule, now = dict(note.get("convergence", stopper.describe())), stopper.describe()
+            as_patient = rule.pop("patience", 0) >= now["patience"] and rule == {
+                k: v for k, v in now.items() if k != "patience"
+            }
+            budget = note.get("max_evals")
+            if isinstance(budget, int) and budget >= max_evals and note.get("n_trials") == n_records and as_patient:
                 return str(note.get("reason", "converged")), int(note.get("converged_after", n_records))
             return "", 0
     return "", 0
@@ -468,6 +474,6 @@ def _log_record(record: TrialRecord) -> None:
             record.trial_id, record.loss, record.n_epochs, record.duration_s,
         )
     elif record.status == "pruned":
-        logger.info("trial %d: pruned at epoch %d", record.trial_id, record.pruned_at)
+        logger.info("trial %d: pruned after %d epochs", record.trial_id, record.pruned_at + 1)
     else:
         logger.warning("trial %d failed: %s", record.trial_id, record.error)

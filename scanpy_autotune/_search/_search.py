@@ -301,8 +301,9 @@ def search(
         raise
     try:
         logger.info(
-            "autotune: %d trials on %d cells x %d genes, %d slot(s) (%s), max %d epochs",
-            max_evals, data.n_obs, data.n_vars, pool.n_slots, pool.name, max_epochs,
+            "autotune: %d trials%s on %d cells x %d genes, %d slot(s) (%s), max %d epochs",
+            max_evals, f" ({len(resumed)} of them from the journal)" if resumed else "",
+            data.n_obs, data.n_vars, pool.n_slots, pool.name, max_epochs,
         )
         run = run_trials(
             pool, AskTellTPE(search_space, seed=seed, n_startup_jobs=tpe_startup), context, max_evals=max_evals,
@@ -317,7 +318,9 @@ def search(
                 trials_per_gpu=getattr(pool, "trials_per_gpu", None) or 0,
                 convergence=stopper.describe() if stopper is not None else "none", stop_reason=run.stop_reason,
                 converged_after=run.converged_after,
-                version=__version__, include_default=bool(include_default), tpe_startup_trials=tpe_startup,
+                version=__version__, tpe_startup_trials=tpe_startup,
+                # a resumed journal may hold the default although this call left it out
+                include_default=bool(include_default) or any(r.is_default for r in run.records.values()),
                 startup=_startup_setting(startup, startup_list),
                 journal=os.fspath(journal) if journal is not None else "",
             )

@@ -17,7 +17,14 @@ from .._errors import BackendFailed, BestModelFailed, JournalLockedError, Journa
 from .._paths import check_model_dir, check_output_dir, check_output_file
 from .._results import NoTrialSucceededError
 from .._signals import interrupts_held
-from ._output import _cut_short_output, _read_h5ad, _summary, _write_h5ad, write_plots
+from ._output import (
+    _cut_short_output,
+    _read_h5ad,
+    _summary,
+    _write_h5ad,
+    check_output_keeps_searches,
+    write_plots,
+)
 from ._parser import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
@@ -151,6 +158,7 @@ def _tune(args: argparse.Namespace) -> int:
         if args.journal.resolve() == output.resolve():
             raise ValueError(f"-o and --journal are the same file ({output}); the result would replace the journal")
     adata = _read_h5ad(args.input)
+    check_output_keeps_searches(output, args.input, adata, args.key_added)
     kwargs = _search_kwargs(args)
     if args.shared_input:
         kwargs["data_path"] = args.input
@@ -266,6 +274,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         kept = " (every trial's error is in --journal)" if getattr(args, "journal", None) else ""
         print(f"{PROG}: error: {_one_line(error.summary)} Nothing was written{kept}.", file=sys.stderr)
+        return EXIT_NO_RESULT
+    except TimeoutError as error:
+        if "before any trial finished" not in str(error):  # a connection's timeout (a Dask scheduler)
+            print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        # the search ran, but nothing finished in time: no result, as when every trial failed
+        print(
+            f"{PROG}: error: --timeout {args.timeout:g} s passed before any trial finished; nothing was "
+            "written. Allow a longer --timeout or a smaller --max-epochs.", file=sys.stderr,
+        )
         return EXIT_NO_RESULT
     except (ValueError, OSError, ImportError, JournalLockedError) as error:  # FileNotFoundError is an OSError
         if args.verbose:

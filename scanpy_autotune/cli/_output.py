@@ -11,7 +11,7 @@ from .._paths import replace_file
 from .._record import gain_over_default
 from .._results import read_results
 from .._stop_reason import ended_on_its_own
-from ._parser import KEY
+from ._parser import KEY, PROG
 
 logger = logging.getLogger("scanpy_autotune")
 
@@ -151,3 +151,35 @@ def _holds_finished_search(path: Path, key: str = KEY) -> bool:
     except (OSError, KeyError, TypeError):  # not an .h5ad, or no search result in it
         return False
     return ended_on_its_own(reason.decode() if isinstance(reason, bytes) else str(reason))
+
+
+def searches_in(path: Path) -> list[str]:
+    """The keys of ``uns`` under which the ``.h5ad`` at ``path`` holds a search's results (none for another file)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as file:
+            uns = file.get("uns")
+            return sorted(
+                k for k in uns if isinstance(uns[k], h5py.Group) and {"trials", "params", "best"} <= set(uns[k])
+            )
+    except (OSError, TypeError):  # not an .h5ad (or no uns in it)
+        return []
+
+
+def check_output_keeps_searches(output: Path | None, input_path: Path, adata: Any, key: str) -> None:
+    """Refuse, before the search, an ``-o`` whose other searches the result would replace.
+
+    The result is the input AnnData with this search added, written whole over
+    ``-o``: searches that ``-o`` holds under other keys, and the input does
+    not, would be gone. Searching ``-o`` itself (as the input) keeps them.
+    """
+    if output is None or not output.exists() or output.resolve() == input_path.resolve():
+        return
+    lost = [k for k in searches_in(output) if k != key and k not in adata.uns]
+    if lost:
+        raise ValueError(
+            f"-o {output} holds the search result(s) {lost}, which {input_path} does not: writing this search "
+            f"there would replace them. To add it beside them, search that file itself ({PROG} tune "
+            f"{output} -o {output} --key-added {key}), or choose another -o."
+        )

@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument(
         "--key-added", default=KEY, metavar="KEY",
         help="write the results to uns[KEY] and the latent to obsm['X_KEY'] (default: autotune); "
-        "another key keeps an earlier search in the same file",
+        "another key adds this search beside an earlier one when the input is that file (tune out.h5ad "
+        "-o out.h5ad --key-added second); an -o whose other searches the result would replace is refused",
     )
     tune.add_argument(
         "--no-default", action="store_true",

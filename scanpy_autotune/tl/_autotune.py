@@ -354,7 +354,9 @@ def autotune(
         unchanged; the trials are in its ``trials``).
     KeyboardInterrupt
         After Ctrl-C, once the finished trials are written into ``adata`` (when
-        one of them succeeded; otherwise ``adata`` is unchanged). The best
+        one of them succeeded; otherwise ``adata`` is unchanged). With
+        ``copy=True``, the copy that holds them is this exception's ``adata``
+        attribute (as for every error raised once the trials are written). The best
         trial's latent goes into ``obsm`` when its model needs no training
         (trained in this run or kept beside the journal, and ``refit=False``);
         otherwise ``obsm`` has none under ``key_added``, and resuming with the
@@ -429,6 +431,8 @@ def autotune(
             adata = adata.to_memory() if adata.isbacked else adata.copy()
         _write_results(adata, key_added, uns, outcome, split, data.n_obs)
     if outcome.interrupted is not None:
+        if copy:  # the copy that holds the trials is otherwise out of reach
+            outcome.interrupted.adata = adata
         raise outcome.interrupted
     return adata if copy else None
 
