@@ -398,6 +398,43 @@ def test_a_best_model_that_fails_keeps_the_trials_and_its_journal_locked_until_t
 
 
 @pytest.mark.slow
+def test_a_model_that_cannot_be_saved_or_a_ctrl_c_while_results_are_written_loses_nothing(
+    small, tmp_path, monkeypatch
+):
+    """Probe 25: a full disk under save_dir lost every trial (the model was saved before the results
+    were written); with copy=True, a Ctrl-C held while they were written lost the copy."""
+    import errno
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sat.Model, "save", disk_full)
+        with pytest.raises(sat.tl.BestModelFailed, match=(
+            r"the search's results are in adata \(uns\['autotune'\], obsm\['X_autotune'\]\), but its best model "
+            r"could not be saved to .*saved \(OSError: \[Errno 28\] No space left on device\)"
+        )) as failed:
+            sat.tl.autotune(small, max_evals=2, n_workers=1, save_dir=tmp_path / "saved", copy=True, **SMALL)
+    result = failed.value.adata
+    assert list(result.uns["autotune"]["trials"]["status"]) == ["ok", "ok"] and "X_autotune" in result.obsm
+    assert "autotune" not in small.uns  # copy=True: the copy holds them
+
+    from scanpy_autotune.tl import _autotune
+
+    write = _autotune._write_results
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def write_then_ctrl_c(*args, **kwargs):
+        write(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)  # held until the results are whole
+
+    monkeypatch.setattr(_autotune, "_write_results", write_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        sat.tl.autotune(small, max_evals=2, n_workers=1, copy=True, **SMALL)
+    assert list(interrupted.value.adata.uns["autotune"]["trials"]["status"]) == ["ok", "ok"]
+
+
+@pytest.mark.slow
 def test_ctrl_c_while_the_best_model_is_retrained_keeps_the_trials(small, tmp_path):
     journal = tmp_path / "search.jsonl"
     sat.tl.autotune(small, max_evals=2, n_workers=1, journal=journal, **SMALL)

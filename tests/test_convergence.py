@@ -125,7 +125,8 @@ def test_a_converged_search_stops_early_lets_running_trials_finish_and_says_why(
         rerun = run_trials(smaller, _tuner(), None, max_evals=max_evals, resumed=records, journal=again,
                            default_params=DEFAULT, progress=False,
                            stopper=ConvergenceStop(patience=patience, min_trials=8))
-        assert smaller.submitted == [] and rerun.stop_reason == run.stop_reason, (max_evals, patience)
+        assert smaller.submitted == [] and smaller.shut_down_with is False, (max_evals, patience)  # a Dask client closed
+        assert rerun.stop_reason == f"{run.stop_reason} (in the run with max_evals=50, patience=5)"
     # with another patience the journal's stop no longer applies: it goes on under the new rule
     longer = ScriptedBackend(_plateau, n_slots=1)
     patient = run_trials(longer, _tuner(), None, max_evals=50, resumed=records, default_params=DEFAULT,

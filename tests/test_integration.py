@@ -172,6 +172,9 @@ def test_pareto_plot_marks_front_best_and_default():
     best_record.marginal_nll = far  # ... but a robust range never hides the best trial
     adata.uns["autotune"] = build_results(records, settings={"seed": 0}, searched={"n_latent": "numeric"})
     assert sat.pl.pareto(adata, show=False)[0].get_xlim()[1] > far
+    best_record.marginal_nll, other.marginal_nll = 510.0, 1.0  # probe 25: an outlier on the front (the
+    adata.uns["autotune"] = build_results(records, settings={"seed": 0}, searched={"n_latent": "numeric"})
+    assert sat.pl.pareto(adata, show=False)[0].get_xlim()[0] < 1.0  # lowest -log p(x)) is not left out either
     plt.close("all")
     _, own = plt.subplots(1, 2)
     assert list(sat.pl.pareto(adata, ax=own, show=False)) == list(own)

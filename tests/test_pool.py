@@ -98,6 +98,27 @@ def test_a_worker_that_cannot_start_leaves_none_of_the_others_running(monkeypatc
     assert pool._slots == [] and worker_processes(os.getpid()) == []
 
 
+def test_a_ctrl_c_while_the_workers_stop_leaves_none_running(monkeypatch):
+    """Probe 25: a Ctrl-C in one worker's stop ended the loop; the others waited on for messages from
+    sender threads that nobody ended, holding the data (and a GPU) until the kernel exited."""
+    import threading
+
+    pool = _backends.LocalPool(["cpu"] * 3)
+    pool.start(b"x" * 2_000_000)  # larger than a socket's buffer: each sender thread waits on its worker
+    first = pool._slots[0]
+
+    def interrupted(timeout=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(first.process, "wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pool.shutdown()
+    monkeypatch.undo()
+    assert _wait_for(lambda: worker_processes(os.getpid()) == [], timeout=10)
+    assert _wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("to-worker-")], timeout=10)
+    assert pool._slots == []
+
+
 def test_a_trial_is_recorded_on_the_gpu_the_pool_gave_it():
     """Probe 24: a worker pinned to the pool's "cuda:2" sees that GPU as its "cuda:0", and every GPU
     trial of a search was recorded on "cuda:0"."""

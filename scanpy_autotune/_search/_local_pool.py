@@ -134,6 +134,15 @@ class _Slot:
             return "its socket closed, but the process had not ended 5 s later"
         return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
+    def abandon(self) -> None:
+        """End the worker and its sender thread at once, waiting for neither (after a failed ``stop``)."""
+        if self.alive():
+            self.process.kill()
+        self._outbox.put(None)
+        self._sender.join(timeout=1)
+        if not self._sender.is_alive():
+            self.conn.close()
+
     def stop(self, kill: bool = False) -> None:
         if self.alive() and not kill:
             self.send(("stop",))
@@ -210,7 +219,7 @@ class LocalPool:
         index = next(i for i, s in enumerate(self._slots) if s.task is None)
         if not self._slots[index].alive():  # died while idle, or after its trial: a fresh one takes its place
             self._slots[index].stop(kill=True)
-            self._slots[index] = self._fresh_slot(index)
+            self._fresh_slot(index)
         slot = self._slots[index]
         slot.task = (trial_id, params, list(rungs))
         slot.send(("trial", trial_id, params, list(rungs)))
@@ -335,15 +344,23 @@ class LocalPool:
         fresh = self._fresh_slot(index)
         fresh.task = task
         fresh.send(("trial", *task))
-        self._slots[index] = fresh
 
     def _fresh_slot(self, index: int) -> _Slot:
-        slot = _Slot(self.devices[index], self.threads, self.extra_env)
+        """A fresh worker in slot ``index`` (in place at once: ``shutdown`` reaches it whatever follows)."""
+        self._slots[index] = slot = _Slot(self.devices[index], self.threads, self.extra_env)
         slot.send_context(self._payload)
         return slot
 
     def shutdown(self, kill: bool = False) -> None:
-        """Stop every worker (``kill``: at once, abandoning running trials)."""
-        for slot in self._slots:
-            slot.stop(kill=kill or slot.task is not None)
-        self._slots = []
+        """Stop every worker (``kill``: at once, abandoning running trials).
+
+        A Ctrl-C or an error while one stops ends the others at once: none is
+        left waiting for messages, holding the data (and a GPU).
+        """
+        slots, self._slots = self._slots, []
+        try:
+            for slot in slots:
+                slot.stop(kill=kill or slot.task is not None)
+        finally:
+            for slot in slots:
+                slot.abandon()

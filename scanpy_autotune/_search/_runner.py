@@ -178,6 +178,7 @@ def run_trials(
         if earlier:
             outcome.stop_reason, outcome.converged_after = earlier, converged_after
             logger.info("the journal's search %s; nothing to run", earlier)
+            backend.shutdown()  # never started; a Dask client it opened is closed
             return outcome
     converged, converged_reason = False, ""  # the reason a resume reads, without what the timeout then did
     rungs = pruner.rungs() if pruner is not None else []
@@ -194,6 +195,7 @@ def run_trials(
         else:
             logger.info("the journal already holds %d trials; nothing to run", n)
         bar.close()
+        backend.shutdown()  # never started; a Dask client it opened is closed
         return outcome
 
     def finish(record: TrialRecord, model: dict | None) -> None:
@@ -389,9 +391,12 @@ def _converged_before(
             as_patient = rule.pop("patience", 0) >= now["patience"] and rule == {
                 k: v for k, v in now.items() if k != "patience"
             }
-            budget = note.get("max_evals")
+            budget, patience = note.get("max_evals"), note.get("convergence", now).get("patience")
             if isinstance(budget, int) and budget >= max_evals and note.get("n_trials") == n_records and as_patient:
-                return str(note.get("reason", "converged")), int(note.get("converged_after", n_records))
+                reason = str(note.get("reason", "converged"))
+                if budget != max_evals or patience != now["patience"]:  # said in the words of that run's rule
+                    reason += f" (in the run with max_evals={budget}, patience={patience})"
+                return reason, int(note.get("converged_after", n_records))
             return "", 0
     return "", 0
 

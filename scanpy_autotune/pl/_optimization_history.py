@@ -10,7 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
 from .._results import DEFAULT_KEY, Results, read_results
-from .._stop_reason import ended_on_its_own
+from .._stop_reason import CUT_SHORT
 from .._validation import check_bool
 from ._docs import _doc_params, doc_adata_key, doc_returns_ax, doc_show_save_ax
 from ._utils import (
@@ -120,7 +120,8 @@ def optimization_history(
     ax.set_xlabel("trials finished" if x == "trials" else "minutes since the first trial started")
     ax.set_ylabel(loss_names(res.params)[0])
     reason = str(res.params.get("stop_reason", ""))
-    cut_short = bool(reason) and (not ended_on_its_own(reason) or reason.startswith("timeout"))
+    # cut short while trials were still to run (not after them, as while the best model was prepared)
+    cut_short = reason.startswith(CUT_SHORT) or reason.startswith("timeout")
     ax.set_title("optimization history" + (f"\nended early: {_shortened(reason)}" if cut_short else ""))
     ax.legend(fontsize="small", loc="best")
     return finish(fig, ax, "optimization_history", show, save, owned=owned)

@@ -77,7 +77,8 @@ def pareto(
     robust
         Fit the ``-log p(x)`` axis to the non-outlying losses (Tukey's far
         fence), so that one poor trial does not squeeze the others into a
-        corner; a note counts the trials beyond it.
+        corner; the Pareto front, the best trial and the default stay inside,
+        and a note counts the trials beyond it.
     ax
         Two Axes, one per panel (one Axes without batch scores); a new figure
         when ``None``.
@@ -132,7 +133,9 @@ def pareto(
             axis.scatter(row[x_name], row[y_name], marker="*", s=200, facecolors="gold", edgecolors="black",
                          linewidths=0.8, label=f"best (trial {best_id})", zorder=5)
         if robust and x_name == "marginal_nll":
-            references = usable["trial_id"].isin([best_id, default_id]).to_numpy()
+            on_front = np.zeros(len(x), dtype=bool)
+            on_front[front] = True  # the front, the best and the default: never left out of the range
+            references = on_front | usable["trial_id"].isin([best_id, default_id]).to_numpy()
             limits, n_off = value_limits(x, log=False, shown=references)
             if limits is not None and n_off:
                 axis.set_xlim(*limits)

@@ -53,9 +53,10 @@ def _as_loss(curves: np.ndarray) -> np.ndarray:
 
 
 def _history_limits(
-    rows: list[np.ndarray], log: bool
+    rows: list[np.ndarray], log: bool, best_row: int | None = None
 ) -> tuple[tuple[float, float] | None, np.ndarray]:
-    """Robust y-limits from final values: outlying trials are left out; early epochs may be cut."""
+    """Robust y-limits from final values: outlying trials are left out (never the best, ``best_row``);
+    early epochs may be cut."""
     rows = [to_space(r, log) for r in rows]
     rows = [r[np.isfinite(r)] for r in rows]
     drawn = np.asarray([r.size > 0 for r in rows])
@@ -64,6 +65,8 @@ def _history_limits(
     finals = np.asarray([r[-1] if r.size else np.nan for r in rows])
     keep = drawn.copy()
     keep[drawn] = inliers(finals[drawn])
+    if best_row is not None and drawn[best_row]:
+        keep[best_row] = True
     lo = min(float(r.min()) for r, k in zip(rows, keep, strict=True) if k)
     pooled = np.concatenate([r for r, k in zip(rows, keep, strict=True) if k])
     hi = max(float(finals[keep].max()), float(np.percentile(pooled, 90)))
@@ -173,7 +176,8 @@ def trial_history(
     if log:
         ax.set_yscale("log")
     if robust:
-        limits, off = _history_limits(rows, log)
+        best_rows = np.flatnonzero(ids == res.best["trial_id"])
+        limits, off = _history_limits(rows, log, int(best_rows[0]) if best_rows.size else None)
         if limits is not None:
             ax.set_ylim(*limits)
             note_off_scale(ax, int(off.sum()))

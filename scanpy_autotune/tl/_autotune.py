@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._errors import BestModelFailed
 from .._logging import follow_scanpy_verbosity
 from .._paths import check_model_dir, check_output_file
 from .._record import gain_over_default
@@ -349,7 +350,8 @@ def autotune(
         written into ``adata``; or when every trial finished but the best
         model could not be prepared (a GPU out of memory; a
         :class:`BestModelFailed`), once the trials are written into ``adata``
-        without a latent (:func:`retrain` trains the best trial again);
+        without a latent (:func:`retrain` trains the best trial again), or
+        could not be saved to ``save_dir`` (then with its latent);
         a :class:`NoTrialSucceededError` when no trial succeeded (``adata``
         unchanged; the trials are in its ``trials``).
     KeyboardInterrupt
@@ -413,28 +415,59 @@ def autotune(
         score_cells=score_cells, patience=patience, startup=startup,
         obs=adata.obs if callable(objective) else None,
     )
-    with interrupts_held():  # the results are built and written whole; a Ctrl-C now comes after them
-        uns = build_results(outcome.records, settings=outcome.settings, searched=outcome.searched)
-        if uns["best"]["trial_id"] < 0:  # nothing to store: what adata held stays as it was
-            if outcome.interrupted is not None:
-                logger.warning("no trial had succeeded when the search was cut short; adata is unchanged")
-                raise outcome.interrupted
-            summary = _no_success_summary(uns["trials"])
-            where = " and in the journal" if journal is not None else ""
-            raise NoTrialSucceededError(
-                f"{summary} adata is unchanged; every trial's error is in this exception's .trials{where}.",
-                uns["trials"], summary,
-            )
-        if save_dir is not None and outcome.model is not None:
-            outcome.model.save(save_dir, overwrite=True)
-        if copy:  # a backed AnnData copies only to a file; the copy of one is read into memory
-            adata = adata.to_memory() if adata.isbacked else adata.copy()
-        _write_results(adata, key_added, uns, outcome, split, data.n_obs)
+    written = None  # the AnnData holding the results, once they are written
+    try:
+        with interrupts_held():  # the results are built and written whole; a Ctrl-C now comes after them
+            written = _store(adata, outcome, key_added, split, data.n_obs, save_dir=save_dir, copy=copy,
+                             journal=journal)
+    except KeyboardInterrupt as late:  # held while they were written: raised once they are
+        if copy and written is not None:
+            late.adata = written
+        raise
     if outcome.interrupted is not None:
         if copy:  # the copy that holds the trials is otherwise out of reach
-            outcome.interrupted.adata = adata
+            outcome.interrupted.adata = written
         raise outcome.interrupted
-    return adata if copy else None
+    return written if copy else None
+
+
+def _store(
+    adata: AnnData, outcome: SearchOutcome, key: str, split: Split, n_obs: int, *,
+    save_dir: str | os.PathLike | None, copy: bool, journal: Any,
+) -> AnnData:
+    """Write the search into ``adata`` (or its copy), then save the best model; returns the AnnData written.
+
+    A model that cannot be saved to ``save_dir`` (a full disk) costs the
+    saved model only: the results are written first, and the error comes as
+    :class:`BestModelFailed` once they are.
+    """
+    uns = build_results(outcome.records, settings=outcome.settings, searched=outcome.searched)
+    if uns["best"]["trial_id"] < 0:  # nothing to store: what adata held stays as it was
+        if outcome.interrupted is not None:
+            logger.warning("no trial had succeeded when the search was cut short; adata is unchanged")
+            raise outcome.interrupted
+        summary = _no_success_summary(uns["trials"])
+        where = " and in the journal" if journal is not None else ""
+        raise NoTrialSucceededError(
+            f"{summary} adata is unchanged; every trial's error is in this exception's .trials{where}.",
+            uns["trials"], summary,
+        )
+    if copy:  # a backed AnnData copies only to a file; the copy of one is read into memory
+        adata = adata.to_memory() if adata.isbacked else adata.copy()
+    _write_results(adata, key, uns, outcome, split, n_obs)
+    if save_dir is not None and outcome.model is not None:
+        try:
+            outcome.model.save(save_dir, overwrite=True)
+        except OSError as error:
+            failed = BestModelFailed(
+                f"the search's results are in adata (uns[{key!r}], obsm['X_{key}']), but its best model "
+                f"could not be saved to {os.fspath(save_dir)} ({type(error).__name__}: {error})"
+            )
+            failed.__cause__ = error
+            logger.error("%s", failed)
+            if outcome.interrupted is None:
+                outcome.interrupted = failed
+    return adata
 
 
 #: Above this many genes the search advises selecting highly variable genes first.
