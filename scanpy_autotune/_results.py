@@ -499,9 +499,7 @@ class Results:
 
 def _not_found(key: str, uns: Mapping) -> KeyError:
     """The error for a missing ``key``, naming the keys of ``uns`` that do hold a search's results."""
-    searches = sorted(
-        str(k) for k, v in uns.items() if isinstance(v, Mapping) and {"trials", "params", "best"} <= set(v)
-    )
+    searches = sorted(str(k) for k, v in uns.items() if is_search_result(v))
     where = f"; adata.uns holds search results under key={searches[0]!r}" if len(searches) == 1 else (
         f"; adata.uns holds search results under the keys {searches}" if searches else ""
     )

@@ -138,10 +138,7 @@ class _Slot:
         """End the worker and its sender thread at once, waiting for neither (after a failed ``stop``)."""
         if self.alive():
             self.process.kill()
-        self._outbox.put(None)
-        self._sender.join(timeout=1)
-        if not self._sender.is_alive():
-            self.conn.close()
+        self._close(timeout=1)
 
     def stop(self, kill: bool = False) -> None:
         if self.alive() and not kill:
@@ -157,10 +154,17 @@ class _Slot:
             except subprocess.TimeoutExpired:  # stuck in the kernel (a GPU driver): it ends when it can
                 logger.warning("the worker process %d on %s did not end 5 s after SIGKILL", self.process.pid,
                                self.device)
-        # With the worker gone, a send in flight fails at once; the socket closes after the thread
-        # ends, so that it never writes to a file descriptor the number of which was given out again.
+        self._close(timeout=5)
+
+    def _close(self, timeout: float) -> None:
+        """End the sender thread, then close the socket.
+
+        With the worker gone, a send in flight fails at once; the socket closes
+        only after the thread has ended, so that it never writes to a file
+        descriptor whose number was given out again.
+        """
         self._outbox.put(None)
-        self._sender.join(timeout=5)
+        self._sender.join(timeout=timeout)
         if not self._sender.is_alive():
             self.conn.close()
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from .._paths import replace_file
 from .._record import gain_over_default
-from .._results import read_results
+from .._results import is_search_result, read_results
 from .._stop_reason import ended_on_its_own
 from ._parser import KEY, PROG
 
@@ -160,9 +160,7 @@ def searches_in(path: Path) -> list[str]:
     try:
         with h5py.File(path, "r") as file:
             uns = file.get("uns")
-            return sorted(
-                k for k in uns if isinstance(uns[k], h5py.Group) and {"trials", "params", "best"} <= set(uns[k])
-            )
+            return sorted(k for k in uns if is_search_result(uns[k]))  # an h5py group is a Mapping
     except (OSError, TypeError):  # not an .h5ad (or no uns in it)
         return []
 

@@ -19,6 +19,7 @@ from ._utils import (
     log_axis,
     logger,
     loss_names,
+    mark_off_scale,
     new_ax,
     note_off_scale,
     save_target,
@@ -104,11 +105,7 @@ def optimization_history(
     if limits is not None:
         ax.set_ylim(*limits)
         note_off_scale(ax, n_off)
-        for beyond, marker, height in ((loss > limits[1], "^", 0.97), (loss < limits[0], "v", 0.03)):
-            if beyond.any():  # where they are in the search's course, at the edge they passed
-                ax.scatter(x_values[beyond], np.full(beyond.sum(), height), transform=ax.get_xaxis_transform(),
-                           marker=marker, s=26, facecolors="none", edgecolors="0.35", zorder=3, clip_on=False,
-                           gid="points-off-scale")
+        mark_off_scale(ax, x_values, loss, limits)
     if log:
         log_axis(ax)
     # every trial inside the axes: those drawn along the bottom strip do not widen the x-limits

@@ -26,6 +26,7 @@ from ._utils import (
     label_leftmost,
     logger,
     loss_names,
+    mark_off_scale,
     panel_axes,
     save_target,
     value_limits,
@@ -58,6 +59,7 @@ def _draw_panel(
     color_norm: Normalize,
     cmap: Colormap,
     best_id: int,
+    limits: tuple[float, float] | None,
 ) -> None:
     rng = np.random.default_rng(0)
     x, cats = _panel_x(trials[name], kind, rng)
@@ -113,6 +115,8 @@ def _draw_panel(
         if sel.any():
             ax.scatter(x[sel], np.full(sel.sum(), 0.03), transform=bottom, marker="x", s=28, color=color,
                        zorder=3, clip_on=False, gid=gid)
+    if limits is not None:
+        mark_off_scale(ax, x[placed], loss[placed], limits)
     at = np.flatnonzero((trials["trial_id"] == best_id).to_numpy() & shown)
     if at.size:
         ax.scatter(
@@ -149,18 +153,6 @@ def _new_panels(
     for extra in grid[n_panels:]:
         extra.remove()
     return fig, list(grid[:n_panels])
-
-
-def _mark_off_scale(ax: Axes, trials: pd.DataFrame, name: str, kind: str, limits: tuple[float, float]) -> None:
-    """Triangles along the top (bottom) edge at the values of the trials whose loss is above (below) the y-range."""
-    x, _ = _panel_x(trials[name], kind, np.random.default_rng(0))  # the jitter of _draw_panel
-    loss = trials["loss"].to_numpy(dtype=float)
-    placed = np.isfinite(x) & ((x > 0) if kind == "log" else True)
-    for beyond, marker, height in ((loss > limits[1], "^", 0.97), (loss < limits[0], "v", 0.03)):
-        sel = placed & beyond
-        if sel.any():
-            ax.scatter(x[sel], np.full(sel.sum(), height), transform=ax.get_xaxis_transform(), marker=marker,
-                       s=26, facecolors="none", edgecolors="0.35", zorder=3, clip_on=False, gid="points-off-scale")
 
 
 @_doc_params(doc_adata=doc_adata, doc_key=doc_key, doc_show_save=doc_show_save)
@@ -255,20 +247,17 @@ def sensitivity(
     epochs = trials["n_epochs"].to_numpy(dtype=float)[finite]
     epochs = epochs[np.isfinite(epochs)]
     color_norm = Normalize(*(epochs.min(), epochs.max()) if epochs.size else (0, 1))
-    for panel, (name, kind) in zip(axes, kinds.items(), strict=True):
-        _draw_panel(panel, trials, name, kind, color_norm, cmap_, res.best["trial_id"])
-    label_leftmost(axes, loss_label)
-    loss = trials["loss"].to_numpy(dtype=float)
-    n_off = 0
+    limits, n_off = None, 0
     if robust or not finite.all():  # a strip along the bottom for the trials without a loss
-        limits, n_off = value_limits(loss, log=False, robust=robust, pad_low=None if finite.all() else 0.14,
-                                     shown=(trials["trial_id"] == res.best["trial_id"]).to_numpy())
+        limits, n_off = value_limits(
+            trials["loss"].to_numpy(dtype=float), log=False, robust=robust,
+            pad_low=None if finite.all() else 0.14, shown=(trials["trial_id"] == res.best["trial_id"]).to_numpy(),
+        )
+    for panel, (name, kind) in zip(axes, kinds.items(), strict=True):
+        _draw_panel(panel, trials, name, kind, color_norm, cmap_, res.best["trial_id"], limits)
         if limits is not None:
-            for panel in axes:
-                panel.set_ylim(*limits)
-            if n_off:
-                for panel, name in zip(axes, kinds, strict=True):
-                    _mark_off_scale(panel, trials, name, kinds[name], limits)
+            panel.set_ylim(*limits)
+    label_leftmost(axes, loss_label)
     one_length = epochs.size > 0 and epochs.min() == epochs.max()
     if not one_length:  # a colour bar of one value would show a range no trial trained
         fig.colorbar(

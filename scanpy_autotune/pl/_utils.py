@@ -236,6 +236,15 @@ def note_off_scale(ax: Axes, n_off: int, axis: str = "y") -> None:
                 gid="off-scale-note")
 
 
+def mark_off_scale(ax: Axes, x: np.ndarray, values: np.ndarray, limits: tuple[float, float]) -> None:
+    """Open triangles at ``x`` along the top (bottom) edge for the values above (below) ``limits``
+    (``gid="points-off-scale"``): where a trial beyond a robust range lies, it is still seen."""
+    for beyond, marker, height in ((values > limits[1], "^", 0.97), (values < limits[0], "v", 0.03)):
+        if beyond.any():
+            ax.scatter(x[beyond], np.full(beyond.sum(), height), transform=ax.get_xaxis_transform(), marker=marker,
+                       s=26, facecolors="none", edgecolors="0.35", zorder=3, clip_on=False, gid="points-off-scale")
+
+
 def log_axis(ax: Axes) -> None:
     """Log y axis; with less than two decades, plain numbers instead of 6x10^2, at 1, 2 and 5 times a power of 10."""
     ax.set_yscale("log")
