@@ -102,6 +102,7 @@ def test_tune_again_on_the_journal_resumes(tuned, capsys):
         "--journal", str(tuned["journal"]), "--quiet", "--train-size", "0.7", "--test-size", "0.1",
     ]
     assert cli.main(argv) == 0
+    assert f"5 trials (5 resumed from the journal {tuned['journal']}): " in capsys.readouterr().out
     first = ad.read_h5ad(tuned["out"]).uns["autotune"]["trials"]
     again = ad.read_h5ad(out).uns["autotune"]["trials"]
     np.testing.assert_allclose(first["loss"], again["loss"])

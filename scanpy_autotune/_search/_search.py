@@ -317,7 +317,7 @@ def search(
                 max_evals=max_evals, backend=pool.name, n_workers=int(pool.n_slots),
                 trials_per_gpu=getattr(pool, "trials_per_gpu", None) or 0,
                 convergence=stopper.describe() if stopper is not None else "none", stop_reason=run.stop_reason,
-                converged_after=run.converged_after,
+                converged_after=run.converged_after, n_resumed=len(resumed),
                 version=__version__, tpe_startup_trials=tpe_startup,
                 # a resumed journal may hold the default although this call left it out
                 include_default=bool(include_default) or any(r.is_default for r in run.records.values()),

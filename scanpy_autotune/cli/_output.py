@@ -84,8 +84,11 @@ def _summary(adata: Any, key: str = KEY) -> str:
     trials = uns["trials"]
     best, default = uns["best"], uns.get("default")
     counts = trials["status"].value_counts()
+    resumed = int(uns["params"].get("n_resumed", 0) or 0)
+    source = f" ({resumed} resumed from the journal {uns['params'].get('journal')})" if resumed else ""
     lines = [
-        f"{len(trials)} trials: " + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("ok", "pruned", "fail"))
+        f"{len(trials)} trials{source}: "
+        + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("ok", "pruned", "fail"))
     ]
     if uns["params"].get("stop_reason"):
         lines.append(f"the search ended with {uns['params']['stop_reason']}")
