@@ -114,10 +114,10 @@ def check_output_dir(path: str | os.PathLike, what: str) -> Path:
 
 
 def _non_empty(path: str | os.PathLike, what: str, wanted: str) -> Path:
-    """``path`` as a Path; an empty one (``Path("")`` is the current folder) is refused."""
+    """``path`` as a Path, ``~`` expanded; an empty one (``Path("")`` is the current folder) is refused."""
     if not os.fspath(path):
         raise ValueError(f"{what} is an empty path; pass {wanted}.")
-    return Path(path)
+    return Path(path).expanduser()
 
 
 def _umask() -> int:

@@ -421,8 +421,22 @@ def test_model_load_refuses_weights_that_do_not_match(saved_model, tmp_path):
     with pytest.raises(ValueError, match=r"weights.pt does not match the config"):
         sat.Model.load(folder)
     (folder / "weights.pt").write_bytes(b"not torch")
-    with pytest.raises(ValueError, match=r"weights.pt: not a saved state dict"):
+    with pytest.raises(ValueError, match=r"weights.pt: not a saved state dict \(damaged, or not written by Model.save: "
+                                         r"Unsupported operand \d+\)$") as refused:
         sat.Model.load(folder)
+    assert "weights_only" not in str(refused.value)  # torch's advice to load it unsafely is not passed on
+    (folder / "weights.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"weights.pt: not a saved state dict \(empty or cut short\)$"):
+        sat.Model.load(folder)
+
+
+def test_a_home_folder_written_as_a_tilde_is_the_home_folder(saved_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path.parent)
+    model = sat.Model.load(saved_model)
+    model.save("~/models/best")
+    assert (tmp_path / "models" / "best" / "config.json").is_file() and not (tmp_path.parent / "~").exists()
+    assert sat.Model.load("~/models/best").hyperparameters == model.hyperparameters
 
 
 def test_model_save_never_leaves_half_a_model(saved_model, tmp_path, monkeypatch):

@@ -73,8 +73,11 @@ def test_tune_writes_the_schema_and_the_plots(tuned):
     pngs = sorted(p.name for p in tuned["plots"].iterdir())
     expected = {f"{name}.png" for name in cli.PLOTS}
     ok = int((trials["status"] == "ok").sum())
-    if ok < 5:  # param_importance needs five successful trials; it is skipped with a warning
+    if ok < 5:  # param_importance needs five successful trials; it is skipped, and the summary says so
         expected.discard("param_importance.png")
+        assert f"to {tuned['plots']}; not param_importance: " in tuned["stdout"]
+    else:
+        assert f"wrote {len(expected) - 1} plot(s) to {tuned['plots']}\n" in tuned["stdout"]
     expected.discard("pareto.png")  # pareto needs integration scores (--labels-key); it is skipped with a warning
     assert set(pngs) == expected
     for png in pngs:

@@ -210,9 +210,22 @@ def test_inference_takes_any_cells_of_the_model_genes_and_batches(cortex):
     nll = model.marginal_nll(adata, n_mc=5, cells="all")
     torch.manual_seed(0)
     assert model.marginal_nll(reordered, n_mc=5, cells="all") == pytest.approx(nll, rel=1e-5)
+    extra = cortex[:400, :20].copy()
+    extra.var_names = [f"extra{i}" for i in range(20)]
+    more_genes = ad.concat([adata, extra], axis=1, merge="first")
+    np.testing.assert_allclose(model.latent(more_genes[:, ::-1]), full, rtol=1e-5, atol=1e-6)
+    expression = model.normalized_expression(more_genes[:, ::-1])
+    assert list(expression.columns) == list(adata.var_names[::-1])  # adata's order, the model's genes
     unknown = adata[:20].copy()
-    unknown.obs["plate"] = 7
-    with pytest.raises(ValueError, match=r"Unknown batch '7' in adata.obs\['plate'\]; the model knows \['0', '1'\]"):
+    unknown.obs["plate"] = np.where(np.arange(20) < 3, 7, unknown.obs["plate"])
+    with pytest.raises(ValueError, match=r"Unknown batch '7' in adata.obs\['plate'\] for 3 of the selected cells; "
+                                         r"the model knows \['0', '1'\]\. Leave those cells out"):
+        model.latent(unknown)
+    others = list(unknown.obs_names[3:])  # scoring the cells of known batches needs no batch for the others
+    assert model.marginal_nll(unknown, n_mc=5, cells=others) == pytest.approx(
+        model.marginal_nll(adata, n_mc=5, cells=others), rel=1e-6)
+    del unknown.obs["plate"]
+    with pytest.raises(ValueError, match=r"trained with batches from adata.obs\['plate'\], which this adata lacks"):
         model.latent(unknown)
 
 
@@ -220,9 +233,11 @@ def test_inference_takes_any_cells_of_the_model_genes_and_batches(cortex):
     "kwargs, message",
     [
         (dict(cells=[]), r"cells=\[\] selects no cell of adata"),
-        (dict(cells=np.zeros(600, bool)), r"selects no cell of adata"),
-        (dict(cells=None), r"cells=None: use 'all'"),
-        (dict(cells=[1, 2]), r"adata does not contain those cells \(cells= takes obs names\) \(2 missing, e.g. '1'\)"),
+        (dict(cells=None), r"cells=None: cells= takes 'all', one of \['train'"),
+        (dict(cells=["1", "2"]), r"adata does not contain those cells \(cells= takes obs names\) \(2 missing, e.g. '1'\)"),
+        (dict(cells=[1, 2]), r"cells= holds numbers \(int64\), but cells= takes 'all'.*adata.obs_names\[positions\]"),
+        (dict(cells=np.ones(600, int)), r"cells= holds numbers \(int64\).*for a 0/1 mask mask.astype\(bool\)"),
+        (dict(cells=np.zeros(600, bool)), r"^cells= \(a ndarray of 600 value\(s\)\) selects no cell of adata\.$"),
         (dict(cells=np.ones(5, bool)), r"one entry per cell \(600\)"),
         (dict(n_mc=5.0), r"n_mc=5.0 must be an integer"),
         (dict(n_mc="5"), r"n_mc='5' must be an integer"),
@@ -422,6 +437,39 @@ def test_a_boolean_series_selects_cells_by_name(trained):
     by_position = model.elbo(adata, cells=mask.to_numpy(), per_cell=True)
     assert by_name.equals(by_position)
     assert list(by_name.index) == list(adata.obs_names[:40])
+
+
+def test_a_split_s_name_on_other_data_with_the_same_cell_names_is_refused(cortex):
+    """anndata names cells '0', '1', ... by default: the "held-out" cells of other data are not the model's."""
+    first = ad.AnnData(cortex.X[:300].copy(), var=cortex.var.copy())
+    other = ad.AnnData(cortex.X[300:600].copy(), var=cortex.var.copy())
+    assert list(first.obs_names) == list(other.obs_names)
+    model = sat.Model.fit(first, device="cpu", seed=0, **FAST)
+    assert np.isfinite(model.marginal_nll(first, n_mc=5))  # the data it was trained on
+    for method in (lambda a: model.marginal_nll(a, n_mc=5), lambda a: model.elbo(a, cells="train")):
+        with pytest.raises(ValueError, match=r"cells named as the model's '(heldout|train)' cells hold other counts"):
+            method(other)
+    assert np.isfinite(model.marginal_nll(other, n_mc=5, cells="all"))  # other data, scored as a whole
+    reloaded = sat.Model.from_dict(model.to_dict(), device="cpu")  # the digests are saved with the model
+    assert reloaded.split_digest == model.split_digest and set(model.split_digest) == {"train", "validation", "heldout"}
+    with pytest.raises(ValueError, match="hold other counts"):
+        reloaded.marginal_nll(other, n_mc=5)
+    blob = model.to_dict()
+    del blob["config"]["split_digest"]  # a model saved before digests were kept is not checked
+    assert np.isfinite(sat.Model.from_dict(blob, device="cpu").marginal_nll(other, n_mc=5))
+    blob["config"]["split_digest"] = {"heldout": "not hex"}
+    with pytest.raises(ValueError, match="'split_digest' must map parts of 'split' to 16 hexadecimal digits"):
+        sat.Model.from_dict(blob, device="cpu")
+
+
+def test_cells_as_a_set_or_with_a_name_twice(trained):
+    adata, model = trained
+    names = list(adata.obs_names[[5, 1, 3]])
+    by_set = model.elbo(adata, cells=set(names), per_cell=True)
+    assert list(by_set.index) == list(adata.obs_names[[1, 3, 5]])  # a set has no order: adata's
+    assert by_set.equals(model.elbo(adata, cells=list(by_set.index), per_cell=True))
+    with pytest.raises(ValueError, match=rf"cells= names 1 cell\(s\) more than once, e.g. '{names[0]}'"):
+        model.elbo(adata, cells=names + [names[0]])
 
 
 def test_normalized_expression_needs_a_positive_library_size(trained):

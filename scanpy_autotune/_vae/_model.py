@@ -18,9 +18,9 @@ from .._docs import doc_params
 from .._logging import follow_scanpy_verbosity
 from .._paths import check_model_dir, replace_dir
 from .._validation import MAX_BUDGET, MAX_SEED, check_bool, check_int, check_number
+from ._cells import Cells, check_split_cells, select_cells, split_digests
 from ._config import resolve_hyperparameters
 from ._data import (
-    SPLIT_NAMES,
     CountData,
     DeviceCounts,
     Split,
@@ -47,10 +47,6 @@ if TYPE_CHECKING:  # a search's worker process needs no AnnData (see _data)
 
 logger = logging.getLogger("scanpy_autotune")
 
-#: What ``cells=`` takes: ``"all"``, a split's name, one cell's name, obs names, or a True/False mask.
-Cells = str | Sequence[str] | np.ndarray | pd.Series
-
-
 class _TrainedLayer:
     """The default of ``layer=`` in the methods that read counts: the model's own layer."""
 
@@ -61,19 +57,6 @@ class _TrainedLayer:
 TRAINED_LAYER: Any = _TrainedLayer()
 
 
-def _refuse_a_mask_with_missing_values(cells: Any) -> None:
-    """A mask of True/False with NaN or NA in it is a mask gone wrong, not a list of cell names."""
-    if isinstance(cells, str) or not isinstance(cells, (pd.Series, np.ndarray, list, tuple)):
-        return
-    values = pd.Series(np.asarray(cells, dtype=object).ravel()) if not isinstance(cells, pd.Series) else cells
-    missing = values.isna()
-    if missing.any() and values[~missing].map(lambda v: isinstance(v, (bool, np.bool_))).all():
-        raise ValueError(
-            f"cells= is a True/False mask with {int(missing.sum())} missing value(s); fill them "
-            "(e.g. mask.fillna(False)) so that every cell is selected or not."
-        )
-
-
 def _per_cell(values: np.ndarray, data: CountData, selected: np.ndarray, name: str) -> pd.Series:
     """One value per selected cell, labelled with the cell's obs name."""
     return pd.Series(np.asarray(values), index=data.obs_names[selected], name=name)
@@ -81,10 +64,17 @@ def _per_cell(values: np.ndarray, data: CountData, selected: np.ndarray, name: s
 
 # Parameter descriptions shared by the methods that read counts (``{doc_layer}`` in a docstring).
 _DOCS = dict(
+    doc_adata="""\
+Data holding the model's genes (in any order; other genes are not
+    read) and, for a model trained with ``batch_key``, that column of
+    ``obs`` with batches the model knows (for the cells read).""",
     doc_cells="""\
 cells
     ``"heldout"`` (default), ``"train"``, ``"validation"``, ``"test"``, ``"all"``,
-    a boolean mask or obs names.
+    a boolean mask or obs names (each once; a set is read in ``adata``'s
+    order). A split's name selects the model's cells by name and is refused
+    on other data whose cells merely share those names (their counts are
+    checked).
 per_cell
     Return one value per selected cell, as a :class:`pandas.Series` indexed by
     the cells' obs names (so ``adata.obs[name] = values`` aligns it; cells not
@@ -127,6 +117,17 @@ def _as_number(text: str) -> float | None:
         return float(text)
     except ValueError:
         return None
+
+
+def _why_unreadable(error: Exception) -> str:
+    """Why ``torch.load`` could not read a weights file, without its advice to load it unsafely."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:  # torch's advice (weights_only=False) would run the file's code
+        detail = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+        return "damaged, or not written by Model.save: " + " ".join(detail.split())
+    if isinstance(error, EOFError) or not text:
+        return "empty or cut short"
+    return f"{type(error).__name__}: {' '.join(text.split())}"
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -181,6 +182,7 @@ class Model:
         batch_key: str | None,
         split: dict[str, list[str]],
         result: TrainResult,
+        split_digest: dict[str, str] | None = None,
     ) -> None:
         self.module = module
         self.hyperparameters = dict(hyperparameters)
@@ -189,6 +191,9 @@ class Model:
         self.layer = layer
         self.batch_key = batch_key
         self.split = split
+        #: Each split part's digest of per-cell total counts (``_cells.split_digests``): a split's
+        #: name is refused on other data whose cell names match by chance. Empty for older saves.
+        self.split_digest = dict(split_digest or {})
         self.train_result = result
 
     # -- construction ---------------------------------------------------------
@@ -372,6 +377,7 @@ class Model:
             batch_key=batch_key,
             split=split.to_names(data.obs_names),
             result=result,
+            split_digest=split_digests(data, split),
         )
 
     # -- properties -----------------------------------------------------------
@@ -397,8 +403,18 @@ class Model:
         return self.module.library_mean.device
 
     # -- data access ----------------------------------------------------------
-    def _counts(self, adata: AnnData, layer: Any = TRAINED_LAYER) -> tuple[CountData, DeviceCounts]:
+    def _host_counts(
+        self, adata: AnnData, layer: Any = TRAINED_LAYER, cells: Cells = "all"
+    ) -> tuple[CountData, np.ndarray]:
+        """The counts of the model's genes, in its gene order and batch codes, and the cells ``cells=`` selects."""
         layer = self.layer if layer is TRAINED_LAYER else layer
+        adata = self._model_genes_of(adata)
+        if self.batch_key is not None and hasattr(adata, "obs") and self.batch_key not in adata.obs.columns:
+            raise ValueError(
+                f"The model was trained with batches from adata.obs[{self.batch_key!r}], which this adata "
+                f"lacks. Add that column, holding batches the model knows ({self._known_batches()}), e.g. "
+                f"adata.obs[{self.batch_key!r}] = adata.obs['sample'] when they are kept under another name."
+            )
         data = extract_counts(adata, layer=layer, batch_key=self.batch_key, training=False)
         if not data.var_names.equals(self.var_names):
             if len(data.var_names) != len(self.var_names) or set(data.var_names) != set(self.var_names):
@@ -409,18 +425,49 @@ class Model:
                     f"({data.n_vars} vs {len(self.var_names)}; {len(missing)} of the model's genes missing"
                     + (f", e.g. {missing[0]!r}" if len(missing) else "")
                     + f"; {len(extra)} other genes" + (f", e.g. {extra[0]!r}" if len(extra) else "")
-                    + "); subset adata to model.var_names."
+                    + "); the model needs every one of its genes (model.var_names)."
                 )
             data.X = data.X[:, data.var_names.get_indexer(self.var_names)]  # same genes, another order
             data.var_names = self.var_names
+        selected = select_cells(data, cells, self.split, self.split_digest)
         if self.batch_key is not None:
-            mapping = np.array([self._batch_index(c) for c in data.batch_categories], dtype=np.int64)
-            data.batch = mapping[data.batch]
-            data.batch_categories = self.batch_categories
-        return data, DeviceCounts(data, self.device)
+            self._recode_batches(data, selected)
+        return data, selected
+
+    def _model_genes_of(self, adata: AnnData) -> AnnData:
+        """``adata`` itself, or a view of the model's genes when it holds them among others."""
+        var_names = getattr(adata, "var_names", None)
+        if var_names is None or len(var_names) <= len(self.var_names):
+            return adata
+        names = pd.Index(var_names.astype(str))
+        if not names.is_unique or not self.var_names.isin(names).all():
+            return adata  # refused with the genes named, once the counts are read
+        logger.info("adata has %d genes; the model reads its %d", len(names), len(self.var_names))
+        return adata[:, np.sort(names.get_indexer(self.var_names))]  # increasing: a backed file reads them so
+
+    def _known_batches(self) -> str:
+        shown = self.batch_categories[:10]
+        return f"{shown}" + (" ..." if len(self.batch_categories) > 10 else "")
+
+    def _recode_batches(self, data: CountData, selected: np.ndarray) -> None:
+        """Give ``data`` the model's batch codes; a batch the model does not know is refused for the selected cells."""
+        codes = np.array([self._batch_index(c) for c in data.batch_categories], dtype=np.int64)
+        batch = codes[data.batch] if len(codes) else data.batch
+        unknown = batch[selected] < 0
+        if unknown.any():
+            names = sorted({data.batch_categories[i] for i in data.batch[selected][unknown]})
+            raise ValueError(
+                f"Unknown batch {names[0]!r} in adata.obs[{self.batch_key!r}]"
+                + (f" (and {len(names) - 1} more)" if len(names) > 1 else "")
+                + f" for {int(unknown.sum())} of the selected cells; the model knows {self._known_batches()}. "
+                "Leave those cells out (subset adata, or cells=) or give them a batch the model knows."
+            )
+        batch[batch < 0] = 0  # cells not selected: never read
+        data.batch = batch
+        data.batch_categories = self.batch_categories
 
     def _batch_index(self, category: str) -> int:
-        """The model's batch named ``category`` (``"1"`` and ``"1.0"`` name the same batch)."""
+        """The model's batch named ``category`` (``"1"`` and ``"1.0"`` name the same batch); -1 for none."""
         if category in self.batch_categories:
             return self.batch_categories.index(category)
         try:
@@ -428,76 +475,7 @@ class Model:
             matches = [i for i, known in enumerate(self.batch_categories) if _as_number(known) == value]
         except ValueError:
             matches = []
-        if len(matches) == 1:
-            return matches[0]
-        raise ValueError(
-            f"Unknown batch {category!r} in adata.obs[{self.batch_key!r}]; the model knows "
-            f"{self.batch_categories[:10]}" + (" ..." if len(self.batch_categories) > 10 else "") + "."
-        )
-
-    def _cells(self, data: CountData, cells: Cells) -> np.ndarray:
-        selected = self._selected_cells(data, cells)
-        if selected.size == 0:
-            raise ValueError(f"cells={cells!r} selects no cell of adata.")
-        return selected
-
-    def _selected_cells(self, data: CountData, cells: Cells) -> np.ndarray:
-        if isinstance(cells, str):
-            if cells == "all":
-                return np.arange(data.n_obs)
-            if cells not in SPLIT_NAMES:
-                if cells in data.obs_names:  # one cell, by name
-                    return self._cells_by_name(data, [cells], "that cell")
-                raise ValueError(
-                    f"cells={cells!r} is neither 'all', one of {list(SPLIT_NAMES)}, nor a cell of adata "
-                    "(cells= takes those, a boolean mask, or a list of obs names)."
-                )
-            names = self.split.get(cells, [])
-            if not names:
-                refit = " (a model refit on every cell but the test cells holds out none)" if cells == "heldout" else ""
-                raise ValueError(
-                    f"The model's split has no {cells!r} cells{refit}; pass cells='all', a True/False mask "
-                    "or obs names (e.g. cells=adata.obs['autotune_split'] == 'heldout')."
-                )
-            return self._cells_by_name(data, names, f"the model's {cells!r} cells; pass cells='all'")
-        if cells is None or isinstance(cells, (int, float, np.number)):
-            raise ValueError(
-                f"cells={cells!r}: use 'all', one of {list(SPLIT_NAMES)}, a boolean mask or obs names."
-            )
-        _refuse_a_mask_with_missing_values(cells)
-        if isinstance(cells, pd.Series) and pd.api.types.is_bool_dtype(cells.dtype):
-            cells = self._mask_by_name(data, cells.astype(bool))
-        cells = np.asarray(cells)
-        if cells.dtype == bool:
-            if cells.shape != (data.n_obs,):
-                raise ValueError(f"A boolean cells mask needs one entry per cell ({data.n_obs}), not {cells.shape}.")
-            return np.flatnonzero(cells)
-        return self._cells_by_name(data, [str(c) for c in cells.ravel()], "those cells (cells= takes obs names)")
-
-    @staticmethod
-    def _mask_by_name(data: CountData, mask: pd.Series) -> np.ndarray:
-        """A boolean Series as a mask in adata's cell order: matched by its index, the cells' names."""
-        names = mask.index.astype(str)
-        if names.is_unique and len(names) == data.n_obs and data.obs_names.is_unique and names.isin(data.obs_names).all():
-            return mask.to_numpy()[names.get_indexer(data.obs_names)]
-        raise ValueError(
-            "a boolean Series for cells= is matched to the cells by its index, which must hold "
-            "adata.obs_names once each (e.g. adata.obs['cell_type'] == 'B'); pass a numpy mask "
-            "to select by position."
-        )
-
-    @staticmethod
-    def _cells_by_name(data: CountData, names: list[str], what: str) -> np.ndarray:
-        if not data.obs_names.is_unique:
-            raise ValueError(
-                "adata.obs_names has duplicates, so cells cannot be selected by name; pass cells='all', "
-                "a boolean mask, or call adata.obs_names_make_unique()."
-            )
-        position = data.obs_names.get_indexer(names)
-        missing = [name for name, at in zip(names, position, strict=True) if at < 0]
-        if missing:
-            raise ValueError(f"adata does not contain {what} ({len(missing)} missing, e.g. {missing[0]!r}).")
-        return position.astype(np.int64)
+        return matches[0] if len(matches) == 1 else -1
 
     # -- metrics --------------------------------------------------------------
     @doc_params(**_DOCS)
@@ -515,7 +493,7 @@ class Model:
         Parameters
         ----------
         adata
-            Data with the model's genes.
+            {doc_adata}
         n_mc
             Importance samples per cell.
         {doc_cells}
@@ -529,10 +507,9 @@ class Model:
             value, indexed by its name.
         """
         per_cell = check_bool("per_cell", per_cell)
-        data, counts = self._counts(adata, layer)
         n_mc = check_int("n_mc", n_mc, low=1)
-        selected = self._cells(data, cells)
-        values = marginal_nll(self.module, counts, selected, n_mc=n_mc, seed=seed)
+        data, selected = self._host_counts(adata, layer, cells)
+        values = marginal_nll(self.module, DeviceCounts(data, self.device), selected, n_mc=n_mc, seed=seed)
         return _per_cell(values, data, selected, "marginal_nll") if per_cell else float(np.mean(values))
 
     @doc_params(**_DOCS)
@@ -545,7 +522,7 @@ class Model:
         Parameters
         ----------
         adata
-            Data with the model's genes.
+            {doc_adata}
         {doc_cells}
         {doc_layer}
         {doc_seed}
@@ -557,9 +534,8 @@ class Model:
             value, indexed by its name.
         """
         per_cell = check_bool("per_cell", per_cell)
-        data, counts = self._counts(adata, layer)
-        selected = self._cells(data, cells)
-        values = elbo(self.module, counts, selected, seed=seed)
+        data, selected = self._host_counts(adata, layer, cells)
+        values = elbo(self.module, DeviceCounts(data, self.device), selected, seed=seed)
         return _per_cell(values, data, selected, "elbo") if per_cell else float(np.mean(values))
 
     @doc_params(**_DOCS)
@@ -569,7 +545,7 @@ class Model:
         Parameters
         ----------
         adata
-            Data with the model's genes (in any order) and batches.
+            {doc_adata}
         {doc_layer}
 
         Returns
@@ -577,8 +553,8 @@ class Model:
         numpy.ndarray
             ``cells x n_latent``, in ``adata``'s cell order.
         """
-        data, counts = self._counts(adata, layer)
-        return latent_mean(self.module, counts, np.arange(data.n_obs))
+        data, every_cell = self._host_counts(adata, layer)
+        return latent_mean(self.module, DeviceCounts(data, self.device), every_cell)
 
     @doc_params(**_DOCS)
     def normalized_expression(
@@ -591,7 +567,7 @@ class Model:
         Parameters
         ----------
         adata
-            Data with the model's genes (in any order) and batches.
+            {doc_adata}
         library_size
             The library every cell is scaled to.
         {doc_layer}
@@ -600,10 +576,11 @@ class Model:
         library_size = check_number(
             "library_size", library_size, low=0.0, low_open=True, high=float(np.finfo(np.float32).max)
         )
-        data, counts = self._counts(adata, layer)
-        values = normalized_expression(self.module, counts, np.arange(data.n_obs), library_size)
+        data, every_cell = self._host_counts(adata, layer)
+        values = normalized_expression(self.module, DeviceCounts(data, self.device), every_cell, library_size)
         frame = pd.DataFrame(values, index=data.obs_names, columns=data.var_names)
-        return frame.loc[:, pd.Index(adata.var_names.astype(str))]  # adata's gene order
+        order = pd.Index(adata.var_names.astype(str))
+        return frame.loc[:, order[order.isin(data.var_names)]]  # adata's gene order
 
     def imputation_score(
         self, adata: AnnData, *, rate: float = 0.1, seed: int = 0, retrain: bool = True,
@@ -620,7 +597,7 @@ class Model:
         Parameters
         ----------
         adata
-            Data with the model's genes (and its training cells, with ``retrain``).
+            Data holding the model's genes (and its training cells, with ``retrain``).
         rate
             Fraction of the non-zero counts corrupted, in (0, 1).
         seed
@@ -639,12 +616,13 @@ class Model:
         rate = check_number("rate", rate, low=0.0, high=1.0, low_open=True, high_open=True)
         seed = check_int("seed", seed, low=0, high=MAX_SEED)
         max_epochs = check_int("max_epochs", max_epochs, low=1, high=MAX_BUDGET)
-        data, _ = self._counts(adata)
+        data, _ = self._host_counts(adata)
         corrupted, rows, cols = corrupt(data, rate=rate, seed=seed)
         counts = DeviceCounts(corrupted, self.device)
         model = self
         if retrain:
             split = Split.from_names(self.split, data.obs_names)
+            check_split_cells(data, split, self.split_digest)
             model = Model.fit_prepared(
                 corrupted, counts, split, self.hyperparameters, seed=seed, max_epochs=max_epochs
             )
@@ -666,6 +644,7 @@ class Model:
             "layer": self.layer,
             "batch_key": self.batch_key,
             "split": self.split,
+            "split_digest": self.split_digest,
             "history": {
                 "train_elbo": self.train_result.train_elbo,
                 "validation_elbo": self.train_result.validation_elbo,
@@ -716,7 +695,7 @@ class Model:
         try:
             state = torch.load(io.BytesIO(weights), map_location=device, weights_only=True)
         except Exception as err:  # a truncated or foreign file
-            raise ValueError(f"{where}: not a saved state dict ({type(err).__name__}: {err})") from None
+            raise ValueError(f"{where}: not a saved state dict ({_why_unreadable(err)})") from None
         hp = config["hyperparameters"]
         module = VAE(
             len(config["var_names"]),
@@ -745,6 +724,7 @@ class Model:
             batch_key=config["batch_key"],
             split=config["split"],
             result=result,
+            split_digest=config.get("split_digest"),
         )
 
     def save(self, directory: str | Path, overwrite: bool = False) -> None:
@@ -771,7 +751,7 @@ class Model:
             When it cannot be written.
         """
         overwrite = check_bool("overwrite", overwrite)
-        directory = check_model_dir(Path(directory).resolve(), "directory=")
+        directory = check_model_dir(Path(directory).expanduser().resolve(), "directory=")
         if directory.exists() and any(directory.iterdir()) and not overwrite:
             raise ValueError(f"{directory} holds a saved model; pass overwrite=True to replace it.")
         blob = self.to_dict()
@@ -804,7 +784,7 @@ class Model:
             (the message names the file and the entry), or ``device`` is not
             available.
         """
-        directory = Path(directory)
+        directory = Path(directory).expanduser()
         config_file, weights_file = directory / "config.json", directory / "weights.pt"
         if not config_file.is_file() or not weights_file.is_file():
             raise ValueError(f"{directory} holds no saved model (config.json or weights.pt missing).")

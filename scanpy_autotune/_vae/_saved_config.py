@@ -17,13 +17,16 @@ from typing import Any
 from ._config import HYPERPARAMETERS, resolve_hyperparameters
 from ._names import SPLIT_NAMES, STOPPED_BY
 
-__all__ = ["ADDED_LATER", "CONFIG_KEYS", "check_saved_config"]
+__all__ = ["ADDED_LATER", "CONFIG_KEYS", "OPTIONAL_KEYS", "check_saved_config"]
 
 #: The entries of a saved model's ``config.json``.
 CONFIG_KEYS = (
     "version", "hyperparameters", "var_names", "batch_categories", "layer", "batch_key", "split",
     "history",
 )
+#: Entries added after models were first saved, which an older save lacks:
+#: ``split_digest`` (each split part's digest of per-cell totals; see ``_cells``).
+OPTIONAL_KEYS = ("split_digest",)
 #: Hyperparameters added after models were first saved: a config without one was
 #: trained with its default (scVI's), so it is filled in rather than refused.
 ADDED_LATER = ("max_kl_weight",)
@@ -91,9 +94,12 @@ def check_saved_config(config: Any, where: str = "config.json") -> dict[str, Any
     """
     if not isinstance(config, Mapping):
         raise _fail(where, f"must be a JSON object, got {type(config).__name__}")
-    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    unknown = sorted(set(config) - set(CONFIG_KEYS) - set(OPTIONAL_KEYS))
     if unknown:
-        raise _fail(where, f"unknown entr{'y' if len(unknown) == 1 else 'ies'} {unknown}; a saved model has {list(CONFIG_KEYS)}")
+        raise _fail(
+            where, f"unknown entr{'y' if len(unknown) == 1 else 'ies'} {unknown}; a saved model has "
+            f"{list(CONFIG_KEYS)} (and, saved by newer versions, {list(OPTIONAL_KEYS)})"
+        )
     missing = [k for k in CONFIG_KEYS if k not in config]
     if missing:
         raise _fail(where, f"missing {missing}")
@@ -118,6 +124,11 @@ def check_saved_config(config: Any, where: str = "config.json") -> dict[str, Any
             raise _fail(where, f"'history' lacks {key!r}")
     if history["stopped_by"] not in STOPPED_BY:
         raise _fail(where, f"history 'stopped_by' must be one of {list(STOPPED_BY)}, got {history['stopped_by']!r}")
+    digest = config.get("split_digest", {})
+    if not isinstance(digest, Mapping) or set(digest) - set(split) or not all(
+        isinstance(v, str) and len(v) == 16 and all(c in "0123456789abcdef" for c in v) for v in digest.values()
+    ):
+        raise _fail(where, f"'split_digest' must map parts of 'split' to 16 hexadecimal digits, got {digest!r}")
     if not isinstance(config["version"], str):
         raise _fail(where, f"'version' must be a string, got {config['version']!r}")
     return {
@@ -131,6 +142,7 @@ def check_saved_config(config: Any, where: str = "config.json") -> dict[str, Any
             name: _names(where, f"split[{name!r}]", cells, allow_empty=True)
             for name, cells in split.items()
         },
+        "split_digest": dict(digest),
         "history": {
             "train_elbo": _curve(where, "train_elbo", history["train_elbo"]),
             "validation_elbo": _curve(where, "validation_elbo", history["validation_elbo"]),

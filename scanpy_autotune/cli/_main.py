@@ -125,8 +125,10 @@ def _run(adata: Any, output: Path | None, plots: Path | None, **kwargs: Any) -> 
     if kwargs.get("save_dir") is not None and f"X_{key}" in adata.obsm:
         print(f"saved the best model to {kwargs['save_dir']} (sat.Model.load to use it)")
     if plots is not None:
-        written = write_plots(adata, plots, key)
-        print(f"wrote {len(written)} plot(s) to {plots}")
+        skipped: dict[str, str] = {}
+        written = write_plots(adata, plots, key, skipped=skipped)
+        not_drawn = "".join(f"; not {name}: {' '.join(why.split())}" for name, why in skipped.items())
+        print(f"wrote {len(written)} plot(s) to {plots}{not_drawn}")
     return 0
 
 

@@ -31,7 +31,9 @@ def _read_h5ad(path: Path):
         raise ValueError(f"cannot read {path} as an .h5ad file: {err}") from None
 
 
-def write_plots(adata: Any, directory: str | Path, key: str = KEY) -> list[Path]:
+def write_plots(
+    adata: Any, directory: str | Path, key: str = KEY, skipped: dict[str, str] | None = None
+) -> list[Path]:
     """Write every :mod:`scanpy_autotune.pl` figure of ``adata.uns[key]`` as PNG.
 
     ``pareto`` is drawn for a search with ``--labels-key`` only. A figure that
@@ -46,6 +48,9 @@ def write_plots(adata: Any, directory: str | Path, key: str = KEY) -> list[Path]
         Created if needed.
     key
         The results' key in ``adata.uns``.
+    skipped
+        Given a dict, each figure that could not be drawn is added to it,
+        with the reason.
 
     Returns
     -------
@@ -71,6 +76,8 @@ def write_plots(adata: Any, directory: str | Path, key: str = KEY) -> list[Path]
             getattr(pl, name)(adata, key=key, show=False, save=str(path))
         except (ValueError, ImportError) as err:
             logger.warning("skipped the %s plot: %s", name, err)
+            if skipped is not None:
+                skipped[name] = str(err)
             continue
         finally:
             plt.close("all")

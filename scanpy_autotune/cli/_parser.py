@@ -194,7 +194,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plots", type=Path, metavar="DIR",
         help="write every sat.pl figure (trial_history, sensitivity, optimization_history, "
-        "param_importance, and pareto with --labels-key) as PNG into DIR",
+        "param_importance (from 5 successful trials), and pareto with --labels-key) as PNG into DIR; "
+        "the summary names a figure that could not be drawn",
     )
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument(

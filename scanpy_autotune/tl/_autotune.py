@@ -291,7 +291,7 @@ def autotune(
         default pruning it ended 100-trial searches of Cortex after 36 trials
         and PBMC4k after 24, 6.9x and 8.5x sooner than unpruned
         searches of all 100 at the same speed per epoch, their best within
-        0.40% and 0.20% of theirs, and CBMC after 24 (6.9x, +0.11%)
+        0.40% and 0.12% of theirs, and CBMC after 24 (6.9x, +0.11%)
         (``benchmarks/results/convergence.md``);
         without pruning, replayed, after 20-24 trials within 0.4%. ``None`` runs all
         ``max_evals`` trials. Why the search ended is in
@@ -390,9 +390,9 @@ def autotune(
     max_epochs = check_int("max_epochs", max_epochs, low=1, high=MAX_BUDGET, allow_none=True)
     seed = check_int("seed", seed, low=0, high=MAX_SEED)
     if save_dir is not None:
-        check_model_dir(save_dir, "save_dir=")
+        save_dir = check_model_dir(save_dir, "save_dir=")  # "~" expanded
     if journal is not None:
-        check_output_file(journal, "journal=")
+        journal = check_output_file(journal, "journal=")
     if labels_key is not None and labels_key == batch_key:
         raise ValueError(
             f"labels_key and batch_key are both {labels_key!r}: integration scores how well batches mix "
