@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+import torch
 
 import scanpy_autotune as sat
 from scanpy_autotune import cli
@@ -428,6 +429,15 @@ def test_model_load_refuses_weights_that_do_not_match(saved_model, tmp_path):
     (folder / "weights.pt").write_bytes(b"")
     with pytest.raises(ValueError, match=r"weights.pt: not a saved state dict \(empty or cut short\)$"):
         sat.Model.load(folder)
+    torch.save({"weights": _Foreign()}, folder / "weights.pt")  # needs code of its own to load
+    with pytest.raises(ValueError, match=r"not written by Model.save: Unsupported global: .*_Foreign was not an "
+                                         r"allowed global by default\)$") as refused:
+        sat.Model.load(folder)
+    assert "safe_globals" not in str(refused.value) and "trust" not in str(refused.value)
+
+
+class _Foreign:
+    """An object a weights file should not hold."""
 
 
 def test_a_home_folder_written_as_a_tilde_is_the_home_folder(saved_model, tmp_path, monkeypatch):

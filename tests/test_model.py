@@ -235,7 +235,7 @@ def test_inference_takes_any_cells_of_the_model_genes_and_batches(cortex):
         (dict(cells=[]), r"cells=\[\] selects no cell of adata"),
         (dict(cells=None), r"cells=None: cells= takes 'all', one of \['train'"),
         (dict(cells=["1", "2"]), r"adata does not contain those cells \(cells= takes obs names\) \(2 missing, e.g. '1'\)"),
-        (dict(cells=[1, 2]), r"cells= holds numbers \(int64\), but cells= takes 'all'.*adata.obs_names\[positions\]"),
+        (dict(cells=[1, 2]), r"cells= holds numbers \(e.g. 1\), but cells= takes 'all'.*adata.obs_names\[positions\]"),
         (dict(cells=np.ones(600, int)), r"cells= holds numbers \(int64\).*for a 0/1 mask mask.astype\(bool\)"),
         (dict(cells=np.zeros(600, bool)), r"^cells= \(a ndarray of 600 value\(s\)\) selects no cell of adata\.$"),
         (dict(cells=np.ones(5, bool)), r"one entry per cell \(600\)"),
@@ -462,6 +462,26 @@ def test_a_split_s_name_on_other_data_with_the_same_cell_names_is_refused(cortex
         sat.Model.from_dict(blob, device="cpu")
 
 
+def test_the_model_s_genes_among_others_backed_or_with_a_cell_empty_in_them(trained, tmp_path):
+    adata, model = trained
+    extra = ad.AnnData(sp.csr_matrix(np.ones((adata.n_obs, 3), dtype=np.float32)), obs=adata.obs[[]])
+    extra.var_names = ["extra0", "extra1", "extra2"]
+    wider = ad.concat([adata, extra], axis=1, merge="first")
+    path = tmp_path / "wider.h5ad"
+    wider.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    np.testing.assert_allclose(model.latent(backed), model.latent(adata), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"a view of a backed AnnData and holds 203 genes.*adata.to_memory\(\)"):
+        model.latent(backed[:50])
+    backed.file.close()
+    emptied = wider.copy()
+    counts = emptied.X.tolil()
+    counts[0, :adata.n_vars] = 0  # the first cell keeps counts only in the other genes
+    emptied.X = counts.tocsr()
+    with pytest.raises(ValueError, match=r"^1 cell\(s\) have no count in the model's 200 genes \(adata holds 203\)"):
+        model.latent(emptied)
+
+
 def test_cells_as_a_set_or_with_a_name_twice(trained):
     adata, model = trained
     names = list(adata.obs_names[[5, 1, 3]])
@@ -470,6 +490,14 @@ def test_cells_as_a_set_or_with_a_name_twice(trained):
     assert by_set.equals(model.elbo(adata, cells=list(by_set.index), per_cell=True))
     with pytest.raises(ValueError, match=rf"cells= names 1 cell\(s\) more than once, e.g. '{names[0]}'"):
         model.elbo(adata, cells=names + [names[0]])
+    for numbers in ({3, 1, 2}, [names[0], 1], (np.int64(1),)):  # positions, not names
+        with pytest.raises(ValueError, match=r"cells= holds numbers \(e.g. (1|np.int64\(1\))\)"):
+            model.elbo(adata, cells=numbers)
+    mask = np.arange(adata.n_obs) % 7 == 0
+    as_objects = pd.Series(mask, index=adata.obs_names).astype(object)  # e.g. from an object column of obs
+    expected = model.elbo(adata, cells=mask, per_cell=True)
+    assert model.elbo(adata, cells=as_objects, per_cell=True).equals(expected)
+    assert model.elbo(adata, cells=as_objects.to_numpy(), per_cell=True).equals(expected)
 
 
 def test_normalized_expression_needs_a_positive_library_size(trained):

@@ -60,7 +60,7 @@ def test_retrain_refuses_other_data_and_an_edited_split(search_result):
     reordered = search_result[::-1].copy()
     with pytest.raises(ValueError, match="is not the data the search"):
         sat.tl.retrain(reordered)
-    with pytest.raises(ValueError, match="cell or gene names or batches differ .* genes are in another order"):
+    with pytest.raises(ValueError, match="cell names or batches differ .* genes are in another order"):
         sat.tl.retrain(search_result[:, ::-1].copy())
     edited = search_result.copy()
     labels = edited.obs["autotune_split"].astype(str).to_numpy().copy()

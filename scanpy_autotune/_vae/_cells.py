@@ -27,10 +27,13 @@ Cells = str | Sequence[str] | np.ndarray | pd.Series
 _HOW = "cells= takes 'all', one of {splits}, a True/False mask or obs names"
 
 
-def _totals_digest(data: CountData, rows: np.ndarray) -> str:
-    """A short hash of the total count of each of ``rows`` (whole numbers, in this order)."""
-    totals = np.rint(np.asarray(data.X[rows].sum(axis=1, dtype=np.float64)).ravel()).astype(np.int64)
-    return hashlib.sha1(totals.tobytes()).hexdigest()[:16]
+def _cell_totals(data: CountData) -> np.ndarray:
+    """Every cell's total count, as whole numbers (one pass over the matrix, no copy of its rows)."""
+    return np.rint(np.asarray(data.X.sum(axis=1, dtype=np.float64)).ravel()).astype(np.int64)
+
+
+def _digest(totals: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(totals).tobytes()).hexdigest()[:16]
 
 
 def _parts(split: Split) -> dict[str, np.ndarray]:
@@ -41,24 +44,27 @@ def _parts(split: Split) -> dict[str, np.ndarray]:
 
 def split_digests(data: CountData, split: Split) -> dict[str, str]:
     """A digest of each non-empty part of ``split``: its cells' total counts, in the split's order."""
-    return {name: _totals_digest(data, rows) for name, rows in _parts(split).items()}
+    totals = _cell_totals(data)
+    return {name: _digest(totals[rows]) for name, rows in _parts(split).items()}
 
 
-def _check_part(data: CountData, name: str, rows: np.ndarray, digests: Mapping[str, str]) -> None:
-    expected = digests.get(name)
-    if expected is not None and _totals_digest(data, rows) != expected:  # None: saved before digests were kept
-        raise ValueError(
-            f"adata's cells named as the model's {name!r} cells hold other counts than those cells held "
-            "when the model was trained: adata is other data, whose cell names match the model's by chance "
-            "(e.g. anndata's default names '0', '1', ...). To score these cells, pass cells='all', a "
-            "True/False mask or obs names."
-        )
+def _check_parts(data: CountData, parts: Mapping[str, np.ndarray], digests: Mapping[str, str]) -> None:
+    """Refuse the model's split parts (rows in ``data`` by name) whose cells hold other counts than in training."""
+    totals = _cell_totals(data)
+    for name, rows in parts.items():
+        expected = digests.get(name)  # None: a model saved before digests were kept
+        if expected is not None and _digest(totals[rows]) != expected:
+            raise ValueError(
+                f"adata's cells named as the model's {name!r} cells hold other counts than those cells held "
+                "when the model was trained: adata is other data, whose cell names match the model's by chance "
+                "(e.g. anndata's default names '0', '1', ...). To score these cells, pass cells='all', a "
+                "True/False mask or obs names."
+            )
 
 
 def check_split_cells(data: CountData, split: Split, digests: Mapping[str, str]) -> None:
     """Refuse ``split`` (the model's, by name) when its cells in ``data`` hold other counts than in training."""
-    for name, rows in _parts(split).items():
-        _check_part(data, name, rows, digests)
+    _check_parts(data, _parts(split), digests)
 
 
 def _describe(cells: Any) -> str:
@@ -139,27 +145,45 @@ def _selected(
                 "or obs names (e.g. cells=adata.obs['autotune_split'] == 'heldout')."
             )
         rows = _by_name(data, list(names), f"the model's {cells!r} cells; pass cells='all'")
-        _check_part(data, cells, rows, digests)
+        _check_parts(data, {cells: rows}, digests)
         return rows
     if cells is None or isinstance(cells, (bool, np.bool_)) or _is_number(cells):
         raise ValueError(f"cells={cells!r}: {how}.")
     if isinstance(cells, (set, frozenset)):  # no order of its own: adata's
+        _refuse_numbers(list(cells), how)
         return np.sort(_by_name(data, [str(c) for c in cells], "those cells (cells= takes obs names)"))
     _refuse_a_mask_with_missing_values(cells)
-    if isinstance(cells, pd.Series) and pd.api.types.is_bool_dtype(cells.dtype):
+    if isinstance(cells, pd.Series) and (pd.api.types.is_bool_dtype(cells.dtype) or _all_bools(cells)):
         cells = _mask_by_name(data, cells.astype(bool))
+    if isinstance(cells, (list, tuple)):  # before numpy turns ["a", 1] into strings
+        _refuse_numbers(cells, how)
     values = np.asarray(cells)
+    if values.dtype == object and _all_bools(values.ravel()):  # e.g. a mask from an object column
+        values = values.astype(bool)
     if values.dtype == bool:
         if values.shape != (data.n_obs,):
             raise ValueError(f"A boolean cells mask needs one entry per cell ({data.n_obs}), not {values.shape}.")
         return np.flatnonzero(values)
-    numbers = values.dtype.kind in "iufc" or (values.dtype == object and any(_is_number(v) for v in values.ravel()))
-    if numbers and values.size:  # (an empty list is an array of floats)
+    if values.dtype.kind in "iufc" and values.size:  # (an empty list is an array of floats)
+        _refuse_numbers([values.ravel()[0]], how, values.dtype)
+    if values.dtype == object:
+        _refuse_numbers(values.ravel(), how)
+    return _by_name(data, [str(c) for c in values.ravel()], "those cells (cells= takes obs names)")
+
+
+def _all_bools(values: Any) -> bool:
+    return len(values) > 0 and all(isinstance(v, (bool, np.bool_)) for v in values)
+
+
+def _refuse_numbers(values: Any, how: str, dtype: Any = None) -> None:
+    """Cell names are strings: a number in ``cells=`` is a position or a 0/1 mask gone wrong."""
+    number = next((v for v in values if _is_number(v)), None)
+    if number is not None:
+        held = f"{dtype}" if dtype is not None else f"e.g. {number!r}"
         raise ValueError(
-            f"cells= holds numbers ({values.dtype}), but {how}: for positions pass adata.obs_names[positions], "
+            f"cells= holds numbers ({held}), but {how}: for positions pass adata.obs_names[positions], "
             "for a 0/1 mask mask.astype(bool)."
         )
-    return _by_name(data, [str(c) for c in values.ravel()], "those cells (cells= takes obs names)")
 
 
 def select_cells(

@@ -152,6 +152,14 @@ class CountValueError(ValueError):
     """Values that raw counts cannot hold (non-finite, negative, non-integer)."""
 
 
+class EmptyCellsError(ValueError):
+    """Cells with no count at all (``n_empty`` of them), which no model can read."""
+
+    def __init__(self, message: str, n_empty: int) -> None:
+        super().__init__(message)
+        self.n_empty = n_empty
+
+
 def _check_values(values: np.ndarray, where: str, block: int = 1 << 24) -> None:
     """Refuse non-finite, negative or non-integer counts, a block at a time (no full-size temporaries)."""
     flat = values.reshape(-1)
@@ -284,9 +292,9 @@ def extract_counts(
     totals = np.asarray(X.sum(axis=1)).ravel()
     n_empty = int(np.sum(totals == 0))
     if n_empty:
-        raise ValueError(
+        raise EmptyCellsError(
             f"{n_empty} cell(s) have zero counts in {where}; remove them first, e.g. "
-            "sc.pp.filter_cells(adata, min_counts=1)."
+            "sc.pp.filter_cells(adata, min_counts=1).", n_empty
         )
     if batch_key is None:
         batch = np.zeros(n_obs, dtype=np.int64)

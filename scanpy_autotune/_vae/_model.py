@@ -23,6 +23,7 @@ from ._config import resolve_hyperparameters
 from ._data import (
     CountData,
     DeviceCounts,
+    EmptyCellsError,
     Split,
     extract_counts,
     make_split,
@@ -67,7 +68,8 @@ _DOCS = dict(
     doc_adata="""\
 Data holding the model's genes (in any order; other genes are not
     read) and, for a model trained with ``batch_key``, that column of
-    ``obs`` with batches the model knows (for the cells read).""",
+    ``obs`` with no missing value, naming batches the model knows (for
+    the cells read).""",
     doc_cells="""\
 cells
     ``"heldout"`` (default), ``"train"``, ``"validation"``, ``"test"``, ``"all"``,
@@ -122,9 +124,10 @@ def _as_number(text: str) -> float | None:
 def _why_unreadable(error: Exception) -> str:
     """Why ``torch.load`` could not read a weights file, without its advice to load it unsafely."""
     text = str(error)
-    if "WeightsUnpickler error:" in text:  # torch's advice (weights_only=False) would run the file's code
+    if "WeightsUnpickler error:" in text:  # torch's advice (weights_only=False, safe globals) runs the file's code
         detail = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
-        return "damaged, or not written by Model.save: " + " ".join(detail.split())
+        detail = detail.split("Please use", 1)[0].split("If you trust", 1)[0]
+        return "damaged, or not written by Model.save: " + " ".join(detail.split()).rstrip(".")
     if isinstance(error, EOFError) or not text:
         return "empty or cut short"
     return f"{type(error).__name__}: {' '.join(text.split())}"
@@ -167,6 +170,10 @@ class Model:
         The full configuration it was trained with.
     split
         Obs names of the ``train``, ``validation``, ``heldout`` (and ``test``) cells.
+    split_digest
+        A short hash of each split part's per-cell total counts, so that a
+        split's name is refused on other data whose cells share those names
+        (empty for a model saved before it was kept).
     history
         Per-epoch ``train_elbo`` and ``validation_elbo`` (ELBO per cell, higher is better).
     """
@@ -408,14 +415,23 @@ class Model:
     ) -> tuple[CountData, np.ndarray]:
         """The counts of the model's genes, in its gene order and batch codes, and the cells ``cells=`` selects."""
         layer = self.layer if layer is TRAINED_LAYER else layer
-        adata = self._model_genes_of(adata)
-        if self.batch_key is not None and hasattr(adata, "obs") and self.batch_key not in adata.obs.columns:
+        genes = self._model_genes_of(adata)
+        if self.batch_key is not None and hasattr(genes, "obs") and self.batch_key not in genes.obs.columns:
             raise ValueError(
                 f"The model was trained with batches from adata.obs[{self.batch_key!r}], which this adata "
                 f"lacks. Add that column, holding batches the model knows ({self._known_batches()}), e.g. "
                 f"adata.obs[{self.batch_key!r}] = adata.obs['sample'] when they are kept under another name."
             )
-        data = extract_counts(adata, layer=layer, batch_key=self.batch_key, training=False)
+        try:
+            data = extract_counts(genes, layer=layer, batch_key=self.batch_key, training=False)
+        except EmptyCellsError as error:
+            if genes is adata:
+                raise
+            raise ValueError(
+                f"{error.n_empty} cell(s) have no count in the model's {len(self.var_names)} genes (adata holds "
+                f"{adata.n_vars}), so the model cannot read them; leave them out, e.g. "
+                "adata[np.asarray(adata[:, model.var_names].X.sum(axis=1)).ravel() > 0]."
+            ) from None
         if not data.var_names.equals(self.var_names):
             if len(data.var_names) != len(self.var_names) or set(data.var_names) != set(self.var_names):
                 missing = self.var_names.difference(data.var_names)
@@ -442,6 +458,12 @@ class Model:
         names = pd.Index(var_names.astype(str))
         if not names.is_unique or not self.var_names.isin(names).all():
             return adata  # refused with the genes named, once the counts are read
+        if adata.is_view and adata.isbacked:  # anndata cannot take a view of this view
+            raise ValueError(
+                f"adata is a view of a backed AnnData and holds {len(names)} genes, the model's "
+                f"{len(self.var_names)} among them; load it first (adata.to_memory()) or select the "
+                "model's genes when taking the view (backed[cells, model.var_names])."
+            )
         logger.info("adata has %d genes; the model reads its %d", len(names), len(self.var_names))
         return adata[:, np.sort(names.get_indexer(self.var_names))]  # increasing: a backed file reads them so
 

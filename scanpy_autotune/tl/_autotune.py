@@ -329,7 +329,7 @@ def autotune(
     once the search is over, ``adata.uns[key_added]`` (``"trials"``,
     ``"history"``, ``"best"``, ``"params"``: the settings, a setting left
     unset as the string ``"None"`` since ``.h5ad`` files store no ``None``, why the search
-    ended and, as ``"n_resumed"``, how many trials came from the journal), and ``"default"`` when the default configuration ran), ``adata.obsm[f"X_{key_added}"]`` (latent of the best
+    ended and, as ``"n_resumed"``, how many trials came from the journal; and ``"default"`` when the default configuration ran), ``adata.obsm[f"X_{key_added}"]`` (latent of the best
     model) and ``adata.obs[f"{key_added}_split"]``; a call that fails changes
     none of them.
 

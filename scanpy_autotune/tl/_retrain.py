@@ -114,8 +114,8 @@ def _check_same_data(res: Results, data: CountData) -> None:
     if recorded is not None:  # the fingerprint covers the shape too
         if str(recorded) != data.fingerprint():
             raise ValueError(
-                f"adata is not the data the search of adata.uns[{res.key!r}] ran on: its counts, cell or gene "
-                "names or batches differ (or its cells or genes are in another order, or it holds other genes), "
+                f"adata is not the data the search of adata.uns[{res.key!r}] ran on: its counts, cell names "
+                "or batches differ (or its cells or genes are in another order, or it holds other genes), "
                 "so its trials cannot be trained again on it."
             )
         return
