@@ -224,7 +224,9 @@ def integration_scores(
         Every name of :data:`SCORE_NAMES`. A metric that the cells cannot support
         (BRAS when no label occurs in two batches, say) is NaN, and its family's
         score is the mean of the family's other metrics; isolated labels need the
-        batches, so without ``batch`` bio conservation is the mean of the other four.
+        batches, so without ``batch`` bio conservation is the mean of the other four,
+        and leave out labels of one cell (whose silhouette of 0 pinned the score
+        at 0.5), NaN when fewer than two labels remain.
     """
     scib_metrics = require_scib_metrics()
     _keep_compiled_jax_functions()
@@ -232,6 +234,8 @@ def integration_scores(
     with warnings.catch_warnings(), _scib_logs_at_warning(), _exact_diffusion_neighbours():
         # "PCR comparison score is negative ... Setting to 0.": the value says it (0).
         warnings.filterwarnings("ignore", message="PCR comparison score is negative")
+        # numpy's, from a metric with nothing to average (kBET when every label is too small): NaN says it
+        warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
         return _scores(scib_metrics, latent, labels, batch, unintegrated)
 
 
@@ -298,7 +302,7 @@ def _scores(scib_metrics: Any, latent, labels, batch, unintegrated) -> dict[str,
             raise ValueError("the PCR comparison needs the unintegrated embedding of the same cells")
         batch = np.asarray(batch)
         metrics.update({
-            "isolated_labels": lambda: scib_metrics.isolated_labels(X, labels, batch),
+            "isolated_labels": lambda: _isolated_labels(scib_metrics, X, labels, batch),
             "bras": lambda: scib_metrics.bras(X, labels, batch),
             "ilisi": lambda: scib_metrics.ilisi_knn(neighbors, batch),
             "kbet": lambda: scib_metrics.kbet_per_label(neighbors.subset_neighbors(min(_K_KBET, n)), batch, labels),
@@ -326,6 +330,20 @@ def _scores(scib_metrics: Any, latent, labels, batch, unintegrated) -> dict[str,
         scores["batch_correction"] = _family_mean(scores, BATCH_METRICS)
         scores["total"] = 0.4 * scores["batch_correction"] + 0.6 * scores["bio_conservation"]
     return scores
+
+
+def _isolated_labels(scib_metrics: Any, X: np.ndarray, labels: np.ndarray, batch: np.ndarray) -> float:
+    """scib-metrics' isolated-label score over the labels of at least two scored cells.
+
+    A label of one cell is the most isolated of all (it is in one batch) and
+    its silhouette is 0 by convention, so it pinned the score at 0.5 whatever
+    the latent; such labels are left out (NaN when fewer than two labels remain).
+    """
+    names, counts = np.unique(labels.astype(str), return_counts=True)
+    kept = np.isin(labels.astype(str), names[counts >= 2])
+    if len(np.unique(labels[kept])) < 2:
+        raise ValueError("fewer than two labels have two scored cells")
+    return scib_metrics.isolated_labels(X[kept], labels[kept], batch[kept])
 
 
 def _family_mean(scores: dict[str, float], names: tuple[str, ...]) -> float:

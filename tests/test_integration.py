@@ -8,6 +8,7 @@ cores): the tests that score are marked slow.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 
@@ -48,8 +49,8 @@ def _snapshot(adata):
     [
         (None, dict(labels_key="celltype"), r"labels_key='celltype' is not a column of adata.obs"),
         ("nan_labels", dict(labels_key="cell_type"), r"has 3 missing label\(s\)"),
-        ("one_label", dict(labels_key="cell_type"), r"hold a single value of adata.obs\['cell_type'\]"),
-        ("one_batch", dict(labels_key="cell_type", batch_key="batch"), r"hold a single batch"),
+        ("one_label", dict(labels_key="cell_type"), r"^adata.obs\['cell_type'\] holds a single value; the bio conservation"),
+        ("one_batch", dict(labels_key="cell_type", batch_key="batch"), r"^adata.obs\['batch'\] holds a single batch; the batch correction"),
         (None, dict(objective="integration"), r"objective='integration' .* pass labels_key="),
         (None, dict(objective="integration", labels_key="cell_type"), r"and batch_key="),
         (None, dict(objective="scib"), r"objective='scib': use None"),
@@ -127,6 +128,11 @@ def test_scores_are_columns_of_the_trials_and_survive_h5ad(tmp_path):
     assert trials.loc[[5, 6], list(SCORE_COLUMNS)].isna().all().all()  # failed and pruned: NaN
     table = sat.tl.trials_table(adata, top=3, bottom=0)
     assert list(table["loss"]) == sorted(table["loss"])  # ranked by the objective (-Total)
+    assert list(table.columns[:4]) == ["loss", "marginal_nll", "total", "batch_correction"]
+    assert set(SCORE_NAMES) < set(table.columns)  # the scores beside each configuration
+    for row in table.itertuples():
+        assert row.total == pytest.approx(trials.at[row.trial_id, "total"])
+        assert row.marginal_nll == pytest.approx(trials.at[row.trial_id, "marginal_nll"])
 
 
 def test_pareto_front_keeps_exactly_the_undominated_points():
@@ -218,6 +224,53 @@ def test_unintegrated_embedding_is_a_pca_of_log_normalised_counts(cellbench):
     assert 0.2 < variance.sum() / total <= 1.0
 
 
+def test_the_scored_cells_are_checked_before_training_and_their_small_groups_named(cellbench, caplog):
+    from scanpy_autotune._search._scoring import make_scoring_plan
+    from scanpy_autotune._vae._data import extract_counts, make_split
+
+    data = extract_counts(cellbench, batch_key="batch")
+    split = make_split(data.n_obs, seed=0)
+    labels = np.full(data.n_obs, "A", dtype=object)
+    labels[split.train[:20]] = "B"  # two labels, but the held-out cells hold one
+    plan = dict(labels_key="cell_type", batch_key="batch")
+    with pytest.raises(ValueError, match=r"^the 90 heldout cells hold a single value of adata.obs\['cell_type'\] "
+                                         r"\('A'; the column has 2\): use another seed, or score_cells='all'; "):
+        make_scoring_plan(data, split, labels, **plan)
+    assert make_scoring_plan(data, split, labels, **plan, score_cells="all").cells.size == data.n_obs
+    labels[:] = "A"
+    with pytest.raises(ValueError, match=r"^adata.obs\['cell_type'\] holds a single value; the bio"):
+        make_scoring_plan(data, split, labels, **plan, score_cells="all")
+    labels = cellbench.obs["cell_type"].astype(str).to_numpy().copy()
+    labels[split.heldout[0]] = "rare"
+    labels[split.train[:4]] = "rare"  # four training cells do not make it less rare among the scored
+    caplog.set_level(logging.WARNING, logger="scanpy_autotune")
+    make_scoring_plan(data, split, labels, **plan)
+    assert [r.getMessage() for r in caplog.records] == [
+        "1 label(s) of adata.obs['cell_type'] have fewer than 3 of the 90 heldout cells scored: 'rare' (1); "
+        "their scores are noise (a label of one cell has no silhouette and is left out of isolated labels); "
+        "score_cells='all' scores every cell."
+    ]
+
+
+def test_a_metric_no_trial_could_compute_is_named_once(caplog):
+    from scanpy_autotune._search._context import ScoringPlan
+    from scanpy_autotune._search._scoring import warn_of_metrics_never_computed
+
+    records = _scored_records()
+    for record in records:
+        if record.scores:
+            record.scores["kbet"] = math.nan
+    caplog.set_level(logging.WARNING, logger="scanpy_autotune")
+    with_batches = ScoringPlan(cells=np.arange(3), labels=np.array(["a", "b", "a"]), batch=np.array(["x", "y", "x"]),
+                               unintegrated=np.zeros((3, 2)))
+    warn_of_metrics_never_computed(records, with_batches)
+    assert len(caplog.records) == 1 and caplog.records[0].getMessage().startswith("kbet could not be computed")
+    caplog.clear()
+    labels_only = ScoringPlan(cells=np.arange(3), labels=np.array(["a", "b", "a"]), batch=None, unintegrated=None)
+    warn_of_metrics_never_computed(records, labels_only)  # without batches the batch metrics are NaN by design
+    assert not caplog.records
+
+
 # ---------------------------------------------------------------------------
 # end to end (slow: the first score compiles scib-metrics' numba code)
 # ---------------------------------------------------------------------------
@@ -262,6 +315,20 @@ def test_integration_scores_separate_structure_from_noise(cellbench):
         scib_logger.removeHandler(handler)
     assert not [r for r in records if r.levelno < logging.WARNING]
     assert scib_logger.level == level
+
+    # a label of one cell (silhouette 0 by convention) pinned isolated labels at 0.5 whatever the latent
+    import scib_metrics
+
+    lonely = labels.copy()
+    lonely[0] = "one cell"
+    kept = np.arange(len(labels)) > 0
+    for latent in (pca[:, :10], np.random.default_rng(1).normal(size=(len(labels), 10))):
+        scores = integration_scores(latent, lonely, batch, pca)
+        assert scores["isolated_labels"] == pytest.approx(
+            float(scib_metrics.isolated_labels(latent[kept].astype(np.float32), labels[kept], batch[kept])), rel=1e-5)
+        assert scores["isolated_labels"] != pytest.approx(0.5, abs=1e-3)
+    pairs = np.array(["pair", "pair"] + [f"cell{i}" for i in range(2, len(labels))])  # the others: one cell each
+    assert math.isnan(integration_scores(pca[:, :10], pairs, batch, pca)["isolated_labels"])
 
 
 @pytest.mark.slow

@@ -36,7 +36,7 @@ from ._resume import (
     resume_settings,
 )
 from ._runner import RunResult, run_trials
-from ._scoring import SCORE_CELLS, scoring_settings
+from ._scoring import SCORE_CELLS, scoring_settings, warn_of_metrics_never_computed
 from ._slots import make_backend
 from ._space import SearchSpace, build_space
 from ._startup import startup_configs
@@ -325,6 +325,8 @@ def search(
                 journal=os.fspath(journal) if journal is not None else "",
             )
             records = [run.records[t] for t in sorted(run.records)]
+            if scoring is not None:
+                warn_of_metrics_never_computed(records, scoring)
             outcome = SearchOutcome(
                 records=records, settings=params, searched=search_space.searched_kinds(),
                 best=best_of(records), interrupted=run.interrupted,

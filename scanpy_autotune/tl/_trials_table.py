@@ -10,6 +10,7 @@ import pandas as pd
 
 from .._record import ranked
 from .._results import DEFAULT_KEY, read_results
+from .._scib import AGGREGATES, BATCH_METRICS, BIO_METRICS
 from .._validation import check_int
 
 logger = logging.getLogger("scanpy_autotune")
@@ -39,7 +40,9 @@ def trials_table(
     Returns
     -------
     pandas.DataFrame
-        Columns ``loss``, the searched hyperparameters (every hyperparameter when
+        Columns ``loss``; for a search that scored integration (``labels_key``),
+        ``marginal_nll`` and the scIB scores (``total``, ``batch_correction``,
+        ``bio_conservation``, then each metric); the searched hyperparameters (every hyperparameter when
         none were recorded as searched), ``n_epochs``, ``n_params``, ``trial_id``,
         ``rank`` (1 = lowest loss among the ranked trials) and ``group``
         (``"top"`` or ``"bottom"``); rows sorted by loss, with a fresh
@@ -66,5 +69,6 @@ def trials_table(
     table = ranked_trials.iloc[keep].copy()
     table["group"] = np.asarray(["top"] * n_top + ["bottom"] * n_bottom, dtype=object)
     params = list(res.param_kinds())
-    columns = ["loss", *params, "n_epochs", "n_params", "trial_id", "rank", "group"]
+    scores = ["marginal_nll", *AGGREGATES[::-1], *BIO_METRICS, *BATCH_METRICS] if res.scored else []
+    columns = ["loss", *[c for c in scores if c in table], *params, "n_epochs", "n_params", "trial_id", "rank", "group"]
     return table[columns].reset_index(drop=True)
