@@ -25,7 +25,7 @@ def check_names(kwargs: dict) -> None:
     """Each name is a named parameter where it lands (a ``**kwargs`` catch-all hides typos)."""
     where = {
         "setup_anndata": [scvi.model.SCVI.setup_anndata],
-        "model": [scvi.model.SCVI.__init__],
+        "model": [scvi.model.SCVI.__init__, scvi.module.VAE.__init__],  # SCVI passes the rest to its VAE
         "train": [scvi.model.SCVI.train, scvi.train.Trainer.__init__],
         "plan_kwargs": [scvi.train.TrainingPlan.__init__],
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .._results import DEFAULT_KEY, read_results
@@ -13,7 +14,8 @@ __all__ = ["SCVI_TOOLS_NAMES", "scvi_kwargs"]
 #: ``scvi.model.SCVI(adata, ...)``; ``"train"``: ``SCVI.train(...)`` (the early-stopping
 #: names reach ``scvi.train.Trainer`` through it); ``"plan_kwargs"``:
 #: ``SCVI.train(plan_kwargs=...)``, i.e. ``scvi.train.TrainingPlan``. Every value
-#: means the same in both packages, so values pass unchanged.
+#: means the same in both packages, so values pass unchanged, but for ``lr_patience``
+#: (:data:`_LR_PATIENCE_SHIFT`).
 SCVI_TOOLS_NAMES: dict[str, tuple[str, str]] = {
     "n_hidden": ("model", "n_hidden"),
     "n_latent": ("model", "n_latent"),
@@ -38,6 +40,14 @@ SCVI_TOOLS_NAMES: dict[str, tuple[str, str]] = {
 # not imported). They equal scvi-tools 1.4's defaults; stating them keeps the
 # hand-off right if those defaults change.
 _PLAN_CONSTANTS: dict[str, float] = {"eps": 0.01, "lr_factor": 0.6}
+#: Here the rate drops after ``lr_patience`` epochs without a better validation
+#: ELBO; torch's ``ReduceLROnPlateau``, which scvi-tools uses, waits for one more
+#: (it drops once the bad epochs exceed its ``patience``).
+_LR_PATIENCE_SHIFT = -1
+#: scvi-tools' own validation fraction when ``train_size`` is not given (0.9 of
+#: the cells train); only then does it move a last minibatch of one or two cells
+#: into validation (BatchNorm cannot train on one cell), so it is not passed.
+_SCVI_DEFAULT_TRAIN_SIZE = 0.9
 
 
 def scvi_kwargs(
@@ -70,20 +80,31 @@ def scvi_kwargs(
     n_epochs_kl_warmup,       ``train(plan_kwargs={"n_epochs_kl_warmup",``
     max_kl_weight             ``"max_kl_weight"})``
     reduce_lr_on_plateau,     ``train(plan_kwargs={"reduce_lr_on_plateau",``
-    lr_patience               ``"lr_patience"})``
+    lr_patience               ``"lr_patience"})`` (``lr_patience`` one less)
     ========================  ==================================================
 
+    With a ``batch_key``, ``model["encode_covariates"]`` is ``True``: the
+    encoders here take the batch at every layer, as scvi-tools' do with it
+    (its default is ``False``, which leaves the batch to the decoder).
+    ``lr_patience`` is handed off one less: here the rate drops after
+    ``lr_patience`` epochs without a better validation ELBO, where torch's
+    ``ReduceLROnPlateau`` in scvi-tools waits for ``patience + 1``.
+
     The training set-up of the search comes along: ``train["max_epochs"]``
-    is the search's epoch cap, ``train["train_size"]`` is ``1 -`` its
+    is the search's epoch cap; ``train["train_size"]`` is ``1 -`` its
     validation fraction (scvi-tools keeps the rest of the cells it is given
     for early stopping, as each trial kept that fraction of its training
-    cells), and ``plan_kwargs`` states Adam's ``eps=0.01`` and the plateau
-    factor ``lr_factor=0.6`` that scanpy-autotune trains with.
+    cells), left out when that is scvi-tools' default 0.9, since only then
+    does scvi-tools move a last minibatch of one or two cells into validation
+    (scanpy-autotune drops it); and ``plan_kwargs`` states Adam's ``eps=0.01``
+    and the plateau factor ``lr_factor=0.6`` that scanpy-autotune trains with.
 
-    Two things do not carry over: scvi-tools keeps the last epoch's weights
-    where a trial restored its best validation epoch, and scvi-tools trains on
+    Three things do not carry over: scvi-tools keeps the last epoch's weights
+    where a trial restored its best validation epoch; scvi-tools trains on
     every cell it is given, where a trial trained on the search's training
-    cells only (``adata.obs[f"{key}_split"]`` says which).
+    cells only (``adata.obs[f"{key}_split"]`` says which); and, with
+    ``use_observed_lib_size=False``, it takes the library-size prior from
+    every cell it is given, where a trial took it from its training cells.
 
     Parameters
     ----------
@@ -147,15 +168,17 @@ def scvi_kwargs(
             f"equivalent; only {sorted(SCVI_TOOLS_NAMES)} can be handed off."
         )
     model: dict[str, Any] = {}
-    train: dict[str, Any] = {
-        "max_epochs": max_epochs_of(res),
-        "train_size": 1.0 - validation_size_of(res),
-    }
+    train: dict[str, Any] = {"max_epochs": max_epochs_of(res)}
+    train_size = 1.0 - validation_size_of(res)
+    if not math.isclose(train_size, _SCVI_DEFAULT_TRAIN_SIZE):
+        train["train_size"] = train_size
     plan_kwargs: dict[str, Any] = {}
     sections = {"model": model, "train": train, "plan_kwargs": plan_kwargs}
     for name, value in hyperparameters.items():
         section, scvi_name = SCVI_TOOLS_NAMES[name]
-        sections[section][scvi_name] = value
+        sections[section][scvi_name] = value + _LR_PATIENCE_SHIFT if name == "lr_patience" else value
+    if setup["batch_key"] is not None:
+        model["encode_covariates"] = True
     plan_kwargs.update(_PLAN_CONSTANTS)
     train["plan_kwargs"] = plan_kwargs
     return {
