@@ -168,14 +168,24 @@ def test_only_a_scoring_search_asks_for_passive_openmp_threads():
     assert scoring.extra_env == {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
+#: A worker's place in the order of starts (0, 1, ...), claimed atomically as the file
+#: ``count_file.N``: workers start at once, and a counter read then written lets two take one place.
+CLAIM_START_ORDER = """
+    started = 0
+    while True:
+        try:
+            os.close(os.open({count_file!r} + "." + str(started), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            break
+        except FileExistsError:
+            started += 1
+"""
+
 #: Put on a worker's PYTHONPATH: the first ``limit`` worker processes (counted in ``count_file``)
 #: SIGKILL themselves as they start, before they import torch or read the trial context.
 DIE_AT_START = """
 import os, signal, sys
 if "scanpy_autotune._search._worker" in sys.orig_argv:
-    count_file = {count_file!r}
-    started = int(open(count_file).read()) if os.path.exists(count_file) else 0
-    open(count_file, "w").write(str(started + 1))
+""" + CLAIM_START_ORDER + """
     if started < {limit}:
         os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -205,7 +215,7 @@ def test_a_worker_killed_while_it_starts_costs_no_trial(cortex, tmp_path, monkey
         sat.tl.autotune(adata, max_evals=2, n_workers=1, max_epochs=2, n_mc=2, progress=False)
     trials = adata.uns["autotune"]["trials"]
     assert list(trials["status"]) == ["ok"] * 2  # nothing lost, nothing recorded as died
-    assert int(count_file.read_text()) == 3  # two killed, the third ran every trial
+    assert len(list(tmp_path.glob(count_file.name + ".*"))) == 3  # two killed, the third ran every trial
     restarts = [r.getMessage() for r in caplog.records if "ended while it started" in r.getMessage()]
     assert restarts == ["the worker process on cpu ended while it started (killed by signal 9); "
                         "trial 0 goes to a fresh worker"] * 2
@@ -275,9 +285,7 @@ def test_a_rung_report_of_a_worker_that_died_is_not_answered_to_its_replacement(
 WAIT_AT_START = """
 import os, sys, time
 if "scanpy_autotune._search._worker" in sys.orig_argv:
-    count_file = {count_file!r}
-    started = int(open(count_file).read()) if os.path.exists(count_file) else 0
-    open(count_file, "w").write(str(started + 1))
+""" + CLAIM_START_ORDER + """
     if started >= {free}:
         deadline = time.monotonic() + 90
         while not os.path.exists({release!r}) and time.monotonic() < deadline:
