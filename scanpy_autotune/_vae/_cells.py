@@ -38,8 +38,7 @@ def _digest(totals: np.ndarray) -> str:
 
 def _parts(split: Split) -> dict[str, np.ndarray]:
     """The non-empty parts of ``split`` by name."""
-    parts = {"train": split.train, "validation": split.validation, "heldout": split.heldout, "test": split.test}
-    return {name: rows for name, rows in parts.items() if len(rows)}
+    return {name: getattr(split, name) for name in SPLIT_NAMES if len(getattr(split, name))}
 
 
 def split_digests(data: CountData, split: Split) -> dict[str, str]:
