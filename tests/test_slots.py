@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
+from scanpy_autotune._search._cores import cgroup_cpu_limit, usable_cores
 from scanpy_autotune._search._gpu_sizing import (
     CUDA_CONTEXT_BYTES,
     GPUInfo,
@@ -98,3 +103,49 @@ def test_parse_gpus():
             parse_gpus(bad)
     with pytest.raises(ValueError, match=r"gpus=\[0, 0, 1\] names GPU\(s\) \[0\] more than once"):
         parse_gpus([0, 0, 1])
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
+def test_a_process_given_one_core_plans_one_cpu_worker():
+    # as a Slurm job or taskset gives it: os.cpu_count() still counts the machine's cores
+    code = (
+        "import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})\n"
+        "from scanpy_autotune._search._slots import plan_local_slots\n"
+        "plan = plan_local_slots(None, None)\n"
+        "print(os.cpu_count(), plan.devices, plan.threads_per_worker)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 1)
+    assert out[1].strip() == "['cpu'] 1"
+    assert usable_cores() == len(os.sched_getaffinity(0))
+
+
+def _cgroup_tree(root, files):
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_cgroup_v2_quota_of_the_process_and_its_parents(tmp_path):
+    root = _cgroup_tree(tmp_path, {
+        "cpu.max": "max 100000\n",
+        "kubepods/cpu.max": "250000 100000\n",  # 2.5 cores: 3 workers share them
+        "kubepods/pod1/cpu.max": "max 100000\n",
+    })
+    assert cgroup_cpu_limit(root, "0::/kubepods/pod1\n") == 3
+    _cgroup_tree(tmp_path, {"kubepods/pod1/cpu.max": "50000 100000\n"})
+    assert cgroup_cpu_limit(root, "0::/kubepods/pod1\n") == 1  # half a core: still one worker
+    assert cgroup_cpu_limit(root, "0::/\n") is None  # a container's own namespace without a limit
+    assert cgroup_cpu_limit(tmp_path / "absent", "0::/\n") is None
+
+
+def test_cgroup_v1_quota_and_no_quota(tmp_path):
+    root = _cgroup_tree(tmp_path, {
+        "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "200000\n",
+        "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+    })
+    v1 = "12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n"
+    assert cgroup_cpu_limit(root, v1) == 2
+    _cgroup_tree(tmp_path, {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "-1\n"})
+    assert cgroup_cpu_limit(root, v1) is None
+    assert cgroup_cpu_limit(root, "") is None

@@ -1,7 +1,8 @@
 """How many trials run at once, and where: the slots of a search.
 
 A slot is one running trial. On this machine the slots are every chosen GPU
-times ``trials_per_gpu``, or one CPU process per core (or ``n_workers``);
+times ``trials_per_gpu``, or one CPU process per usable core
+(:func:`._cores.usable_cores`, or ``n_workers``);
 each CPU worker gets ``cores // workers`` torch threads. :func:`make_backend`
 turns the user's arguments into a started-on-demand backend, after checking
 them, so that a bad argument fails before anything runs.
@@ -18,6 +19,7 @@ from typing import Any
 
 from .._validation import check_choice, check_int
 from ._backends import Backend
+from ._cores import usable_cores
 from ._gpu_sizing import GPUInfo, auto_trials_per_gpu, describe_gpus
 
 __all__ = ["BACKENDS", "SlotPlan", "make_backend", "parse_gpus", "plan_local_slots"]
@@ -123,7 +125,8 @@ def plan_local_slots(
         Trials sharing each GPU, or ``"auto"``: as many as the cores can feed
         and the GPU's free memory can hold (:mod:`._gpu_sizing`).
     cores, visible_gpus, gpu_info
-        The machine (default: this one's); given by tests.
+        The machine (default: this process's usable cores and this machine's
+        GPUs); given by tests.
     bytes_per_trial
         What one trial holds on its GPU (:func:`._gpu_sizing.trial_device_bytes`).
     max_trials
@@ -138,7 +141,7 @@ def plan_local_slots(
         trials_per_gpu = check_int("trials_per_gpu", trials_per_gpu, low=1)
     n_workers = check_int("n_workers", n_workers, low=1, allow_none=True)
     gpus = parse_gpus(gpus)
-    cores = cores if cores is not None else (os.cpu_count() or 1)
+    cores = cores if cores is not None else usable_cores()
     if gpus is not None:
         available = _visible_gpus() if visible_gpus is None else visible_gpus
         if available or gpus != "all":

@@ -192,7 +192,9 @@ def autotune(
         journal records it by name and a hash of its source (and its
         ``version`` attribute, if set): resuming with changed code is refused.
     n_workers
-        Parallel trials; default one per GPU slot, or one per CPU core.
+        Parallel trials; default one per GPU slot, or one per CPU core this
+        process may use: its CPU affinity (a Slurm job's or ``taskset``'s
+        cores, not the whole node's) capped by a container's CPU limit.
     gpus
         ``"all"`` visible GPUs, a number of them, a list of indices, or ``None``
         for CPU only (as are ``0``, ``False`` and ``"none"``, the command line's

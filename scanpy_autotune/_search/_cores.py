@@ -1,0 +1,110 @@
+"""The CPU cores this process may use, which is not always the machine's.
+
+``os.cpu_count()`` counts every core of the machine. A Slurm job, ``taskset``
+or ``docker --cpuset-cpus`` gives the process fewer (its CPU affinity), and
+``docker --cpus`` or a Kubernetes CPU limit caps the time it may use (a
+cgroup CPU quota). A search sized from ``os.cpu_count()`` on a 4-core job of a
+128-core node starts 128 workers that share 4 cores.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+__all__ = ["cgroup_cpu_limit", "usable_cores"]
+
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup CPU quota.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    if limit is not None:
+        cores = min(cores, limit)
+    return max(1, cores)
+
+
+def cgroup_cpu_limit(root: Path = _CGROUP_ROOT, self_cgroup: str | None = None) -> int | None:
+    """The CPU quota of this process's cgroup and its parents, in whole cores (rounded up).
+
+    Parameters
+    ----------
+    root
+        Where the cgroup file system is mounted.
+    self_cgroup
+        The text of ``/proc/self/cgroup`` (default: read it).
+
+    Returns
+    -------
+    int or None
+        ``None`` without a quota (or without cgroups).
+    """
+    if self_cgroup is None:
+        try:
+            self_cgroup = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            self_cgroup = ""
+    quotas = [q for q in (*_v2_quotas(root, self_cgroup), _v1_quota(root, self_cgroup)) if q is not None]
+    if not quotas:
+        return None
+    return max(1, math.ceil(min(quotas) - 1e-9))
+
+
+def _v2_quotas(root: Path, self_cgroup: str) -> list[float | None]:
+    """cgroup v2: ``cpu.max`` ("quota period", or "max period") of the process's cgroup and each parent."""
+    path = next((line[3:] for line in self_cgroup.splitlines() if line.startswith("0::")), None)
+    if path is None:
+        return []
+    folder = root / path.strip().lstrip("/")
+    quotas = []
+    while True:
+        quotas.append(_ratio(_fields(folder / "cpu.max")))
+        if folder == root or root not in folder.parents:
+            return quotas
+        folder = folder.parent
+
+
+def _v1_quota(root: Path, self_cgroup: str) -> float | None:
+    """cgroup v1: ``cpu.cfs_quota_us`` over ``cpu.cfs_period_us`` (a quota of -1 is none)."""
+    for line in self_cgroup.splitlines():
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if "cpu" not in controllers.split(","):
+            continue
+        for mount in (root / controllers, root / "cpu", root / "cpu,cpuacct"):
+            # inside a container's namespace the path is "/", at its mount's root
+            for folder in (mount / path.strip().lstrip("/"), mount):
+                quota, period = _fields(folder / "cpu.cfs_quota_us"), _fields(folder / "cpu.cfs_period_us")
+                if quota and period:
+                    return _ratio(quota + period)
+    return None
+
+
+def _fields(path: Path) -> list[str]:
+    """The whitespace-separated fields of a cgroup file, none when it cannot be read."""
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
+
+
+def _ratio(fields: list[str]) -> float | None:
+    """Quota over period, or ``None`` for no quota ("max", -1) or an unreadable file."""
+    try:
+        quota, period = float(fields[0]), float(fields[1])
+    except (IndexError, ValueError):  # "max" or damaged
+        return None
+    if quota <= 0 or period <= 0:
+        return None
+    return quota / period
