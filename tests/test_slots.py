@@ -105,6 +105,7 @@ def test_parse_gpus():
         parse_gpus([0, 0, 1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
 def test_a_process_given_one_core_plans_one_cpu_worker():
     # as a Slurm job or taskset gives it: os.cpu_count() still counts the machine's cores
