@@ -77,4 +77,14 @@ def search_result(cortex_path) -> ad.AnnData:
         adata, max_evals=12, max_epochs=8, n_workers=2, progress=False, seed=0,
         objective=objective, pruner="asha", pruner_kwargs={"min_epochs": 2, "eta": 2},
     )
+    # which trials fail or are pruned follows TPE's draws: a change of the default space or of
+    # TPE can leave a status out, which the readers' tests would then miss without saying so
+    from scanpy_autotune._importances import MIN_TRIALS_IMPORTANCE
+    from scanpy_autotune._results import read_results
+
+    statuses = read_results(adata).trials["status"].value_counts()
+    assert statuses.get("fail", 0) and statuses.get("pruned", 0), (
+        f"search_result lacks a failed or pruned trial ({statuses.to_dict()}): change its objective's refusal rule"
+    )
+    assert statuses.get("ok", 0) >= MIN_TRIALS_IMPORTANCE, f"search_result has too few ok trials: {statuses.to_dict()}"
     return adata

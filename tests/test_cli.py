@@ -312,6 +312,15 @@ def test_help_explains_every_option(capsys):
     assert cli.main([]) == 2
 
 
+def test_the_pruner_option_offers_every_pruner_of_the_search():
+    # the command line imports no _search module, so it names them itself
+    from scanpy_autotune._search._pruner._make import PRUNERS
+
+    (action,) = [a for a in cli.build_parser()._subparsers._group_actions[0].choices["tune"]._actions
+                 if a.dest == "pruner"]
+    assert set(action.choices) == {"auto", "none", *PRUNERS}
+
+
 def test_space_json_shorthand():
     space = cli.space_from_json({
         "n_hidden": [64, 128], "lr": ["log", 1e-4, 1e-2], "n_layers": ["int", 1, 3],

@@ -1,6 +1,7 @@
 """sat.Model: training, metrics, persistence and input validation on real counts."""
 
 import copy
+import inspect
 
 import anndata as ad
 import numpy as np
@@ -10,7 +11,8 @@ import scipy.sparse as sp
 import torch
 
 import scanpy_autotune as sat
-from scanpy_autotune._vae import _data
+from scanpy_autotune._vae import _data, _model
+from scanpy_autotune._vae._config import HYPERPARAMETERS
 from scanpy_autotune._vae._data import DeviceCounts, extract_counts, make_split
 from scanpy_autotune._vae._likelihood import NonZeros
 from scanpy_autotune._vae._module import VAE
@@ -126,6 +128,25 @@ def test_a_larger_kl_weight_pulls_the_latent_toward_its_prior(small):
         spread[weight] = float(np.mean(np.sum(model.latent(small) ** 2, axis=1)))
     # the prior is N(0, I): a heavier KL term shrinks the posterior means toward 0
     assert spread[100.0] < 0.6 * spread[1.0]
+
+
+def test_every_hyperparameter_reaches_the_module_or_the_training_with_one_default():
+    # a name in neither list would be recorded in model.hyperparameters but never used
+    assert not set(_model._ARCHITECTURE) & set(_model._TRAINING)
+    assert set(_model._ARCHITECTURE) | set(_model._TRAINING) == set(HYPERPARAMETERS)
+    for function, names in ((VAE.__init__, _model._ARCHITECTURE), (train, _model._TRAINING)):
+        signature = inspect.signature(function).parameters
+        for name in names:
+            assert signature[name].default == HYPERPARAMETERS[name].default, (function.__qualname__, name)
+
+
+def test_weight_decay_reaches_the_optimizer_and_shrinks_the_weights(small):
+    norms = {}
+    for decay in (0.0, 1.0):
+        model = sat.Model.fit(small, device="cpu", seed=0, weight_decay=decay, lr=1e-2, early_stopping=False, **FAST)
+        assert model.hyperparameters["weight_decay"] == decay
+        norms[decay] = float(sum(p.detach().pow(2).sum() for p in model.module.parameters()))
+    assert norms[1.0] < 0.9 * norms[0.0]
 
 
 def test_callback_can_stop_training(small):

@@ -1,4 +1,6 @@
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -6,7 +8,12 @@ from hyperopt import hp
 from hyperopt.pyll import scope
 from hyperopt.pyll.stochastic import sample
 
-from scanpy_autotune._search._space import build_space, default_space, integration_space
+from scanpy_autotune._search._space import (
+    build_space,
+    default_space,
+    default_space_spec,
+    integration_space,
+)
 from scanpy_autotune._vae._config import HYPERPARAMETERS, default_hyperparameters
 
 H = HYPERPARAMETERS
@@ -45,6 +52,25 @@ def test_default_space_values():
         "n_layers": "numeric",
         "reconstruction_loss": "categorical",
     }
+
+
+def _described_values(text, name, quote):
+    """The values a prose description gives ``name``: ``a..b`` or ``{x, y}``."""
+    found = re.search(rf"{quote}{name}{quote}\s+(\{{[^}}]*\}}|\d+\.\.\d+)", " ".join(text.split()))
+    assert found, name
+    value = found.group(1)
+    if ".." in value:
+        return ("int", *map(int, value.split("..")))
+    return [v if v.isalpha() else float(v) for v in value.strip("{}").split(", ")]
+
+
+def test_the_default_space_is_described_as_it_is_in_the_readme_and_the_docstring():
+    from scanpy_autotune import tl
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for name, spec in default_space_spec().items():
+        for text, quote in ((readme, "`"), (tl.default_space.__doc__, "``")):
+            assert _described_values(text, name, quote) == (list(spec) if isinstance(spec, list) else spec), name
 
 
 def test_default_space_expressions_are_labelled_by_name():

@@ -11,10 +11,10 @@ from scanpy_autotune._record import TrialRecord
 from scanpy_autotune._results import build_results, read_results
 from scanpy_autotune._search._journal import Journal
 from scanpy_autotune._search._runner import run_trials
-from scanpy_autotune._search._space import build_space
+from scanpy_autotune._search._space import build_space, integration_space_spec
 from scanpy_autotune._search._startup import WINNERS, startup_configs
 from scanpy_autotune._search._tpe import AskTellTPE
-from scanpy_autotune._vae._config import HYPERPARAMETERS
+from scanpy_autotune._vae._config import HYPERPARAMETERS, default_hyperparameters
 
 SPACE = {"n_hidden": [64, 128, 256], "n_latent": ("int", 2, 12)}
 DEFAULT = {"n_hidden": 128, "n_latent": 10}
@@ -37,6 +37,19 @@ def test_winners_outside_the_space_are_left_out_and_fixed_values_imposed():
     assert [c.source for c in chosen] == [w.source for w in WINNERS if w.params["n_latent"] <= 12]
     assert all(c.params["dispersion"] == "gene-batch" for c in chosen)
     assert all(set(c.params) == {"n_hidden", "n_latent", "dispersion"} for c in chosen)
+
+
+def test_winners_take_the_model_s_defaults_for_names_they_do_not_give(caplog):
+    # the integration space also searches max_kl_weight; the winners were trained with its default, 1
+    space = _space(integration_space_spec())
+    chosen = startup_configs("winners", space, default_hyperparameters())
+    assert [c.params for c in chosen] == [{**w.params, "max_kl_weight": 1.0} for w in WINNERS]
+    # without the defaults (or when the default lies outside the space) none fits, and a warning says so
+    spec = {**integration_space_spec(), "max_kl_weight": ("log", 2.0, 100.0)}
+    with caplog.at_level("WARNING", logger="scanpy_autotune"):
+        assert startup_configs("winners", _space(spec), default_hyperparameters()) == []
+    assert "no winner of earlier searches lies inside the search space" in caplog.text
+    assert "max_kl_weight" in caplog.text
 
 
 def test_given_configurations_are_checked_against_the_space():

@@ -253,7 +253,7 @@ def search(
     objective = _checked_objective(objective, labelled=labels is not None, batch_key=batch_key)
     search_space = build_space(space, HYPERPARAMETERS)
     _check_space_for_objective(search_space, objective)
-    startup_list = startup_configs(startup, search_space)
+    startup_list = startup_configs(startup, search_space, default_hyperparameters())
     objective_blob = _pickled_objective(objective)
     scoring = None
     if labels is not None:

@@ -54,7 +54,8 @@ WINNERS: tuple[StartupConfig, ...] = (
 
 
 def startup_configs(
-    startup: str | Sequence[Mapping[str, Any]] | None, space: SearchSpace
+    startup: str | Sequence[Mapping[str, Any]] | None, space: SearchSpace,
+    defaults: Mapping[str, Any] | None = None,
 ) -> list[StartupConfig]:
     """The start-up configurations of a search, inside its space.
 
@@ -62,12 +63,16 @@ def startup_configs(
     ----------
     startup
         ``"winners"`` (:data:`WINNERS`; those outside ``space`` are left out,
-        with an info message), ``None`` (none: TPE starts with random draws),
+        with an info message, and a warning when all are), ``None`` (none: TPE starts with random draws),
         or a sequence of configurations (dicts of hyperparameter values), each
         giving a value for every searched hyperparameter, inside the space.
     space
         The search space. Its fixed values replace a winner's values for the
         same names.
+    defaults
+        The values a winner was trained with for the hyperparameters it does
+        not name (the model's defaults), used when the space searches them
+        (``max_kl_weight`` in :func:`._space.integration_space`).
 
     Returns
     -------
@@ -90,11 +95,16 @@ def startup_configs(
             )
         chosen = []
         for config in WINNERS:
-            params = _in_space(config.params, space)
+            params = _in_space({**(defaults or {}), **config.params}, space)
             if params is None:
                 logger.info("start-up configuration %r is outside the search space; left out", config.source)
             else:
                 chosen.append(StartupConfig(config.source, params))
+        if not chosen:
+            logger.warning(
+                "startup='winners': no winner of earlier searches lies inside the search space %s; "
+                "TPE starts with random draws", space.to_text(),
+            )
         return chosen
     if isinstance(startup, Mapping) or not isinstance(startup, Sequence):
         raise ValueError(

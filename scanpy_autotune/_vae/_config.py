@@ -111,6 +111,13 @@ HYPERPARAMETERS: dict[str, ParamSpec] = {
 }
 
 
+#: Adam's ``eps`` (scVI's 0.01, not torch's 1e-8) and the factor that
+#: ``reduce_lr_on_plateau`` multiplies the rate by: settings of training that
+#: are not searched, stated once for the training loop and the scvi-tools hand-off.
+ADAM_EPS = 0.01
+LR_FACTOR = 0.6
+
+
 def default_hyperparameters() -> dict[str, Any]:
     """The scVI default configuration (what :meth:`Model.fit` trains with no arguments)."""
     return {name: spec.default for name, spec in HYPERPARAMETERS.items()}

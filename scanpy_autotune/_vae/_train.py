@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ._compiled_likelihood import compile_choice
+from ._config import ADAM_EPS, LR_FACTOR
 from ._data import DeviceCounts, index_tensor
 from ._log import log_once
 from ._module import VAE
@@ -84,7 +85,7 @@ def train(
     early_stopping_patience: int = 45,
     reduce_lr_on_plateau: bool = False,
     lr_patience: int = 8,
-    lr_factor: float = 0.6,
+    lr_factor: float = LR_FACTOR,
     callback: EpochCallback | None = None,
     generator: torch.Generator | None = None,
     cuda_graphs: bool | None = None,
@@ -101,7 +102,7 @@ def train(
     train_idx, validation_idx
         Cell positions used for gradient steps and for early stopping.
     lr, weight_decay
-        Adam settings (``eps=0.01`` as in scVI).
+        Adam settings (``eps`` is scVI's :data:`._config.ADAM_EPS`).
     batch_size, max_epochs, n_epochs_kl_warmup
         Minibatch size, epoch cap, and epochs over which the KL weight of z
         rises linearly from 0 to ``max_kl_weight``.
@@ -147,7 +148,7 @@ def train(
     )
     if compiled_likelihood and not module.compiled_likelihood:
         log_once(f"likelihood not compiled: {why_not_compiled}")
-    optimizer = FlatAdam(module, lr=lr, eps=0.01, weight_decay=weight_decay, capturable=use_graphs)
+    optimizer = FlatAdam(module, lr=lr, eps=ADAM_EPS, weight_decay=weight_decay, capturable=use_graphs)
     kl_weight = torch.zeros((), device=device)
     total = torch.zeros((), device=device)
     step = TrainStep(module, data, optimizer, kl_weight, total)

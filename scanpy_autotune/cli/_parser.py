@@ -170,7 +170,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--pruner", choices=("auto", "asha", "median", "none"), default="auto",
         help="stop unpromising trials early at rungs of their validation ELBO (default auto: ASHA "
         "from min(25, max-epochs/4) epochs; none below 20 epochs or 30 trials, nor with "
-        "--objective integration, whose Total the rungs' ELBOs do not rank)",
+        "--objective integration, whose Total the rungs' ELBOs do not rank; median: stop a trial "
+        "whose best ELBO so far is below the median of the other trials at the same epoch, every "
+        "10 epochs from min(20, max-epochs/2))",
     )
     parser.add_argument(
         "--patience", type=_patience, default="auto", metavar="N",

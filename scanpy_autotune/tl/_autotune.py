@@ -304,7 +304,9 @@ def autotune(
         TPE's first random draws; TPE learns from them like from any trial.
         ``None`` (default): random draws only. ``"winners"``: the best
         configuration of each 100-trial search in ``benchmarks/results/``
-        (Cortex, PBMC4k, CBMC), those inside ``space``. It is off by default
+        (Cortex, PBMC4k, CBMC), those inside ``space`` (a hyperparameter
+        they did not search takes the value they were trained with, the
+        model's default; a warning when none fits). It is off by default
         because it does not improve what a default search ends with on data
         it did not come from: in default 100-trial searches of 700 PBMC cells
         and of CellBench (3 seeds each) it ended 0.1-0.3% higher on average

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from .._results import DEFAULT_KEY, read_results
+from .._vae._config import ADAM_EPS, LR_FACTOR
 from ._trial import as_searched, max_epochs_of, trial_hyperparameters, trial_row, validation_size_of
 
 __all__ = ["SCVI_TOOLS_NAMES", "scvi_kwargs"]
@@ -35,11 +36,9 @@ SCVI_TOOLS_NAMES: dict[str, tuple[str, str]] = {
     "lr_patience": ("plan_kwargs", "lr_patience"),
 }
 
-# Training constants that are not hyperparameters here: Adam's eps and the factor
-# of reduce_lr_on_plateau in scanpy_autotune._vae._train.train (a torch module, so
-# not imported). They equal scvi-tools 1.4's defaults; stating them keeps the
-# hand-off right if those defaults change.
-_PLAN_CONSTANTS: dict[str, float] = {"eps": 0.01, "lr_factor": 0.6}
+# Training constants that are not hyperparameters here. They equal scvi-tools 1.4's
+# defaults; passing them keeps the hand-off right if those defaults change.
+_PLAN_CONSTANTS: dict[str, float] = {"eps": ADAM_EPS, "lr_factor": LR_FACTOR}
 #: Here the rate drops after ``lr_patience`` epochs without a better validation
 #: ELBO; torch's ``ReduceLROnPlateau``, which scvi-tools uses, waits for one more
 #: (it drops once the bad epochs exceed its ``patience``).
