@@ -23,6 +23,7 @@ __all__ = [
     "check_output_file",
     "replace_dir",
     "replace_file",
+    "writable_folder",
 ]
 
 #: The files of a model saved by :meth:`scanpy_autotune.Model.save` (``trial.json``:
@@ -30,7 +31,7 @@ __all__ = [
 MODEL_FILES = frozenset({"config.json", "weights.pt", "trial.json"})
 
 
-def _writable_folder(folder: Path) -> bool:
+def writable_folder(folder: Path) -> bool:
     """Whether entries can be created in ``folder``: its permissions, then an empty file tried there."""
     if not os.access(folder, os.W_OK | os.X_OK):
         return False
@@ -54,8 +55,8 @@ def _writable_ancestor(path: Path, what: str) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise ValueError(f"{what} {path}: {parent} is a file, not a folder.")
-    if not _writable_folder(parent):
-        raise PermissionError(f"{what} {path}: the folder {parent} is not writable.")
+    if not writable_folder(parent):
+        raise PermissionError(f"{what} {path}: the folder {parent.absolute()} is not writable.")
 
 
 def check_output_file(path: str | os.PathLike, what: str) -> Path:
@@ -82,7 +83,7 @@ def check_output_file(path: str | os.PathLike, what: str) -> Path:
         if not os.access(path, os.W_OK):
             raise PermissionError(f"{what} {path} is not writable.")
         folder = path.resolve().parent
-        if not _writable_folder(folder):
+        if not writable_folder(folder):
             raise PermissionError(
                 f"{what} {path}: the folder {folder} is not writable (the file is replaced through "
                 "a temporary file beside it)."
@@ -106,7 +107,7 @@ def check_output_dir(path: str | os.PathLike, what: str) -> Path:
     if path.exists():
         if not path.is_dir():
             raise ValueError(f"{what} {path} is a file, not a folder.")
-        if not _writable_folder(path):
+        if not writable_folder(path):
             raise PermissionError(f"{what} {path} is not writable.")
         return path
     _writable_ancestor(path, what)

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ._paths import writable_folder
+
 __all__ = [
     "AGGREGATES",
     "BATCH_METRICS",
@@ -100,10 +102,20 @@ def require_scib_metrics() -> Any:
 JAX_CACHE_MAX_BYTES = 1 << 30
 
 
-def jax_cache_dir() -> Path:
-    """Where the scoring keeps scib-metrics' compiled JAX functions: ``$XDG_CACHE_HOME/scanpy_autotune/jax``."""
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "scanpy_autotune" / "jax"
+def jax_cache_dir() -> Path | None:
+    """Where the scoring keeps scib-metrics' compiled JAX functions: ``$XDG_CACHE_HOME/scanpy_autotune/jax``.
+
+    ``None`` without a home folder to put it in (no ``HOME`` and no passwd
+    entry, as in a container run with an arbitrary user id). A relative
+    ``XDG_CACHE_HOME`` is ignored, as the XDG specification says.
+    """
+    cache = os.environ.get("XDG_CACHE_HOME")
+    if cache and os.path.isabs(cache):
+        return Path(cache) / "scanpy_autotune" / "jax"
+    try:
+        return Path.home() / ".cache" / "scanpy_autotune" / "jax"
+    except RuntimeError:  # Path.home() found neither HOME nor a passwd entry
+        return None
 
 
 def _keep_compiled_jax_functions() -> None:
@@ -112,7 +124,9 @@ def _keep_compiled_jax_functions() -> None:
     Every new scoring process (each worker of each search) otherwise compiles
     scib-metrics' JAX functions again: about 11 s of its first trial on two
     cores (``benchmarks/results/jax_cache.md``). The compiled code is the
-    same, so the scores are too. A folder that cannot be made leaves JAX as it was.
+    same, so the scores are too. A folder that cannot be made or written (a
+    read-only cache: JAX's lock file would warn at every read and write), or no
+    home folder, leaves JAX as it was.
 
     The cache is bounded (:data:`JAX_CACHE_MAX_BYTES`, least recently used
     entries go first), which also makes JAX read and write it under a file
@@ -124,9 +138,14 @@ def _keep_compiled_jax_functions() -> None:
     if jax.config.jax_compilation_cache_dir:  # JAX_COMPILATION_CACHE_DIR, or set by the user
         return
     folder = jax_cache_dir()
+    if folder is None:
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
+        return
+    if not writable_folder(folder):
+        logger.debug("the JAX cache %s is not writable; scib-metrics' functions compile in each worker", folder)
         return
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # its default, 1 s, keeps few of them

@@ -432,6 +432,8 @@ def test_scoring_keeps_kbets_numba_code_on_disk():
 
 def test_scoring_keeps_jax_compiled_code_on_disk_unless_the_user_chose_a_cache(tmp_path, monkeypatch):
     """Each scoring process reuses the JAX code an earlier one compiled (benchmarks/results/jax_cache.md)."""
+    import pwd
+
     import jax
 
     from scanpy_autotune._scib import (
@@ -461,6 +463,16 @@ def test_scoring_keeps_jax_compiled_code_on_disk_unless_the_user_chose_a_cache(t
         (tmp_path / "a-file").write_text("not a folder")
         jax.config.update("jax_compilation_cache_dir", None)
         _keep_compiled_jax_functions()  # a folder that cannot be made: JAX as it was
+        assert jax.config.jax_compilation_cache_dir is None
+        # a relative XDG_CACHE_HOME is ignored, as the XDG specification says
+        monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        assert jax_cache_dir() == tmp_path / "home" / ".cache" / "scanpy_autotune" / "jax"
+        # no HOME and no passwd entry (a container's arbitrary user id): no cache, and the trial scores
+        monkeypatch.delenv("HOME")
+        monkeypatch.setattr(pwd, "getpwuid", lambda uid: (_ for _ in ()).throw(KeyError(uid)))
+        assert jax_cache_dir() is None
+        _keep_compiled_jax_functions()
         assert jax.config.jax_compilation_cache_dir is None
     finally:
         jax.config.update("jax_compilation_cache_dir", before[0])

@@ -196,3 +196,32 @@ def test_to_json_safe():
     assert to_json_safe({1: (np.float32(1.5), np.array([[1, 2]]), -np.inf)}) == {
         "1": [1.5, [[1, 2]], None]
     }
+
+
+@pytest.mark.parametrize("refusal", ["ENOLCK", "ENOSYS", "EOPNOTSUPP"])
+def test_a_file_system_without_locks_uses_the_journal_unlocked_and_says_so(tmp_path, monkeypatch, caplog, refusal):
+    # Lustre without -o flock answers ENOSYS, NFS without its lock service ENOLCK: no search holds the
+    # journal, so it is not "in use by another search" (and the lock file's holder line is an old one)
+    import errno
+    import fcntl
+    import os
+
+    path = tmp_path / "search.jsonl"
+    (tmp_path / "search.jsonl.lock").write_text("process 1 on a-node-long-gone\n")
+    code = getattr(errno, refusal)
+
+    def refuse(fd, operation):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    with caplog.at_level(logging.WARNING, logger="scanpy_autotune"):
+        journal, records = Journal.open(path, {"seed": 0}, lock=True)
+    try:
+        assert records == [] and path.exists()
+        assert "does not support locks" in caplog.text and str(path) in caplog.text
+        assert "a-node-long-gone" not in caplog.text
+    finally:
+        journal.close()
+    monkeypatch.setattr(fcntl, "flock", lambda fd, operation: (_ for _ in ()).throw(OSError(errno.EWOULDBLOCK, "")))
+    with pytest.raises(_journal.JournalLockedError, match="in use by another search"):
+        Journal.open(path, {"seed": 0}, lock=True)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from _helpers import process_running, worker_processes
@@ -351,3 +352,34 @@ def test_a_fresh_worker_that_is_slow_to_start_holds_up_no_other_trial(cortex, tm
         assert woke.read_text() == "True"
     finally:
         pool.shutdown(kill=True)
+
+
+@pytest.mark.slow
+def test_a_worker_imports_what_the_driver_imported_through_its_own_sys_path(tmp_path):
+    # probe 31: a script that put another copy of the package (or its objective's module) on sys.path
+    # itself had workers import the installed copy instead, or fail to find the module
+    import shutil
+
+    import scanpy_autotune
+
+    elsewhere = tmp_path / "lab code"
+    shutil.copytree(Path(scanpy_autotune.__file__).parent, elsewhere / "scanpy_autotune",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (elsewhere / "lab_objectives.py").write_text("NAME = 'lab objectives'\n")
+    driver = (
+        f"import sys; sys.path.insert(0, {str(elsewhere)!r})\n"
+        "import os, subprocess, scanpy_autotune\n"
+        "from scanpy_autotune._search._local_pool import worker_environment\n"
+        "env = worker_environment('cpu', 1, os.environ, import_path=sys.path)\n"
+        "code = 'import scanpy_autotune, lab_objectives; print(scanpy_autotune.__file__, lab_objectives.NAME)'\n"
+        "print(subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True).stdout)"
+    )
+    run = subprocess.run([sys.executable, "-c", driver], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == f"{elsewhere / 'scanpy_autotune' / '__init__.py'} lab objectives"
+    # "" (the working folder) is written out, so that it still means the driver's folder
+    assert _backends.worker_environment("cpu", 1, {}, import_path=["", "/a", "/a"])["PYTHONPATH"] == os.pathsep.join(
+        [os.getcwd(), "/a"])
+    # a PYTHONPATH set since the driver started (os.environ) comes first
+    assert _backends.worker_environment("cpu", 1, {"PYTHONPATH": "/b"}, import_path=["/a", "/b"])[
+        "PYTHONPATH"] == os.pathsep.join(["/b", "/a"])

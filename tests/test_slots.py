@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from scanpy_autotune._search._cores import cgroup_cpu_limit, usable_cores
+from scanpy_autotune._search._cores import cgroup_cpu_limit, thread_ceiling, usable_cores
 from scanpy_autotune._search._gpu_sizing import (
     CUDA_CONTEXT_BYTES,
     GPUInfo,
@@ -150,3 +150,22 @@ def test_cgroup_v1_quota_and_no_quota(tmp_path):
     _cgroup_tree(tmp_path, {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "-1\n"})
     assert cgroup_cpu_limit(root, v1) is None
     assert cgroup_cpu_limit(root, "") is None
+
+
+def test_slurm_s_allocation_caps_the_cores_and_omp_num_threads_the_threads_of_each_worker():
+    # a Slurm site that neither pins nor constrains cores still sets SLURM_CPUS_PER_TASK
+    machine = usable_cores({})
+    assert usable_cores({"SLURM_CPUS_PER_TASK": "1"}) == 1
+    assert usable_cores({"SLURM_CPUS_PER_TASK": str(machine + 8)}) == machine  # never more than the affinity
+    assert usable_cores({"SLURM_CPUS_PER_TASK": "not a number"}) == machine
+    assert thread_ceiling({"OMP_NUM_THREADS": "3"}) == 3 and thread_ceiling({"OMP_NUM_THREADS": "4,2"}) == 4
+    assert thread_ceiling({}) is None and thread_ceiling({"OMP_NUM_THREADS": "0"}) is None
+    # one worker on 8 cores takes 8 threads, or the user's OMP_NUM_THREADS when fewer, and says so
+    assert plan_local_slots(1, None, cores=8, thread_limit=99).threads_per_worker == 8
+    plan = plan_local_slots(1, None, cores=8, thread_limit=2)
+    assert plan.devices == ["cpu"] and plan.threads_per_worker == 2
+    assert plan_local_slots(None, None, cores=8, thread_limit=2).threads_per_worker == 1
+    gpu = plan_local_slots(None, "all", 2, cores=16, visible_gpus=1, gpu_info=[H200], thread_limit=3)
+    assert gpu.threads_per_worker == 3
+    assert plan_local_slots(1, None, cores=8, thread_limit=99).reason == "1 CPU worker(s) on 8 core(s), 8 torch thread(s) each"
+    assert plan.reason == "1 CPU worker(s) on 8 core(s), 2 torch thread(s) each (at most OMP_NUM_THREADS)"

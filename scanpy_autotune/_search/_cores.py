@@ -3,23 +3,32 @@
 ``os.cpu_count()`` counts every core of the machine. A Slurm job, ``taskset``
 or ``docker --cpuset-cpus`` gives the process fewer (its CPU affinity), and
 ``docker --cpus`` or a Kubernetes CPU limit caps the time it may use (a
-cgroup CPU quota). A search sized from ``os.cpu_count()`` on a 4-core job of a
-128-core node starts 128 workers that share 4 cores.
+cgroup CPU quota); a Slurm site that neither pins nor constrains its jobs'
+cores still says how many a task was given (``SLURM_CPUS_PER_TASK``). A search
+sized from ``os.cpu_count()`` on a 4-core job of a 128-core node starts 128
+workers that share 4 cores. A user's ``OMP_NUM_THREADS`` caps the threads of
+each worker, as it caps torch's own.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["cgroup_cpu_limit", "usable_cores"]
+__all__ = ["cgroup_cpu_limit", "thread_ceiling", "usable_cores"]
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def usable_cores() -> int:
-    """The cores this process may use: its CPU affinity, capped by a cgroup CPU quota.
+def usable_cores(environ: Mapping[str, str] = os.environ) -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup CPU quota and Slurm's allocation.
+
+    Parameters
+    ----------
+    environ
+        The environment (``SLURM_CPUS_PER_TASK``).
 
     Returns
     -------
@@ -30,10 +39,36 @@ def usable_cores() -> int:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         cores = os.cpu_count() or 1
-    limit = cgroup_cpu_limit()
-    if limit is not None:
-        cores = min(cores, limit)
+    for limit in (cgroup_cpu_limit(), _positive_int(environ.get("SLURM_CPUS_PER_TASK"))):
+        if limit is not None:
+            cores = min(cores, limit)
     return max(1, cores)
+
+
+def thread_ceiling(environ: Mapping[str, str] = os.environ) -> int | None:
+    """The threads the user allows each process (``OMP_NUM_THREADS``), or ``None`` when not set.
+
+    Parameters
+    ----------
+    environ
+        The environment.
+
+    Returns
+    -------
+    int or None
+        The first level of ``OMP_NUM_THREADS`` (it may list one per nesting level).
+    """
+    value = environ.get("OMP_NUM_THREADS")
+    return _positive_int(value.split(",")[0]) if value else None
+
+
+def _positive_int(text: str | None) -> int | None:
+    """``text`` as a positive integer, or ``None`` (not set, or not a positive integer)."""
+    try:
+        value = int(text) if text is not None else 0
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 def cgroup_cpu_limit(root: Path = _CGROUP_ROOT, self_cgroup: str | None = None) -> int | None:

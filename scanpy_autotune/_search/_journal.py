@@ -16,6 +16,7 @@ back as JSON, and the caller's ``decode`` (the search's
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -220,7 +221,8 @@ class _Lock:
 
     ``flock`` locks end with the process that holds them, so a killed search
     never leaves a journal locked; the lock file says who holds it. Where
-    ``fcntl`` does not exist (Windows) nothing is locked.
+    ``fcntl`` does not exist (Windows) nothing is locked, nor on a file
+    system that refuses locks (a warning says so).
     """
 
     def __init__(self, journal: Path) -> None:
@@ -236,7 +238,17 @@ class _Lock:
         fh = open(self.path, "a+", encoding="utf-8")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                # ENOLCK, ENOSYS, EOPNOTSUPP: a file system without locks (Lustre without
+                # -o flock, NFS without its lock service); the holder line is an old one
+                fh.close()
+                logger.warning(
+                    "The file system of the journal %s does not support locks (%s); it is used without "
+                    "one: run no other search on it at the same time.", str(self.path)[: -len(".lock")],
+                    err.strerror or err,
+                )
+                return
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             fh.close()

@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -40,7 +40,8 @@ logger = logging.getLogger("scanpy_autotune")
 
 
 def worker_environment(
-    device: str, threads: int, environ: Mapping[str, str], extra: Mapping[str, str] | None = None
+    device: str, threads: int, environ: Mapping[str, str], extra: Mapping[str, str] | None = None,
+    import_path: Sequence[str] | None = None,
 ) -> dict[str, str]:
     """The environment of a worker on ``device``: its thread count, and on a GPU that GPU alone.
 
@@ -49,9 +50,16 @@ def worker_environment(
     thread count too, and TorchInductor (the compiled likelihood) compiles in
     the worker itself instead of starting a pool of compiler processes per
     worker. ``extra`` settings apply unless ``environ`` sets them (the user's
-    own setting wins).
+    own setting wins). ``import_path`` (the driver's ``sys.path``) follows
+    ``environ``'s ``PYTHONPATH`` on the worker's, so that a worker imports the
+    copy of the package, and the objective's module, that the driver
+    imported, also when the driver found them through a ``sys.path`` it
+    changed itself.
     """
     env = dict(environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    if import_path is not None:
+        given = [entry for entry in environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+        env["PYTHONPATH"] = os.pathsep.join(_absolute_entries([*given, *import_path]))
     env.setdefault("NUMBA_NUM_THREADS", str(threads))
     env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
     for name, value in (extra or {}).items():
@@ -63,6 +71,19 @@ def worker_environment(
             raise ValueError(f"{device} is not among CUDA_VISIBLE_DEVICES={environ['CUDA_VISIBLE_DEVICES']!r}")
         env["CUDA_VISIBLE_DEVICES"] = visible[index] if visible else str(index)
     return env
+
+
+def _absolute_entries(import_path: Sequence[str]) -> list[str]:
+    """The entries of a ``sys.path``, absolute (``""`` is the working folder), once each, in order."""
+    entries = []
+    for entry in import_path:
+        if not isinstance(entry, str):
+            continue
+        try:
+            entries.append(os.path.abspath(entry or os.curdir))
+        except OSError:  # the working folder was deleted
+            continue
+    return list(dict.fromkeys(entries))
 
 
 class _Slot:
@@ -85,7 +106,7 @@ class _Slot:
                 [sys.executable, "-m", "scanpy_autotune._search._worker", str(child.fileno()), device,
                  str(threads), str(os.getpid())],
                 pass_fds=(child.fileno(),),
-                env=worker_environment(device, threads, os.environ, extra_env),
+                env=worker_environment(device, threads, os.environ, extra_env, import_path=sys.path),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C in a terminal reaches the driver only
             )

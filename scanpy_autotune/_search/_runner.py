@@ -457,9 +457,7 @@ def _handle(
         # The default configuration is the reference every result is compared with:
         # its values join the rung table, but it is never stopped.
         stop = stop and not trial.is_default
-        backend.answer(event.trial_id, stop)
-        if stop:
-            logger.info("trial %d pruned after %d epochs", event.trial_id, event.n_epochs)
+        backend.answer(event.trial_id, stop)  # a pruned trial is logged with its record
     elif event.kind == "done":
         finish(event.record, event.model)
     elif event.kind == "died":

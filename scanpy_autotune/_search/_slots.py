@@ -19,7 +19,7 @@ from typing import Any
 
 from .._validation import check_choice, check_int
 from ._backends import Backend
-from ._cores import usable_cores
+from ._cores import thread_ceiling, usable_cores
 from ._gpu_sizing import GPUInfo, auto_trials_per_gpu, describe_gpus
 
 __all__ = ["BACKENDS", "SlotPlan", "make_backend", "parse_gpus", "plan_local_slots"]
@@ -43,7 +43,7 @@ class SlotPlan:
     trials_per_gpu
         Trials sharing each GPU (``None`` on the CPU).
     reason
-        Why (for ``trials_per_gpu="auto"``: what limited it).
+        What was chosen and why (for ``trials_per_gpu="auto"``: what limited it).
     """
 
     devices: list[str]
@@ -111,7 +111,7 @@ def _chosen_gpus(gpus: str | int | list[int], available: int) -> list[int]:
 def plan_local_slots(
     n_workers: int | None, gpus: Any, trials_per_gpu: int | str = "auto", *, cores: int | None = None,
     visible_gpus: int | None = None, gpu_info: list[GPUInfo] | None = None, bytes_per_trial: int = 0,
-    max_trials: int | None = None,
+    max_trials: int | None = None, thread_limit: int | None = None,
 ) -> SlotPlan:
     """The slots of a search on this machine.
 
@@ -124,9 +124,9 @@ def plan_local_slots(
     trials_per_gpu
         Trials sharing each GPU, or ``"auto"``: as many as the cores can feed
         and the GPU's free memory can hold (:mod:`._gpu_sizing`).
-    cores, visible_gpus, gpu_info
-        The machine (default: this process's usable cores and this machine's
-        GPUs); given by tests.
+    cores, visible_gpus, gpu_info, thread_limit
+        The machine (default: this process's usable cores, this machine's
+        GPUs, ``OMP_NUM_THREADS`` as the most threads a worker takes); given by tests.
     bytes_per_trial
         What one trial holds on its GPU (:func:`._gpu_sizing.trial_device_bytes`).
     max_trials
@@ -157,11 +157,20 @@ def plan_local_slots(
                     devices = devices[:n_workers]
                 if max_trials is not None:
                     devices = devices[:max_trials]
-                return SlotPlan(devices, max(1, cores // len(devices)), trials_per_gpu, reason)
+                return SlotPlan(devices, _threads(cores, len(devices), thread_limit), trials_per_gpu, reason)
     n = n_workers if n_workers is not None else cores
     if max_trials is not None:
         n = min(n, max_trials)
-    return SlotPlan(["cpu"] * n, max(1, cores // n))
+    threads = _threads(cores, n, thread_limit)
+    limited = " (at most OMP_NUM_THREADS)" if threads < max(1, cores // n) else ""
+    return SlotPlan(["cpu"] * n, threads, reason=f"{n} CPU worker(s) on {cores} core(s), {threads} torch "
+                    f"thread(s) each{limited}")
+
+
+def _threads(cores: int, workers: int, thread_limit: int | None) -> int:
+    """Torch threads of each worker: the cores shared out, at most ``thread_limit`` (``OMP_NUM_THREADS``)."""
+    limit = thread_ceiling() if thread_limit is None else thread_limit
+    return min(max(1, cores // workers), limit or cores)
 
 
 def make_backend(
@@ -215,8 +224,7 @@ def make_backend(
         plan = plan_local_slots(
             n_workers, gpus, trials_per_gpu, bytes_per_trial=bytes_per_trial, max_trials=max_trials
         )
-        if plan.trials_per_gpu is not None:
-            logger.info("autotune: %s", plan.reason)
+        logger.info("autotune: %s", plan.reason)
         extra_env = {"OMP_WAIT_POLICY": "PASSIVE"} if passive_threads else None
         pool = LocalPool(plan.devices, plan.threads_per_worker, extra_env)
         pool.trials_per_gpu = plan.trials_per_gpu

@@ -185,13 +185,18 @@ def download(
             f"{loader}() cannot create its cache folder {dest.parent}: {blocker} is a file, not a "
             "folder. Pass another data_dir= or move that file."
         ) from err
+    except OSError as err:  # a read-only working folder (Scanpy's datasetdir is ./data by default)
+        raise _unwritable(loader, dest.parent, err) from err
     hint = (
         f"If this machine is offline, download {url} by hand (for example "
         f"`curl -L -o {dest.name} '{url}'`) and pass path=... to {loader}(), or put the "
         f"file at {dest}."
     )
     logger.info("Downloading %s to %s", url, dest)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    except OSError as err:
+        raise _unwritable(loader, dest.parent, err) from err
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
     md5_digest = hashlib.md5(usedforsecurity=False)
@@ -305,3 +310,11 @@ def fetch(
         return local
     dest = default_data_dir(data_dir) / subdir / remote.filename
     return download(remote.url, dest, sha256=remote.sha256, md5=remote.md5, loader=loader)
+
+
+def _unwritable(loader: str, folder: Path, err: OSError) -> OSError:
+    """The error for a cache folder that cannot be created or written, naming the way out."""
+    return OSError(
+        err.errno, f"{loader}() cannot write its cache folder {folder.absolute()} ({err.strerror or err}); "
+        "pass data_dir= (or set scanpy.settings.datasetdir) to a writable folder."
+    )
