@@ -59,8 +59,10 @@ def pbmc68k_path(tmp_path_factory) -> Path:
 def search_result(cortex_path) -> ad.AnnData:
     """A real small search on 500 Cortex cells with every trial status, shared by result readers.
 
-    Two CPU workers, ASHA pruning (rungs at 2 and 4 epochs), and an objective
-    that refuses 4-layer networks, so the result holds ok, pruned and failed trials.
+    Two CPU workers, ASHA pruning (rungs at 2 and 4 epochs; the first five
+    trials, TPE's seeded random draws, are never pruned), and an objective that
+    refuses 4-layer networks (trial 3 draws one), so the result holds ok, pruned
+    and failed trials whatever order the two workers finish in.
     """
     import numpy as np
 
@@ -75,7 +77,8 @@ def search_result(cortex_path) -> ad.AnnData:
     adata = cortex[np.random.default_rng(1).choice(cortex.n_obs, 500, replace=False)].copy()
     sat.tl.autotune(
         adata, max_evals=12, max_epochs=8, n_workers=2, progress=False, seed=0,
-        objective=objective, pruner="asha", pruner_kwargs={"min_epochs": 2, "eta": 2},
+        objective=objective, pruner="asha",
+        pruner_kwargs={"min_epochs": 2, "eta": 2, "startup_trials": 5, "startup_rungs": 2},
     )
     # which trials fail or are pruned follows TPE's draws: a change of the default space or of
     # TPE can leave a status out, which the readers' tests would then miss without saying so

@@ -1148,7 +1148,7 @@ def test_a_cache_folder_of_the_wrong_shape_is_named(tmp_path, monkeypatch):
         datasets.cortex(data_dir=tmp_path / "d")
     assert (tmp_path / "afile").read_text() == "notes" and (tmp_path / "c" / "cortex").read_text() == "notes"
     # a folder that cannot be made (a read-only working folder under Scanpy's ./data; /proc refuses root too)
-    with pytest.raises(OSError, match=r"cannot write its cache folder /proc/sat-cache/cortex .*pass data_dir="):
+    with pytest.raises(OSError, match=r"cannot use its cache folder /proc/sat-cache/cortex .*pass data_dir="):
         datasets.cortex(data_dir="/proc/sat-cache")
 
 

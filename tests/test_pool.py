@@ -354,32 +354,51 @@ def test_a_fresh_worker_that_is_slow_to_start_holds_up_no_other_trial(cortex, tm
         pool.shutdown(kill=True)
 
 
+#: A driver: imports the package (after putting the lab's folder first, or before), starts a worker
+#: with the pool's own boot that runs the lab's ``report`` module, prints what the worker printed.
+_DRIVER = """
+import os, subprocess, sys
+lab = {lab!r}
+if {lab_first}:
+    sys.path.insert(0, lab)
+import scanpy_autotune
+sys.path.insert(0, lab)
+from scanpy_autotune._search._local_pool import WORKER_BOOT, driver_imports, worker_environment
+env = worker_environment("cpu", 1, os.environ, imports=driver_imports())
+run = subprocess.run([sys.executable, "-c", WORKER_BOOT, "report", "an argument"], env=env,
+                     capture_output=True, text=True)
+print(scanpy_autotune.__file__, run.stdout, run.stderr, sep="\\n")
+"""
+
+_REPORT = """
+import os, sys
+import scanpy_autotune, lab_objectives
+print(scanpy_autotune.__file__, lab_objectives.NAME, os.environ.get("SCANPY_AUTOTUNE_DRIVER_IMPORTS"), sys.argv[1:])
+"""
+
+
 @pytest.mark.slow
-def test_a_worker_imports_what_the_driver_imported_through_its_own_sys_path(tmp_path):
+def test_a_worker_imports_the_driver_s_copy_of_the_package_and_finds_its_modules(tmp_path):
     # probe 31: a script that put another copy of the package (or its objective's module) on sys.path
-    # itself had workers import the installed copy instead, or fail to find the module
+    # itself had workers import the installed copy instead, or fail to find the module; probe 33: and
+    # one that imported the installed copy before it changed sys.path must not have workers import the
+    # other, nor a copy in the working folder
     import shutil
 
     import scanpy_autotune
 
-    elsewhere = tmp_path / "lab code"
-    shutil.copytree(Path(scanpy_autotune.__file__).parent, elsewhere / "scanpy_autotune",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    (elsewhere / "lab_objectives.py").write_text("NAME = 'lab objectives'\n")
-    driver = (
-        f"import sys; sys.path.insert(0, {str(elsewhere)!r})\n"
-        "import os, subprocess, scanpy_autotune\n"
-        "from scanpy_autotune._search._local_pool import worker_environment\n"
-        "env = worker_environment('cpu', 1, os.environ, import_path=sys.path)\n"
-        "code = 'import scanpy_autotune, lab_objectives; print(scanpy_autotune.__file__, lab_objectives.NAME)'\n"
-        "print(subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True).stdout)"
-    )
-    run = subprocess.run([sys.executable, "-c", driver], cwd=tmp_path, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == f"{elsewhere / 'scanpy_autotune' / '__init__.py'} lab objectives"
-    # "" (the working folder) is written out, so that it still means the driver's folder
-    assert _backends.worker_environment("cpu", 1, {}, import_path=["", "/a", "/a"])["PYTHONPATH"] == os.pathsep.join(
-        [os.getcwd(), "/a"])
-    # a PYTHONPATH set since the driver started (os.environ) comes first
-    assert _backends.worker_environment("cpu", 1, {"PYTHONPATH": "/b"}, import_path=["/a", "/b"])[
-        "PYTHONPATH"] == os.pathsep.join(["/b", "/a"])
+    installed = Path(scanpy_autotune.__file__)
+    lab = tmp_path / "lab code:v2"  # a folder name with os.pathsep in it
+    shutil.copytree(installed.parent, lab / "scanpy_autotune", ignore=shutil.ignore_patterns("__pycache__"))
+    (lab / "lab_objectives.py").write_text("NAME = 'lab objectives'\n")
+    (lab / "report.py").write_text(_REPORT)
+    for lab_first, expected, cwd in ((True, lab / "scanpy_autotune" / "__init__.py", tmp_path),
+                                     (False, installed, lab)):
+        driver = tmp_path / "driver.py"  # a script: its own folder, not the working one, is on its path
+        driver.write_text(_DRIVER.format(lab=str(lab), lab_first=lab_first))
+        run = subprocess.run([sys.executable, str(driver)], cwd=cwd, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        driver_copy, worker, *errors = run.stdout.split("\n")
+        assert driver_copy == str(expected), lab_first
+        assert worker == f"{expected} lab objectives None ['an argument']", (lab_first, errors)
+

@@ -117,7 +117,8 @@ def test_a_process_given_one_core_plans_one_cpu_worker():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 1)
     assert out[1].strip() == "['cpu'] 1"
-    assert usable_cores() == len(os.sched_getaffinity(0))
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cores({}) == min(affinity, cgroup_cpu_limit() or affinity)  # no Slurm variables
 
 
 def _cgroup_tree(root, files):
@@ -150,6 +151,12 @@ def test_cgroup_v1_quota_and_no_quota(tmp_path):
     _cgroup_tree(tmp_path, {"cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "-1\n"})
     assert cgroup_cpu_limit(root, v1) is None
     assert cgroup_cpu_limit(root, "") is None
+    # a quota on a parent (a pod, a slice) holds for its children, as on v2
+    _cgroup_tree(tmp_path, {"cpu,cpuacct/docker/cpu.cfs_quota_us": "150000\n",
+                            "cpu,cpuacct/docker/cpu.cfs_period_us": "100000\n"})
+    assert cgroup_cpu_limit(root, v1) == 2
+    # inside a container's namespace the host's path does not exist there: the mount's root is its cgroup
+    assert cgroup_cpu_limit(root, "4:cpu,cpuacct:/kubepods/x\n") is None
 
 
 def test_slurm_s_allocation_caps_the_cores_and_omp_num_threads_the_threads_of_each_worker():
@@ -158,7 +165,9 @@ def test_slurm_s_allocation_caps_the_cores_and_omp_num_threads_the_threads_of_ea
     assert usable_cores({"SLURM_CPUS_PER_TASK": "1"}) == 1
     assert usable_cores({"SLURM_CPUS_PER_TASK": str(machine + 8)}) == machine  # never more than the affinity
     assert usable_cores({"SLURM_CPUS_PER_TASK": "not a number"}) == machine
-    assert thread_ceiling({"OMP_NUM_THREADS": "3"}) == 3 and thread_ceiling({"OMP_NUM_THREADS": "4,2"}) == 4
+    assert usable_cores({"SLURM_CPUS_PER_TASK": "2_0"}) == machine  # int() would read 20
+    assert usable_cores({"SLURM_CPUS_ON_NODE": "1"}) == 1  # a job without --cpus-per-task
+    assert thread_ceiling({"OMP_NUM_THREADS": " 3"}) == 3 and thread_ceiling({"OMP_NUM_THREADS": "4,2"}) == 4
     assert thread_ceiling({}) is None and thread_ceiling({"OMP_NUM_THREADS": "0"}) is None
     # one worker on 8 cores takes 8 threads, or the user's OMP_NUM_THREADS when fewer, and says so
     assert plan_local_slots(1, None, cores=8, thread_limit=99).threads_per_worker == 8
@@ -167,5 +176,7 @@ def test_slurm_s_allocation_caps_the_cores_and_omp_num_threads_the_threads_of_ea
     assert plan_local_slots(None, None, cores=8, thread_limit=2).threads_per_worker == 1
     gpu = plan_local_slots(None, "all", 2, cores=16, visible_gpus=1, gpu_info=[H200], thread_limit=3)
     assert gpu.threads_per_worker == 3
-    assert plan_local_slots(1, None, cores=8, thread_limit=99).reason == "1 CPU worker(s) on 8 core(s), 8 torch thread(s) each"
-    assert plan.reason == "1 CPU worker(s) on 8 core(s), 2 torch thread(s) each (at most OMP_NUM_THREADS)"
+    assert plan_local_slots(1, None, cores=8, thread_limit=99).reason.endswith(", 8 torch thread(s) each")
+    assert plan.reason.startswith("1 CPU worker(s) on 8 usable core(s)")
+    assert plan.reason.endswith(", 2 torch thread(s) each (OMP_NUM_THREADS; 8 without it)")
+    assert gpu.reason.endswith("; 3 torch thread(s) each (OMP_NUM_THREADS; 8 without it)")

@@ -4,7 +4,8 @@
 or ``docker --cpuset-cpus`` gives the process fewer (its CPU affinity), and
 ``docker --cpus`` or a Kubernetes CPU limit caps the time it may use (a
 cgroup CPU quota); a Slurm site that neither pins nor constrains its jobs'
-cores still says how many a task was given (``SLURM_CPUS_PER_TASK``). A search
+cores still says how many a task was given (``SLURM_CPUS_PER_TASK``, or the
+job's on this node: ``SLURM_CPUS_ON_NODE``). A search
 sized from ``os.cpu_count()`` on a 4-core job of a 128-core node starts 128
 workers that share 4 cores. A user's ``OMP_NUM_THREADS`` caps the threads of
 each worker, as it caps torch's own.
@@ -28,7 +29,8 @@ def usable_cores(environ: Mapping[str, str] = os.environ) -> int:
     Parameters
     ----------
     environ
-        The environment (``SLURM_CPUS_PER_TASK``).
+        The environment: ``SLURM_CPUS_PER_TASK``, or without it
+        ``SLURM_CPUS_ON_NODE`` (the job's cores on this node).
 
     Returns
     -------
@@ -39,7 +41,8 @@ def usable_cores(environ: Mapping[str, str] = os.environ) -> int:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         cores = os.cpu_count() or 1
-    for limit in (cgroup_cpu_limit(), _positive_int(environ.get("SLURM_CPUS_PER_TASK"))):
+    slurm = _positive_int(environ.get("SLURM_CPUS_PER_TASK")) or _positive_int(environ.get("SLURM_CPUS_ON_NODE"))
+    for limit in (cgroup_cpu_limit(), slurm):
         if limit is not None:
             cores = min(cores, limit)
     return max(1, cores)
@@ -63,16 +66,13 @@ def thread_ceiling(environ: Mapping[str, str] = os.environ) -> int | None:
 
 
 def _positive_int(text: str | None) -> int | None:
-    """``text`` as a positive integer, or ``None`` (not set, or not a positive integer)."""
-    try:
-        value = int(text) if text is not None else 0
-    except ValueError:
-        return None
-    return value if value > 0 else None
+    """``text`` as a positive integer (digits only), or ``None`` (not set, or not one)."""
+    text = (text or "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
 
 
 def cgroup_cpu_limit(root: Path = _CGROUP_ROOT, self_cgroup: str | None = None) -> int | None:
-    """The CPU quota of this process's cgroup and its parents, in whole cores (rounded up).
+    """The smallest CPU quota of this process's cgroup and its parents, in whole cores (rounded up).
 
     Parameters
     ----------
@@ -91,7 +91,7 @@ def cgroup_cpu_limit(root: Path = _CGROUP_ROOT, self_cgroup: str | None = None) 
             self_cgroup = Path("/proc/self/cgroup").read_text()
         except OSError:
             self_cgroup = ""
-    quotas = [q for q in (*_v2_quotas(root, self_cgroup), _v1_quota(root, self_cgroup)) if q is not None]
+    quotas = [q for q in (*_v2_quotas(root, self_cgroup), *_v1_quotas(root, self_cgroup)) if q is not None]
     if not quotas:
         return None
     return max(1, math.ceil(min(quotas) - 1e-9))
@@ -102,28 +102,33 @@ def _v2_quotas(root: Path, self_cgroup: str) -> list[float | None]:
     path = next((line[3:] for line in self_cgroup.splitlines() if line.startswith("0::")), None)
     if path is None:
         return []
-    folder = root / path.strip().lstrip("/")
-    quotas = []
-    while True:
-        quotas.append(_ratio(_fields(folder / "cpu.max")))
-        if folder == root or root not in folder.parents:
-            return quotas
-        folder = folder.parent
+    return [_ratio(_fields(folder / "cpu.max")) for folder in _up_to(root / path.strip().lstrip("/"), root)]
 
 
-def _v1_quota(root: Path, self_cgroup: str) -> float | None:
-    """cgroup v1: ``cpu.cfs_quota_us`` over ``cpu.cfs_period_us`` (a quota of -1 is none)."""
+def _v1_quotas(root: Path, self_cgroup: str) -> list[float | None]:
+    """cgroup v1: ``cpu.cfs_quota_us`` over ``cpu.cfs_period_us`` of the cgroup and each parent (-1: none)."""
     for line in self_cgroup.splitlines():
         _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
         if "cpu" not in controllers.split(","):
             continue
         for mount in (root / controllers, root / "cpu", root / "cpu,cpuacct"):
-            # inside a container's namespace the path is "/", at its mount's root
-            for folder in (mount / path.strip().lstrip("/"), mount):
-                quota, period = _fields(folder / "cpu.cfs_quota_us"), _fields(folder / "cpu.cfs_period_us")
-                if quota and period:
-                    return _ratio(quota + period)
-    return None
+            if mount.is_dir():
+                # inside a container's namespace its cgroup is the mount's root, whatever the path says
+                folder = mount / path.strip().lstrip("/")
+                return [
+                    _ratio(_fields(f / "cpu.cfs_quota_us") + _fields(f / "cpu.cfs_period_us"))
+                    for f in _up_to(folder if folder.is_dir() else mount, mount)
+                ]
+    return []
+
+
+def _up_to(folder: Path, top: Path) -> list[Path]:
+    """``folder`` and each folder above it, up to ``top``."""
+    folders = [folder]
+    while folder != top and top in folder.parents:
+        folder = folder.parent
+        folders.append(folder)
+    return folders
 
 
 def _fields(path: Path) -> list[str]:

@@ -1,8 +1,9 @@
 """The local pool: one fresh Python interpreter per slot on this machine.
 
-Each worker is started as ``python -m scanpy_autotune._search._worker`` with its
-GPU (``CUDA_VISIBLE_DEVICES``) and thread count in its environment, so both
-hold before anything in it imports torch; it receives the trial context once
+Each worker is started as ``python -c WORKER_BOOT scanpy_autotune._search._worker``
+with its GPU (``CUDA_VISIBLE_DEVICES``) and thread count in its environment, so
+both hold before anything in it imports torch; it imports this package from
+the folder the driver imported it from, and it receives the trial context once
 over a socket pair. Why fresh interpreters rather than ``multiprocessing`` or
 joblib: a spawned process re-imports the user's ``__main__`` (a script without
 an ``if __name__ == "__main__"`` guard would start a search in every worker),
@@ -17,6 +18,7 @@ This module does not import torch.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -39,9 +41,36 @@ START_ATTEMPTS = 3
 logger = logging.getLogger("scanpy_autotune")
 
 
+#: The environment variable that carries :func:`driver_imports` to a worker (removed there at once).
+IMPORTS_VARIABLE = "SCANPY_AUTOTUNE_DRIVER_IMPORTS"
+
+#: What a worker runs (``python -c WORKER_BOOT MODULE ARGS...``): this package from the folder the
+#: driver imported it from, whatever the worker's own path holds (another copy installed, or one in
+#: its working folder); the driver's other import folders after the worker's own, so that an
+#: objective's module that the driver found through a sys.path it changed itself is found too
+#: (appended, so that every module found before resolves as before); then MODULE as ``-m`` runs it.
+WORKER_BOOT = f"""\
+import importlib.util, json, os, runpy, sys
+package, driver_path = json.loads(os.environ.pop({IMPORTS_VARIABLE!r}, "[null, []]"))
+sys.path.extend(entry for entry in driver_path if entry not in sys.path)
+if package is not None and os.path.isfile(os.path.join(package, "__init__.py")):
+    spec = importlib.util.spec_from_file_location(
+        "scanpy_autotune", os.path.join(package, "__init__.py"), submodule_search_locations=[package])
+    sys.modules["scanpy_autotune"] = module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+runpy.run_module(sys.argv.pop(1), run_name="__main__", alter_sys=True)
+"""
+
+
+def driver_imports() -> tuple[str, list[str]]:
+    """Where this process imported this package from, and its ``sys.path`` (absolute, once each)."""
+    package = os.path.dirname(os.path.abspath(sys.modules["scanpy_autotune"].__file__))
+    return package, _absolute_entries(sys.path)
+
+
 def worker_environment(
     device: str, threads: int, environ: Mapping[str, str], extra: Mapping[str, str] | None = None,
-    import_path: Sequence[str] | None = None,
+    imports: tuple[str, Sequence[str]] | None = None,
 ) -> dict[str, str]:
     """The environment of a worker on ``device``: its thread count, and on a GPU that GPU alone.
 
@@ -50,16 +79,12 @@ def worker_environment(
     thread count too, and TorchInductor (the compiled likelihood) compiles in
     the worker itself instead of starting a pool of compiler processes per
     worker. ``extra`` settings apply unless ``environ`` sets them (the user's
-    own setting wins). ``import_path`` (the driver's ``sys.path``) follows
-    ``environ``'s ``PYTHONPATH`` on the worker's, so that a worker imports the
-    copy of the package, and the objective's module, that the driver
-    imported, also when the driver found them through a ``sys.path`` it
-    changed itself.
+    own setting wins). ``imports`` (:func:`driver_imports`) go to
+    :data:`WORKER_BOOT`.
     """
     env = dict(environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    if import_path is not None:
-        given = [entry for entry in environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
-        env["PYTHONPATH"] = os.pathsep.join(_absolute_entries([*given, *import_path]))
+    if imports is not None:
+        env[IMPORTS_VARIABLE] = json.dumps([imports[0], list(imports[1])])
     env.setdefault("NUMBA_NUM_THREADS", str(threads))
     env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
     for name, value in (extra or {}).items():
@@ -103,10 +128,10 @@ class _Slot:
         parent, child = socket.socketpair()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "scanpy_autotune._search._worker", str(child.fileno()), device,
-                 str(threads), str(os.getpid())],
+                [sys.executable, "-c", WORKER_BOOT, "scanpy_autotune._search._worker", str(child.fileno()),
+                 device, str(threads), str(os.getpid())],
                 pass_fds=(child.fileno(),),
-                env=worker_environment(device, threads, os.environ, extra_env, import_path=sys.path),
+                env=worker_environment(device, threads, os.environ, extra_env, imports=driver_imports()),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C in a terminal reaches the driver only
             )

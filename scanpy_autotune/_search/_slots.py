@@ -2,10 +2,10 @@
 
 A slot is one running trial. On this machine the slots are every chosen GPU
 times ``trials_per_gpu``, or one CPU process per usable core
-(:func:`._cores.usable_cores`, or ``n_workers``);
-each CPU worker gets ``cores // workers`` torch threads. :func:`make_backend`
-turns the user's arguments into a started-on-demand backend, after checking
-them, so that a bad argument fails before anything runs.
+(:func:`._cores.usable_cores`, or ``n_workers``); each worker gets
+``cores // workers`` torch threads, at most ``OMP_NUM_THREADS``.
+:func:`make_backend` turns the user's arguments into a started-on-demand
+backend, after checking them, so that a bad argument fails before anything runs.
 """
 
 from __future__ import annotations
@@ -157,20 +157,28 @@ def plan_local_slots(
                     devices = devices[:n_workers]
                 if max_trials is not None:
                     devices = devices[:max_trials]
-                return SlotPlan(devices, _threads(cores, len(devices), thread_limit), trials_per_gpu, reason)
+                threads = _threads(cores, len(devices), thread_limit)
+                return SlotPlan(devices, threads, trials_per_gpu, f"{reason}; {_threads_text(cores, len(devices), threads)}")
     n = n_workers if n_workers is not None else cores
     if max_trials is not None:
         n = min(n, max_trials)
     threads = _threads(cores, n, thread_limit)
-    limited = " (at most OMP_NUM_THREADS)" if threads < max(1, cores // n) else ""
-    return SlotPlan(["cpu"] * n, threads, reason=f"{n} CPU worker(s) on {cores} core(s), {threads} torch "
-                    f"thread(s) each{limited}")
+    machine = os.cpu_count() or cores
+    of = f" of this machine's {machine}" if machine > cores else ""
+    return SlotPlan(["cpu"] * n, threads, reason=f"{n} CPU worker(s) on {cores} usable core(s){of}, "
+                    f"{_threads_text(cores, n, threads)}")
 
 
 def _threads(cores: int, workers: int, thread_limit: int | None) -> int:
     """Torch threads of each worker: the cores shared out, at most ``thread_limit`` (``OMP_NUM_THREADS``)."""
     limit = thread_ceiling() if thread_limit is None else thread_limit
     return min(max(1, cores // workers), limit or cores)
+
+
+def _threads_text(cores: int, workers: int, threads: int) -> str:
+    shared = max(1, cores // workers)
+    limited = f" (OMP_NUM_THREADS; {shared} without it)" if threads < shared else ""
+    return f"{threads} torch thread(s) each{limited}"
 
 
 def make_backend(

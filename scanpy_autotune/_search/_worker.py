@@ -1,4 +1,7 @@
-"""A worker process of the local pool: ``python -m scanpy_autotune._search._worker FD DEVICE THREADS PARENT``.
+"""A worker process of the local pool: ``scanpy_autotune._search._worker FD DEVICE THREADS PARENT``.
+
+The pool runs it through :data:`._local_pool.WORKER_BOOT` (as ``python -m``
+would, with this package imported from the driver's folder).
 
 Started as a fresh interpreter (not ``multiprocessing``'s spawn), so it never
 re-imports the user's ``__main__`` script. The pool pins it to its GPU and

@@ -144,7 +144,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=_positive_int, metavar="N",
         help="trials run at once; default one per GPU slot, or one per CPU core this "
-        "process may use (a Slurm job's cores, a container's CPU limit) (with --scheduler: the cluster's GPU resources or threads)",
+        "process may use, such as a Slurm job's or within a container's CPU limit "
+        "(with --scheduler: the cluster's GPU resources or threads)",
     )
     parser.add_argument(
         "--gpus", type=parse_gpus, default="all", metavar="WHICH",

@@ -315,6 +315,6 @@ def fetch(
 def _unwritable(loader: str, folder: Path, err: OSError) -> OSError:
     """The error for a cache folder that cannot be created or written, naming the way out."""
     return OSError(
-        err.errno, f"{loader}() cannot write its cache folder {folder.absolute()} ({err.strerror or err}); "
+        err.errno, f"{loader}() cannot use its cache folder {folder.absolute()} ({err.strerror or err}); "
         "pass data_dir= (or set scanpy.settings.datasetdir) to a writable folder."
     )

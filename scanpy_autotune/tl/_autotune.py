@@ -194,7 +194,9 @@ def autotune(
     n_workers
         Parallel trials; default one per GPU slot, or one per CPU core this
         process may use: its CPU affinity (a Slurm job's or ``taskset``'s
-        cores, not the whole node's) capped by a container's CPU limit.
+        cores, not the whole node's) capped by a container's CPU limit and
+        ``SLURM_CPUS_PER_TASK``. The cores are shared out as torch threads,
+        at most ``OMP_NUM_THREADS`` per worker when it is set.
     gpus
         ``"all"`` visible GPUs, a number of them, a list of indices, or ``None``
         for CPU only (as are ``0``, ``False`` and ``"none"``, the command line's
