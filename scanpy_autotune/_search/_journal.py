@@ -226,6 +226,7 @@ class _Lock:
     """
 
     def __init__(self, journal: Path) -> None:
+        self.journal = journal
         self.path = Path(f"{journal}.lock")
         self._fh = None
 
@@ -245,16 +246,14 @@ class _Lock:
                 fh.close()
                 logger.warning(
                     "The file system of the journal %s does not support locks (%s); it is used without "
-                    "one: run no other search on it at the same time.", str(self.path)[: -len(".lock")],
-                    err.strerror or err,
+                    "one: run no other search on it at the same time.", self.journal, err.strerror or err,
                 )
                 return
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             fh.close()
-            journal = str(self.path)[: -len(".lock")]
             raise JournalLockedError(
-                f"The journal {journal} is in use by another search ({holder}); wait for it to "
+                f"The journal {self.journal} is in use by another search ({holder}); wait for it to "
                 "end or use another journal path."
             ) from None
         fh.seek(0)

@@ -157,28 +157,24 @@ def plan_local_slots(
                     devices = devices[:n_workers]
                 if max_trials is not None:
                     devices = devices[:max_trials]
-                threads = _threads(cores, len(devices), thread_limit)
-                return SlotPlan(devices, threads, trials_per_gpu, f"{reason}; {_threads_text(cores, len(devices), threads)}")
+                threads, text = _threads(cores, len(devices), thread_limit)
+                return SlotPlan(devices, threads, trials_per_gpu, f"{reason}; {text}")
     n = n_workers if n_workers is not None else cores
     if max_trials is not None:
         n = min(n, max_trials)
-    threads = _threads(cores, n, thread_limit)
+    threads, text = _threads(cores, n, thread_limit)
     machine = os.cpu_count() or cores
     of = f" of this machine's {machine}" if machine > cores else ""
-    return SlotPlan(["cpu"] * n, threads, reason=f"{n} CPU worker(s) on {cores} usable core(s){of}, "
-                    f"{_threads_text(cores, n, threads)}")
+    return SlotPlan(["cpu"] * n, threads, reason=f"{n} CPU worker(s) on {cores} usable core(s){of}, {text}")
 
 
-def _threads(cores: int, workers: int, thread_limit: int | None) -> int:
-    """Torch threads of each worker: the cores shared out, at most ``thread_limit`` (``OMP_NUM_THREADS``)."""
-    limit = thread_ceiling() if thread_limit is None else thread_limit
-    return min(max(1, cores // workers), limit or cores)
-
-
-def _threads_text(cores: int, workers: int, threads: int) -> str:
+def _threads(cores: int, workers: int, thread_limit: int | None) -> tuple[int, str]:
+    """Torch threads of each worker (the cores shared out, at most ``thread_limit``: ``OMP_NUM_THREADS``), said."""
     shared = max(1, cores // workers)
+    limit = thread_ceiling() if thread_limit is None else thread_limit
+    threads = min(shared, limit or shared)
     limited = f" (OMP_NUM_THREADS; {shared} without it)" if threads < shared else ""
-    return f"{threads} torch thread(s) each{limited}"
+    return threads, f"{threads} torch thread(s) each{limited}"
 
 
 def make_backend(
